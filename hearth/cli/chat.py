@@ -1,0 +1,117 @@
+"""`hearth run`: one-shot replies and the interactive chat (like `ollama run`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from hearth.cli.bridge import EngineBridge
+from hearth.errors import HearthError
+from hearth.orchestrator.engines import EnginePool
+from hearth.settings import Settings
+
+HELP = "Commands: /bye to leave, /clear to forget the conversation, /? for this help."
+
+
+def _messages(system: str | None, history: list[dict[str, str]]) -> list[dict[str, str]]:
+    return ([{"role": "system", "content": system}] if system else []) + history
+
+
+def _load(bridge: EngineBridge, model: str, err: Console) -> None:
+    with err.status(f"Loading {model}…"):
+        bridge.call(bridge.pool.load(model))
+
+
+def one_shot(settings: Settings, model: str, prompt: str, system: str | None,
+             sampling: dict[str, Any], as_json: bool, out: Console, err: Console) -> None:
+    bridge = EngineBridge(EnginePool(settings))
+    try:
+        _load(bridge, model, err)
+        parts: list[str] = []
+        done: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        messages = _messages(system, [{"role": "user", "content": prompt}])
+        for ev in bridge.stream(model, "chat", messages=messages, **sampling):
+            if ev["event"] == "token":
+                parts.append(ev["text"])
+                if not as_json:
+                    out.print(ev["text"], end="", markup=False, soft_wrap=True)
+            elif ev["event"] == "done":
+                done = ev
+        if as_json:
+            engine = bridge.pool.engine
+            out.print_json(json.dumps({
+                "model": engine.config.model_name if engine else model,
+                "text": "".join(parts),
+                "finish_reason": done.get("finish_reason"),
+                "prompt_tokens": done.get("prompt_tokens"),
+                "completion_tokens": done.get("completion_tokens"),
+                "tokens_per_s": done.get("decode_tokens_per_s"),
+                "ttft_ms": done.get("ttft_ms"),
+                "wall_s": round(time.perf_counter() - t0, 3),
+            }))
+        else:
+            out.print()
+    finally:
+        bridge.close()
+
+
+def interactive(settings: Settings, model: str, system: str | None, sampling: dict[str, Any],
+                out: Console, err: Console) -> None:
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    bridge = EngineBridge(EnginePool(settings))
+    history: list[dict[str, str]] = []
+    try:
+        _load(bridge, model, err)
+        err.print(f"[dim]{model} ready. {HELP} Ctrl-C stops a reply.[/]")
+        while True:
+            try:
+                line = input(">>> ")
+            except EOFError:
+                out.print()
+                return
+            except KeyboardInterrupt:
+                out.print("\nUse Ctrl + d or /bye to exit.")
+                continue
+            text = line.strip()
+            if not text:
+                continue
+            if text in ("/bye", "/exit", "/quit"):
+                return
+            if text == "/clear":
+                history.clear()
+                out.print("Cleared the conversation.")
+                continue
+            if text in ("/?", "/help"):
+                out.print(HELP)
+                continue
+            if text.startswith("/"):
+                out.print(f"Unknown command {text.split()[0]!r}. {HELP}")
+                continue
+            history.append({"role": "user", "content": text})
+            reply: list[str] = []
+            events = bridge.stream(model, "chat", messages=_messages(system, history), **sampling)
+            try:
+                for ev in events:
+                    if ev["event"] == "token":
+                        reply.append(ev["text"])
+                        out.print(ev["text"], end="", markup=False, soft_wrap=True)
+            except KeyboardInterrupt:
+                events.close()
+                out.print("\n[dim](stopped)[/]", end="")
+            except HearthError as exc:
+                history.pop()  # the turn failed: let the person ask again
+                err.print(f"\n[bold red]error:[/] {escape(exc.message)}")
+                continue
+            out.print("\n")
+            # Keep what was shown, even a stopped reply: it is what the person saw.
+            history.append({"role": "assistant", "content": "".join(reply)})
+    finally:
+        bridge.close()

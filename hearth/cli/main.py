@@ -1,0 +1,275 @@
+"""`hearth`: the command line. Only this layer turns HearthError into exit codes and colour."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from hearth import __version__
+from hearth.errors import HearthError, InsecureBind, InvalidRequest
+from hearth.settings import Settings, load_settings
+
+app = typer.Typer(name="hearth", help="Run large open LLMs on the machines you already own.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="List, inspect and remove stored models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        raise InvalidRequest(f"Invalid setting: {exc}") from exc
+
+
+def _progress() -> Progress:
+    return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), console=err, transient=True)
+
+
+def _store(settings: Settings) -> Any:
+    from hearth.models.store import ModelStore
+
+    return ModelStore(settings.models_dir)
+
+
+# -- run ------------------------------------------------------------------------------------
+def _split_model_prompt(first: str | None, second: str | None, settings: Settings) -> tuple[str, str | None]:
+    """`hearth run [MODEL] [PROMPT]`: a lone argument is a model if one is known by that name."""
+    if first is not None and second is not None:
+        return first, second
+    if first is None:
+        return settings.default_model, None
+    from hearth.models.catalogue import lookup
+
+    store = _store(settings)
+    try:
+        known = lookup(first) is not None or store.get(first) is not None
+    except InvalidRequest:
+        known = False
+    return (first, None) if known else (settings.default_model, first)
+
+
+@app.command()
+def run(
+    model: Annotated[Optional[str], typer.Argument(help="Model alias or stored name (default: the embedded model).", show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Argument(help="Prompt; without it, an interactive chat.", show_default=False)] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help="Most tokens to generate.")] = None,
+    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature; 0 is greedy.")] = 0.8,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling.")] = 0.95,
+    seed: Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Sampling seed.")] = None,
+    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (text, token counts, tokens/s).")] = False,
+) -> None:
+    """Run a model: reply to PROMPT and exit, or chat interactively."""
+    from hearth.cli.chat import interactive, one_shot
+    from hearth.engine.native import check_rpc_backend
+
+    settings = _settings()
+    check_rpc_backend()
+    name, text = _split_model_prompt(model, prompt, settings)
+    if text is None and not sys.stdin.isatty():
+        text = sys.stdin.read()
+    if text is not None and not text.strip():
+        raise InvalidRequest("The prompt is empty; give some text to reply to.")
+    sampling = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+                "seed": seed, "stop": []}
+    if text is None:
+        interactive(settings, name, system, sampling, out, err)
+    else:
+        one_shot(settings, name, text, system, sampling, as_json, out, err)
+
+
+# -- serve ----------------------------------------------------------------------------------
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port (default 11435).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="Bearer key clients must send; required beyond loopback.", envvar="HEARTH_API_KEY")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Load this model at start-up (default: on first request).")] = None,
+) -> None:
+    """Serve an OpenAI- and Ollama-compatible endpoint on this machine."""
+    import asyncio
+
+    import uvicorn
+
+    from hearth.engine.native import check_rpc_backend
+    from hearth.orchestrator.engines import EnginePool
+    from hearth.server.app import create_app
+
+    settings = _settings(host=host, port=port, api_key=api_key)
+    if not _is_loopback(settings.host) and settings.api_key is None:
+        raise InsecureBind(
+            f"Refusing to serve on {settings.host} without an API key: anyone on the network could "
+            "use this machine. Pass --api-key (or set HEARTH_API_KEY), or bind to 127.0.0.1."
+        )
+    if settings.api_key is not None and not settings.api_key.get_secret_value().strip():
+        raise InvalidRequest("The API key is empty; choose a non-empty key.")
+    check_rpc_backend()
+    pool = EnginePool(settings)
+    api = create_app(settings, pool)
+    config = uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning",
+                            access_log=False)
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        if model:
+            with err.status(f"Loading {model}…"):
+                await pool.load(model)
+        err.print(f"hearth {__version__} serving on http://{settings.host}:{settings.port} "
+                  f"(OpenAI base URL http://{settings.host}:{settings.port}/v1)")
+        await server.serve()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+
+
+# -- models ---------------------------------------------------------------------------------
+@app.command()
+def pull(
+    spec: Annotated[str, typer.Argument(help="Catalogue alias, http(s) URL, or path to a .gguf file.")],
+    name: Annotated[Optional[str], typer.Option(help="Store it under this name.")] = None,
+    sha256: Annotated[Optional[str], typer.Option(help="Expected sha256 of the file.")] = None,
+) -> None:
+    """Download or import a model into the store (resumes, verifies the hash)."""
+    from hearth.models.pull import pull as do_pull
+
+    settings = _settings()
+    if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
+        raise InvalidRequest("--sha256 takes 64 hexadecimal characters.")
+    with _progress() as progress:
+        task = progress.add_task(f"pulling {spec}", total=None)
+
+        def update(done: int, total: int | None) -> None:
+            progress.update(task, completed=done, total=total)
+
+        manifest = do_pull(_store(settings), spec, name=name, sha256=sha256, progress=update)
+    out.print(f"[green]✓[/] {manifest.name}  {manifest.size / 1e6:.1f} MB  sha256:{manifest.digest[:12]}")
+
+
+@models_app.callback()
+def models(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    catalogue: Annotated[bool, typer.Option("--catalogue", help="List what can be pulled instead.")] = False,
+) -> None:
+    """List stored models."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from hearth.models.catalogue import CATALOGUE
+
+    settings = _settings()
+    if catalogue:
+        rows = [{"alias": e.alias, "family": e.family, "description": e.description, "quant": e.quant,
+                 "params_b": e.params_b, "source": e.package or e.hf_repo, "files": list(e.files)}
+                for e in CATALOGUE.values()]
+        if as_json:
+            out.print_json(json.dumps(rows))
+            return
+        table = Table("alias", "description", "quant", "source", "files")
+        for r in rows:
+            table.add_row(r["alias"], r["description"], r["quant"], str(r["source"]), str(len(r["files"])))
+        out.print(table)
+        return
+    stored = _store(settings).list()
+    if as_json:
+        out.print_json(json.dumps([m.to_json() | {"size": m.size, "digest": m.digest} for m in stored]))
+        return
+    if not stored:
+        out.print("No models stored yet. `hearth run` imports the embedded default; "
+                  "`hearth models --catalogue` lists what can be pulled.")
+        return
+    table = Table("name", "size", "digest", "files", "source")
+    for m in stored:
+        table.add_row(m.name, f"{m.size / 1e6:.1f} MB", m.digest[:12], str(len(m.files)), m.source)
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    model: Annotated[str, typer.Argument(help="Stored model name or alias.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    template: Annotated[bool, typer.Option("--template", help="Print the whole chat template.")] = False,
+) -> None:
+    """Print the facts read from a model's GGUF header."""
+    from hearth.models.facts import read_facts
+    from hearth.models.pull import resolve
+
+    settings = _settings()
+    store = _store(settings)
+    name, _ = resolve(store, model)
+    facts = read_facts(store.part_paths(name))
+    if as_json:
+        out.print_json(json.dumps(facts.to_json() | {"model": name}))
+        return
+    table = Table("fact", "value", show_header=False)
+    rows = [
+        ("model", name), ("architecture", facts.architecture), ("name", facts.name),
+        ("quantization", facts.quantization), ("parameters", f"{facts.n_params / 1e6:.1f} M"),
+        ("file size", f"{facts.file_bytes / 1e6:.1f} MB"), ("layers", str(facts.n_layers)),
+        ("embedding size", str(facts.n_embd)), ("heads / kv heads", f"{facts.n_head} / {facts.n_head_kv}"),
+        ("context length", str(facts.context_length)),
+        ("bytes per layer", f"{facts.bytes_per_layer / 1e6:.2f} MB (largest)"),
+        ("embedding tensor", f"{facts.embedding_bytes / 1e6:.2f} MB"),
+        ("output tensors", f"{facts.output_bytes / 1e6:.2f} MB"),
+        ("KV cache per token", f"{facts.kv_bytes_per_token / 1024:.1f} KiB (f16)"),
+    ]
+    tmpl = facts.chat_template or "(none)"
+    rows.append(("chat template", tmpl if template or len(tmpl) <= 80 else tmpl[:77] + "..."))
+    for k, v in rows:
+        table.add_row(k, v)
+    out.print(table)
+
+
+@app.command()
+def rm(model: Annotated[str, typer.Argument(help="Stored model name.")]) -> None:
+    """Remove a model from the store."""
+    from hearth.models.catalogue import lookup
+
+    settings = _settings()
+    entry = lookup(model)
+    removed = _store(settings).remove(entry.alias if entry else model)
+    out.print(f"Removed {removed.name} ({removed.size / 1e6:.1f} MB).")
+
+
+@app.command()
+def version() -> None:
+    """Print hearth's version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except HearthError as exc:
+        err.print("[bold red]error:[/]", escape(exc.message))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""mDNS discovery of household nodes (household-pool issue)."""

@@ -1,0 +1,1 @@
+"""The llama.cpp engine, run in a supervised child process."""

@@ -1,0 +1,238 @@
+"""The engine child process: loads one GGUF with llama-cpp-python and serves requests.
+
+Run as `python -m hearth.engine.worker --model PATH ...`. It reads requests from stdin and
+writes events to the original stdout (fd 1 is pointed at stderr so that nothing llama.cpp
+prints can corrupt the protocol). It exits when stdin closes, so it never outlives its parent.
+A reader thread takes cancels while the main thread generates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from hearth.engine.protocol import OPS, ProtocolError, decode, encode
+
+# Fallback when a GGUF carries no chat template (ChatML, which most small models understand).
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class Emitter:
+    """Writes one event per line to the protocol pipe; both threads share it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, msg: dict[str, Any]) -> None:
+        data = encode(msg)
+        with self._lock:
+            self._stream.write(data)
+            self._stream.flush()
+
+
+class RequestError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Engine:
+    def __init__(self, model_path: str, n_ctx: int, n_threads: int, seed: int) -> None:
+        import llama_cpp
+        from llama_cpp import llama_chat_format
+
+        self._llama_cpp = llama_cpp
+        self.model_path = model_path
+        self.n_threads = n_threads
+        outer = self
+
+        class CountingLlama(llama_cpp.Llama):
+            """Counts prompt and generated tokens, which streaming responses do not report."""
+
+            def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+                outer.prompt_tokens = len(tokens)
+                for tok in super().generate(tokens, *args, **kwargs):
+                    if not llama_cpp.llama_vocab_is_eog(self._model.vocab, tok):
+                        outer.completion_tokens += 1
+                    yield tok
+
+        self.llm = CountingLlama(
+            model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+            seed=seed, verbose=False,
+        )
+        self.n_ctx = self.llm.n_ctx()
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._embedder: Any = None
+        meta = self.llm.metadata
+        eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
+        model = self.llm._model
+        self.formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=meta.get("tokenizer.chat_template", CHATML),
+            eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
+            bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
+            stop_token_ids=[eos_id],
+        )
+
+    # -- requests ------------------------------------------------------------------------
+    def _check_fits(self, n_prompt: int, max_tokens: int | None) -> None:
+        if n_prompt >= self.n_ctx:
+            raise RequestError(
+                "context_length_exceeded",
+                f"The prompt is {n_prompt} tokens; the context window is {self.n_ctx}. "
+                "Shorten the prompt or the conversation.",
+            )
+
+    def _prepare(self, req: dict[str, Any]) -> tuple[Any, list[str], Any]:
+        """Prompt (text or tokens), stop strings and stopping criteria, as create_chat_completion does."""
+        stop = list(req.get("stop") or [])
+        if req["op"] == "chat":
+            try:
+                result = self.formatter(messages=req["messages"])
+            except Exception as exc:  # the template is the model's own Jinja code
+                raise RequestError("invalid_request", f"The chat template rejected the messages: {exc}") from exc
+            tokens = self.llm.tokenize(
+                result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
+            )
+            self._check_fits(len(tokens), req.get("max_tokens"))
+            rstop = result.stop if isinstance(result.stop, list) else [result.stop]
+            return tokens, stop + [s for s in rstop if s], result.stopping_criteria
+        prompt = req["prompt"]
+        n = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+        self._check_fits(n, req.get("max_tokens"))
+        return prompt, stop, None
+
+    def generate(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
+        rid = req["id"]
+        prompt, stop, criteria = self._prepare(req)
+        self.prompt_tokens = self.completion_tokens = 0
+        t0 = time.perf_counter()
+        out({"event": "start", "id": rid})
+        chunks = self.llm.create_completion(
+            prompt=prompt,
+            max_tokens=req.get("max_tokens"),
+            temperature=float(req.get("temperature", 0.8)),
+            top_p=float(req.get("top_p", 0.95)),
+            seed=req.get("seed"),
+            stop=stop,
+            stopping_criteria=criteria,
+            stream=True,
+        )
+        finish = "length"
+        t_first = t_last = None
+        try:
+            for chunk in chunks:
+                if cancelled.is_set():
+                    finish = "cancelled"
+                    break
+                choice = chunk["choices"][0]
+                text = choice.get("text") or ""
+                if text:
+                    t_last = time.perf_counter()
+                    if t_first is None:
+                        t_first = t_last
+                    out({"event": "token", "id": rid, "text": text})
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        finally:
+            chunks.close()
+        n = self.completion_tokens
+        decode_s = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0
+        out({
+            "event": "done", "id": rid, "finish_reason": finish,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": n,
+            "ttft_ms": round(((t_first or time.perf_counter()) - t0) * 1000, 3),
+            "total_ms": round((time.perf_counter() - t0) * 1000, 3),
+            "decode_tokens_per_s": round((n - 1) / decode_s, 3) if n > 1 and decode_s > 0 else None,
+        })
+
+    def embed(self, req: dict[str, Any], out: Emitter) -> None:
+        llama_cpp = self._llama_cpp
+        if self._embedder is None:
+            # A second context in embedding mode; generation keeps its own.
+            self._embedder = llama_cpp.Llama(
+                model_path=self.model_path, embedding=True, n_ctx=self.n_ctx,
+                n_threads=self.n_threads, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+                verbose=False,
+            )
+        inputs: list[str] = req["input"]
+        counts = [len(self._embedder.tokenize(s.encode("utf-8"), add_bos=True, special=True)) for s in inputs]
+        for n in counts:
+            self._check_fits(n, None)
+        vectors = self._embedder.embed(inputs, normalize=True)
+        out({"event": "embedding", "id": req["id"], "data": vectors,
+                          "prompt_tokens": sum(counts)})
+
+
+def _reader(inbox: queue.Queue[dict[str, Any] | None], cancels: dict[str, threading.Event],
+            out: Emitter) -> None:
+    for line in sys.stdin.buffer:
+        try:
+            msg = decode(line, OPS, "op")
+        except ProtocolError as exc:
+            out({"event": "error", "id": None, "code": "protocol", "message": str(exc)})
+            continue
+        if msg["op"] == "cancel":
+            ev = cancels.get(str(msg.get("id")))
+            if ev is not None:
+                ev.set()
+            continue
+        cancels[str(msg.get("id"))] = threading.Event()
+        inbox.put(msg)
+    inbox.put(None)  # stdin closed: the parent is gone
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="hearth-engine")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--n-ctx", type=int, default=4096)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0xFFFFFFFF)
+    args = ap.parse_args(argv)
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the CLI, which cancels
+    out = Emitter(os.fdopen(os.dup(1), "wb"))
+    os.dup2(2, 1)
+    t0 = time.perf_counter()
+    try:
+        engine = Engine(args.model, args.n_ctx, args.threads, args.seed)
+    except Exception as exc:  # report any load failure to the parent, then exit
+        out({"event": "fatal", "message": f"Could not load {args.model}: {exc}"})
+        return 1
+    out({"event": "ready", "pid": os.getpid(), "n_ctx": engine.n_ctx,
+                      "load_ms": round((time.perf_counter() - t0) * 1000, 1)})
+
+    inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    cancels: dict[str, threading.Event] = {}
+    threading.Thread(target=_reader, args=(inbox, cancels, out), daemon=True).start()
+    while (req := inbox.get()) is not None:
+        rid = str(req.get("id"))
+        try:
+            if req["op"] == "embed":
+                engine.embed(req, out)
+            else:
+                engine.generate(req, cancels[rid], out)
+        except RequestError as exc:
+            out({"event": "error", "id": rid, "code": exc.code, "message": exc.message})
+        except (KeyError, TypeError, ValueError) as exc:
+            out({"event": "error", "id": rid, "code": "engine_error",
+                              "message": f"{type(exc).__name__}: {exc}"})
+        finally:
+            cancels.pop(rid, None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Model catalogue, content-addressed store, downloads and GGUF facts."""

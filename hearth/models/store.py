@@ -1,0 +1,182 @@
+"""A content-addressed model store under the data folder.
+
+    models/blobs/sha256-<hex>        the bytes, named by their hash
+    models/manifests/<name>.json     name -> ordered files (several for a split GGUF)
+    models/links/<name>/<filename>   symlinks with the original names, so llama.cpp finds the
+                                     other parts of a split GGUF next to the first one
+    models/partial/                  downloads in progress (resumable)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hearth.errors import InvalidRequest, ModelNotFound
+from hearth.models.catalogue import validate_name
+
+CHUNK = 1 << 20
+Progress = Callable[[int, int | None], None]
+"""Called with (bytes done, bytes total or None)."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    filename: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    files: tuple[StoredFile, ...]
+    source: str
+    pulled_at: float
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def digest(self) -> str:
+        return self.files[0].sha256
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "files": [asdict(f) for f in self.files],
+            "source": self.source,
+            "pulled_at": self.pulled_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Manifest:
+        files = tuple(StoredFile(**f) for f in data["files"])  # type: ignore[arg-type, union-attr]
+        return cls(str(data["name"]), files, str(data["source"]), float(data["pulled_at"]))  # type: ignore[arg-type]
+
+
+def sha256_file(path: Path, progress: Progress | None = None) -> str:
+    h = hashlib.sha256()
+    total = path.stat().st_size
+    done = 0
+    with path.open("rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+            done += len(block)
+            if progress:
+                progress(done, total)
+    return h.hexdigest()
+
+
+class ModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.manifests = root / "manifests"
+        self.links = root / "links"
+        self.partial = root / "partial"
+        for d in (self.blobs, self.manifests, self.links, self.partial):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # -- reading ---------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        return self.blobs / f"sha256-{digest}"
+
+    def _manifest_path(self, name: str) -> Path:
+        return self.manifests / f"{validate_name(name)}.json"
+
+    def get(self, name: str) -> Manifest | None:
+        path = self._manifest_path(name)
+        if not path.exists():
+            return None
+        return Manifest.from_json(json.loads(path.read_text()))
+
+    def list(self) -> list[Manifest]:
+        out = []
+        for p in sorted(self.manifests.glob("*.json")):
+            out.append(Manifest.from_json(json.loads(p.read_text())))
+        return out
+
+    def model_path(self, name: str) -> Path:
+        """The path llama.cpp should open: the blob, or the first part's link for a split."""
+        manifest = self.get(name)
+        if manifest is None:
+            raise ModelNotFound(f"Model {name!r} is not in the store; run `hearth pull {name}`.")
+        missing = [f.filename for f in manifest.files if not self.blob_path(f.sha256).exists()]
+        if missing:
+            raise ModelNotFound(
+                f"Model {name!r} is missing {', '.join(missing)}; run `hearth pull {name}` again."
+            )
+        if len(manifest.files) == 1:
+            return self.blob_path(manifest.digest)
+        link_dir = self.links / manifest.name
+        link_dir.mkdir(parents=True, exist_ok=True)
+        for f in manifest.files:
+            link = link_dir / f.filename
+            if not link.is_symlink():
+                link.symlink_to(self.blob_path(f.sha256))
+        return link_dir / manifest.files[0].filename
+
+    def part_paths(self, name: str) -> list[Path]:
+        manifest = self.get(name)
+        if manifest is None:
+            raise ModelNotFound(f"Model {name!r} is not in the store; run `hearth pull {name}`.")
+        return [self.blob_path(f.sha256) for f in manifest.files]
+
+    # -- writing ---------------------------------------------------------------------------
+    def add_blob(self, src: Path, *, expected: str | None = None, move: bool = False,
+                 progress: Progress | None = None) -> StoredFile:
+        """Hash a file and place it under its hash (hard link or copy; move when asked)."""
+        digest = sha256_file(src, progress)
+        if expected is not None and digest != expected.lower():
+            raise InvalidRequest(
+                f"{src.name}: sha256 is {digest}, expected {expected}; the file is corrupt or not "
+                "the one named."
+            )
+        size = src.stat().st_size
+        dest = self.blob_path(digest)
+        if not dest.exists():
+            tmp = self.blobs / f".tmp-{digest}-{os.getpid()}"
+            if move:
+                shutil.move(str(src), tmp)
+            else:
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+            os.chmod(dest, 0o644)
+        elif move:
+            src.unlink()
+        return StoredFile(src.name, digest, size)
+
+    def write_manifest(self, name: str, files: list[StoredFile], source: str) -> Manifest:
+        manifest = Manifest(validate_name(name), tuple(files), source, time.time())
+        path = self._manifest_path(name)
+        fd, tmp = tempfile.mkstemp(dir=self.manifests, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(manifest.to_json(), f, indent=2)
+        os.replace(tmp, path)
+        shutil.rmtree(self.links / manifest.name, ignore_errors=True)
+        return manifest
+
+    def remove(self, name: str) -> Manifest:
+        """Forget a model and delete the blobs no other manifest uses."""
+        manifest = self.get(name)
+        if manifest is None:
+            raise ModelNotFound(f"Model {name!r} is not in the store; `hearth models` lists them.")
+        self._manifest_path(name).unlink()
+        shutil.rmtree(self.links / manifest.name, ignore_errors=True)
+        in_use = {f.sha256 for m in self.list() for f in m.files}
+        for f in manifest.files:
+            if f.sha256 not in in_use:
+                self.blob_path(f.sha256).unlink(missing_ok=True)
+        return manifest

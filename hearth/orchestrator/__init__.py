@@ -1,0 +1,1 @@
+"""Scheduling requests onto engines (single machine for now; pooling comes with the household issue)."""

@@ -1,0 +1,1 @@
+"""Pairing by short code (trusted-radius issue)."""

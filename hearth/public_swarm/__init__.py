@@ -1,0 +1,1 @@
+"""The credit-priced public swarm (public-radius issue)."""

@@ -1,0 +1,1 @@
+"""Leasing ggml RPC servers on household nodes (household-pool issue)."""

@@ -1,0 +1,1 @@
+"""The local OpenAI- and Ollama-compatible HTTP endpoint."""

@@ -1,0 +1,282 @@
+"""The HTTP endpoint: OpenAI-compatible routes, Ollama-compatible routes and a chat page.
+
+Errors leave as OpenAI-shaped JSON built from HearthError's typed fields; nothing here parses
+exception text, and no traceback ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib.resources import files
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hearth import __version__
+from hearth.errors import EngineFailed, HearthError, ModelNotFound, Unauthorized
+from hearth.orchestrator.engines import EnginePool
+from hearth.server import ollama
+from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from hearth.settings import Settings
+
+log = logging.getLogger("hearth.server")
+T = TypeVar("T")
+Events = AsyncIterator[dict[str, Any]]
+PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
+
+
+def error_body(status: int, message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def hearth_error_response(exc: HearthError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.http_status, exc.message, exc.error_type, exc.code, exc.param),
+        status_code=exc.http_status,
+    )
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "The request body is not valid.", None
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        return "The request body is not valid JSON.", None
+    param = ".".join(loc) or None
+    where = f" at '{param}'" if param else ""
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"Invalid request{where}: {first.get('msg', 'invalid value')}{more}.", param
+
+
+async def start(events: Events) -> tuple[dict[str, Any], Events]:
+    """Wait for the first event, so that errors before generation become HTTP statuses."""
+    first = await anext(events)
+    return first, events
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run work; cancel it (and so the generation) if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.2)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise asyncio.CancelledError("client disconnected")
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {payload}\n\n".encode()
+
+
+def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(title="hearth", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if api_key is not None and request.url.path not in PUBLIC_PATHS:
+            given = request.headers.get("authorization", "")
+            token = given[7:].strip() if given.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), api_key):
+                return hearth_error_response(Unauthorized(
+                    "Missing or wrong API key: send 'Authorization: Bearer <key>'."
+                ))
+        return await call_next(request)
+
+    @app.exception_handler(HearthError)
+    async def on_hearth_error(_: Request, exc: HearthError) -> JSONResponse:
+        return hearth_error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return JSONResponse(error_body(400, message, "invalid_request_error", "invalid_request", param), 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        return JSONResponse(error_body(exc.status_code, str(exc.detail), "invalid_request_error", code),
+                            exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(error_body(500, "Internal error in hearth; see the server log.",
+                                       "server_error", "internal_error"), 500)
+
+    def model_name(requested: str | None) -> str:
+        return (requested or settings.default_model).strip()
+
+    # -- pages and status ------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        html = files("hearth.server").joinpath("static/index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html.replace("{{DEFAULT_MODEL}}", settings.default_model))
+
+    @app.get("/hearth/status")
+    async def status() -> dict[str, Any]:
+        return {"version": __version__, **pool.status()}
+
+    # -- OpenAI ---------------------------------------------------------------------------
+    def model_cards() -> list[dict[str, Any]]:
+        from hearth.models.catalogue import CATALOGUE
+
+        stored = {m.name: m for m in pool.store.list()}
+        names = sorted(set(stored) | {a for a, e in CATALOGUE.items() if e.embedded})
+        return [{"id": n, "object": "model", "owned_by": "hearth",
+                 "created": int(stored[n].pulled_at) if n in stored else 0} for n in names]
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": model_cards()}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        for card in model_cards():
+            if card["id"] == model_id:
+                return card
+        raise ModelNotFound(f"Model {model_id!r} does not exist; GET /v1/models lists them.")
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        model = model_name(body.model)
+        fields = body.engine_fields() | {"messages": [m.for_template() for m in body.messages]}
+        first, events = await start(pool.run(model, "chat", **fields))
+        rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            opening = sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                               "finish_reason": None}]})
+
+            def chat_choice(text: str | None, finish: str | None) -> dict[str, Any]:
+                delta = {"content": text} if text is not None else {}
+                return {"index": 0, "delta": delta, "finish_reason": finish}
+
+            return sse_response(events, base, chat_choice, include_usage, opening)
+        text, done = await until_disconnect(request, _collect(events))
+        return JSONResponse({
+            "id": rid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": None, "finish_reason": done["finish_reason"]}],
+            "usage": _usage(done), "hearth": _timings(done),
+        })
+
+    @app.post("/v1/completions", response_model=None)
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        model = model_name(body.model)
+        fields = body.engine_fields() | {"prompt": body.prompt_text()}
+        first, events = await start(pool.run(model, "complete", **fields))
+        rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+        base = {"id": rid, "object": "text_completion", "created": created, "model": model}
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+            def text_choice(text: str | None, finish: str | None) -> dict[str, Any]:
+                return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+            return sse_response(events, base, text_choice, include_usage)
+        text, done = await until_disconnect(request, _collect(events))
+        return JSONResponse(base | {
+            "object": "text_completion",
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": done["finish_reason"]}],
+            "usage": _usage(done), "hearth": _timings(done),
+        })
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
+        model = model_name(body.model)
+
+        async def one() -> dict[str, Any]:
+            async for ev in pool.run(model, "embed", input=body.inputs()):
+                if ev["event"] == "embedding":
+                    return ev
+            raise EngineFailed("The engine returned no embedding.")
+
+        ev = await until_disconnect(request, one())
+        n = int(ev["prompt_tokens"])
+        return {
+            "object": "list", "model": model,
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(ev["data"])],
+            "usage": {"prompt_tokens": n, "total_tokens": n},
+        }
+
+    ollama.add_routes(app, settings, pool)
+    return app
+
+
+def sse_response(events: Events, base: dict[str, Any],
+                 choice: Callable[[str | None, str | None], dict[str, Any]],
+                 include_usage: bool, opening: bytes | None = None) -> StreamingResponse:
+    """Server-sent events in OpenAI's chunk format, ending with [DONE].
+
+    An error after the stream began is sent in-band as {"error": ...}, which the official
+    clients raise. Closing the response (client gone) closes the events, which cancels the
+    generation in the engine.
+    """
+
+    async def body() -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(events):
+            if opening is not None:
+                yield opening
+            try:
+                async for ev in events:
+                    if ev["event"] == "token":
+                        yield sse(base | {"choices": [choice(ev["text"], None)]})
+                    elif ev["event"] == "done":
+                        yield sse(base | {"choices": [choice(None, ev["finish_reason"])]})
+                        if include_usage:
+                            yield sse(base | {"choices": [], "usage": _usage(ev)})
+            except HearthError as exc:
+                yield sse(error_body(exc.http_status, exc.message, exc.error_type, exc.code))
+            yield sse("[DONE]")
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _collect(events: Events) -> tuple[str, dict[str, Any]]:
+    parts: list[str] = []
+    async for ev in events:
+        if ev["event"] == "token":
+            parts.append(ev["text"])
+        elif ev["event"] == "done":
+            return "".join(parts), ev
+    raise EngineFailed("The engine ended the request without finishing it.")
+
+
+def _usage(done: dict[str, Any]) -> dict[str, int]:
+    p, c = int(done["prompt_tokens"]), int(done["completion_tokens"])
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _timings(done: dict[str, Any]) -> dict[str, Any]:
+    return {"ttft_ms": done.get("ttft_ms"), "decode_tokens_per_s": done.get("decode_tokens_per_s")}

@@ -1,0 +1,60 @@
+"""One settings tree for hearth, read from HEARTH_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("hearth", appauthor=False))
+
+
+def _default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    """hearth's configuration; every field can be set as HEARTH_<FIELD>."""
+
+    model_config = SettingsConfigDict(env_prefix="HEARTH_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    """Data folder: model store, keys, state. Tests and several nodes on one machine set it apart."""
+
+    default_model: str = DEFAULT_MODEL
+    """Model used when a command or request names none."""
+
+    host: str = "127.0.0.1"
+    """Address `hearth serve` binds to; anything but loopback needs an API key."""
+
+    port: int = Field(default=11435, ge=0, le=65535)
+    """Port `hearth serve` listens on."""
+
+    api_key: SecretStr | None = None
+    """Bearer key clients must present; required when binding beyond loopback."""
+
+    n_ctx: int = Field(default=4096, ge=64)
+    """Context window (tokens) the engine allocates, capped by the model's own."""
+
+    n_threads: int = Field(default_factory=_default_threads, ge=1)
+    """CPU threads the engine uses for decoding."""
+
+    max_queue: int = Field(default=16, ge=0)
+    """Requests that may wait for the engine before new ones get 429."""
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (None means 'not given')."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**given)  # type: ignore[arg-type]
