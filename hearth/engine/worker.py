@@ -19,13 +19,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from hearth.engine.protocol import OPS, ProtocolError, decode, encode
-
-# Fallback when a GGUF carries no chat template (ChatML, which most small models understand).
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
+from hearth.engine.templates import template_for
 
 class Emitter:
     """Writes one event per line to the protocol pipe; both threads share it."""
@@ -76,11 +70,12 @@ class Engine:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self._embedder: Any = None
-        meta = self.llm.metadata
+        template = template_for(self.llm.metadata)
+        self.template_stop = list(template.stop)
         eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
         model = self.llm._model
         self.formatter = llama_chat_format.Jinja2ChatFormatter(
-            template=meta.get("tokenizer.chat_template", CHATML),
+            template=template.source,
             eos_token=model.token_get_text(eos_id) if eos_id != -1 else "",
             bos_token=model.token_get_text(bos_id) if bos_id != -1 else "",
             stop_token_ids=[eos_id],
@@ -108,7 +103,8 @@ class Engine:
             )
             self._check_fits(len(tokens), req.get("max_tokens"))
             rstop = result.stop if isinstance(result.stop, list) else [result.stop]
-            return tokens, stop + [s for s in rstop if s], result.stopping_criteria
+            stop += [s for s in rstop + self.template_stop if s]
+            return tokens, stop, result.stopping_criteria
         prompt = req["prompt"]
         n = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
         self._check_fits(n, req.get("max_tokens"))

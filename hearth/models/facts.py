@@ -71,7 +71,9 @@ def read_facts(paths: list[Path]) -> ModelFacts:
         raise InvalidRequest("No GGUF file given.")
     try:
         readers = [GGUFReader(p, "r") for p in paths]
-    except (ValueError, OSError) as exc:
+    except Exception as exc:  # gguf raises many kinds (struct, index, value) on a damaged file
+        if isinstance(exc, (KeyboardInterrupt, MemoryError)):
+            raise
         raise InvalidRequest(f"{paths[0]} is not a readable GGUF file: {exc}") from exc
     head = readers[0]
     arch = str(_value(head, "general.architecture", "unknown"))

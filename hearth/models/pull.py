@@ -82,8 +82,8 @@ def pull(store: ModelStore, spec: str, *, name: str | None = None, sha256: str |
     if path.exists():
         if not path.is_file():
             raise InvalidRequest(f"{spec!r} is not a file.")
-        _check_gguf_magic(path)
         target = validate_name(name) if name else name_from_filename(path.name)
+        _check_gguf_magic(path)
         stored = store.add_blob(path, expected=sha256, progress=progress)
         return store.write_manifest(
             target, [StoredFile(path.name, stored.sha256, stored.size)], f"file:{path.resolve()}"

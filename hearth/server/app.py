@@ -7,10 +7,12 @@ exception text, and no traceback ever reaches a client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import json
 import logging
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -54,6 +56,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
+    if not loc:
+        return "The request body must be a JSON object (send Content-Type: application/json).", None
     param = ".".join(loc) or None
     where = f" at '{param}'" if param else ""
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
@@ -223,9 +227,11 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
 
         ev = await until_disconnect(request, one())
         n = int(ev["prompt_tokens"])
+        encode = _base64_floats if body.encoding_format == "base64" else list
         return {
             "object": "list", "model": model,
-            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(ev["data"])],
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
+                     for i, v in enumerate(ev["data"])],
             "usage": {"prompt_tokens": n, "total_tokens": n},
         }
 
@@ -271,6 +277,11 @@ async def _collect(events: Events) -> tuple[str, dict[str, Any]]:
         elif ev["event"] == "done":
             return "".join(parts), ev
     raise EngineFailed("The engine ended the request without finishing it.")
+
+
+def _base64_floats(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: little-endian float32."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def _usage(done: dict[str, Any]) -> dict[str, int]:

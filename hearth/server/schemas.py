@@ -106,7 +106,7 @@ class EmbeddingRequest(BaseModel):
 
     model: str | None = Field(default=None, max_length=256)
     input: str | list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"
 
     def inputs(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Set up hearth in .venv: dependencies, and llama-cpp-python built with the ggml RPC backend.
+# The llama-cpp-python wheel is built once (about 5 minutes on 2 cores) and cached in
+# $HEARTH_WHEEL_CACHE (default ~/.cache/hearth/wheels); later set-ups install it in seconds.
+#   bash scripts/setup.sh          # run-time dependencies
+#   bash scripts/setup.sh --test   # plus the test dependencies
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+LLAMA_VERSION=0.3.36
+WHEELS=${HEARTH_WHEEL_CACHE:-$HOME/.cache/hearth/wheels}
+PY=${PYTHON:-python3}
+extras=""
+if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+
+mkdir -p "$WHEELS"
+if ! ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; then
+  echo "Building llama-cpp-python $LLAMA_VERSION with the RPC backend (once, about 5 minutes)..." >&2
+  CMAKE_ARGS="-DGGML_RPC=ON -DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    .venv/bin/python -m pip wheel -q --no-deps --no-binary llama-cpp-python -w "$WHEELS" \
+    "llama-cpp-python==$LLAMA_VERSION"
+fi
+
+.venv/bin/python -m pip install -q --find-links "$WHEELS" --only-binary llama-cpp-python -e ".$extras"
+
+# A llama-cpp-python installed earlier without RPC would satisfy pip; replace it with ours.
+if ! .venv/bin/python -c "from hearth.engine.native import check_rpc_backend; check_rpc_backend()" 2>/dev/null; then
+  .venv/bin/python -m pip install -q --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
+  .venv/bin/python -c "from hearth.engine.native import check_rpc_backend; check_rpc_backend()"
+fi
+echo "hearth is set up in .venv" >&2
