@@ -1,0 +1,152 @@
+"""The engine child with the real model: streaming, cancelling, dying, restarting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hearth.engine.supervisor import EngineConfig, EngineProcess
+from hearth.models.store import ModelStore
+from hearth.errors import ContextOverflow, EngineCrashed, EngineFailed
+from hearth.orchestrator.engines import EnginePool, FairQueue
+from hearth.settings import Settings
+
+pytestmark = pytest.mark.slow
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "seed": 1, "stop": []}
+ASK = [{"role": "user", "content": "List the planets of the solar system."}]
+
+
+def _config(path: Path, home: Path) -> EngineConfig:
+    return EngineConfig("smollm2-135m", path, 2048, 2, home / "logs" / "engine.log")
+
+
+async def _text(events: Any) -> tuple[str, dict[str, Any]]:
+    parts, done = [], {}
+    async for ev in events:
+        if ev["event"] == "token":
+            parts.append(ev["text"])
+        elif ev["event"] == "done":
+            done = ev
+    return "".join(parts), done
+
+
+def test_stream_cancel_and_crash(smollm2_path: Path, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        engine = EngineProcess(_config(smollm2_path, tmp_path))
+        await engine.start()
+        try:
+            full, done = await _text(engine.request("chat", messages=ASK, max_tokens=24, **GREEDY))
+            assert done["completion_tokens"] == 24 and done["finish_reason"] == "length"
+            assert done["prompt_tokens"] > 5 and full
+
+            # Leave a stream early: the child cancels it and serves the next request normally.
+            events = engine.request("chat", messages=ASK, max_tokens=500, **GREEDY)
+            got = 0
+            async for ev in events:
+                got += ev["event"] == "token"
+                if got == 3:
+                    break
+            await events.aclose()
+            again, _ = await _text(engine.request("chat", messages=ASK, max_tokens=24, **GREEDY))
+            assert again == full
+
+            with pytest.raises(ContextOverflow, match="context window is 2048"):
+                await _text(engine.request("complete", prompt="word " * 3000, max_tokens=4, **GREEDY))
+
+            # kill -9 mid-stream: a clean EngineCrashed, not a hang.
+            events = engine.request("chat", messages=ASK, max_tokens=500, **GREEDY)
+            with pytest.raises(EngineCrashed, match="exited"):
+                async for ev in events:
+                    if ev["event"] == "token":
+                        assert engine.pid is not None
+                        os.kill(engine.pid, signal.SIGKILL)
+            assert not engine.alive
+            with pytest.raises(EngineCrashed):
+                await _text(engine.request("chat", messages=ASK, max_tokens=4, **GREEDY))
+        finally:
+            await engine.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_pool_restarts_a_dead_engine(models_home: Path, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, n_ctx=2048, n_threads=2)
+
+    async def scenario() -> None:
+        pool = EnginePool(settings, store=ModelStore(models_home / "models"))  # share the imports
+        try:
+            first, _ = await _text(pool.run("smollm2-135m", "chat", messages=ASK, max_tokens=12, **GREEDY))
+            old = pool.engine
+            assert old is not None and old.pid
+            os.kill(old.pid, signal.SIGKILL)
+            await asyncio.sleep(0.2)
+            second, _ = await _text(pool.run("smollm2-135m", "chat", messages=ASK, max_tokens=12, **GREEDY))
+            assert second == first
+            assert pool.restarts == 1 and pool.engine is not old
+            # switching model replaces the engine
+            await _text(pool.run("gemma3-270m", "complete", prompt="Hello", max_tokens=4, **GREEDY))
+            assert pool.engine is not None and pool.engine.config.model_name == "gemma3-270m"
+        finally:
+            await pool.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 180))
+
+
+def test_a_model_that_cannot_load_fails_clearly(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"GGUF" + b"\0" * 64)
+
+    async def scenario() -> None:
+        engine = EngineProcess(_config(bogus, tmp_path))
+        with pytest.raises(EngineFailed, match="could not start"):
+            await engine.start()
+        assert not engine.alive
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_worker_survives_garbage_on_its_pipe(smollm2_path: Path, tmp_path: Path) -> None:
+    async def scenario() -> None:
+        engine = EngineProcess(_config(smollm2_path, tmp_path))
+        await engine.start()
+        try:
+            assert engine._proc is not None and engine._proc.stdin is not None
+            engine._proc.stdin.write(b"this is not json\n{\"op\": \"explode\"}\n")
+            await engine._proc.stdin.drain()
+            text, done = await _text(engine.request("complete", prompt="Hello", max_tokens=3, **GREEDY))
+            assert done["completion_tokens"] == 3 and engine.alive
+        finally:
+            await engine.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_fair_queue_serves_in_arrival_order_and_bounds_waiters() -> None:
+    from hearth.errors import QueueFull
+
+    async def scenario() -> list[int]:
+        q = FairQueue(max_waiting=3)
+        order: list[int] = []
+
+        async def job(i: int) -> None:
+            async with q.slot():
+                order.append(i)
+                await asyncio.sleep(0.01)
+
+        first = asyncio.ensure_future(job(0))
+        await asyncio.sleep(0)
+        rest = [asyncio.ensure_future(job(i)) for i in (1, 2, 3)]
+        await asyncio.sleep(0)
+        assert q.waiting == 3
+        with pytest.raises(QueueFull):
+            async with q.slot():
+                pass
+        await asyncio.gather(first, *rest)
+        return order
+
+    assert asyncio.run(scenario()) == [0, 1, 2, 3]
