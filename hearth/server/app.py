@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth import __version__
 from hearth.errors import EngineFailed, HearthError, ModelNotFound, Unauthorized
@@ -93,6 +95,30 @@ def sse(data: dict[str, Any] | str) -> bytes:
     return f"data: {payload}\n\n".encode()
 
 
+class ApiKeyMiddleware:
+    """Requires 'Authorization: Bearer <key>' on every route but the page itself.
+
+    Plain ASGI rather than BaseHTTPMiddleware, which would copy every streamed chunk through an
+    extra task and memory stream.
+    """
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            given = Headers(scope=scope).get("authorization", "")
+            token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+            if not hmac.compare_digest(token.encode(), self.key):
+                response = hearth_error_response(Unauthorized(
+                    "Missing or wrong API key: send 'Authorization: Bearer <key>'."
+                ))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,18 +128,9 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
             await pool.close()
 
     app = FastAPI(title="hearth", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
-    api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
 
-    @app.middleware("http")
-    async def check_key(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if api_key is not None and request.url.path not in PUBLIC_PATHS:
-            given = request.headers.get("authorization", "")
-            token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), api_key):
-                return hearth_error_response(Unauthorized(
-                    "Missing or wrong API key: send 'Authorization: Bearer <key>'."
-                ))
-        return await call_next(request)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
 
     @app.exception_handler(HearthError)
     async def on_hearth_error(_: Request, exc: HearthError) -> JSONResponse:
