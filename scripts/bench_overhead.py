@@ -49,11 +49,12 @@ class Result:
 
     @property
     def ratio(self) -> float:
-        return statistics.median(r.decode_tps for r in self.hearth) / statistics.median(r.decode_tps for r in self.direct)
+        hearth = statistics.median(r.decode_tps for r in self.hearth)
+        return hearth / statistics.median(r.decode_tps for r in self.direct)
 
     @property
     def added_ttft_ms(self) -> float:
-        return statistics.median(h.ttft_ms - d.ttft_ms for h, d in zip(self.hearth, self.direct))
+        return statistics.median(h.ttft_ms - d.ttft_ms for h, d in zip(self.hearth, self.direct, strict=True))
 
 
 def measure(stream: Iterator[str | None], t0: float) -> Run:
@@ -166,7 +167,7 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         )
     runs = "\n".join(
         f"- {r.threads} thread(s), tokens/s direct/hearth: "
-        + ", ".join(f"{d.decode_tps:.1f}/{h.decode_tps:.1f}" for d, h in zip(r.direct, r.hearth))
+        + ", ".join(f"{d.decode_tps:.1f}/{h.decode_tps:.1f}" for d, h in zip(r.direct, r.hearth, strict=True))
         for r in results
     )
     return f"""{MARK_BEGIN}

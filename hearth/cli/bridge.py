@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from hearth.orchestrator.engines import EnginePool
@@ -27,7 +27,7 @@ class EngineBridge:
     def call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def stream(self, model: str, op: str, **fields: Any) -> Iterator[dict[str, Any]]:
+    def stream(self, model: str, op: str, **fields: Any) -> Generator[dict[str, Any], None, None]:
         """Yield the request's events; closing the iterator cancels the request."""
         out: queue.Queue[Any] = queue.Queue()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any
 
@@ -15,6 +16,12 @@ from hearth.orchestrator.engines import EnginePool
 from hearth.settings import Settings
 
 HELP = "Commands: /bye to leave, /clear to forget the conversation, /? for this help."
+
+
+def _write(text: str) -> None:
+    """Model text goes out verbatim: no markup, emoji codes or wrapping from rich."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _messages(system: str | None, history: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -39,7 +46,7 @@ def one_shot(settings: Settings, model: str, prompt: str, system: str | None,
             if ev["event"] == "token":
                 parts.append(ev["text"])
                 if not as_json:
-                    out.print(ev["text"], end="", markup=False, soft_wrap=True)
+                    _write(ev["text"])
             elif ev["event"] == "done":
                 done = ev
         if as_json:
@@ -102,7 +109,7 @@ def interactive(settings: Settings, model: str, system: str | None, sampling: di
                 for ev in events:
                     if ev["event"] == "token":
                         reply.append(ev["text"])
-                        out.print(ev["text"], end="", markup=False, soft_wrap=True)
+                        _write(ev["text"])
             except KeyboardInterrupt:
                 events.close()
                 out.print("\n[dim](stopped)[/]", end="")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import sys
-from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -64,14 +63,19 @@ def _split_model_prompt(first: str | None, second: str | None, settings: Setting
 
 @app.command()
 def run(
-    model: Annotated[Optional[str], typer.Argument(help="Model alias or stored name (default: the embedded model).", show_default=False)] = None,
-    prompt: Annotated[Optional[str], typer.Argument(help="Prompt; without it, an interactive chat.", show_default=False)] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", "-n", min=1, help="Most tokens to generate.")] = None,
-    temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature; 0 is greedy.")] = 0.8,
+    model: Annotated[str | None, typer.Argument(
+        help="Model alias or stored name (default: the embedded model).", show_default=False)] = None,
+    prompt: Annotated[str | None, typer.Argument(
+        help="Prompt; without it, an interactive chat.", show_default=False)] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        "--max-tokens", "-n", min=1, help="Most tokens to generate.")] = None,
+    temperature: Annotated[float, typer.Option(
+        min=0.0, max=2.0, help="Sampling temperature; 0 is greedy.")] = 0.8,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling.")] = 0.95,
-    seed: Annotated[Optional[int], typer.Option(min=0, max=2**32 - 1, help="Sampling seed.")] = None,
-    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (text, token counts, tokens/s).")] = False,
+    seed: Annotated[int | None, typer.Option(min=0, max=2**32 - 1, help="Sampling seed.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object (text, token counts, tokens/s).")] = False,
 ) -> None:
     """Run a model: reply to PROMPT and exit, or chat interactively."""
     from hearth.cli.chat import interactive, one_shot
@@ -84,7 +88,7 @@ def run(
         text = sys.stdin.read()
     if text is not None and not text.strip():
         raise InvalidRequest("The prompt is empty; give some text to reply to.")
-    sampling = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+    sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
                 "seed": seed, "stop": []}
     if text is None:
         interactive(settings, name, system, sampling, out, err)
@@ -113,10 +117,11 @@ def _loop_factory() -> Any:
 
 @app.command()
 def serve(
-    host: Annotated[Optional[str], typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option(min=0, max=65535, help="Port (default 11435).")] = None,
-    api_key: Annotated[Optional[str], typer.Option(help="Bearer key clients must send; required beyond loopback.", envvar="HEARTH_API_KEY")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Load this model at start-up (default: on first request).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 11435).")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        help="Bearer key clients must send; required beyond loopback.", envvar="HEARTH_API_KEY")] = None,
+    model: Annotated[str | None, typer.Option(help="Load this model at start-up (default: on first request).")] = None,
 ) -> None:
     """Serve an OpenAI- and Ollama-compatible endpoint on this machine."""
     import asyncio
@@ -161,8 +166,8 @@ def serve(
 @app.command()
 def pull(
     spec: Annotated[str, typer.Argument(help="Catalogue alias, http(s) URL, or path to a .gguf file.")],
-    name: Annotated[Optional[str], typer.Option(help="Store it under this name.")] = None,
-    sha256: Annotated[Optional[str], typer.Option(help="Expected sha256 of the file.")] = None,
+    name: Annotated[str | None, typer.Option(help="Store it under this name.")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected sha256 of the file.")] = None,
 ) -> None:
     """Download or import a model into the store (resumes, verifies the hash)."""
     from hearth.models.pull import pull as do_pull
@@ -193,7 +198,8 @@ def models(
 
     settings = _settings()
     if catalogue:
-        rows = [{"alias": e.alias, "family": e.family, "description": e.description, "quant": e.quant,
+        rows: list[dict[str, Any]] = [{"alias": e.alias, "family": e.family, "description": e.description,
+                                       "quant": e.quant,
                  "params_b": e.params_b, "source": e.package or e.hf_repo, "files": list(e.files)}
                 for e in CATALOGUE.values()]
         if as_json:
@@ -201,10 +207,11 @@ def models(
             return
         table = Table("alias", "description", "quant", "source", "files")
         for r in rows:
-            table.add_row(r["alias"], r["description"], r["quant"], str(r["source"]), str(len(r["files"])))
+            table.add_row(str(r["alias"]), str(r["description"]), str(r["quant"]), str(r["source"]),
+                          str(len(r["files"])))
         out.print(table)
         return
-    stored = _store(settings).list()
+    stored = _store(settings).all()
     if as_json:
         out.print_json(json.dumps([m.to_json() | {"size": m.size, "digest": m.digest} for m in stored]))
         return

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,9 +74,9 @@ class EngineProcess:
         assert self._proc.stdout is not None
         try:
             line = await asyncio.wait_for(self._proc.stdout.readline(), LOAD_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError as exc:
             await self.stop()
-            raise EngineFailed(f"The engine did not load {cfg.model_name} within {LOAD_TIMEOUT_S:.0f} s.")
+            raise EngineFailed(f"The engine did not load {cfg.model_name} within {LOAD_TIMEOUT_S:.0f} s.") from exc
         msg = self._decode(line)
         if msg is None or msg["event"] != "ready":
             detail = msg.get("message") if msg else await self._stderr_tail()
@@ -119,7 +119,7 @@ class EngineProcess:
             for queue in self._queues.values():
                 queue.put_nowait({"event": "crashed", "returncode": code})
 
-    async def request(self, op: str, **fields: Any) -> AsyncIterator[dict[str, Any]]:
+    async def request(self, op: str, **fields: Any) -> AsyncGenerator[dict[str, Any], None]:
         """Send one request and yield its events until 'done' or 'embedding'.
 
         Leaving the iteration early (client gone, Ctrl-C) cancels the generation in the child.
@@ -169,7 +169,7 @@ class EngineProcess:
                 proc.stdin.close()
             try:
                 await asyncio.wait_for(proc.wait(), 3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await proc.wait()
         if self._reader is not None:

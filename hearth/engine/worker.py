@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from hearth.engine.protocol import OPS, ProtocolError, decode, encode
 from hearth.engine.templates import template_for
 
+
 class Emitter:
     """Writes one event per line to the protocol pipe; both threads share it."""
 
@@ -55,7 +56,7 @@ class Engine:
         class CountingLlama(llama_cpp.Llama):
             """Counts prompt and generated tokens, which streaming responses do not report."""
 
-            def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+            def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
                 outer.prompt_tokens = len(tokens)
                 for tok in super().generate(tokens, *args, **kwargs):
                     if not llama_cpp.llama_vocab_is_eog(self._model.vocab, tok):
@@ -82,7 +83,7 @@ class Engine:
         )
 
     # -- requests ------------------------------------------------------------------------
-    def _check_fits(self, n_prompt: int, max_tokens: int | None) -> None:
+    def _check_fits(self, n_prompt: int) -> None:
         if n_prompt >= self.n_ctx:
             raise RequestError(
                 "context_length_exceeded",
@@ -101,13 +102,16 @@ class Engine:
             tokens = self.llm.tokenize(
                 result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
             )
-            self._check_fits(len(tokens), req.get("max_tokens"))
+            self._check_fits(len(tokens))
             rstop = result.stop if isinstance(result.stop, list) else [result.stop]
             stop += [s for s in rstop + self.template_stop if s]
             return tokens, stop, result.stopping_criteria
         prompt = req["prompt"]
         n = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
-        self._check_fits(n, req.get("max_tokens"))
+        if n == 0:
+            # llama.cpp aborts the process on an empty batch; this model adds no BOS to stand in.
+            raise RequestError("invalid_request", "The prompt is empty; give some text to complete.")
+        self._check_fits(n)
         return prompt, stop, None
 
     def generate(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
@@ -116,7 +120,7 @@ class Engine:
         self.prompt_tokens = self.completion_tokens = 0
         t0 = time.perf_counter()
         out({"event": "start", "id": rid})
-        chunks = self.llm.create_completion(
+        chunks: Any = self.llm.create_completion(
             prompt=prompt,
             max_tokens=req.get("max_tokens"),
             temperature=float(req.get("temperature", 0.8)),
@@ -166,7 +170,9 @@ class Engine:
         inputs: list[str] = req["input"]
         counts = [len(self._embedder.tokenize(s.encode("utf-8"), add_bos=True, special=True)) for s in inputs]
         for n in counts:
-            self._check_fits(n, None)
+            if n == 0:
+                raise RequestError("invalid_request", "An input to embed is empty.")
+            self._check_fits(n)
         vectors = self._embedder.embed(inputs, normalize=True)
         out({"event": "embedding", "id": req["id"], "data": vectors,
                           "prompt_tokens": sum(counts)})

@@ -29,7 +29,7 @@ def _hash_prefix(path: Path) -> hashlib._Hash:
 def expected_from_headers(headers: httpx.Headers) -> str | None:
     """Hugging Face sends the LFS sha256 as X-Linked-Etag; plain servers may send it as ETag."""
     for key in ("x-linked-etag", "etag"):
-        value = headers.get(key, "").strip().strip('"').removeprefix("W/").strip('"').lower()
+        value = str(headers.get(key, "")).strip().strip('"').removeprefix("W/").strip('"').lower()
         if _HEX64.match(value):
             return value
     return None
@@ -49,6 +49,7 @@ def download(url: str, partial_dir: Path, *, expected_sha256: str | None = None,
     have = part.stat().st_size if part.exists() else 0
     h = _hash_prefix(part) if have else hashlib.sha256()
     headers = {"Range": f"bytes={have}-"} if have else {}
+    total: int | None
     own = client is None
     http = client or httpx.Client(follow_redirects=True, timeout=timeout)
     try:

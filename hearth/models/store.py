@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from hearth.errors import InvalidRequest, ModelNotFound
 from hearth.models.catalogue import validate_name
@@ -49,7 +50,7 @@ class Manifest:
     def digest(self) -> str:
         return self.files[0].sha256
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "files": [asdict(f) for f in self.files],
@@ -58,9 +59,9 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> Manifest:
-        files = tuple(StoredFile(**f) for f in data["files"])  # type: ignore[arg-type, union-attr]
-        return cls(str(data["name"]), files, str(data["source"]), float(data["pulled_at"]))  # type: ignore[arg-type]
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        files = tuple(StoredFile(str(f["filename"]), str(f["sha256"]), int(f["size"])) for f in data["files"])
+        return cls(str(data["name"]), files, str(data["source"]), float(data["pulled_at"]))
 
 
 def sha256_file(path: Path, progress: Progress | None = None) -> str:
@@ -99,7 +100,7 @@ class ModelStore:
             return None
         return Manifest.from_json(json.loads(path.read_text()))
 
-    def list(self) -> list[Manifest]:
+    def all(self) -> list[Manifest]:
         out = []
         for p in sorted(self.manifests.glob("*.json")):
             out.append(Manifest.from_json(json.loads(p.read_text())))
@@ -175,7 +176,7 @@ class ModelStore:
             raise ModelNotFound(f"Model {name!r} is not in the store; `hearth models` lists them.")
         self._manifest_path(name).unlink()
         shutil.rmtree(self.links / manifest.name, ignore_errors=True)
-        in_use = {f.sha256 for m in self.list() for f in m.files}
+        in_use = {f.sha256 for m in self.all() for f in m.files}
         for f in manifest.files:
             if f.sha256 not in in_use:
                 self.blob_path(f.sha256).unlink(missing_ok=True)

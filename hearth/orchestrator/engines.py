@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess
@@ -76,7 +76,7 @@ class EnginePool:
         async with self.queue.slot():
             return await self._engine_for(model)
 
-    async def run(self, model: str, op: str, **fields: Any) -> AsyncIterator[dict[str, Any]]:
+    async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[dict[str, Any], None]:
         """Wait for the engine, then yield the request's events (see EngineProcess.request)."""
         async with self.queue.slot():
             engine = await self._engine_for(model)

@@ -15,7 +15,7 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from importlib.resources import files
 from typing import Any, TypeVar
 
@@ -35,7 +35,7 @@ from hearth.settings import Settings
 
 log = logging.getLogger("hearth.server")
 T = TypeVar("T")
-Events = AsyncIterator[dict[str, Any]]
+Events = AsyncGenerator[dict[str, Any], None]
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
 
 
@@ -170,7 +170,7 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
     def model_cards() -> list[dict[str, Any]]:
         from hearth.models.catalogue import CATALOGUE
 
-        stored = {m.name: m for m in pool.store.list()}
+        stored = {m.name: m for m in pool.store.all()}
         names = sorted(set(stored) | {a for a, e in CATALOGUE.items() if e.embedded})
         return [{"id": n, "object": "model", "owned_by": "hearth",
                  "created": int(stored[n].pulled_at) if n in stored else 0} for n in names]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timezone
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -20,11 +20,11 @@ if TYPE_CHECKING:
     from hearth.orchestrator.engines import EnginePool
     from hearth.settings import Settings
 
-Events = AsyncIterator[dict[str, Any]]
+Events = AsyncGenerator[dict[str, Any], None]
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _final(done: dict[str, Any], started: float) -> dict[str, Any]:
@@ -82,8 +82,8 @@ def add_routes(app: FastAPI, settings: Settings, pool: EnginePool) -> None:
     @app.get("/api/tags")
     async def tags() -> dict[str, Any]:
         models = []
-        for m in pool.store.list():
-            when = datetime.fromtimestamp(m.pulled_at, timezone.utc).isoformat().replace("+00:00", "Z")
+        for m in pool.store.all():
+            when = datetime.fromtimestamp(m.pulled_at, UTC).isoformat().replace("+00:00", "Z")
             models.append({"name": m.name, "model": m.name, "modified_at": when, "size": m.size,
                            "digest": m.digest, "details": {"format": "gguf"}})
         return {"models": models}

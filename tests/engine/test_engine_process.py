@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess
-from hearth.models.store import ModelStore
 from hearth.errors import ContextOverflow, EngineCrashed, EngineFailed
+from hearth.models.store import ModelStore
 from hearth.orchestrator.engines import EnginePool, FairQueue
 from hearth.settings import Settings
 

@@ -52,7 +52,7 @@ def test_hash_mismatch_deletes_the_download(store: ModelStore) -> None:
     with file_server(files) as url:
         with pytest.raises(DownloadFailed, match="does not match"):
             pull(store, f"{url}/x.gguf", sha256="0" * 64)
-    assert store.list() == [] and not list(store.partial.iterdir()) and not list(store.blobs.iterdir())
+    assert store.all() == [] and not list(store.partial.iterdir()) and not list(store.blobs.iterdir())
 
 
 def test_http_errors_are_clear(store: ModelStore) -> None:

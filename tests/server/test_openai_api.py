@@ -108,7 +108,7 @@ def test_embeddings_float_and_base64(client: openai.OpenAI, server: Server) -> N
                                                         "encoding_format": "base64"}).json()
     b64 = raw["data"][0]["embedding"]
     decoded = struct.unpack(f"<{len(v0)}f", base64.b64decode(b64))
-    assert max(abs(a - b) for a, b in zip(decoded, v0)) < 1e-6
+    assert max(abs(a - b) for a, b in zip(decoded, v0, strict=True)) < 1e-6
 
 
 def test_ollama_chat_streams_ndjson(server: Server, client: openai.OpenAI) -> None:
@@ -196,7 +196,7 @@ def test_killing_the_engine_mid_stream_leaves_the_server_answering(server: Serve
     stream = client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=400, temperature=0, stream=True)  # type: ignore[arg-type]
     seen = 0
     with pytest.raises(openai.APIError, match="engine process exited"):
-        for chunk in stream:
+        for _chunk in stream:
             seen += 1
             if seen == 4:
                 pid = server.status()["engine_pid"]
@@ -238,3 +238,16 @@ def test_a_full_queue_answers_429(server: Server, client: openai.OpenAI) -> None
         assert third.status_code == 429 and third.json()["error"]["code"] == "queue_full"
     waiter.join(60)
     assert waiter_result == [200]
+
+
+def test_empty_inputs_are_refused_without_killing_the_engine(server: Server) -> None:
+    """Found by test_fuzz_http: llama.cpp aborts its process on an empty batch."""
+    httpx.post(server.base + "/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 1}, timeout=60)
+    before = server.status()
+    for route, body in (("/completions", {"model": MODEL, "prompt": ""}),
+                        ("/embeddings", {"model": MODEL, "input": ""}),
+                        ("/embeddings", {"model": MODEL, "input": ["ok", ""]})):
+        r = httpx.post(server.base + route, json=body, timeout=60)
+        assert r.status_code == 400, (route, body, r.text)
+    after = server.status()
+    assert after["engine_pid"] == before["engine_pid"] and after["restarts"] == before["restarts"]
