@@ -36,6 +36,10 @@ class EngineConfig:
     n_threads: int
     log_path: Path
     """Where the child's stderr (llama.cpp's own messages) goes."""
+    rpc: tuple[str, ...] = ()
+    """Leased ggml RPC servers (host:port) that hold part of the model."""
+    split: tuple[float, ...] = ()
+    """Shares of the layers: one per RPC server, then optionally this machine's."""
 
 
 class EngineProcess:
@@ -68,6 +72,8 @@ class EngineProcess:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hearth.engine.worker", "--model", str(cfg.model_path),
                 "--n-ctx", str(cfg.n_ctx), "--threads", str(cfg.n_threads),
+                *[arg for ep in cfg.rpc for arg in ("--rpc", ep)],
+                *(["--split", ",".join(f"{s:g}" for s in cfg.split)] if cfg.split else []),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=log, env=env, limit=_STREAM_LIMIT,
             )

@@ -22,6 +22,42 @@ from hearth.engine.protocol import OPS, ProtocolError, decode, encode
 from hearth.engine.templates import template_for
 
 
+def _place_on_rpc(endpoints: list[str], split: list[float] | None) -> tuple[Any, dict[str, Any]]:
+    """Put layers on RPC devices (and the local CPU when split gives it a share).
+
+    llama-cpp-python 0.3.36 has no `devices` argument, and its default device choice leaves
+    registered RPC devices unused (FIELD-NOTES.md); so the model parameters it builds get our
+    NULL-terminated device list for the duration of the load.
+    """
+    import ctypes
+
+    from llama_cpp import llama_cpp as low
+
+    from hearth.rpc_pool.native import add_servers, cpu_device
+
+    devices = add_servers(endpoints)
+    shares = list(split) if split else [1.0] * len(devices)
+    if len(shares) == len(devices) + 1:
+        devices.append(cpu_device())  # the last share is this machine's
+    elif len(shares) != len(devices):
+        raise ValueError(f"{len(shares)} split shares for {len(devices)} RPC devices")
+    array = (ctypes.c_void_p * (len(devices) + 1))(*devices, None)
+    original = low.llama_model_default_params
+
+    def with_devices() -> Any:
+        params = original()
+        params.devices = ctypes.cast(array, ctypes.c_void_p)
+        return params
+
+    low.llama_model_default_params = with_devices  # what llama.py calls
+
+    def restore() -> None:
+        low.llama_model_default_params = original
+
+    restore.keepalive = array  # type: ignore[attr-defined]  (the C array must outlive the load)
+    return restore, {"n_gpu_layers": -1, "tensor_split": shares}
+
+
 class Emitter:
     """Writes one event per line to the protocol pipe; both threads share it."""
 
@@ -44,7 +80,8 @@ class RequestError(Exception):
 
 
 class Engine:
-    def __init__(self, model_path: str, n_ctx: int, n_threads: int, seed: int) -> None:
+    def __init__(self, model_path: str, n_ctx: int, n_threads: int, seed: int,
+                 rpc: list[str] | None = None, split: list[float] | None = None) -> None:
         import llama_cpp
         from llama_cpp import llama_chat_format
 
@@ -63,10 +100,18 @@ class Engine:
                         outer.completion_tokens += 1
                     yield tok
 
-        self.llm = CountingLlama(
-            model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-            seed=seed, verbose=False,
-        )
+        placement: dict[str, Any] = {}
+        restore = None
+        if rpc:
+            restore, placement = _place_on_rpc(rpc, split)
+        try:
+            self.llm = CountingLlama(
+                model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                seed=seed, verbose=False, **placement,
+            )
+        finally:
+            if restore is not None:
+                restore()
         self.n_ctx = self.llm.n_ctx()
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -202,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0xFFFFFFFF)
+    ap.add_argument("--rpc", action="append", default=[], help="host:port of a leased RPC server")
+    ap.add_argument("--split", default=None, help="comma-separated shares: one per RPC server, then this machine")
     args = ap.parse_args(argv)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the CLI, which cancels
@@ -209,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     t0 = time.perf_counter()
     try:
-        engine = Engine(args.model, args.n_ctx, args.threads, args.seed)
+        split = [float(x) for x in args.split.split(",")] if args.split else None
+        engine = Engine(args.model, args.n_ctx, args.threads, args.seed, rpc=args.rpc, split=split)
     except Exception as exc:  # report any load failure to the parent, then exit
         out({"event": "fatal", "message": f"Could not load {args.model}: {exc}"})
         return 1

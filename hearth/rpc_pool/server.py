@@ -1,0 +1,43 @@
+"""One ggml RPC server in its own process: `python -m hearth.rpc_pool.server --endpoint H:P`.
+
+One process per lease, since a server serves one client at a time and llama.cpp's server can
+be crashed by malformed frames (FIELD-NOTES.md): a crash takes down only this lease.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+
+
+def check_endpoint(endpoint: str) -> tuple[str, int]:
+    """host:port with a concrete address; the wildcard is refused (never expose the server)."""
+    host, sep, port = endpoint.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{endpoint!r} is not host:port")
+    addr = ipaddress.ip_address(host.strip("[]"))
+    if addr.is_unspecified:
+        raise ValueError("the RPC server must bind a specific address, never 0.0.0.0 or ::")
+    return str(addr), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="hearth-rpc-server")
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    try:
+        check_endpoint(args.endpoint)
+    except ValueError as exc:
+        print(f"hearth-rpc-server: {exc}", file=sys.stderr)
+        return 2
+    from hearth.rpc_pool.native import start_server
+
+    start_server(args.endpoint, args.cache_dir, args.threads)
+    return 1  # start_server returns only when it could not serve
+
+
+if __name__ == "__main__":
+    sys.exit(main())
