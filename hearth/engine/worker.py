@@ -9,6 +9,7 @@ A reader thread takes cancels while the main thread generates.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import signal
@@ -22,12 +23,13 @@ from hearth.engine.protocol import OPS, ProtocolError, decode, encode
 from hearth.engine.templates import template_for
 
 
-def _place_on_rpc(endpoints: list[str], split: list[float] | None) -> tuple[Any, dict[str, Any]]:
+@contextlib.contextmanager
+def _rpc_placement(endpoints: list[str], split: list[float] | None) -> Iterator[dict[str, Any]]:
     """Put layers on RPC devices (and the local CPU when split gives it a share).
 
     llama-cpp-python 0.3.36 has no `devices` argument, and its default device choice leaves
-    registered RPC devices unused (FIELD-NOTES.md); so the model parameters it builds get our
-    NULL-terminated device list for the duration of the load.
+    registered RPC devices unused (FIELD-NOTES.md); so while the model loads, the parameters it
+    builds get our NULL-terminated device list. Yields the Llama keyword arguments to add.
     """
     import ctypes
 
@@ -50,12 +52,10 @@ def _place_on_rpc(endpoints: list[str], split: list[float] | None) -> tuple[Any,
         return params
 
     low.llama_model_default_params = with_devices  # what llama.py calls
-
-    def restore() -> None:
+    try:
+        yield {"n_gpu_layers": -1, "tensor_split": shares}
+    finally:
         low.llama_model_default_params = original
-
-    restore.keepalive = array  # type: ignore[attr-defined]  (the C array must outlive the load)
-    return restore, {"n_gpu_layers": -1, "tensor_split": shares}
 
 
 class Emitter:
@@ -100,18 +100,13 @@ class Engine:
                         outer.completion_tokens += 1
                     yield tok
 
-        placement: dict[str, Any] = {}
-        restore = None
-        if rpc:
-            restore, placement = _place_on_rpc(rpc, split)
-        try:
+        placing: contextlib.AbstractContextManager[dict[str, Any]] = (
+            _rpc_placement(rpc, split) if rpc else contextlib.nullcontext({}))
+        with placing as placement:
             self.llm = CountingLlama(
                 model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                 seed=seed, verbose=False, **placement,
             )
-        finally:
-            if restore is not None:
-                restore()
         self.n_ctx = self.llm.n_ctx()
         self.prompt_tokens = 0
         self.completion_tokens = 0
