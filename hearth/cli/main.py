@@ -273,6 +273,50 @@ def rm(model: Annotated[str, typer.Argument(help="Stored model name.")]) -> None
 
 
 @app.command()
+def plan(
+    model: Annotated[str, typer.Argument(help="Model alias or stored name.")],
+    n_ctx: Annotated[int | None, typer.Option(
+        "--n-ctx", min=64, help="Context to plan for (default: setting).")] = None,
+    max_memory: Annotated[str | None, typer.Option(help="Cap on what hearth may use here, e.g. 12G.")] = None,
+    node: Annotated[list[str] | None, typer.Option(
+        "--node", help="A machine to plan with, as NAME=SIZE (until discovery lands, or to ask 'what if').")] = None,
+    pool: Annotated[bool, typer.Option(
+        "--pool", help="Spread the layers over every node even if it fits here.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show which machines would hold which layers of MODEL, and why."""
+    from hearth.models.facts import read_facts
+    from hearth.models.pull import resolve
+    from hearth.orchestrator.planner import NodeCapacity
+    from hearth.orchestrator.planner import plan as make_plan
+    from hearth.rpc_pool.native import cpu_device, describe
+    from hearth.units import human, parse_size
+
+    settings = _settings()
+    store = _store(settings)
+    name, _ = resolve(store, model)
+    facts = read_facts(store.part_paths(name))
+    here = describe(cpu_device())
+    free = min(here.free, parse_size(max_memory)) if max_memory else here.free
+    nodes = [NodeCapacity("local", "this machine", here.name, free, local=True)]
+    for spec in node or []:
+        label, sep, size = spec.partition("=")
+        if not sep or not label.strip():
+            raise InvalidRequest(f"--node {spec!r}: write it as NAME=SIZE, e.g. den=16G.")
+        nodes.append(NodeCapacity(label.strip(), label.strip(), "CPU", parse_size(size)))
+    result = make_plan(facts, name, nodes, n_ctx=n_ctx or settings.n_ctx, force_pool=pool)
+    if as_json:
+        out.print_json(json.dumps(result.to_json()))
+        return
+    table = Table("node", "device", "layers", "memory", "reason", title=f"{name}: needs {human(result.needed_bytes)}")
+    for a in result.assignments:
+        table.add_row(a.node.name, a.node.device, str(a.layers), human(a.bytes), a.reason)
+    out.print(table)
+    for note in result.notes:
+        out.print(f"note: {note}")
+
+
+@app.command()
 def version() -> None:
     """Print hearth's version."""
     out.print(__version__)

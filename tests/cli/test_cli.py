@@ -105,3 +105,20 @@ def test_one_argument_is_a_model_only_if_one_is_known(tmp_path: Path) -> None:
     assert _split_model_prompt("Say hello", None, s) == ("smollm2-135m", "Say hello")
     assert _split_model_prompt(None, None, s) == ("smollm2-135m", None)
     assert _split_model_prompt("a", "b", s) == ("a", "b")
+
+
+def test_plan_local_split_and_refusal(models_home: Path) -> None:
+    here = json.loads(hearth(models_home, "plan", "smollm2-135m", "--json").stdout)
+    assert not here["pooled"] and here["assignments"][0]["layers"] == 30
+    three = json.loads(hearth(models_home, "plan", "smollm2-135m", "--n-ctx", "4096", "--max-memory", "100M", "--node", "den=80M",
+                              "--node", "attic=80M", "--json").stdout)
+    assert three["pooled"] and len(three["assignments"]) == 3
+    assert sum(a["layers"] for a in three["assignments"]) == 30 and three["assignments"][-1]["local"]
+    table = hearth(models_home, "plan", "smollm2-135m", "--pool", "--node", "den=4G")
+    assert table.returncode == 0 and "den" in table.stdout and "spreads the layers" in table.stdout
+    refused = hearth(models_home, "plan", "smollm2-135m", "--n-ctx", "4096", "--max-memory", "50M")
+    assert refused.returncode == 6 and "needs 190.9 MB" in refused.stderr and "Pair another machine" in refused.stderr
+    bad = hearth(models_home, "plan", "smollm2-135m", "--node", "den")
+    assert bad.returncode == 2 and "NAME=SIZE" in bad.stderr
+    bad = hearth(models_home, "plan", "smollm2-135m", "--max-memory", "lots")
+    assert bad.returncode == 2 and "not a size" in bad.stderr
