@@ -11,7 +11,6 @@ import base64
 import contextlib
 import hmac
 import json
-import logging
 import struct
 import time
 import uuid
@@ -20,50 +19,21 @@ from importlib.resources import files
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth import __version__
 from hearth.errors import EngineFailed, HearthError, ModelNotFound, Unauthorized
 from hearth.orchestrator.engines import EnginePool
 from hearth.server import ollama
+from hearth.server.errors import error_body, hearth_error_response, install_error_handlers
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.settings import Settings
 
-log = logging.getLogger("hearth.server")
 T = TypeVar("T")
 Events = AsyncGenerator[dict[str, Any], None]
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
-
-
-def error_body(status: int, message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def hearth_error_response(exc: HearthError) -> JSONResponse:
-    return JSONResponse(
-        error_body(exc.http_status, exc.message, exc.error_type, exc.code, exc.param),
-        status_code=exc.http_status,
-    )
-
-
-def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
-    errors = exc.errors()
-    if not errors:
-        return "The request body is not valid.", None
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    if first.get("type") == "json_invalid":
-        return "The request body is not valid JSON.", None
-    if not loc:
-        return "The request body must be a JSON object (send Content-Type: application/json).", None
-    param = ".".join(loc) or None
-    where = f" at '{param}'" if param else ""
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"Invalid request{where}: {first.get('msg', 'invalid value')}{more}.", param
 
 
 async def start(events: Events) -> tuple[dict[str, Any], Events]:
@@ -132,26 +102,7 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
 
-    @app.exception_handler(HearthError)
-    async def on_hearth_error(_: Request, exc: HearthError) -> JSONResponse:
-        return hearth_error_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = _validation_message(exc)
-        return JSONResponse(error_body(400, message, "invalid_request_error", "invalid_request", param), 400)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = "not_found" if exc.status_code == 404 else "http_error"
-        return JSONResponse(error_body(exc.status_code, str(exc.detail), "invalid_request_error", code),
-                            exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return JSONResponse(error_body(500, "Internal error in hearth; see the server log.",
-                                       "server_error", "internal_error"), 500)
+    install_error_handlers(app)
 
     def model_name(requested: str | None) -> str:
         return (requested or settings.default_model).strip()
@@ -279,7 +230,7 @@ def sse_response(events: Events, base: dict[str, Any],
                         if include_usage:
                             yield sse(base | {"choices": [], "usage": _usage(ev)})
             except HearthError as exc:
-                yield sse(error_body(exc.http_status, exc.message, exc.error_type, exc.code))
+                yield sse(error_body(exc.message, exc.error_type, exc.code))
             yield sse("[DONE]")
 
     return StreamingResponse(body(), media_type="text/event-stream",

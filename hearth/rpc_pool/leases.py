@@ -1,0 +1,136 @@
+"""Leases on a node: one ggml RPC server per lease, expiring without heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hearth.errors import HearthError
+from hearth.rpc_pool.hello import RpcVersion
+from hearth.rpc_pool.process import RpcServerProcess
+from hearth.rpc_pool.relay import Relay
+
+
+class LeaseRefused(HearthError):
+    """The node cannot grant the lease (memory, count); the message says which."""
+
+    http_status = 409
+    error_type = "invalid_request_error"
+    code = "lease_refused"
+
+
+class LeaseNotFound(HearthError):
+    """No such lease (expired, released, or never granted)."""
+
+    http_status = 404
+    error_type = "invalid_request_error"
+    code = "lease_not_found"
+
+
+@dataclass
+class Lease:
+    lease_id: str
+    client: str
+    bytes: int
+    server: RpcServerProcess
+    relay: Relay | None
+    endpoint: str
+    expires: float
+    granted: float = field(default_factory=time.time)
+
+    def public(self) -> dict[str, object]:
+        return {"lease_id": self.lease_id, "client": self.client, "bytes": self.bytes, "endpoint": self.endpoint,
+                "expires_in": round(max(0.0, self.expires - time.monotonic()), 1),
+                "refused_connections": self.relay.refused if self.relay else 0}
+
+
+class LeaseManager:
+    def __init__(self, bind: str, budget: int, cache_dir: Path, log_dir: Path, threads: int,
+                 ttl: float = 15.0, max_leases: int = 4) -> None:
+        self.bind = bind
+        self.budget = budget
+        self.cache_dir = cache_dir
+        self.log_dir = log_dir
+        self.threads = threads
+        self.ttl = ttl
+        self.max_leases = max_leases
+        self.leases: dict[str, Lease] = {}
+        self.rpc_version: RpcVersion | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def leased_bytes(self) -> int:
+        return sum(lease.bytes for lease in self.leases.values())
+
+    async def grant(self, client: str, want: int) -> Lease:
+        async with self._lock:
+            if len(self.leases) >= self.max_leases:
+                raise LeaseRefused(f"This node already serves {len(self.leases)} leases, its limit.")
+            if self.leased_bytes + want > self.budget:
+                raise LeaseRefused(
+                    f"This node has {self.budget - self.leased_bytes} bytes left of its --max-memory budget; "
+                    f"the lease asks for {want}."
+                )
+            lease_id = secrets.token_urlsafe(18)
+            server = RpcServerProcess("127.0.0.1", cache_dir=self.cache_dir, threads=self.threads,
+                                      log_path=self.log_dir / f"rpc-{lease_id[:8]}.log")
+            self.rpc_version = await asyncio.to_thread(server.start)
+            relay = None
+            endpoint = server.endpoint
+            if not ipaddress.ip_address(self.bind).is_loopback:
+                relay = Relay(self.bind, client, server.port)
+                await relay.start()
+                endpoint = f"[{self.bind}]:{relay.port}" if ":" in self.bind else f"{self.bind}:{relay.port}"
+            lease = Lease(lease_id, client, want, server, relay, endpoint, time.monotonic() + self.ttl)
+            self.leases[lease_id] = lease
+            return lease
+
+    def heartbeat(self, lease_id: str) -> Lease:
+        lease = self.leases.get(lease_id)
+        if lease is None or not lease.server.alive:
+            raise LeaseNotFound(f"Lease {lease_id[:8]}… is not active; ask for a new one.")
+        lease.expires = time.monotonic() + self.ttl
+        return lease
+
+    async def release(self, lease_id: str) -> None:
+        lease = self.leases.pop(lease_id, None)
+        if lease is None:
+            raise LeaseNotFound(f"Lease {lease_id[:8]}… is not active.")
+        await self._end(lease)
+
+    async def _end(self, lease: Lease) -> None:
+        if lease.relay is not None:
+            await lease.relay.close()
+        await asyncio.to_thread(lease.server.stop)
+
+    async def expire(self) -> list[str]:
+        now = time.monotonic()
+        gone = [lid for lid, lease in self.leases.items() if lease.expires < now or not lease.server.alive]
+        for lid in gone:
+            await self._end(self.leases.pop(lid))
+        return gone
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Expire leases in the background; end them all on the way out."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                await self.expire()
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            for lid in list(self.leases):
+                await self._end(self.leases.pop(lid))

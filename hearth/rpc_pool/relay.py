@@ -1,0 +1,83 @@
+"""A one-client TCP relay in front of a loopback-only RPC server.
+
+The ggml RPC server has no authentication, so it listens on 127.0.0.1 only; a lease opens this
+relay on the node's LAN address, and the relay admits the lessee's address alone, one connection
+at a time. Everyone else is closed at accept, before a byte reaches llama.cpp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+CHUNK = 1 << 16
+
+
+def _nodelay(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class Relay:
+    def __init__(self, bind: str, client: str, target_port: int) -> None:
+        self.bind = bind
+        self.client = client
+        self.target_port = target_port
+        self.port = 0
+        self.refused = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._server: asyncio.Server | None = None
+        self._busy = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._accept, host=self.bind, port=0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if self._busy or not peer or peer[0] != self.client:
+            self.refused += 1
+            writer.close()
+            return
+        self._busy = True
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            self._busy = False
+            return
+        _nodelay(writer)
+        _nodelay(up_writer)
+        try:
+            await asyncio.gather(self._pump(reader, up_writer, True), self._pump(up_reader, writer, False))
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+            self._busy = False
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, inbound: bool) -> None:
+        try:
+            while data := await src.read(CHUNK):
+                if inbound:
+                    self.bytes_in += len(data)
+                else:
+                    self.bytes_out += len(data)
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass  # either side hung up: the gather's finally closes both
+        finally:
+            with contextlib.suppress(OSError, RuntimeError):
+                dst.write_eof()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            # Connections already relayed end when the RPC server behind them is stopped.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 1)

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hearth.discovery.records import DeviceInfo, PeerRecord, RecordError, parse_record
+from hearth.rpc_pool.hello import RpcVersion
+
+GOOD = PeerRecord("abcdefghijklmnop", "den pc", "0.1.0", RpcVersion(7, 0, 0), 11436,
+                  (DeviceInfo("CPU", 8 * 10**9, 16 * 10**9),), ("10.77.0.2",))
+
+
+def props(record: PeerRecord, **changes: str | None) -> dict[bytes, bytes | None]:
+    p: dict[str, str | None] = {**record.to_properties(), **changes}
+    return {k.encode(): (v.encode() if v is not None else None) for k, v in p.items()}
+
+
+def test_round_trip() -> None:
+    assert parse_record(props(GOOD), ["10.77.0.2"]) == GOOD
+    assert GOOD.free_bytes == 8 * 10**9
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"id": "ABCDEFGHIJKLMNOP"}, "base32"), ({"id": None}, "lacks"), ({"name": ""}, "name"),
+    ({"name": "x" * 64}, "name"), ({"name": "a\nb"}, "name"), ({"v": "latest"}, "version"),
+    ({"rpc": "7"}, "RPC"), ({"port": "0"}, "port"), ({"port": "70000"}, "port"), ({"port": "-1"}, "port"),
+    ({"dev": ""}, "devices"), ({"dev": "CPU,10,5"}, "more free"), ({"dev": "CPU,1"}, "NAME,FREE,TOTAL"),
+    ({"dev": ";".join(["CPU,1,2"] * 9)}, "devices"),
+])
+def test_malformed_records_are_refused(change: dict[str, str | None], says: str) -> None:
+    with pytest.raises(RecordError, match=says):
+        parse_record(props(GOOD, **change), ["10.77.0.2"])
+
+
+@pytest.mark.parametrize("addresses", [[], ["0.0.0.0"], ["224.0.0.251"], ["not-an-ip"]])
+def test_bad_addresses_are_refused(addresses: list[str]) -> None:
+    with pytest.raises(RecordError):
+        parse_record(props(GOOD), addresses)
+
+
+def test_non_utf8_is_refused() -> None:
+    p = props(GOOD)
+    p[b"name"] = b"\xff\xfe"
+    with pytest.raises(RecordError, match="UTF-8"):
+        parse_record(p, ["10.77.0.2"])
+
+
+@given(st.dictionaries(st.sampled_from([b"id", b"name", b"v", b"rpc", b"port", b"dev", b"x"]),
+                       st.one_of(st.none(), st.binary(max_size=80)), max_size=7),
+       st.lists(st.text(max_size=20), max_size=3))
+def test_any_record_parses_or_raises_record_error(p: dict[bytes, bytes | None], addresses: list[str]) -> None:
+    try:
+        rec = parse_record(p, addresses)
+    except RecordError:
+        return
+    assert len(rec.node_id) == 16 and rec.devices and rec.addresses
+
+
+@given(st.builds(lambda free, extra, name: PeerRecord(
+    "abcdefghijklmnop", name, "0.1.0", RpcVersion(7, 0, 0), 1234, (DeviceInfo("CPU", free, free + extra),), ("127.0.0.1",)),
+    st.integers(0, 2**50), st.integers(0, 2**50), st.from_regex(r"[A-Za-z0-9 ._-]{1,63}", fullmatch=True)))
+def test_every_record_we_write_parses_back(record: PeerRecord) -> None:
+    assert parse_record(props(record), list(record.addresses)) == record
