@@ -317,6 +317,75 @@ def plan(
 
 
 @app.command()
+def node(
+    bind: Annotated[str, typer.Option(help="This machine's address to serve on (never 0.0.0.0).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Control API port.")] = 11436,
+    name: Annotated[str | None, typer.Option(help="Name shown to the household (default: host name).")] = None,
+    max_memory: Annotated[str | None, typer.Option(help="Most memory hearth may use here, e.g. 12G.")] = None,
+    peer: Annotated[list[str] | None, typer.Option(help="A static peer HOST:PORT, where mDNS cannot reach.")] = None,
+) -> None:
+    """Run this machine's agent: advertise it and lend its memory to the household's models."""
+    import asyncio
+    import re
+    import socket
+
+    from hearth.engine.native import check_rpc_backend
+    from hearth.rpc_pool.node import check_bind, run_node
+    from hearth.units import parse_size
+
+    settings = _settings()
+    address = check_bind(bind)
+    label = name or socket.gethostname()
+    if not re.fullmatch(r"[\w .'-]{1,63}", label):
+        raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
+    cap = parse_size(max_memory) if max_memory else None
+    statics = [_check_peer(p) for p in peer or []]
+    check_rpc_backend()
+    err.print(f"hearth node {label} on {address}:{port}" + (f", at most {max_memory}" if max_memory else ""))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(run_node(settings, address, port, label, cap, statics))
+    except KeyboardInterrupt:
+        pass
+
+
+def _check_peer(spec: str) -> str:
+    host, sep, port = spec.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidRequest(f"--peer {spec!r}: write it as HOST:PORT, e.g. 192.168.1.20:11436.")
+    return spec
+
+
+@app.command()
+def peers(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    wait: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds to listen for mDNS records.")] = 2.0,
+    peer: Annotated[list[str] | None, typer.Option(help="A static peer HOST:PORT to ask as well.")] = None,
+) -> None:
+    """List the household's nodes: discovered by mDNS or given, each proven by its key."""
+    import asyncio
+
+    from hearth.orchestrator.peers import discover
+    from hearth.rpc_pool.node import load_static_peers, local_rpc_version
+    from hearth.units import human
+
+    settings = _settings()
+    statics = [_check_peer(p) for p in peer or []] + load_static_peers(settings.home)
+    found, problems = asyncio.run(discover(local_rpc_version(), wait=wait, static=statics))
+    if as_json:
+        out.print_json(json.dumps({"peers": [p.to_json() for p in found], "problems": problems}))
+        return
+    table = Table("name", "node id", "address", "radius", "free", "rpc", "state")
+    for p in found:
+        state = "ready" if p.usable else (p.problem or "unverified")
+        table.add_row(p.record.name, p.record.node_id, f"{p.address}:{p.record.port}", "local",
+                      human(p.record.free_bytes), str(p.record.rpc), state)
+    out.print(table if found else "No peers found. Run `hearth node --bind ADDR` on the other machines.")
+    for problem in problems:
+        err.print(f"[yellow]skipped[/] {escape(problem)}")
+
+
+@app.command()
 def version() -> None:
     """Print hearth's version."""
     out.print(__version__)

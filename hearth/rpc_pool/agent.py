@@ -1,0 +1,98 @@
+"""The node agent's control API: status, proof of identity, leases.
+
+Runs on every machine of the household (`hearth node`). Discovery records are only hints;
+`POST /v1/node/prove` lets an orchestrator check that the node holds the key its id names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from hearth import __version__
+from hearth.discovery.records import DeviceInfo, PeerRecord
+from hearth.errors import InvalidRequest
+from hearth.identity import NodeIdentity, b64, unb64
+from hearth.rpc_pool.hello import RpcVersion
+from hearth.rpc_pool.leases import LeaseManager
+from hearth.server.errors import install_error_handlers
+
+LEASE_ID = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+class ProveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nonce: str = Field(min_length=22, max_length=100, description="16 to 64 random bytes, base64url")
+
+
+class LeaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bytes: int = Field(ge=0, le=2**50, description="memory the lease will use (model share + KV)")
+
+
+def node_record(identity: NodeIdentity, name: str, port: int, address: str, rpc: RpcVersion,
+                devices: list[DeviceInfo], manager: LeaseManager) -> PeerRecord:
+    """This node as the LAN sees it: free memory is what is left of its budget."""
+    left = max(0, manager.budget - manager.leased_bytes)
+    shown = tuple(DeviceInfo(d.name, min(d.free, left), d.total) for d in devices)
+    return PeerRecord(identity.node_id, name, __version__, rpc, port, shown, (address,))
+
+
+def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str, rpc: RpcVersion,
+                     devices: Callable[[], list[DeviceInfo]], manager: LeaseManager,
+                     on_change: Callable[[PeerRecord], None] | None = None) -> FastAPI:
+    def record() -> PeerRecord:
+        return node_record(identity, name, port, address, rpc, devices(), manager)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with manager.running():
+            yield
+
+    app = FastAPI(title="hearth node", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+
+    def changed() -> None:
+        if on_change is not None:
+            on_change(record())
+
+    @app.get("/v1/node")
+    async def status() -> dict[str, Any]:
+        r = record()
+        return {**r.to_properties(), "public_key": b64(identity.public_key), "budget": manager.budget,
+                "leased_bytes": manager.leased_bytes, "devices": [vars(d) for d in r.devices],
+                "leases": [lease.public() for lease in manager.leases.values()]}
+
+    @app.post("/v1/node/prove")
+    async def prove(body: ProveRequest) -> dict[str, str]:
+        try:
+            nonce = unb64(body.nonce)
+        except ValueError as exc:
+            raise InvalidRequest("nonce is not base64url", param="nonce") from exc
+        if not 16 <= len(nonce) <= 64:
+            raise InvalidRequest("nonce must be 16 to 64 bytes", param="nonce")
+        return {"node_id": identity.node_id, "public_key": b64(identity.public_key),
+                "signature": b64(identity.prove(nonce))}
+
+    @app.post("/v1/leases", status_code=201)
+    async def lease(body: LeaseRequest, request: Request) -> dict[str, object]:
+        client = request.client.host if request.client else ""
+        granted = await manager.grant(client, body.bytes)
+        changed()
+        return {**granted.public(), "rpc_version": str(manager.rpc_version), "node_id": identity.node_id}
+
+    @app.post("/v1/leases/{lease_id}/heartbeat")
+    async def heartbeat(lease_id: LEASE_ID) -> dict[str, object]:
+        return manager.heartbeat(lease_id).public()
+
+    @app.delete("/v1/leases/{lease_id}", status_code=204)
+    async def release(lease_id: LEASE_ID) -> Response:
+        await manager.release(lease_id)
+        changed()
+        return Response(status_code=204)
+
+    return app

@@ -1,0 +1,106 @@
+"""`hearth node`: run this machine's agent (control API + mDNS advertisement)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+from pathlib import Path
+
+import uvicorn
+
+from hearth.discovery.records import DeviceInfo, PeerRecord
+from hearth.errors import InvalidRequest
+from hearth.identity import NodeIdentity
+from hearth.rpc_pool.hello import RpcVersion
+from hearth.rpc_pool.leases import LeaseManager
+from hearth.rpc_pool.process import RpcServerProcess
+from hearth.settings import Settings
+
+log = logging.getLogger("hearth.node")
+DEFAULT_NODE_PORT = 11436
+
+
+def local_rpc_version(threads: int = 1) -> RpcVersion:
+    """This build's ggml RPC protocol version, from a throwaway loopback server."""
+    server = RpcServerProcess("127.0.0.1", threads=threads)
+    try:
+        return server.start()
+    finally:
+        server.stop()
+
+
+def local_devices() -> list[DeviceInfo]:
+    from hearth.rpc_pool import native
+
+    return [DeviceInfo(d.name, d.free, d.total) for d in map(native.describe, native.local_devices())]
+
+
+def check_bind(address: str) -> str:
+    try:
+        addr = ipaddress.ip_address(address)
+    except ValueError as exc:
+        raise InvalidRequest(f"--bind {address!r} is not an IP address of this machine.") from exc
+    if addr.is_unspecified:
+        raise InvalidRequest("--bind needs one address of this machine, not 0.0.0.0 or ::; "
+                             "hearth never listens on every interface.")
+    return str(addr)
+
+
+def save_static_peers(home: Path, peers: list[str]) -> None:
+    """Static peers given to `hearth node --peer` are used by orchestrators sharing this data folder."""
+    path = home / "peers.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sorted(set(peers))))
+
+
+def load_static_peers(home: Path) -> list[str]:
+    path = home / "peers.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    return [str(p) for p in data] if isinstance(data, list) else []
+
+
+async def run_node(settings: Settings, bind: str, port: int, name: str, max_memory: int | None,
+                   static_peers: list[str], ready: asyncio.Event | None = None) -> None:
+    from hearth.discovery.mdns import Advertiser
+    from hearth.rpc_pool.agent import create_agent_app
+
+    identity = NodeIdentity.load_or_create(settings.home)
+    rpc = await asyncio.to_thread(local_rpc_version)
+    devices = await asyncio.to_thread(local_devices)
+    free = sum(d.free for d in devices)
+    budget = min(free, max_memory) if max_memory else free
+    save_static_peers(settings.home, static_peers)
+    manager = LeaseManager(bind, budget, settings.home / "rpc-cache", settings.home / "logs",
+                           threads=settings.n_threads)
+    advertiser: Advertiser | None = None
+    loopback = ipaddress.ip_address(bind).is_loopback
+
+    def on_change(record: PeerRecord) -> None:
+        if advertiser is not None:
+            advertiser.update(record)
+
+    app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change)
+    server = uvicorn.Server(uvicorn.Config(app, host=bind, port=port, log_level="warning", access_log=False))
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if serving.done():
+        await serving  # raises the bind error
+        return
+    if not loopback:
+        from hearth.rpc_pool.agent import node_record
+
+        advertiser = await asyncio.to_thread(
+            Advertiser, node_record(identity, name, port, bind, rpc, devices, manager), bind)
+    log.info("node %s (%s) on %s:%s", name, identity.node_id, bind, port)
+    if ready is not None:
+        ready.set()
+    try:
+        await serving
+    finally:
+        if advertiser is not None:
+            await asyncio.to_thread(advertiser.close)
