@@ -23,7 +23,7 @@ models_app = typer.Typer(help="List, inspect and remove stored models.", invoke_
 app.add_typer(models_app, name="models")
 
 out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _settings(**overrides: Any) -> Settings:

@@ -57,6 +57,8 @@ class RpcServerProcess:
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             cmd += ["--cache-dir", str(self.cache_dir)]
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
             env = dict(os.environ, GGML_NO_BACKTRACE="1")
