@@ -13,7 +13,6 @@ from rich.markup import escape
 from hearth.cli.bridge import EngineBridge
 from hearth.errors import HearthError
 from hearth.orchestrator.engines import EnginePool
-from hearth.settings import Settings
 
 HELP = "Commands: /bye to leave, /clear to forget the conversation, /? for this help."
 
@@ -31,11 +30,15 @@ def _messages(system: str | None, history: list[dict[str, str]]) -> list[dict[st
 def _load(bridge: EngineBridge, model: str, err: Console) -> None:
     with err.status(f"Loading {model}…"):
         bridge.call(bridge.pool.load(model))
+    placement = bridge.pool.placement
+    if placement is not None:
+        split = ", ".join(f"{a.node.name}: {a.layers} layers" for a in placement.plan.assignments)
+        err.print(f"[dim]{model} split across the household ({split})[/]")
 
 
-def one_shot(settings: Settings, model: str, prompt: str, system: str | None,
+def one_shot(pool: EnginePool, model: str, prompt: str, system: str | None,
              sampling: dict[str, Any], as_json: bool, out: Console, err: Console) -> None:
-    bridge = EngineBridge(EnginePool(settings))
+    bridge = EngineBridge(pool)
     try:
         _load(bridge, model, err)
         parts: list[str] = []
@@ -67,13 +70,13 @@ def one_shot(settings: Settings, model: str, prompt: str, system: str | None,
         bridge.close()
 
 
-def interactive(settings: Settings, model: str, system: str | None, sampling: dict[str, Any],
+def interactive(pool: EnginePool, model: str, system: str | None, sampling: dict[str, Any],
                 out: Console, err: Console) -> None:
     try:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:
         pass
-    bridge = EngineBridge(EnginePool(settings))
+    bridge = EngineBridge(pool)
     history: list[dict[str, str]] = []
     try:
         _load(bridge, model, err)

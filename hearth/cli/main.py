@@ -26,6 +26,27 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+RadiusOpt = Annotated[str, typer.Option(
+    help="How far a model may reach: 'local' (this machine) or 'household' (LAN nodes when it does not fit).")]
+PoolOpt = Annotated[bool, typer.Option("--pool", help="Split the model across household nodes even if it fits here.")]
+PeerOpt = Annotated[list[str] | None, typer.Option("--peer", help="A household node HOST:PORT that mDNS cannot reach.")]
+MaxMemOpt = Annotated[str | None, typer.Option(help="Most memory hearth may use on this machine, e.g. 12G.")]
+
+
+def _policy(settings: Settings, radius: str, pool: bool, peer: list[str] | None, max_memory: str | None) -> Any:
+    from hearth.orchestrator.engines import PoolPolicy
+    from hearth.rpc_pool.node import load_static_peers
+    from hearth.units import parse_size
+
+    if radius not in ("local", "household"):
+        raise InvalidRequest(f"--radius {radius!r}: choose 'local' or 'household' (public comes later).")
+    if pool and radius == "local":
+        raise InvalidRequest("--pool and --radius local contradict each other.")
+    statics = [_check_peer(p) for p in peer or []] + load_static_peers(settings.home)
+    cap = parse_size(max_memory) if max_memory else None
+    return PoolPolicy(radius=radius, force=pool, static_peers=tuple(statics), max_memory=cap)
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
@@ -76,12 +97,18 @@ def run(
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object (text, token counts, tokens/s).")] = False,
+    radius: RadiusOpt = "household",
+    pool: PoolOpt = False,
+    peer: PeerOpt = None,
+    max_memory: MaxMemOpt = None,
 ) -> None:
     """Run a model: reply to PROMPT and exit, or chat interactively."""
     from hearth.cli.chat import interactive, one_shot
     from hearth.engine.native import check_rpc_backend
+    from hearth.orchestrator.engines import EnginePool
 
     settings = _settings()
+    policy = _policy(settings, radius, pool, peer, max_memory)
     check_rpc_backend()
     name, text = _split_model_prompt(model, prompt, settings)
     if text is None and not sys.stdin.isatty():
@@ -90,10 +117,11 @@ def run(
         raise InvalidRequest("The prompt is empty; give some text to reply to.")
     sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
                 "seed": seed, "stop": []}
+    engines = EnginePool(settings, policy=policy)
     if text is None:
-        interactive(settings, name, system, sampling, out, err)
+        interactive(engines, name, system, sampling, out, err)
     else:
-        one_shot(settings, name, text, system, sampling, as_json, out, err)
+        one_shot(engines, name, text, system, sampling, as_json, out, err)
 
 
 # -- serve ----------------------------------------------------------------------------------
@@ -122,6 +150,10 @@ def serve(
     api_key: Annotated[str | None, typer.Option(
         help="Bearer key clients must send; required beyond loopback.", envvar="HEARTH_API_KEY")] = None,
     model: Annotated[str | None, typer.Option(help="Load this model at start-up (default: on first request).")] = None,
+    radius: RadiusOpt = "household",
+    pool_: PoolOpt = False,
+    peer: PeerOpt = None,
+    max_memory: MaxMemOpt = None,
 ) -> None:
     """Serve an OpenAI- and Ollama-compatible endpoint on this machine."""
     import asyncio
@@ -140,8 +172,9 @@ def serve(
         )
     if settings.api_key is not None and not settings.api_key.get_secret_value().strip():
         raise InvalidRequest("The API key is empty; choose a non-empty key.")
+    policy = _policy(settings, radius, pool_, peer, max_memory)
     check_rpc_backend()
-    pool = EnginePool(settings)
+    pool = EnginePool(settings, policy=policy)
     api = create_app(settings, pool)
     config = uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning",
                             access_log=False)

@@ -97,7 +97,7 @@ class Engine:
                 outer.prompt_tokens = len(tokens)
                 for tok in super().generate(tokens, *args, **kwargs):
                     if not llama_cpp.llama_vocab_is_eog(self._model.vocab, tok):
-                        outer.completion_tokens += 1
+                        outer.generated.append(int(tok))
                     yield tok
 
         placing: contextlib.AbstractContextManager[dict[str, Any]] = (
@@ -109,7 +109,7 @@ class Engine:
             )
         self.n_ctx = self.llm.n_ctx()
         self.prompt_tokens = 0
-        self.completion_tokens = 0
+        self.generated: list[int] = []
         self._embedder: Any = None
         template = template_for(self.llm.metadata)
         self.template_stop = list(template.stop)
@@ -154,15 +154,47 @@ class Engine:
         self._check_fits(n)
         return prompt, stop, None
 
+    def _replay(self, prompt: list[int], generated: list[int]) -> None:
+        """Rebuild the KV cache the way the lost engine built it: the prompt as one batch, then
+        each generated token on its own. Evaluating them all as one batch would take other
+        kernels and round differently, and greedy decoding can flip on a near tie."""
+        self.llm.reset()
+        self.llm.eval(prompt)
+        for token in generated:
+            self.llm.eval([token])
+
     def generate(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
+        """Stream one completion. Token events carry the ids they cover, so that after a failure
+        the supervisor can resume on a new engine from exactly where this one stopped: a request
+        with `resume` (ids generated so far) and `resumed_text` (what the client already has)."""
         rid = req["id"]
         prompt, stop, criteria = self._prepare(req)
-        self.prompt_tokens = self.completion_tokens = 0
+        resume = [int(t) for t in req.get("resume") or []]
+        max_tokens = req.get("max_tokens")
+        n_prompt = len(prompt) if isinstance(prompt, list) else len(
+            self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+        if resume:
+            if not isinstance(prompt, list):
+                prompt = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            self._check_fits(len(prompt) + len(resume))
+            self._replay(prompt, resume)
+            prompt = prompt + resume
+            if max_tokens is not None:
+                max_tokens = max(1, max_tokens - len(resume))
+        self.generated = []
         t0 = time.perf_counter()
-        out({"event": "start", "id": rid})
+        out({"event": "start", "id": rid, "prompt_tokens": n_prompt})
+        if resume:
+            # Text the dead engine had generated but not yet sent (held back for a possible stop
+            # sequence): send it now, so the client misses nothing.
+            full = self.llm.detokenize(resume, prev_tokens=prompt[: len(prompt) - len(resume)]).decode(
+                "utf-8", errors="ignore")
+            had = str(req.get("resumed_text") or "")
+            if full.startswith(had) and len(full) > len(had):
+                out({"event": "token", "id": rid, "text": full[len(had):], "ids": []})
         chunks: Any = self.llm.create_completion(
             prompt=prompt,
-            max_tokens=req.get("max_tokens"),
+            max_tokens=max_tokens,
             temperature=float(req.get("temperature", 0.8)),
             top_p=float(req.get("top_p", 0.95)),
             seed=req.get("seed"),
@@ -172,6 +204,7 @@ class Engine:
         )
         finish = "length"
         t_first = t_last = None
+        sent = 0
         try:
             for chunk in chunks:
                 if cancelled.is_set():
@@ -183,16 +216,18 @@ class Engine:
                     t_last = time.perf_counter()
                     if t_first is None:
                         t_first = t_last
-                    out({"event": "token", "id": rid, "text": text})
+                    ids = self.generated[sent:]
+                    sent = len(self.generated)
+                    out({"event": "token", "id": rid, "text": text, "ids": ids})
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
         finally:
             chunks.close()
-        n = self.completion_tokens
+        n = len(self.generated)
         decode_s = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0
         out({
             "event": "done", "id": rid, "finish_reason": finish,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": n,
+            "prompt_tokens": n_prompt, "completion_tokens": n + len(resume),
             "ttft_ms": round(((t_first or time.perf_counter()) - t0) * 1000, 3),
             "total_ms": round((time.perf_counter() - t0) * 1000, 3),
             "decode_tokens_per_s": round((n - 1) / decode_s, 3) if n > 1 and decode_s > 0 else None,

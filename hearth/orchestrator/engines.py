@@ -5,12 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
+
 from hearth.engine.supervisor import EngineConfig, EngineProcess
-from hearth.errors import QueueFull
+from hearth.errors import EngineCrashed, HearthError, QueueFull
+from hearth.models.facts import read_facts
 from hearth.models.pull import resolve
 from hearth.models.store import ModelStore
+from hearth.orchestrator.peers import Peer, checked_or_problem, discover
+from hearth.orchestrator.placement import Placement
+from hearth.orchestrator.planner import DoesNotFit, NodeCapacity, Plan
+from hearth.orchestrator.planner import plan as make_plan
+from hearth.rpc_pool.hello import RpcVersion
+from hearth.rpc_pool.node import local_rpc_version
 from hearth.settings import Settings
 
 
@@ -44,15 +54,87 @@ class FairQueue:
         return self._lock.locked()
 
 
-class EnginePool:
-    """Keeps one engine loaded (the last model used) and restarts it when it dies."""
+@dataclass(frozen=True)
+class PoolPolicy:
+    """How far a model may reach beyond this machine."""
 
-    def __init__(self, settings: Settings, store: ModelStore | None = None) -> None:
+    radius: str = "household"
+    """'local' keeps every model on this machine; 'household' pools when a model does not fit."""
+    force: bool = False
+    """Pool even when the model fits here (--pool)."""
+    static_peers: tuple[str, ...] = ()
+    discover_wait: float = 2.0
+    max_memory: int | None = None
+    """Cap on what hearth may use of this machine."""
+
+
+MAX_RECOVERIES = 3
+
+
+class EnginePool:
+    """Keeps one engine loaded (the last model used), restarts it when it dies, and when the
+    engine was pooled, recovers a stream on a new placement (failover)."""
+
+    def __init__(self, settings: Settings, store: ModelStore | None = None,
+                 policy: PoolPolicy | None = None) -> None:
         self.settings = settings
         self.store = store or ModelStore(settings.models_dir)
+        self.policy = policy or PoolPolicy()
         self.queue = FairQueue(settings.max_queue)
         self.engine: EngineProcess | None = None
+        self.placement: Placement | None = None
         self.restarts = 0
+        self.recoveries = 0
+        self.excluded: set[str] = set()
+        self._peers: list[Peer] | None = None
+        self._rpc: RpcVersion | None = None
+
+    # -- placement ---------------------------------------------------------------------------
+    def _local_node(self) -> NodeCapacity:
+        from hearth.rpc_pool.native import cpu_device, describe
+
+        here = describe(cpu_device())
+        free = min(here.free, self.policy.max_memory) if self.policy.max_memory else here.free
+        return NodeCapacity("local", "this machine", here.name, free, local=True)
+
+    async def peers(self, refresh: bool = False) -> tuple[list[Peer], list[str]]:
+        """Usable household peers (discovered once, re-checked on recovery)."""
+        if self._rpc is None:
+            self._rpc = await asyncio.to_thread(local_rpc_version)
+        if self._peers is None or not refresh:
+            found, problems = await discover(self._rpc, wait=self.policy.discover_wait,
+                                             static=list(self.policy.static_peers))
+        else:
+            async with httpx.AsyncClient(timeout=3.0) as client:
+                rpc = self._rpc
+                checked = await asyncio.gather(*(
+                    checked_or_problem(client, p.address, p.record.port, p.source, rpc, None) for p in self._peers))
+            found = [c for c in checked if not isinstance(c, str)]
+            problems = [c for c in checked if isinstance(c, str)]
+        self._peers = found
+        return [p for p in found if p.usable and p.record.node_id not in self.excluded], problems
+
+    async def plan_for(self, name: str) -> tuple[Plan | None, dict[str, Peer]]:
+        """None when the model should run on this machine alone."""
+        facts = await asyncio.to_thread(read_facts, self.store.part_paths(name))
+        local = await asyncio.to_thread(self._local_node)
+        n_ctx = self.settings.n_ctx
+        if self.policy.radius == "local":
+            return None, {}
+        if not self.policy.force:
+            try:
+                make_plan(facts, name, [local], n_ctx=n_ctx)
+                return None, {}
+            except DoesNotFit:
+                pass
+        usable, _ = await self.peers(refresh=self._peers is not None)
+        nodes = [local] + [NodeCapacity(p.record.node_id, p.record.name, p.record.devices[0].name,
+                                        p.record.free_bytes, endpoint=p.base_url) for p in usable]
+        result = make_plan(facts, name, nodes, n_ctx=n_ctx, force_pool=self.policy.force)
+        if self.policy.force and not result.pooled:
+            raise DoesNotFit(f"--pool needs a household node for {name}, and none is available.",
+                             needed=result.needed_bytes, available=0)
+        return (result if result.pooled else None), {p.record.node_id: p for p in usable}
 
     async def _engine_for(self, model: str) -> EngineProcess:
         name, path = await asyncio.to_thread(resolve, self.store, model)
@@ -62,29 +144,81 @@ class EnginePool:
         if current is not None:
             if not current.alive:
                 self.restarts += 1
-            await current.stop()
-            self.engine = None
+            await self._stop_engine()
+        plan, peers = await self.plan_for(name)
+        rpc: tuple[str, ...] = ()
+        split: tuple[float, ...] = ()
+        if plan is not None:
+            self.placement = Placement(plan, peers)
+            await self.placement.acquire()
+            rpc, split = self.placement.endpoints, plan.tensor_split()
         engine = EngineProcess(EngineConfig(
             model_name=name, model_path=path, n_ctx=self.settings.n_ctx,
             n_threads=self.settings.n_threads, log_path=self.settings.home / "logs" / "engine.log",
+            rpc=rpc, split=split,
         ))
-        await engine.start()
+        try:
+            await engine.start()
+        except HearthError:
+            await self._stop_engine()
+            raise
         self.engine = engine
         return engine
+
+    async def _stop_engine(self) -> None:
+        if self.engine is not None:
+            await self.engine.stop()
+            self.engine = None
+        if self.placement is not None:
+            await self.placement.release()
+            self.placement = None
+
+    async def _recover(self) -> None:
+        """After a pooled engine died: drop nodes whose agent is gone, then plan again."""
+        assert self.placement is not None
+        gone, _lost = await self.placement.failed()
+        self.excluded |= gone
+        await self._stop_engine()
 
     async def load(self, model: str) -> EngineProcess:
         async with self.queue.slot():
             return await self._engine_for(model)
 
     async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[dict[str, Any], None]:
-        """Wait for the engine, then yield the request's events (see EngineProcess.request)."""
+        """Wait for the engine, then yield the request's events (see EngineProcess.request).
+
+        If a pooled engine dies mid-stream, the stream goes on: a new placement is planned
+        without the failed nodes and the new engine resumes from the tokens already generated.
+        """
         async with self.queue.slot():
-            engine = await self._engine_for(model)
-            async for event in engine.request(op, **fields):
-                yield event
+            ids: list[int] = []
+            sent: list[str] = []
+            started = False
+            attempt = 0
+            while True:
+                engine = await self._engine_for(model)
+                resume = {"resume": ids, "resumed_text": "".join(sent)} if ids and op != "embed" else {}
+                try:
+                    async for event in engine.request(op, **fields, **resume):
+                        if event["event"] == "start":
+                            if started:
+                                continue
+                            started = True
+                        elif event["event"] == "token":
+                            ids.extend(event.get("ids", ()))
+                            sent.append(event["text"])
+                        yield event
+                    return
+                except EngineCrashed:
+                    if self.placement is None or attempt >= MAX_RECOVERIES:
+                        raise
+                    attempt += 1
+                    self.recoveries += 1
+                    await self._recover()
 
     def status(self) -> dict[str, Any]:
         e = self.engine
+        p = self.placement
         return {
             "model": e.config.model_name if e else None,
             "engine_pid": e.pid if e and e.alive else None,
@@ -92,9 +226,11 @@ class EnginePool:
             "busy": self.queue.busy,
             "waiting": self.queue.waiting,
             "restarts": self.restarts,
+            "recoveries": self.recoveries,
+            "pooled": p is not None,
+            "placement": p.plan.to_json()["assignments"] if p else None,
+            "leases": [{"node": h.peer.record.name, "endpoint": h.endpoint} for h in p.held] if p else [],
         }
 
     async def close(self) -> None:
-        if self.engine is not None:
-            await self.engine.stop()
-            self.engine = None
+        await self._stop_engine()

@@ -67,7 +67,7 @@ async def check(client: httpx.AsyncClient, address: str, port: int, source: str,
     return Peer(record, source, True, compatible, problem)
 
 
-async def _checked(client: httpx.AsyncClient, address: str, port: int, source: str, local_rpc: RpcVersion,
+async def checked_or_problem(client: httpx.AsyncClient, address: str, port: int, source: str, local_rpc: RpcVersion,
                    claimed: PeerRecord | None) -> Peer | str:
     try:
         return await check(client, address, port, source, local_rpc, claimed)
@@ -96,7 +96,7 @@ async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str
         host, _, port = spec.rpartition(":")
         hints.append((host.strip("[]"), int(port), "static", None))
     async with httpx.AsyncClient(timeout=5.0) as client:
-        results = await asyncio.gather(*(_checked(client, a, p, s, local_rpc, c) for a, p, s, c in hints))
+        results = await asyncio.gather(*(checked_or_problem(client, a, p, s, local_rpc, c) for a, p, s, c in hints))
     peers: dict[str, Peer] = {}
     for res in results:
         if isinstance(res, str):

@@ -18,6 +18,7 @@ from hearth.units import human
 class DoesNotFit(HearthError):
     """The circle cannot hold the model; the message has the numbers."""
 
+    http_status = 503
     code = "does_not_fit"
     exit_code = 6
 

@@ -1,8 +1,10 @@
 """A one-client TCP relay in front of a loopback-only RPC server.
 
 The ggml RPC server has no authentication, so it listens on 127.0.0.1 only; a lease opens this
-relay on the node's LAN address, and the relay admits the lessee's address alone, one connection
-at a time. Everyone else is closed at accept, before a byte reaches llama.cpp.
+relay on the node's LAN address, and the relay admits the lessee's address alone. Everyone else
+is closed at accept, before a byte reaches llama.cpp. (The lessee's client may reconnect while its
+previous connection is still closing, so connections from the lessee are not limited to one; the
+RPC server behind serves them one at a time.)
 """
 
 from __future__ import annotations
@@ -30,8 +32,6 @@ class Relay:
         self.bytes_in = 0
         self.bytes_out = 0
         self._server: asyncio.Server | None = None
-        self._busy = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, host=self.bind, port=0)
@@ -40,16 +40,14 @@ class Relay:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        if self._busy or not peer or peer[0] != self.client:
+        if not peer or peer[0] != self.client:
             self.refused += 1
             writer.close()
             return
-        self._busy = True
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.close()
-            self._busy = False
             return
         _nodelay(writer)
         _nodelay(up_writer)
@@ -58,7 +56,6 @@ class Relay:
         finally:
             for w in (writer, up_writer):
                 w.close()
-            self._busy = False
 
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, inbound: bool) -> None:
         try:

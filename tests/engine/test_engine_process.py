@@ -150,3 +150,28 @@ def test_fair_queue_serves_in_arrival_order_and_bounds_waiters() -> None:
         return order
 
     assert asyncio.run(scenario()) == [0, 1, 2, 3]
+
+
+def test_resume_continues_exactly_where_a_stream_stopped(smollm2_path: Path, tmp_path: Path) -> None:
+    """What failover relies on: prompt + the ids generated so far gives the same continuation."""
+
+    async def scenario() -> None:
+        engine = EngineProcess(_config(smollm2_path, tmp_path))
+        await engine.start()
+        try:
+            events = [ev async for ev in engine.request("chat", messages=ASK, max_tokens=40, **GREEDY)]
+            tokens = [ev for ev in events if ev["event"] == "token"]
+            full = "".join(ev["text"] for ev in tokens)
+            ids = [i for ev in tokens for i in ev["ids"]]
+            assert len(ids) == events[-1]["completion_tokens"] == 40
+            for cut in (1, 7, 25):
+                had = "".join(ev["text"] for ev in tokens[:cut])
+                resume = [i for ev in tokens[:cut] for i in ev["ids"]]
+                rest = [ev async for ev in engine.request("chat", messages=ASK, max_tokens=40, resume=resume,
+                                                          resumed_text=had, **GREEDY)]
+                assert had + "".join(ev["text"] for ev in rest if ev["event"] == "token") == full
+                assert rest[-1]["completion_tokens"] == 40 and rest[-1]["prompt_tokens"] == events[-1]["prompt_tokens"]
+        finally:
+            await engine.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))

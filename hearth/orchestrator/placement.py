@@ -1,0 +1,94 @@
+"""The leases behind one pooled engine: acquire them from the plan, keep them alive, give them back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import httpx
+
+from hearth.errors import HearthError
+from hearth.orchestrator.peers import Peer
+from hearth.orchestrator.planner import Plan
+
+HEARTBEAT_S = 3.0
+
+
+class LeaseFailed(HearthError):
+    """A node refused or could not grant a lease the plan needs."""
+
+    http_status = 503
+    code = "lease_failed"
+
+
+@dataclass(frozen=True)
+class Held:
+    peer: Peer
+    lease_id: str
+    endpoint: str
+    bytes: int
+
+
+class Placement:
+    def __init__(self, plan: Plan, peers: dict[str, Peer]) -> None:
+        self.plan = plan
+        self.peers = peers
+        self.held: list[Held] = []
+        self._client = httpx.AsyncClient(timeout=5.0)
+        self._beat: asyncio.Task[None] | None = None
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(h.endpoint for h in self.held)
+
+    async def acquire(self) -> None:
+        """One lease per remote assignment, in the plan's (the engine's) device order."""
+        try:
+            for a in self.plan.remote:
+                peer = self.peers[a.node.node_id]
+                r = await self._client.post(f"{peer.base_url}/v1/leases", json={"bytes": a.bytes})
+                if r.status_code != 201:
+                    detail = r.json().get("error", {}).get("message", r.text) if r.content else r.reason_phrase
+                    raise LeaseFailed(f"{peer.record.name} refused a lease: {detail}")
+                body = r.json()
+                self.held.append(Held(peer, str(body["lease_id"]), str(body["endpoint"]), a.bytes))
+        except httpx.HTTPError as exc:
+            await self.release()
+            raise LeaseFailed(f"A node did not answer the lease request: {exc}") from exc
+        except LeaseFailed:
+            await self.release()
+            raise
+        self._beat = asyncio.create_task(self._heartbeats())
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            for h in list(self.held):
+                with contextlib.suppress(httpx.HTTPError):
+                    await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat")
+
+    async def failed(self) -> tuple[set[str], set[str]]:
+        """(nodes whose agent is gone, nodes whose lease's RPC server is gone but agent answers)."""
+        gone, lost = set(), set()
+        for h in self.held:
+            try:
+                r = await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat", timeout=2.0)
+            except httpx.HTTPError:
+                gone.add(h.peer.record.node_id)
+                continue
+            if r.status_code != 200:
+                lost.add(h.peer.record.node_id)
+        return gone, lost
+
+    async def release(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+            self._beat = None
+        for h in self.held:
+            with contextlib.suppress(httpx.HTTPError):
+                await self._client.delete(f"{h.peer.base_url}/v1/leases/{h.lease_id}", timeout=2.0)
+        self.held = []
+        await self._client.aclose()
