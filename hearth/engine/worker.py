@@ -158,7 +158,7 @@ class Engine:
         """Rebuild the KV cache the way the lost engine built it: the prompt as one batch, then
         each generated token on its own. Evaluating them all as one batch would take other
         kernels and round differently, and greedy decoding can flip on a near tie."""
-        self.llm.reset()
+        self.llm.reset()  # type: ignore[no-untyped-call]
         self.llm.eval(prompt)
         for token in generated:
             self.llm.eval([token])
