@@ -310,19 +310,27 @@ def plan(
     model: Annotated[str, typer.Argument(help="Model alias or stored name.")],
     n_ctx: Annotated[int | None, typer.Option(
         "--n-ctx", min=64, help="Context to plan for (default: setting).")] = None,
-    max_memory: Annotated[str | None, typer.Option(help="Cap on what hearth may use here, e.g. 12G.")] = None,
+    max_memory: MaxMemOpt = None,
     node: Annotated[list[str] | None, typer.Option(
-        "--node", help="A machine to plan with, as NAME=SIZE (until discovery lands, or to ask 'what if').")] = None,
-    pool: Annotated[bool, typer.Option(
-        "--pool", help="Spread the layers over every node even if it fits here.")] = False,
+        "--node", help="An imagined machine to plan with, as NAME=SIZE (to ask 'what if').")] = None,
+    pool: PoolOpt = False,
+    radius: RadiusOpt = "household",
+    peer: PeerOpt = None,
+    wait: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds to listen for household nodes.")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show which machines would hold which layers of MODEL, and why."""
+    """Show which machines would hold which layers of MODEL, and why.
+
+    The household's nodes are found by mDNS (and --peer); --node adds imagined ones."""
+    import asyncio
+
     from hearth.models.facts import read_facts
     from hearth.models.pull import resolve
+    from hearth.orchestrator.peers import discover
     from hearth.orchestrator.planner import NodeCapacity
     from hearth.orchestrator.planner import plan as make_plan
     from hearth.rpc_pool.native import cpu_device, describe
+    from hearth.rpc_pool.node import local_rpc_version
     from hearth.units import human, parse_size
 
     settings = _settings()
@@ -332,6 +340,15 @@ def plan(
     here = describe(cpu_device())
     free = min(here.free, parse_size(max_memory)) if max_memory else here.free
     nodes = [NodeCapacity("local", "this machine", here.name, free, local=True)]
+    policy = _policy(settings, radius, pool, peer, max_memory)
+    if radius == "household" and (wait > 0 or policy.static_peers):
+        found, problems = asyncio.run(discover(local_rpc_version(), wait=wait, static=list(policy.static_peers)))
+        for p in found:
+            if p.usable:
+                nodes.append(NodeCapacity(p.record.node_id, p.record.name, p.record.devices[0].name,
+                                          p.record.free_bytes, endpoint=p.base_url))
+        for problem in problems:
+            err.print(f"[yellow]skipped[/] {escape(problem)}")
     for spec in node or []:
         label, sep, size = spec.partition("=")
         if not sep or not label.strip():

@@ -1,0 +1,127 @@
+"""One GGUF split across three household "machines" (namespaces), and failover when one dies."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.lan import Household, household, needs_root
+
+pytestmark = [pytest.mark.root, pytest.mark.slow, needs_root]
+CAP_HERE = "50M"  # with n_ctx 2048, SmolLM2 needs ~144 MB: this machine plus 3 nodes of 45 MB
+ASK = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory: pytest.TempPathFactory, models_home: Path) -> Iterator[Household]:
+    tmp = tmp_path_factory.mktemp("lan")
+    with household(tmp, 4) as h:
+        h.home(1).mkdir(parents=True)
+        (h.home(1) / "models").symlink_to(models_home / "models")
+        for i in (2, 3, 4):
+            h.start_node(i, "45M")
+        yield h
+
+
+def test_plan_and_run_across_three_nodes_match_solo(lan: Household) -> None:
+    plan = lan.hearth(1, "plan", "smollm2-135m", "--max-memory", CAP_HERE, "--json")
+    assert plan.returncode == 0, plan.stderr
+    placed = json.loads(plan.stdout)["assignments"]
+    assert sorted(a["name"] for a in placed if not a["local"]) == ["node2", "node3", "node4"]
+    assert sum(a["layers"] for a in placed) == 30
+
+    solo = lan.hearth(1, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "local")
+    pooled = lan.hearth(1, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--pool",
+                        "--max-memory", CAP_HERE)
+    assert solo.returncode == 0 and pooled.returncode == 0, pooled.stderr
+    assert "split across the household" in pooled.stderr and "node4" in pooled.stderr
+    assert pooled.stdout == solo.stdout and solo.stdout.strip()
+
+    refused = lan.hearth(1, "run", ASK, "--max-tokens", "4", "--radius", "local", "--pool")
+    assert refused.returncode == 2 and "contradict" in refused.stderr
+
+
+CLIENT = textwrap.dedent("""
+    import httpx, json, os, signal, sys, time
+    base, marker, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": %r}],
+            "max_tokens": 48, "temperature": 0, "stream": True}
+
+    def workers():
+        # ggml RPC servers started by this test's nodes (their environment names our temp folder)
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+                env = open(f"/proc/{pid}/environ", "rb").read()
+            except OSError:
+                continue
+            if b"hearth.rpc_pool.server" in cmd.split(b"\\0") and marker.encode() in env:
+                found.append(int(pid))
+        return sorted(found)
+
+    def stream(kill_at=None, kill_all_nodes=False):
+        text, error = [], None
+        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=180) as r:
+            for line in r.iter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                d = json.loads(line[6:])
+                if "error" in d:
+                    error = d["error"]
+                    continue
+                if d["choices"] and d["choices"][0]["delta"].get("content"):
+                    text.append(d["choices"][0]["delta"]["content"])
+                    if len(text) == kill_at:
+                        victims = workers()
+                        if kill_all_nodes:
+                            victims = [int(p) for p in sys.argv[4].split(",")] + victims
+                        else:
+                            victims = victims[(kill_at - 3) %% len(victims):][:1]
+                        for pid in victims:
+                            os.kill(pid, signal.SIGKILL)
+        return "".join(text), error
+
+    base_text, err = stream()
+    assert err is None, err
+    results = []
+    for i in range(rounds):
+        t0 = time.monotonic()
+        text, err = stream(kill_at=3 + i)
+        results.append({"same": text == base_text, "error": err, "seconds": round(time.monotonic() - t0, 2)})
+    status = httpx.get(base + "/hearth/status").json()
+    last = None
+    if len(sys.argv) > 4:
+        last = stream(kill_at=5, kill_all_nodes=True)
+    print(json.dumps({"base": base_text, "results": results, "status": status, "last": last,
+                      "alive": httpx.get(base + "/hearth/status").status_code}))
+""" % ASK)
+
+
+def test_killing_workers_mid_stream_recovers_ten_times_then_all_nodes_gone_is_a_clean_error(lan: Household) -> None:
+    port = "11500"
+    lan.spawn(1, sys.executable, "-m", "hearth.cli.main", "serve", "--port", port, "--pool", "--max-memory", CAP_HERE)
+    lan.wait_http(1, f"http://127.0.0.1:{port}/hearth/status")
+    node_pids = [p for i in (2, 3, 4) for p in lan_pids(lan, i)]
+    r = lan.run(1, sys.executable, "-c", CLIENT, f"http://127.0.0.1:{port}", str(lan.tmp), "10",
+                ",".join(map(str, node_pids)), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert out["base"].strip()
+    assert [x["same"] for x in out["results"]] == [True] * 10, out["results"]
+    assert all(x["error"] is None for x in out["results"])
+    assert out["status"]["recoveries"] == 10 and out["status"]["pooled"] is True
+    text, error = out["last"]
+    assert error is not None and error["code"] in ("does_not_fit", "lease_failed", "engine_crashed")
+    assert out["alive"] == 200  # the orchestrator is still up
+
+
+def lan_pids(lan: Household, i: int) -> list[int]:
+    from tests.lan import lan as lanmod
+
+    return [int(p) for p in lanmod.pids(lan.ns(i))]
