@@ -49,7 +49,7 @@ def test_plan_and_run_across_three_nodes_match_solo(lan: Household) -> None:
 CLIENT = textwrap.dedent("""
     import httpx, json, os, signal, sys, time
     base, marker, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": %r}],
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": __ASK__}],
             "max_tokens": 48, "temperature": 0, "stream": True}
 
     def workers():
@@ -82,7 +82,7 @@ CLIENT = textwrap.dedent("""
                         if kill_all_nodes:
                             victims = [int(p) for p in sys.argv[4].split(",")] + victims
                         else:
-                            victims = victims[(kill_at - 3) %% len(victims):][:1]
+                            victims = victims[(kill_at - 3) % len(victims):][:1]
                         for pid in victims:
                             os.kill(pid, signal.SIGKILL)
         return "".join(text), error
@@ -100,7 +100,7 @@ CLIENT = textwrap.dedent("""
         last = stream(kill_at=5, kill_all_nodes=True)
     print(json.dumps({"base": base_text, "results": results, "status": status, "last": last,
                       "alive": httpx.get(base + "/hearth/status").status_code}))
-""" % ASK)
+""").replace("__ASK__", repr(ASK))
 
 
 def test_killing_workers_mid_stream_recovers_ten_times_then_all_nodes_gone_is_a_clean_error(lan: Household) -> None:
