@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=16, ge=0)
     """Requests that may wait for the engine before new ones get 429."""
 
+    log_level: str = Field(default="warning", pattern=r"(?i)^(debug|info|warning|error)$")
+    """How much `hearth serve` and `hearth node` log to stderr."""
+
     @property
     def models_dir(self) -> Path:
         return self.home / "models"

@@ -48,10 +48,14 @@ def _policy(settings: Settings, radius: str, pool: bool, peer: list[str] | None,
 
 
 def _settings(**overrides: Any) -> Settings:
+    import logging
+
     try:
-        return load_settings(**overrides)
+        settings = load_settings(**overrides)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         raise InvalidRequest(f"Invalid setting: {exc}") from exc
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
+    return settings
 
 
 def _progress() -> Progress:
@@ -265,13 +269,13 @@ def models_show(
     template: Annotated[bool, typer.Option("--template", help="Print the whole chat template.")] = False,
 ) -> None:
     """Print the facts read from a model's GGUF header."""
-    from hearth.models.facts import read_facts
+    from hearth.models.facts import cached_facts
     from hearth.models.pull import resolve
 
     settings = _settings()
     store = _store(settings)
     name, _ = resolve(store, model)
-    facts = read_facts(store.part_paths(name))
+    facts = cached_facts(store, name)
     if as_json:
         out.print_json(json.dumps(facts.to_json() | {"model": name}))
         return
@@ -324,7 +328,7 @@ def plan(
     The household's nodes are found by mDNS (and --peer); --node adds imagined ones."""
     import asyncio
 
-    from hearth.models.facts import read_facts
+    from hearth.models.facts import cached_facts
     from hearth.models.pull import resolve
     from hearth.orchestrator.peers import discover
     from hearth.orchestrator.planner import NodeCapacity
@@ -336,7 +340,7 @@ def plan(
     settings = _settings()
     store = _store(settings)
     name, _ = resolve(store, model)
-    facts = read_facts(store.part_paths(name))
+    facts = cached_facts(store, name)
     here = describe(cpu_device())
     free = min(here.free, parse_size(max_memory)) if max_memory else here.free
     nodes = [NodeCapacity("local", "this machine", here.name, free, local=True)]

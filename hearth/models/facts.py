@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 from gguf import GGUFReader
 
 from hearth.errors import InvalidRequest
+from hearth.models.store import ModelStore
 
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
 KV_BYTES_PER_ELEMENT = 2  # llama.cpp's default KV cache type is f16
@@ -53,6 +55,29 @@ class ModelFacts:
         d["bytes_per_layer"] = self.bytes_per_layer
         d["layer_bytes"] = list(self.layer_bytes)
         return d
+
+
+def cached_facts(store: ModelStore, name: str) -> ModelFacts:
+    """Facts for a stored model, read once and kept next to the blobs (reading a GGUF's header
+    with gguf's reader takes seconds: it parses every tokenizer string)."""
+    manifest = store.get(name)
+    if manifest is None:
+        raise InvalidRequest(f"Model {name!r} is not in the store.")
+    path = store.root / "facts" / f"{manifest.digest}.json"
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            data["layer_bytes"] = tuple(data["layer_bytes"])
+            data.pop("bytes_per_layer", None)
+            return ModelFacts(**data)
+        except (ValueError, TypeError, KeyError):
+            path.unlink(missing_ok=True)  # written by another version: read the GGUF again
+    facts = read_facts(store.part_paths(name))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(facts.to_json()))
+    tmp.replace(path)
+    return facts
 
 
 def _value(reader: GGUFReader, key: str, default: Any = None) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +14,7 @@ import httpx
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import EngineCrashed, HearthError, QueueFull
-from hearth.models.facts import read_facts
+from hearth.models.facts import cached_facts
 from hearth.models.pull import resolve
 from hearth.models.store import ModelStore
 from hearth.orchestrator.peers import Peer, checked_or_problem, discover
@@ -69,6 +71,7 @@ class PoolPolicy:
 
 
 MAX_RECOVERIES = 3
+log = logging.getLogger("hearth.pool")
 
 
 class EnginePool:
@@ -116,7 +119,7 @@ class EnginePool:
 
     async def plan_for(self, name: str) -> tuple[Plan | None, dict[str, Peer]]:
         """None when the model should run on this machine alone."""
-        facts = await asyncio.to_thread(read_facts, self.store.part_paths(name))
+        facts = await asyncio.to_thread(cached_facts, self.store, name)
         local = await asyncio.to_thread(self._local_node)
         n_ctx = self.settings.n_ctx
         if self.policy.radius == "local":
@@ -145,13 +148,16 @@ class EnginePool:
             if not current.alive:
                 self.restarts += 1
             await self._stop_engine()
+        t0 = time.monotonic()
         plan, peers = await self.plan_for(name)
+        t_plan = time.monotonic()
         rpc: tuple[str, ...] = ()
         split: tuple[float, ...] = ()
         if plan is not None:
             self.placement = Placement(plan, peers)
             await self.placement.acquire()
             rpc, split = self.placement.endpoints, plan.tensor_split()
+        t_lease = time.monotonic()
         engine = EngineProcess(EngineConfig(
             model_name=name, model_path=path, n_ctx=self.settings.n_ctx,
             n_threads=self.settings.n_threads, log_path=self.settings.home / "logs" / "engine.log",
@@ -163,6 +169,9 @@ class EnginePool:
             await self._stop_engine()
             raise
         self.engine = engine
+        log.info("engine for %s: plan %.0f ms, leases %.0f ms, load %.0f ms%s", name, (t_plan - t0) * 1000,
+                 (t_lease - t_plan) * 1000, (time.monotonic() - t_lease) * 1000,
+                 f" over {len(rpc)} RPC servers" if rpc else "")
         return engine
 
     async def _stop_engine(self) -> None:

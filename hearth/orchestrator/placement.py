@@ -10,7 +10,7 @@ import httpx
 
 from hearth.errors import HearthError
 from hearth.orchestrator.peers import Peer
-from hearth.orchestrator.planner import Plan
+from hearth.orchestrator.planner import Assignment, Plan
 
 HEARTBEAT_S = 3.0
 
@@ -44,15 +44,22 @@ class Placement:
 
     async def acquire(self) -> None:
         """One lease per remote assignment, in the plan's (the engine's) device order."""
+        async def one(a: Assignment) -> Held:
+            peer = self.peers[a.node.node_id]
+            r = await self._client.post(f"{peer.base_url}/v1/leases", json={"bytes": a.bytes})
+            if r.status_code != 201:
+                detail = r.json().get("error", {}).get("message", r.text) if r.content else r.reason_phrase
+                raise LeaseFailed(f"{peer.record.name} refused a lease: {detail}")
+            body = r.json()
+            return Held(peer, str(body["lease_id"]), str(body["endpoint"]), a.bytes)
+
+        # Each node starts its RPC server in parallel; keep what was granted to give it back on failure.
+        results = await asyncio.gather(*(one(a) for a in self.plan.remote), return_exceptions=True)
+        self.held = [r for r in results if isinstance(r, Held)]
+        failures = [r for r in results if isinstance(r, BaseException)]
         try:
-            for a in self.plan.remote:
-                peer = self.peers[a.node.node_id]
-                r = await self._client.post(f"{peer.base_url}/v1/leases", json={"bytes": a.bytes})
-                if r.status_code != 201:
-                    detail = r.json().get("error", {}).get("message", r.text) if r.content else r.reason_phrase
-                    raise LeaseFailed(f"{peer.record.name} refused a lease: {detail}")
-                body = r.json()
-                self.held.append(Held(peer, str(body["lease_id"]), str(body["endpoint"]), a.bytes))
+            if failures:
+                raise failures[0]
         except httpx.HTTPError as exc:
             await self.release()
             raise LeaseFailed(f"A node did not answer the lease request: {exc}") from exc
@@ -87,8 +94,10 @@ class Placement:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._beat
             self._beat = None
-        for h in self.held:
+        async def give_back(h: Held) -> None:
             with contextlib.suppress(httpx.HTTPError):
                 await self._client.delete(f"{h.peer.base_url}/v1/leases/{h.lease_id}", timeout=2.0)
+
+        await asyncio.gather(*(give_back(h) for h in self.held))
         self.held = []
         await self._client.aclose()
