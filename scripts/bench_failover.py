@@ -27,11 +27,10 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import lan  # noqa: E402
+from benchdoc import write_section  # noqa: E402
 
 from hearth.models.pull import resolve  # noqa: E402
 from hearth.models.store import ModelStore  # noqa: E402
-
-MARK_BEGIN, MARK_END = "<!-- bench_failover:begin -->", "<!-- bench_failover:end -->"
 
 CLIENT = textwrap.dedent("""
     import httpx, json, os, signal, sys, threading, time
@@ -131,7 +130,6 @@ def main() -> int:
     detect = [r["detect_s"] * 1000 for r in results]
     stall = [r["stall_s"] * 1000 for r in results]
     section = "\n".join([
-        MARK_BEGIN,
         "## Failover (`scripts/bench_failover.py`)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: SmolLM2 split over 3 namespace nodes "
@@ -145,15 +143,8 @@ def main() -> int:
         f"| {max(stall):.0f} ms |",
         "",
         "The stream then goes on; the namespace tests check that its text equals the no-fault run.",
-        MARK_END,
     ])
-    text = args.out.read_text() if args.out.exists() else "# hearth benchmarks\n"
-    if MARK_BEGIN in text:
-        text = text[: text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    args.out.write_text(text)
-    print(section)
+    print(write_section(args.out, "bench_failover", section))
     return 0
 
 

@@ -27,8 +27,10 @@ from typing import Any
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-MARK_BEGIN = "<!-- bench_overhead:begin -->"
-MARK_END = "<!-- bench_overhead:end -->"
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchdoc import write_section  # noqa: E402
+
 MODEL = "smollm2-135m"
 
 
@@ -170,8 +172,7 @@ def render(results: list[Result], args: argparse.Namespace) -> str:
         + ", ".join(f"{d.decode_tps:.1f}/{h.decode_tps:.1f}" for d, h in zip(r.direct, r.hearth, strict=True))
         for r in results
     )
-    return f"""{MARK_BEGIN}
-## hearth serve vs llama-cpp-python in-process (`scripts/bench_overhead.py`)
+    return f"""## hearth serve vs llama-cpp-python in-process (`scripts/bench_overhead.py`)
 
 Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} cores,
 Python {platform.python_version()}, llama-cpp-python {llama_cpp.__version__}. SmolLM2-135M-Instruct Q4_1, n_ctx
@@ -186,8 +187,7 @@ added TTFT is the median of paired differences. Server CPU is the `hearth serve`
 |---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-{runs}
-{MARK_END}"""
+{runs}"""
 
 
 def main() -> int:
@@ -207,16 +207,7 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="hearth-bench-"))
     _, model_path = resolve(ModelStore(home / "models"), MODEL)
     results = [bench(t, args, home, model_path) for t in args.threads]
-    section = render(results, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    text = args.out.read_text() if args.out.exists() else (
-        "# hearth benchmarks\n\nEach section is written by the script it names; rerun it to refresh.\n")
-    if MARK_BEGIN in text:
-        text = text[: text.index(MARK_BEGIN)] + section + text[text.index(MARK_END) + len(MARK_END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    args.out.write_text(text)
-    print(section)
+    print(write_section(args.out, "bench_overhead", render(results, args)))
     return 0
 
 

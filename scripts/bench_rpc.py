@@ -31,6 +31,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchdoc import write_section  # noqa: E402
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess  # noqa: E402
 from hearth.models.pull import resolve  # noqa: E402
@@ -188,7 +191,6 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = ap.parse_args()
-    mark_begin, mark_end = f"<!-- bench_rpc:t{args.threads}:begin -->", f"<!-- bench_rpc:t{args.threads}:end -->"
     tmp = Path(tempfile.mkdtemp(prefix="hearth-bench-rpc-"))
     store = ModelStore(tmp / "models")
     _, model = resolve(store, "smollm2-135m")
@@ -317,22 +319,14 @@ def main() -> int:
         for s in servers:
             s.stop()
     section = "\n".join([
-        mark_begin,
         f"## ggml RPC splitting, {args.threads} thread(s) per device (`scripts/bench_rpc.py --threads {args.threads}`)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
         f"{os.cpu_count()} cores; RPC servers and engine on loopback.",
         "",
         *lines,
-        mark_end,
     ])
-    text = args.out.read_text() if args.out.exists() else "# hearth benchmarks\n"
-    if mark_begin in text:
-        text = text[: text.index(mark_begin)] + section + text[text.index(mark_end) + len(mark_end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    args.out.write_text(text)
-    print(section)
+    print(write_section(args.out, f"bench_rpc:t{args.threads}", section))
     return 0
 
 
