@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn
 
 from hearth.cli.bridge import EngineBridge
 from hearth.errors import HearthError
@@ -28,8 +29,10 @@ def _messages(system: str | None, history: list[dict[str, str]]) -> list[dict[st
 
 
 def _load(bridge: EngineBridge, model: str, err: Console) -> None:
-    with err.status(f"Loading {model}…"):
-        bridge.call(bridge.pool.load(model))
+    with Progress("[progress.description]{task.description}", BarColumn(), TaskProgressColumn(),
+                  console=err, transient=True) as bar:
+        task = bar.add_task(f"loading {model}", total=1.0)
+        bridge.call(bridge.pool.load(model, lambda fraction: bar.update(task, completed=fraction)))
     placement = bridge.pool.placement
     if placement is not None:
         split = ", ".join(f"{a.node.name}: {a.layers} layers" for a in placement.plan.assignments)

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import os
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,8 @@ class EngineProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
-    async def start(self) -> None:
+    async def start(self, on_progress: Callable[[float], None] | None = None) -> None:
+        """Start the child and wait until the model is loaded; on_progress gets fractions 0..1."""
         env = dict(os.environ, GGML_NO_BACKTRACE="1")
         cfg = self.config
         cfg.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,12 +79,20 @@ class EngineProcess:
                 stderr=log, env=env, limit=_STREAM_LIMIT,
             )
         assert self._proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(self._proc.stdout.readline(), LOAD_TIMEOUT_S)
-        except TimeoutError as exc:
-            await self.stop()
-            raise EngineFailed(f"The engine did not load {cfg.model_name} within {LOAD_TIMEOUT_S:.0f} s.") from exc
-        msg = self._decode(line)
+        deadline = asyncio.get_running_loop().time() + LOAD_TIMEOUT_S
+        while True:
+            try:
+                line = await asyncio.wait_for(self._proc.stdout.readline(),
+                                              max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError as exc:
+                await self.stop()
+                raise EngineFailed(f"The engine did not load {cfg.model_name} within {LOAD_TIMEOUT_S:.0f} s.") from exc
+            msg = self._decode(line)
+            if msg is not None and msg["event"] == "progress":
+                if on_progress is not None:
+                    on_progress(float(msg["fraction"]))
+                continue
+            break
         if msg is None or msg["event"] != "ready":
             detail = msg.get("message") if msg else await self._stderr_tail()
             await self.stop()

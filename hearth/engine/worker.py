@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 from hearth.engine.protocol import OPS, ProtocolError, decode, encode
@@ -24,36 +24,51 @@ from hearth.engine.templates import template_for
 
 
 @contextlib.contextmanager
-def _rpc_placement(endpoints: list[str], split: list[float] | None) -> Iterator[dict[str, Any]]:
-    """Put layers on RPC devices (and the local CPU when split gives it a share).
+def _model_params(endpoints: list[str], split: list[float] | None,
+                  progress: Callable[[float], None]) -> Iterator[dict[str, Any]]:
+    """Adjust the model parameters llama-cpp-python builds, for the duration of the load.
 
-    llama-cpp-python 0.3.36 has no `devices` argument, and its default device choice leaves
-    registered RPC devices unused (FIELD-NOTES.md); so while the model loads, the parameters it
-    builds get our NULL-terminated device list. Yields the Llama keyword arguments to add.
+    llama-cpp-python 0.3.36 takes neither a device list nor a progress callback, and its default
+    device choice leaves registered RPC devices unused (FIELD-NOTES.md); so the parameters it gets
+    from `llama_model_default_params` get our NULL-terminated device list (layers on the leased RPC
+    servers, and on this CPU when split gives it a share) and a load-progress callback. Yields the
+    Llama keyword arguments to add.
     """
     import ctypes
 
     from llama_cpp import llama_cpp as low
 
-    from hearth.rpc_pool.native import add_servers, cpu_device
+    kwargs: dict[str, Any] = {}
+    array = None
+    if endpoints:
+        from hearth.rpc_pool.native import add_servers, cpu_device
 
-    devices = add_servers(endpoints)
-    shares = list(split) if split else [1.0] * len(devices)
-    if len(shares) == len(devices) + 1:
-        devices.append(cpu_device())  # the last share is this machine's
-    elif len(shares) != len(devices):
-        raise ValueError(f"{len(shares)} split shares for {len(devices)} RPC devices")
-    array = (ctypes.c_void_p * (len(devices) + 1))(*devices, None)
+        devices = add_servers(endpoints)
+        shares = list(split) if split else [1.0] * len(devices)
+        if len(shares) == len(devices) + 1:
+            devices.append(cpu_device())  # the last share is this machine's
+        elif len(shares) != len(devices):
+            raise ValueError(f"{len(shares)} split shares for {len(devices)} RPC devices")
+        array = (ctypes.c_void_p * (len(devices) + 1))(*devices, None)
+        kwargs = {"n_gpu_layers": -1, "tensor_split": shares}
+
+    def on_progress(fraction: float, _user: Any) -> bool:
+        progress(fraction)
+        return True  # keep loading
+
+    callback = low.llama_progress_callback(on_progress)
     original = low.llama_model_default_params
 
-    def with_devices() -> Any:
+    def adjusted() -> Any:
         params = original()
-        params.devices = ctypes.cast(array, ctypes.c_void_p)
+        if array is not None:
+            params.devices = ctypes.cast(array, ctypes.c_void_p)
+        params.progress_callback = callback
         return params
 
-    low.llama_model_default_params = with_devices  # what llama.py calls
+    low.llama_model_default_params = adjusted  # what llama.py calls
     try:
-        yield {"n_gpu_layers": -1, "tensor_split": shares}
+        yield kwargs
     finally:
         low.llama_model_default_params = original
 
@@ -81,7 +96,8 @@ class RequestError(Exception):
 
 class Engine:
     def __init__(self, model_path: str, n_ctx: int, n_threads: int, seed: int,
-                 rpc: list[str] | None = None, split: list[float] | None = None) -> None:
+                 rpc: list[str] | None = None, split: list[float] | None = None,
+                 progress: Callable[[float], None] | None = None) -> None:
         import llama_cpp
         from llama_cpp import llama_chat_format
 
@@ -100,9 +116,7 @@ class Engine:
                         outer.generated.append(int(tok))
                     yield tok
 
-        placing: contextlib.AbstractContextManager[dict[str, Any]] = (
-            _rpc_placement(rpc, split) if rpc else contextlib.nullcontext({}))
-        with placing as placement:
+        with _model_params(rpc or [], split, progress or (lambda _: None)) as placement:
             self.llm = CountingLlama(
                 model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                 seed=seed, verbose=False, **placement,
@@ -287,7 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         split = [float(x) for x in args.split.split(",")] if args.split else None
-        engine = Engine(args.model, args.n_ctx, args.threads, args.seed, rpc=args.rpc, split=split)
+        steps = {"last": -1}
+
+        def progress(fraction: float) -> None:
+            pct = int(fraction * 100)
+            if pct > steps["last"]:  # at most 101 events
+                steps["last"] = pct
+                out({"event": "progress", "fraction": round(fraction, 3)})
+
+        engine = Engine(args.model, args.n_ctx, args.threads, args.seed, rpc=args.rpc, split=split,
+                        progress=progress)
     except Exception as exc:  # report any load failure to the parent, then exit
         out({"event": "fatal", "message": f"Could not load {args.model}: {exc}"})
         return 1

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +139,7 @@ class EnginePool:
                              needed=result.needed_bytes, available=0)
         return (result if result.pooled else None), {p.record.node_id: p for p in usable}
 
-    async def _engine_for(self, model: str) -> EngineProcess:
+    async def _engine_for(self, model: str, on_progress: Callable[[float], None] | None = None) -> EngineProcess:
         name, path = await asyncio.to_thread(resolve, self.store, model)
         current = self.engine
         if current is not None and current.alive and current.config.model_name == name:
@@ -164,7 +164,7 @@ class EnginePool:
             rpc=rpc, split=split,
         ))
         try:
-            await engine.start()
+            await engine.start(on_progress)
         except HearthError:
             await self._stop_engine()
             raise
@@ -189,9 +189,9 @@ class EnginePool:
         self.excluded |= gone
         await self._stop_engine()
 
-    async def load(self, model: str) -> EngineProcess:
+    async def load(self, model: str, on_progress: Callable[[float], None] | None = None) -> EngineProcess:
         async with self.queue.slot():
-            return await self._engine_for(model)
+            return await self._engine_for(model, on_progress)
 
     async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[dict[str, Any], None]:
         """Wait for the engine, then yield the request's events (see EngineProcess.request).

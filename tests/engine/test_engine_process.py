@@ -175,3 +175,15 @@ def test_resume_continues_exactly_where_a_stream_stopped(smollm2_path: Path, tmp
             await engine.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_loading_reports_progress(smollm2_path: Path, tmp_path: Path) -> None:
+    seen: list[float] = []
+
+    async def scenario() -> None:
+        engine = EngineProcess(_config(smollm2_path, tmp_path))
+        await engine.start(seen.append)
+        await engine.stop()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert len(seen) > 2 and seen == sorted(seen) and seen[-1] == 1.0
