@@ -1,0 +1,237 @@
+"""The pairing exchange as two sans-IO state machines (no sockets; tests drive them directly).
+
+    guest -> host   {"t": "pake", "nameplate": N, "msg": SPAKE2_B}
+    host  -> guest  {"t": "pake", "msg": SPAKE2_A, "confirm": MAC_A}
+    guest -> host   {"t": "confirm", "confirm": MAC_B, "box": sealed guest info}
+    host  -> guest  {"t": "box", "box": sealed host info}
+
+The code is the SPAKE2 password. Each side proves it derived the same key (MAC over the
+transcript) before anything is revealed; the identities travel sealed under a key derived from
+it. A code allows one attempt: the host burns it when the first message arrives, so a wrong guess
+costs the guesser the code. Fresh SPAKE2 randomness on each side makes a replayed transcript fail.
+Both sides show the same short verifier for people to compare.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
+from spake2 import SPAKE2_A, SPAKE2_B
+from spake2.ed25519_basic import NotOnCurve
+from spake2.spake2 import SPAKEError
+
+from hearth.errors import HearthError
+from hearth.identity import node_id_of
+from hearth.pairing.codes import WORDS
+
+DEFAULT_TTL_S = 300.0
+ID_A, ID_B = b"hearth-pair-host", b"hearth-pair-guest"
+_NAME_RE = re.compile(r"^[\w .'-]{1,63}$")
+
+
+class PairingFailed(HearthError):
+    """The pairing did not complete; the message says why (wrong code, expired, malformed)."""
+
+    http_status = 403
+    error_type = "permission_error"
+    code = "pairing_failed"
+    exit_code = 7
+
+
+@dataclass(frozen=True)
+class PairingInfo:
+    """What each side tells the other once the code is proven."""
+
+    name: str
+    identity_key: str
+    """Ed25519 public key, base64url."""
+    wireguard_key: str
+    """WireGuard public key, base64 (32 bytes)."""
+    tunnel_address: str
+    endpoints: tuple[str, ...]
+
+    @property
+    def node_id(self) -> str:
+        return node_id_of(_b64d(self.identity_key))
+
+    @classmethod
+    def parse(cls, data: Any) -> PairingInfo:
+        if not isinstance(data, dict):
+            raise PairingFailed("The peer's details are not an object.")
+        try:
+            info = cls(str(data["name"]), str(data["identity_key"]), str(data["wireguard_key"]),
+                       str(data["tunnel_address"]), tuple(str(e) for e in data["endpoints"]))
+        except (KeyError, TypeError) as exc:
+            raise PairingFailed(f"The peer's details lack a field: {exc}") from exc
+        if not _NAME_RE.match(info.name):
+            raise PairingFailed("The peer's name is not 1-63 letters, digits, spaces or . ' - _")
+        for label, key in (("identity", info.identity_key), ("WireGuard", info.wireguard_key)):
+            try:
+                raw = _b64d(key)
+            except ValueError as exc:
+                raise PairingFailed(f"The peer's {label} key is not base64.") from exc
+            if len(raw) != 32:
+                raise PairingFailed(f"The peer's {label} key is not 32 bytes.")
+        if len(info.endpoints) > 8 or any(len(e) > 64 for e in info.endpoints) or len(info.tunnel_address) > 64:
+            raise PairingFailed("The peer's addresses are too long or too many.")
+        return info
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()
+
+
+def _b64d(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text.encode("ascii") + b"=" * (-len(text) % 4))
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise ValueError("not base64") from exc
+
+
+def _field(msg: Any, name: str) -> bytes:
+    if not isinstance(msg, dict) or not isinstance(msg.get(name), str) or len(msg[name]) > 4096:
+        raise PairingFailed(f"Malformed pairing message: no {name!r}.")
+    try:
+        return _b64d(msg[name])
+    except ValueError as exc:
+        raise PairingFailed(f"Malformed pairing message: {name!r} is not base64.") from exc
+
+
+SPAKE_MSG_LEN = 33  # a side byte and a compressed Ed25519 point
+
+
+def _finish(spake: SPAKE2_A | SPAKE2_B, theirs: bytes, who: str) -> bytes:
+    if len(theirs) != SPAKE_MSG_LEN:
+        raise PairingFailed(f"The {who}'s key-exchange message is malformed.")
+    try:
+        return bytes(spake.finish(theirs))
+    except (SPAKEError, NotOnCurve, ValueError) as exc:  # bytes that are not a point on the curve
+        raise PairingFailed(f"The {who}'s key-exchange message is malformed.") from exc
+
+
+def _subkey(key: bytes, label: str) -> bytes:
+    return hashlib.blake2b(label.encode(), key=key, digest_size=32).digest()
+
+
+def verifier(key: bytes, transcript: bytes) -> str:
+    """Three words both people read aloud; equal only if both hold the same key and transcript."""
+    digest = _subkey(key, "verifier") + hashlib.sha256(transcript).digest()
+    h = hashlib.sha256(digest).digest()
+    return "-".join(WORDS[b] for b in h[:3])
+
+
+def _mac(key: bytes, side: bytes, transcript: bytes) -> bytes:
+    return hmac.new(_subkey(key, "confirm"), side + transcript, hashlib.sha256).digest()
+
+
+def _seal(key: bytes, info: PairingInfo) -> str:
+    return _b64e(bytes(SecretBox(_subkey(key, "box")).encrypt(json.dumps(asdict(info)).encode())))
+
+
+def _open(key: bytes, box: bytes) -> PairingInfo:
+    try:
+        plain = SecretBox(_subkey(key, "box")).decrypt(box)
+        return PairingInfo.parse(json.loads(plain))
+    except (CryptoError, ValueError) as exc:
+        raise PairingFailed("The peer's sealed details do not open: wrong key or tampering.") from exc
+
+
+class PairingHost:
+    """The side that printed the code and waits."""
+
+    def __init__(self, code: str, nameplate: int, me: PairingInfo, now: float, ttl: float = DEFAULT_TTL_S) -> None:
+        self.code, self.nameplate, self.me = code, nameplate, me
+        self.expires = now + ttl
+        self.state = "waiting"
+        self.peer: PairingInfo | None = None
+        self.verifier: str | None = None
+        self._key = b""
+        self._transcript = b""
+
+    def receive(self, msg: Any, now: float) -> dict[str, Any]:
+        try:
+            return self._receive(msg, now)
+        except PairingFailed:
+            self.state = "burned"
+            raise
+
+    def _receive(self, msg: Any, now: float) -> dict[str, Any]:
+        kind = msg.get("t") if isinstance(msg, dict) else None
+        if self.state in ("burned", "done") or (self.state == "used" and kind == "pake"):
+            raise PairingFailed("This code was already used; run `hearth pair` again for a new one.")
+        if now > self.expires:
+            self.state = "burned"
+            raise PairingFailed("This code has expired; run `hearth pair` again for a new one.")
+        if self.state == "waiting" and kind == "pake":
+            self.state = "used"  # one attempt per code, whatever happens next
+            if msg.get("nameplate") != self.nameplate:
+                raise PairingFailed("The guest asked for another nameplate.")
+            theirs = _field(msg, "msg")
+            spake = SPAKE2_A(self.code.encode(), idA=ID_A, idB=ID_B)
+            mine = spake.start()
+            self._key = _finish(spake, theirs, "guest")
+            self._transcript = mine + theirs
+            return {"t": "pake", "msg": _b64e(mine), "confirm": _b64e(_mac(self._key, ID_A, self._transcript))}
+        if self.state == "used" and kind == "confirm":
+            if not hmac.compare_digest(_field(msg, "confirm"), _mac(self._key, ID_B, self._transcript)):
+                raise PairingFailed("Wrong code: the guest did not derive the same key. The code is burned.")
+            self.peer = _open(self._key, _field(msg, "box"))
+            self.verifier = verifier(self._key, self._transcript)
+            self.state = "done"
+            return {"t": "box", "box": _seal(self._key, self.me)}
+        raise PairingFailed(f"Unexpected pairing message {str(kind)[:20]!r} in state {self.state}.")
+
+
+class PairingGuest:
+    """The side that typed the code."""
+
+    def __init__(self, code: str, nameplate: int, me: PairingInfo) -> None:
+        self.code, self.nameplate, self.me = code, nameplate, me
+        self.state = "new"
+        self.peer: PairingInfo | None = None
+        self.verifier: str | None = None
+        self._spake = SPAKE2_B(code.encode(), idA=ID_A, idB=ID_B)
+        self._mine = b""
+        self._key = b""
+        self._transcript = b""
+
+    def start(self) -> dict[str, Any]:
+        if self.state != "new":
+            raise PairingFailed("This pairing already started.")
+        self.state = "sent"
+        self._mine = self._spake.start()
+        return {"t": "pake", "nameplate": self.nameplate, "msg": _b64e(self._mine)}
+
+    def receive(self, msg: Any) -> dict[str, Any] | None:
+        try:
+            return self._receive(msg)
+        except PairingFailed:
+            self.state = "failed"
+            raise
+
+    def _receive(self, msg: Any) -> dict[str, Any] | None:
+        kind = msg.get("t") if isinstance(msg, dict) else None
+        if self.state == "sent" and kind == "pake":
+            theirs = _field(msg, "msg")
+            self._key = _finish(self._spake, theirs, "host")
+            self._transcript = theirs + self._mine
+            if not hmac.compare_digest(_field(msg, "confirm"), _mac(self._key, ID_A, self._transcript)):
+                raise PairingFailed("Wrong code: the host derived another key. Check the code and ask for a new one.")
+            self.state = "confirmed"
+            return {"t": "confirm", "confirm": _b64e(_mac(self._key, ID_B, self._transcript)),
+                    "box": _seal(self._key, self.me)}
+        if self.state == "confirmed" and kind == "box":
+            self.peer = _open(self._key, _field(msg, "box"))
+            self.verifier = verifier(self._key, self._transcript)
+            self.state = "done"
+            return None
+        raise PairingFailed(f"Unexpected pairing message {str(kind)[:20]!r} in state {self.state}.")
