@@ -1,0 +1,89 @@
+"""Paired peers, kept 0600 in the data folder: who they are, their keys, where they live."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hearth.errors import HearthError
+from hearth.pairing.exchange import PairingFailed, PairingInfo
+
+
+class PeerNotPaired(HearthError):
+    """No paired peer by that name or node id."""
+
+    http_status = 404
+    error_type = "invalid_request_error"
+    code = "peer_not_paired"
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class TrustedPeer:
+    info: PairingInfo
+    paired_at: float
+    last_seen: float | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.info.node_id
+
+    def to_json(self) -> dict[str, Any]:
+        return {"info": asdict(self.info), "paired_at": self.paired_at, "last_seen": self.last_seen}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrustedPeer:
+        return cls(PairingInfo.parse(data["info"]), float(data["paired_at"]),
+                   float(data["last_seen"]) if data.get("last_seen") is not None else None)
+
+
+class TrustStore:
+    def __init__(self, home: Path) -> None:
+        self.path = home / "trust" / "peers.json"
+
+    def all(self) -> list[TrustedPeer]:
+        if not self.path.exists():
+            return []
+        try:
+            rows = json.loads(self.path.read_text())
+            return [TrustedPeer.from_json(r) for r in rows]
+        except (ValueError, KeyError, TypeError, PairingFailed) as exc:
+            raise HearthError(f"{self.path} is damaged ({exc}); move it away and pair again.") from exc
+
+    def _write(self, peers: list[TrustedPeer]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump([p.to_json() for p in peers], f, indent=2)
+        os.replace(tmp, self.path)
+
+    def add(self, info: PairingInfo, now: float | None = None) -> TrustedPeer:
+        """Pairing again with the same identity replaces the old entry (new keys, new address)."""
+        peer = TrustedPeer(info, time.time() if now is None else now)
+        self._write([p for p in self.all() if p.node_id != info.node_id] + [peer])
+        return peer
+
+    def find(self, name_or_id: str) -> TrustedPeer:
+        matches = [p for p in self.all() if name_or_id in (p.node_id, p.info.name)]
+        if len(matches) != 1:
+            known = ", ".join(f"{p.info.name} ({p.node_id})" for p in self.all()) or "none"
+            what = "is ambiguous" if matches else "is not paired"
+            raise PeerNotPaired(f"{name_or_id!r} {what}; paired peers: {known}.")
+        return matches[0]
+
+    def remove(self, name_or_id: str) -> TrustedPeer:
+        peer = self.find(name_or_id)
+        self._write([p for p in self.all() if p.node_id != peer.node_id])
+        return peer
+
+    def by_identity_key(self, key_b64: str) -> TrustedPeer | None:
+        return next((p for p in self.all() if p.info.identity_key == key_b64), None)
+
+    def seen(self, node_id: str, now: float | None = None) -> None:
+        self._write([replace(p, last_seen=time.time() if now is None else now) if p.node_id == node_id else p
+                     for p in self.all()])

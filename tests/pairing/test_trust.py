@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from hearth.errors import HearthError
+from hearth.identity import NodeIdentity, b64
+from hearth.pairing.exchange import PairingInfo
+from hearth.pairing.trust import PeerNotPaired, TrustStore
+
+
+def peer(tmp: Path, name: str) -> PairingInfo:
+    return PairingInfo(name, b64(NodeIdentity.load_or_create(tmp / name).public_key), b64(os.urandom(32)),
+                       "10.99.0.2", ("10.77.0.2:51820",))
+
+
+def test_add_find_seen_remove(tmp_path: Path) -> None:
+    store = TrustStore(tmp_path)
+    den, attic = peer(tmp_path, "den"), peer(tmp_path, "attic")
+    store.add(den, now=1.0)
+    store.add(attic, now=2.0)
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert [p.info.name for p in store.all()] == ["den", "attic"]
+    assert store.find("den").info == den and store.find(attic.node_id).info == attic
+    store.seen(den.node_id, now=5.0)
+    assert store.find("den").last_seen == 5.0 and store.find("attic").last_seen is None
+    assert store.by_identity_key(den.identity_key) is not None
+    store.add(den, now=9.0)  # pairing again replaces
+    assert len(store.all()) == 2 and store.find("den").paired_at == 9.0
+    assert store.remove("den").info == den
+    with pytest.raises(PeerNotPaired, match="attic"):
+        store.remove("den")
+
+
+def test_a_damaged_store_is_reported(tmp_path: Path) -> None:
+    store = TrustStore(tmp_path)
+    store.path.parent.mkdir(parents=True)
+    store.path.write_text('[{"info": {"name": "x"}}]')
+    with pytest.raises(HearthError, match="damaged"):
+        store.all()
