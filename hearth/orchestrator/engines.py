@@ -119,11 +119,11 @@ class EnginePool:
 
     async def plan_for(self, name: str) -> tuple[Plan | None, dict[str, Peer]]:
         """None when the model should run on this machine alone."""
+        if self.policy.radius == "local":
+            return None, {}
         facts = await asyncio.to_thread(cached_facts, self.store, name)
         local = await asyncio.to_thread(self._local_node)
         n_ctx = self.settings.n_ctx
-        if self.policy.radius == "local":
-            return None, {}
         if not self.policy.force:
             try:
                 make_plan(facts, name, [local], n_ctx=n_ctx)
