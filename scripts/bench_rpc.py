@@ -39,6 +39,7 @@ from hearth.engine.supervisor import EngineConfig, EngineProcess  # noqa: E402
 from hearth.models.pull import resolve  # noqa: E402
 from hearth.models.store import ModelStore  # noqa: E402
 from hearth.rpc_pool.process import RpcServerProcess  # noqa: E402
+from hearth.rpc_pool.relay import nodelay  # noqa: E402
 
 ASK = [{"role": "user", "content": "Write a long essay about the history of Rome."}]
 HASH_THRESHOLD = 10 * 1024 * 1024
@@ -62,7 +63,7 @@ class Proxy:
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
         for w in (writer, uw):
-            w.get_extra_info("socket").setsockopt(6, 1, 1)  # TCP_NODELAY
+            nodelay(w)
         await asyncio.gather(self._pipe(reader, uw, True), self._pipe(ur, writer, False))
 
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:

@@ -67,24 +67,24 @@ def pids(ns: str) -> list[int]:
     return [int(p) for p in out if p.isdigit()]
 
 
-def down(prefix: str = "hth") -> None:
-    """Kill every process in the namespaces, then delete them. Safe to call twice."""
-    names = existing(prefix)
+def _signal_all(names: list[str], sig: signal.Signals) -> None:
     for ns in names:
         for pid in pids(ns):
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, sig)
             except ProcessLookupError:
                 pass
+
+
+def down(prefix: str = "hth") -> None:
+    """Stop every process in the namespaces (TERM, then KILL after 5 s), then delete them.
+    Safe to call twice."""
+    names = existing(prefix)
+    _signal_all(names, signal.SIGTERM)
     deadline = time.monotonic() + 5
     while any(pids(ns) for ns in names) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for ns in names:
-        for pid in pids(ns):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    _signal_all(names, signal.SIGKILL)
     for ns in names:
         sh("ip", "netns", "del", ns, check=False)
 

@@ -16,7 +16,7 @@ import socket
 CHUNK = 1 << 16
 
 
-def _nodelay(writer: asyncio.StreamWriter) -> None:
+def nodelay(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -49,8 +49,8 @@ class Relay:
         except OSError:
             writer.close()
             return
-        _nodelay(writer)
-        _nodelay(up_writer)
+        nodelay(writer)
+        nodelay(up_writer)
         try:
             await asyncio.gather(self._pump(reader, up_writer, True), self._pump(up_reader, writer, False))
         finally:
