@@ -83,11 +83,11 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
         client = request.client.host if request.client else ""
         granted = await manager.grant(client, body.bytes)
         changed()
-        return {**granted.public(), "rpc_version": str(manager.rpc_version), "node_id": identity.node_id}
+        return {**granted.public(holder=True), "rpc_version": str(manager.rpc_version), "node_id": identity.node_id}
 
     @app.post("/v1/leases/{lease_id}/heartbeat")
     async def heartbeat(lease_id: LEASE_ID) -> dict[str, object]:
-        return manager.heartbeat(lease_id).public()
+        return manager.heartbeat(lease_id).public(holder=True)
 
     @app.delete("/v1/leases/{lease_id}", status_code=204)
     async def release(lease_id: LEASE_ID) -> Response:

@@ -44,8 +44,10 @@ class Lease:
     expires: float
     granted: float = field(default_factory=time.time)
 
-    def public(self) -> dict[str, object]:
-        return {"lease_id": self.lease_id, "client": self.client, "bytes": self.bytes, "endpoint": self.endpoint,
+    def public(self, holder: bool = False) -> dict[str, object]:
+        """The lease as shown; its full id (which can renew or release it) only to its holder."""
+        shown = self.lease_id if holder else self.lease_id[:6] + "…"
+        return {"lease_id": shown, "client": self.client, "bytes": self.bytes, "endpoint": self.endpoint,
                 "expires_in": round(max(0.0, self.expires - time.monotonic()), 1),
                 "refused_connections": self.relay.refused if self.relay else 0}
 

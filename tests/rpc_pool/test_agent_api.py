@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -51,7 +52,10 @@ def test_status_proof_and_lease_cycle(agent: str) -> None:
     lease = httpx.post(agent + "/v1/leases", json={"bytes": 100_000_000}).json()
     host, port = lease["endpoint"].rsplit(":", 1)
     assert host == "127.0.0.1" and str(probe(host, int(port))) == "7.0.0"
-    assert httpx.get(agent + "/v1/node").json()["dev"].startswith("CPU,200000000,")
+    status = httpx.get(agent + "/v1/node").json()
+    assert status["dev"].startswith("CPU,200000000,")
+    # Anyone may read the status; it must not hand out the id that renews or releases the lease.
+    assert lease["lease_id"] not in json.dumps(status) and status["leases"][0]["lease_id"].endswith("…")
     assert httpx.post(f"{agent}/v1/leases/{lease['lease_id']}/heartbeat").status_code == 200
     refused = httpx.post(agent + "/v1/leases", json={"bytes": 250_000_000})
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "lease_refused"
