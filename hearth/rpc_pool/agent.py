@@ -42,6 +42,10 @@ def node_record(identity: NodeIdentity, name: str, port: int, address: str, rpc:
     return PeerRecord(identity.node_id, name, __version__, rpc, port, shown, (address,))
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
 def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str, rpc: RpcVersion,
                      devices: Callable[[], list[DeviceInfo]], manager: LeaseManager,
                      on_change: Callable[[PeerRecord], None] | None = None) -> FastAPI:
@@ -80,18 +84,17 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
 
     @app.post("/v1/leases", status_code=201)
     async def lease(body: LeaseRequest, request: Request) -> dict[str, object]:
-        client = request.client.host if request.client else ""
-        granted = await manager.grant(client, body.bytes)
+        granted = await manager.grant(_client(request), body.bytes)
         changed()
         return {**granted.public(holder=True), "rpc_version": str(manager.rpc_version), "node_id": identity.node_id}
 
     @app.post("/v1/leases/{lease_id}/heartbeat")
-    async def heartbeat(lease_id: LEASE_ID) -> dict[str, object]:
-        return manager.heartbeat(lease_id).public(holder=True)
+    async def heartbeat(lease_id: LEASE_ID, request: Request) -> dict[str, object]:
+        return manager.heartbeat(lease_id, _client(request)).public(holder=True)
 
     @app.delete("/v1/leases/{lease_id}", status_code=204)
-    async def release(lease_id: LEASE_ID) -> Response:
-        await manager.release(lease_id)
+    async def release(lease_id: LEASE_ID, request: Request) -> Response:
+        await manager.release(lease_id, _client(request))
         changed()
         return Response(status_code=204)
 

@@ -93,17 +93,22 @@ class LeaseManager:
             self.leases[lease_id] = lease
             return lease
 
-    def heartbeat(self, lease_id: str) -> Lease:
+    def _held_by(self, lease_id: str, client: str | None) -> Lease | None:
         lease = self.leases.get(lease_id)
+        # Only the address that took a lease may renew or release it (others see "not found").
+        return lease if lease is not None and (client is None or client == lease.client) else None
+
+    def heartbeat(self, lease_id: str, client: str | None = None) -> Lease:
+        lease = self._held_by(lease_id, client)
         if lease is None or not lease.server.alive:
             raise LeaseNotFound(f"Lease {lease_id[:8]}… is not active; ask for a new one.")
         lease.expires = time.monotonic() + self.ttl
         return lease
 
-    async def release(self, lease_id: str) -> None:
-        lease = self.leases.pop(lease_id, None)
-        if lease is None:
+    async def release(self, lease_id: str, client: str | None = None) -> None:
+        if self._held_by(lease_id, client) is None:
             raise LeaseNotFound(f"Lease {lease_id[:8]}… is not active.")
+        lease = self.leases.pop(lease_id)
         await self._end(lease)
 
     async def _end(self, lease: Lease) -> None:

@@ -98,6 +98,13 @@ def test_only_the_lessee_reaches_a_leased_rpc_server(tmp_path: Path) -> None:
                          f"import httpx; print(httpx.get('http://{lan.addr(2)}:11436/v1/node').text)")
         lease = json.loads(status.stdout)["leases"][0]
         assert lease["refused_connections"] >= 200
+        # Even knowing the lease id, another machine can neither renew nor release it.
+        lease_id = result["lease"]["lease_id"]
+        for method in ("post", "delete"):
+            path = f"/v1/leases/{lease_id}" + ("/heartbeat" if method == "post" else "")
+            other = lan.run(3, sys.executable, "-c",
+                            f"import httpx; print(httpx.{method}('http://{lan.addr(2)}:11436{path}').status_code)")
+            assert other.stdout.strip() == "404", other.stderr
         # The lease's RPC server itself listens on node 2's loopback only: its port is not on the LAN.
         rpc_port = lease["endpoint"] and status.stdout and json.loads(status.stdout)["leases"][0]["endpoint"]
         assert rpc_port.startswith(lan.addr(2))
