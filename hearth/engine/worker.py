@@ -107,10 +107,9 @@ class Engine:
         outer = self
 
         class CountingLlama(llama_cpp.Llama):
-            """Counts prompt and generated tokens, which streaming responses do not report."""
+            """Records the generated token ids, which streaming responses do not report."""
 
             def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
-                outer.prompt_tokens = len(tokens)
                 for tok in super().generate(tokens, *args, **kwargs):
                     if not llama_cpp.llama_vocab_is_eog(self._model.vocab, tok):
                         outer.generated.append(int(tok))
@@ -122,7 +121,6 @@ class Engine:
                 seed=seed, verbose=False, **placement,
             )
         self.n_ctx = self.llm.n_ctx()
-        self.prompt_tokens = 0
         self.generated: list[int] = []
         self._embedder: Any = None
         template = template_for(self.llm.metadata)

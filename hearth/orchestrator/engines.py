@@ -185,8 +185,7 @@ class EnginePool:
     async def _recover(self) -> None:
         """After a pooled engine died: drop nodes whose agent is gone, then plan again."""
         assert self.placement is not None
-        gone, _lost = await self.placement.failed()
-        self.excluded |= gone
+        self.excluded |= await self.placement.gone_nodes()
         await self._stop_engine()
 
     async def load(self, model: str, on_progress: Callable[[float], None] | None = None) -> EngineProcess:

@@ -75,18 +75,19 @@ class Placement:
                 with contextlib.suppress(httpx.HTTPError):
                     await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat")
 
-    async def failed(self) -> tuple[set[str], set[str]]:
-        """(nodes whose agent is gone, nodes whose lease's RPC server is gone but agent answers)."""
-        gone, lost = set(), set()
-        for h in self.held:
+    async def gone_nodes(self) -> set[str]:
+        """Nodes whose agent no longer answers. A node whose agent answers can be leased again,
+        even if the RPC server of its lease died."""
+
+        async def answers(h: Held) -> bool:
             try:
-                r = await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat", timeout=2.0)
+                await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat", timeout=2.0)
             except httpx.HTTPError:
-                gone.add(h.peer.record.node_id)
-                continue
-            if r.status_code != 200:
-                lost.add(h.peer.record.node_id)
-        return gone, lost
+                return False
+            return True
+
+        alive = await asyncio.gather(*(answers(h) for h in self.held))
+        return {h.peer.record.node_id for h, ok in zip(self.held, alive, strict=True) if not ok}
 
     async def release(self) -> None:
         if self._beat is not None:
