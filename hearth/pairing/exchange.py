@@ -58,6 +58,8 @@ class PairingInfo:
     """WireGuard public key, base64 (32 bytes)."""
     tunnel_address: str
     endpoints: tuple[str, ...]
+    """host:port of the WireGuard socket; the host is also where the agent answers without WireGuard."""
+    agent_port: int = 11436
 
     @property
     def node_id(self) -> str:
@@ -69,9 +71,12 @@ class PairingInfo:
             raise PairingFailed("The peer's details are not an object.")
         try:
             info = cls(str(data["name"]), str(data["identity_key"]), str(data["wireguard_key"]),
-                       str(data["tunnel_address"]), tuple(str(e) for e in data["endpoints"]))
+                       str(data["tunnel_address"]), tuple(str(e) for e in data["endpoints"]),
+                       data["agent_port"])
         except (KeyError, TypeError) as exc:
             raise PairingFailed(f"The peer's details lack a field: {exc}") from exc
+        if type(info.agent_port) is not int or not 0 < info.agent_port < 65536:
+            raise PairingFailed("The peer's agent port is not a port number.")
         if not _NAME_RE.match(info.name):
             raise PairingFailed("The peer's name is not 1-63 letters, digits, spaces or . ' - _")
         for label, key in (("identity", info.identity_key), ("WireGuard", info.wireguard_key)):
@@ -154,6 +159,8 @@ class PairingHost:
         self.state = "waiting"
         self.peer: PairingInfo | None = None
         self.verifier: str | None = None
+        self.secret = b""
+        """Shared by both sides once done: keys the sealed fallback tunnel (never sent)."""
         self._key = b""
         self._transcript = b""
 
@@ -186,6 +193,7 @@ class PairingHost:
                 raise PairingFailed("Wrong code: the guest did not derive the same key. The code is burned.")
             self.peer = _open(self._key, _field(msg, "box"))
             self.verifier = verifier(self._key, self._transcript)
+            self.secret = _subkey(self._key, "tunnel")
             self.state = "done"
             return {"t": "box", "box": _seal(self._key, self.me)}
         raise PairingFailed(f"Unexpected pairing message {str(kind)[:20]!r} in state {self.state}.")
@@ -199,6 +207,7 @@ class PairingGuest:
         self.state = "new"
         self.peer: PairingInfo | None = None
         self.verifier: str | None = None
+        self.secret = b""
         self._spake = SPAKE2_B(code.encode(), idA=ID_A, idB=ID_B)
         self._mine = b""
         self._key = b""
@@ -232,6 +241,7 @@ class PairingGuest:
         if self.state == "confirmed" and kind == "box":
             self.peer = _open(self._key, _field(msg, "box"))
             self.verifier = verifier(self._key, self._transcript)
+            self.secret = _subkey(self._key, "tunnel")
             self.state = "done"
             return None
         raise PairingFailed(f"Unexpected pairing message {str(kind)[:20]!r} in state {self.state}.")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hearth.errors import HearthError
+from hearth.identity import b64, unb64
 from hearth.pairing.exchange import PairingFailed, PairingInfo
 
 
@@ -26,18 +27,31 @@ class PeerNotPaired(HearthError):
 class TrustedPeer:
     info: PairingInfo
     paired_at: float
+    secret: str
+    """Pairing secret (base64url) that keys the sealed fallback tunnel; never shown."""
     last_seen: float | None = None
 
     @property
     def node_id(self) -> str:
         return self.info.node_id
 
+    @property
+    def secret_bytes(self) -> bytes:
+        return unb64(self.secret)
+
     def to_json(self) -> dict[str, Any]:
-        return {"info": asdict(self.info), "paired_at": self.paired_at, "last_seen": self.last_seen}
+        return {"info": asdict(self.info), "paired_at": self.paired_at, "secret": self.secret,
+                "last_seen": self.last_seen}
+
+    def public(self) -> dict[str, Any]:
+        """What `hearth peers --json` shows: no secret."""
+        return {"node_id": self.node_id, "name": self.info.name, "tunnel_address": self.info.tunnel_address,
+                "endpoints": list(self.info.endpoints), "agent_port": self.info.agent_port,
+                "paired_at": self.paired_at, "last_seen": self.last_seen}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrustedPeer:
-        return cls(PairingInfo.parse(data["info"]), float(data["paired_at"]),
+        return cls(PairingInfo.parse(data["info"]), float(data["paired_at"]), str(data["secret"]),
                    float(data["last_seen"]) if data.get("last_seen") is not None else None)
 
 
@@ -62,9 +76,9 @@ class TrustStore:
             json.dump([p.to_json() for p in peers], f, indent=2)
         os.replace(tmp, self.path)
 
-    def add(self, info: PairingInfo, now: float | None = None) -> TrustedPeer:
+    def add(self, info: PairingInfo, secret: bytes, now: float | None = None) -> TrustedPeer:
         """Pairing again with the same identity replaces the old entry (new keys, new address)."""
-        peer = TrustedPeer(info, time.time() if now is None else now)
+        peer = TrustedPeer(info, time.time() if now is None else now, b64(secret))
         self._write([p for p in self.all() if p.node_id != info.node_id] + [peer])
         return peer
 

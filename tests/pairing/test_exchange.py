@@ -41,6 +41,7 @@ def test_the_right_code_pairs_both_sides(pair: tuple[PairingInfo, PairingInfo]) 
     assert host.state == guest.state == "done"
     assert host.peer == pair[1] and guest.peer == pair[0]
     assert host.verifier == guest.verifier and len(host.verifier.split("-")) == 3  # type: ignore[union-attr]
+    assert host.secret == guest.secret and len(host.secret) == 32
 
 
 def test_node_ids_come_from_the_identity_keys(pair: tuple[PairingInfo, PairingInfo], tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -20,16 +21,18 @@ def peer(tmp: Path, name: str) -> PairingInfo:
 def test_add_find_seen_remove(tmp_path: Path) -> None:
     store = TrustStore(tmp_path)
     den, attic = peer(tmp_path, "den"), peer(tmp_path, "attic")
-    store.add(den, now=1.0)
-    store.add(attic, now=2.0)
+    store.add(den, b"\x01" * 32, now=1.0)
+    store.add(attic, b"\x02" * 32, now=2.0)
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     assert [p.info.name for p in store.all()] == ["den", "attic"]
     assert store.find("den").info == den and store.find(attic.node_id).info == attic
     store.seen(den.node_id, now=5.0)
     assert store.find("den").last_seen == 5.0 and store.find("attic").last_seen is None
     assert store.by_identity_key(den.identity_key) is not None
-    store.add(den, now=9.0)  # pairing again replaces
+    store.add(den, b"\x03" * 32, now=9.0)  # pairing again replaces
     assert len(store.all()) == 2 and store.find("den").paired_at == 9.0
+    assert store.find("den").secret_bytes == b"\x03" * 32
+    assert "secret" not in store.find("den").public() and store.find("den").secret not in json.dumps(store.find("den").public())
     assert store.remove("den").info == den
     with pytest.raises(PeerNotPaired, match="attic"):
         store.remove("den")
