@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     log_level: str = Field(default="warning", pattern=r"(?i)^(debug|info|warning|error)$")
     """How much `hearth serve` and `hearth node` log to stderr."""
 
+    tunnel: str = Field(default="auto", pattern=r"^(auto|wireguard|sealed)$")
+    """How paired peers' traffic travels: WireGuard (needs root or CAP_NET_ADMIN), the sealed
+    fallback tunnel (no privileges), or auto: WireGuard when it can be set up."""
+
+    wg_interface: str = Field(default="hearth0", pattern=r"^[A-Za-z0-9_-]{1,15}$")
+    """The circle's WireGuard interface. Namespaces on one machine share /var/run/wireguard, so
+    each needs its own name."""
+
+    wg_port: int = Field(default=51820, ge=1, le=65535)
+    """UDP port of the circle's WireGuard interface."""
+
     @property
     def models_dir(self) -> Path:
         return self.home / "models"

@@ -13,6 +13,15 @@ PY=${PYTHON:-python3}
 extras=""
 if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
 
+# The trusted radius's WireGuard runs in userspace (wireguard-go) where the kernel has no module.
+# Installing Debian packages needs root; without it hearth uses its unprivileged encrypted tunnel.
+if ! command -v wireguard-go >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "Installing wireguard-go and wireguard-tools (Debian packages)..." >&2
+  apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wireguard-go wireguard-tools >/dev/null; }
+  apt_install || { apt-get update -q >/dev/null && apt_install; } \
+    || echo "Could not install wireguard-go; hearth will offer its encrypted fallback tunnel instead." >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
 import sys
@@ -27,7 +29,8 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 RadiusOpt = Annotated[str, typer.Option(
-    help="How far a model may reach: 'local' (this machine) or 'household' (LAN nodes when it does not fit).")]
+    help="How far a model may reach when it does not fit: 'local' (this machine), 'household' "
+         "(also LAN nodes) or 'trusted' (also peers paired with `hearth pair`).")]
 PoolOpt = Annotated[bool, typer.Option("--pool", help="Split the model across household nodes even if it fits here.")]
 PeerOpt = Annotated[list[str] | None, typer.Option("--peer", help="A household node HOST:PORT that mDNS cannot reach.")]
 MaxMemOpt = Annotated[str | None, typer.Option(help="Most memory hearth may use on this machine, e.g. 12G.")]
@@ -38,8 +41,8 @@ def _policy(settings: Settings, radius: str, pool: bool, peer: list[str] | None,
     from hearth.rpc_pool.node import load_static_peers
     from hearth.units import parse_size
 
-    if radius not in ("local", "household"):
-        raise InvalidRequest(f"--radius {radius!r}: choose 'local' or 'household' (public comes later).")
+    if radius not in ("local", "household", "trusted"):
+        raise InvalidRequest(f"--radius {radius!r}: choose 'local', 'household' or 'trusted' (public comes later).")
     if pool and radius == "local":
         raise InvalidRequest("--pool and --radius local contradict each other.")
     statics = [_check_peer(p) for p in peer or []] + load_static_peers(settings.home)
@@ -330,11 +333,9 @@ def plan(
 
     from hearth.models.facts import cached_facts
     from hearth.models.pull import resolve
-    from hearth.orchestrator.peers import discover
     from hearth.orchestrator.planner import NodeCapacity
     from hearth.orchestrator.planner import plan as make_plan
     from hearth.rpc_pool.native import cpu_device, describe
-    from hearth.rpc_pool.node import local_rpc_version
     from hearth.units import human, parse_size
 
     settings = _settings()
@@ -345,8 +346,8 @@ def plan(
     free = min(here.free, parse_size(max_memory)) if max_memory else here.free
     nodes = [NodeCapacity("local", "this machine", here.name, free, local=True)]
     policy = _policy(settings, radius, pool, peer, max_memory)
-    if radius == "household" and (wait > 0 or policy.static_peers):
-        found, problems = asyncio.run(discover(local_rpc_version(), wait=wait, static=list(policy.static_peers)))
+    if radius != "local" and (wait > 0 or policy.static_peers or radius == "trusted"):
+        found, problems = asyncio.run(_discover(settings, radius == "trusted", wait, list(policy.static_peers)))
         for p in found:
             if p.usable:
                 nodes.append(NodeCapacity(p.record.node_id, p.record.name, p.record.devices[0].name,
@@ -377,6 +378,9 @@ def node(
     name: Annotated[str | None, typer.Option(help="Name shown to the household (default: host name).")] = None,
     max_memory: Annotated[str | None, typer.Option(help="Most memory hearth may use here, e.g. 12G.")] = None,
     peer: Annotated[list[str] | None, typer.Option(help="A static peer HOST:PORT, where mDNS cannot reach.")] = None,
+    admit: Annotated[str, typer.Option(
+        help="Who may lease memory here: 'household' (anyone on this LAN) or 'paired' (only peers paired "
+             "with `hearth pair`, via WireGuard or the sealed tunnel; the LAN sees only discovery).")] = "household",
 ) -> None:
     """Run this machine's agent: advertise it and lend its memory to the household's models."""
     import asyncio
@@ -394,11 +398,14 @@ def node(
         raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
     cap = parse_size(max_memory) if max_memory else None
     statics = [_check_peer(p) for p in peer or []]
+    if admit not in ("household", "paired"):
+        raise InvalidRequest(f"--admit {admit!r}: choose 'household' or 'paired'.")
     check_rpc_backend()
-    err.print(f"hearth node {label} on {address}:{port}" + (f", at most {max_memory}" if max_memory else ""))
+    err.print(f"hearth node {label} on {address}:{port}, admitting {admit}"
+              + (f", at most {max_memory}" if max_memory else ""))
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(run_node(settings, address, port, label, cap, statics))
+            runner.run(run_node(settings, address, port, label, cap, statics, admit))
     except KeyboardInterrupt:
         pass
 
@@ -410,33 +417,257 @@ def _check_peer(spec: str) -> str:
     return spec
 
 
+async def _discover(settings: Settings, trusted: bool, wait: float, statics: list[str]) -> Any:
+    from hearth.identity import NodeIdentity
+    from hearth.orchestrator.peers import discover
+    from hearth.pairing.trust import TrustStore
+    from hearth.rpc_pool.node import local_rpc_version
+    from hearth.tunnel import circle
+
+    identity = NodeIdentity.load_or_create(settings.home)
+    paired = TrustStore(settings.home).all() if trusted else []
+    via_tunnel = bool(paired) and settings.tunnel != "sealed" and circle.interface(settings, identity).exists()
+    return await discover(await asyncio.to_thread(local_rpc_version), wait=wait, static=statics,
+                          identity=identity, paired=paired, via_tunnel=via_tunnel)
+
+
 @app.command()
 def peers(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     wait: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds to listen for mDNS records.")] = 2.0,
     peer: Annotated[list[str] | None, typer.Option(help="A static peer HOST:PORT to ask as well.")] = None,
 ) -> None:
-    """List the household's nodes: discovered by mDNS or given, each proven by its key."""
-    import asyncio
-
-    from hearth.orchestrator.peers import discover
-    from hearth.rpc_pool.node import load_static_peers, local_rpc_version
+    """List the circle's nodes: the household's (found by mDNS or given) and paired peers,
+    each proven by its key, with its radius (local / trusted) and state."""
+    from hearth.pairing.trust import TrustStore
+    from hearth.rpc_pool.node import load_static_peers
     from hearth.units import human
 
     settings = _settings()
     statics = [_check_peer(p) for p in peer or []] + load_static_peers(settings.home)
-    found, problems = asyncio.run(discover(local_rpc_version(), wait=wait, static=statics))
+    paired = TrustStore(settings.home).all()
+    found, problems = asyncio.run(_discover(settings, True, wait, statics))
+    answered = {p.record.node_id for p in found}
+    missing = [t for t in paired if t.node_id not in answered]
     if as_json:
-        out.print_json(json.dumps({"peers": [p.to_json() for p in found], "problems": problems}))
+        out.print_json(json.dumps({
+            "peers": [p.to_json() for p in found]
+                     + [{**t.public(), "radius": "trusted", "state": "unreachable"} for t in missing],
+            "problems": problems}))
         return
     table = Table("name", "node id", "address", "radius", "free", "rpc", "state")
     for p in found:
         state = "ready" if p.usable else (p.problem or "unverified")
-        table.add_row(p.record.name, p.record.node_id, f"{p.address}:{p.record.port}", "local",
+        table.add_row(p.record.name, p.record.node_id, f"{p.address}:{p.record.port}", p.radius,
                       human(p.record.free_bytes), str(p.record.rpc), state)
-    out.print(table if found else "No peers found. Run `hearth node --bind ADDR` on the other machines.")
+    for t in missing:
+        table.add_row(t.info.name, t.node_id, t.info.tunnel_address, "trusted", "-", "-", "unreachable")
+    out.print(table if found or missing else
+              "No peers found. Run `hearth node --bind ADDR` on the other machines, or pair one with `hearth pair`.")
     for problem in problems:
         err.print(f"[yellow]skipped[/] {escape(problem)}")
+
+
+def _source_address(host: str) -> str:
+    """This machine's address on the way to `host` (no packet is sent)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((host, 9))
+            return str(s.getsockname()[0])
+        except OSError:
+            return "127.0.0.1"
+
+
+def _host_port(spec: str, option: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        host, port = spec, str(default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidRequest(f"{option} {spec!r}: write it as HOST:PORT, e.g. 192.168.1.20:{default_port}.")
+    return host.strip("[]"), int(port)
+
+
+@app.command()
+def pair(
+    code: Annotated[str | None, typer.Argument(
+        help="The code the other machine printed; without it, print a code and wait.", show_default=False)] = None,
+    to: Annotated[str | None, typer.Option(help="The waiting machine's HOST:PORT, where mDNS cannot reach.")] = None,
+    via: Annotated[str | None, typer.Option(
+        help="Meet through a rendezvous HOST:PORT both machines reach (`hearth rendezvous`).")] = None,
+    bind: Annotated[str | None, typer.Option(
+        help="Address to wait on (default: this machine's LAN address).")] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to wait on.")] = 11437,
+    name: Annotated[str | None, typer.Option(help="Name the peer will know this machine by.")] = None,
+    node_port: Annotated[int, typer.Option(min=1, max=65535, help="This machine's `hearth node` port.")] = 11436,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to compare the verifier (scripts).")] = False,
+    wait: Annotated[float, typer.Option(min=0.0, max=60.0, help="Seconds to look for the code's machine.")] = 5.0,
+) -> None:
+    """Pair with another machine by a short code, so it joins your trusted radius.
+
+    One machine runs `hearth pair` and reads out the code; the other runs `hearth pair CODE`.
+    Both show three words: they must match on both screens."""
+    import re
+    import socket
+
+    from hearth.identity import NodeIdentity
+    from hearth.pairing.codes import parse_code
+    from hearth.pairing.trust import TrustStore
+    from hearth.rpc_pool.node import check_bind
+    from hearth.tunnel import circle
+
+    settings = _settings()
+    label = name or socket.gethostname()
+    if not re.fullmatch(r"[\w .'-]{1,63}", label):
+        raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
+    if to and via:
+        raise InvalidRequest("--to and --via are two ways to reach the other machine; give one.")
+    identity = NodeIdentity.load_or_create(settings.home)
+    meet_at = _host_port(via, "--via", 11438) if via else None
+    if code is None:
+        address = check_bind(bind or _source_address(meet_at[0] if meet_at else "224.0.0.251"))
+        result = asyncio.run(_pair_host(settings, identity, label, address, port, node_port, meet_at))
+    else:
+        nameplate, normal = parse_code(code)
+        target = _host_port(to, "--to", 11437) if to else None
+        result = asyncio.run(_pair_guest(settings, identity, label, nameplate, normal, target, meet_at, node_port,
+                                         wait, bind))
+    peer = result.peer
+    out.print(f"Verifier: [bold]{result.verifier}[/]  (the other screen must show the same three words)")
+    if not yes and not typer.confirm("Do both screens show these words?", default=False, err=True):
+        raise InvalidRequest("Not paired: the verifier was not confirmed.")
+    trust = TrustStore(settings.home)
+    trust.add(peer, result.secret)
+    out.print(f"[green]✓[/] paired with {escape(peer.name)} ({peer.node_id}), tunnel address {peer.tunnel_address}")
+    try:
+        if circle.choose(settings) == "wireguard":
+            wg = circle.bring_up(settings, identity, trust.all())
+            out.print(f"WireGuard {wg.name} {wg.address} now has {len(trust.all())} peer(s).")
+            return
+    except HearthError as exc:
+        err.print(f"[yellow]WireGuard:[/] {escape(exc.message)}")
+    out.print("Trusted pooling with this peer uses the sealed tunnel (no WireGuard here).")
+
+
+async def _pair_host(settings: Settings, identity: Any, label: str, address: str, port: int, node_port: int,
+                     meet_at: tuple[str, int] | None) -> Any:
+    import secrets
+    import time
+
+    from hearth.pairing.codes import make_code, parse_code
+    from hearth.pairing.exchange import PairingHost
+    from hearth.pairing.rendezvous import meet
+    from hearth.pairing.transport import host_session, serve_host
+    from hearth.tunnel import circle
+
+    nameplate = secrets.randbelow(1000)
+    code = make_code(nameplate)
+    host = PairingHost(parse_code(code)[1], nameplate, circle.my_info(settings, identity, label, address, node_port),
+                       now=time.time())
+    out.print(f"Pairing code: [bold]{code}[/]   (one use, expires in 5 minutes)")
+    via = f" --via {meet_at[0]}:{meet_at[1]}" if meet_at else ""
+    out.print(f"On the other machine run: hearth pair {code}{via}")
+    if meet_at is not None:
+        reader, writer, _ = await meet(meet_at[0], meet_at[1], nameplate, "host")
+        try:
+            return await host_session(host, reader, writer)
+        finally:
+            writer.close()
+    advertiser = None
+    ready = asyncio.Event()
+    task = asyncio.create_task(serve_host(host, address, port, ready))
+    await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if not task.done() and not ipaddress.ip_address(address).is_loopback:
+        from hearth.discovery.mdns import PairingAdvertiser
+        from hearth.discovery.records import PairingRecord
+
+        advertiser = await asyncio.to_thread(PairingAdvertiser, PairingRecord(nameplate, label, address, port))
+    err.print(f"waiting on {address}:{port}…")
+    try:
+        return await task
+    finally:
+        if advertiser is not None:
+            await asyncio.to_thread(advertiser.close)
+
+
+async def _pair_guest(settings: Settings, identity: Any, label: str, nameplate: int, code: str,
+                      target: tuple[str, int] | None, meet_at: tuple[str, int] | None, node_port: int,
+                      wait: float, bind: str | None) -> Any:
+    from hearth.pairing.exchange import PairingFailed, PairingGuest
+    from hearth.pairing.rendezvous import meet
+    from hearth.pairing.transport import guest_session, join
+    from hearth.tunnel import circle
+
+    def me(toward: str) -> Any:
+        return circle.my_info(settings, identity, label, bind or _source_address(toward), node_port)
+
+    if meet_at is not None:
+        guest = PairingGuest(code, nameplate, me(meet_at[0]))
+        reader, writer, _ = await meet(meet_at[0], meet_at[1], nameplate, "guest")
+        try:
+            return await guest_session(guest, reader, writer)
+        finally:
+            writer.close()
+    if target is None:
+        from hearth.discovery.mdns import find_pairing_host
+
+        found = await asyncio.to_thread(find_pairing_host, nameplate, wait, bind)
+        if found is None:
+            raise PairingFailed(f"No machine on this network waits with code number {nameplate}; "
+                                "check the code, or give --to HOST:PORT.")
+        target = (found.address, found.port)
+    return await join(PairingGuest(code, nameplate, me(target[0])), *target)
+
+
+@app.command()
+def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name or node id.")]) -> None:
+    """Revoke a paired peer: its leases here end and its WireGuard peer goes, within a second."""
+    import time
+
+    from hearth.identity import NodeIdentity
+    from hearth.pairing.trust import TrustStore
+    from hearth.tunnel import circle
+
+    settings = _settings()
+    removed = TrustStore(settings.home).remove(peer)
+    wg = circle.interface(settings, NodeIdentity.load_or_create(settings.home))
+    try:
+        if wg.exists():
+            # A running node ends the peer's leases first (their sockets close through the tunnel),
+            # then drops the WireGuard peer; without a node, drop it here.
+            deadline = time.monotonic() + 0.5
+            while any(p.public_key == removed.info.wireguard_key for p in wg.peers()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            wg.remove_peer(removed.info.wireguard_key)
+    except (OSError, RuntimeError) as exc:
+        err.print(f"[yellow]could not update WireGuard {wg.name}:[/] {exc}")
+    out.print(f"Unpaired {escape(removed.info.name)} ({removed.node_id}).")
+
+
+@app.command()
+def rendezvous(
+    bind: Annotated[str, typer.Option(help="Address both machines can reach (never 0.0.0.0).")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 11438,
+) -> None:
+    """Let two machines that cannot see each other pair through this one (it never sees the key)."""
+    from hearth.pairing.rendezvous import Rendezvous
+    from hearth.rpc_pool.node import check_bind
+
+    address = check_bind(bind)
+
+    async def main() -> None:
+        server = Rendezvous(address, port)
+        await server.start()
+        err.print(f"hearth rendezvous on {address}:{server.port}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 @app.command()

@@ -8,7 +8,15 @@ from collections.abc import Callable
 
 from zeroconf import ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
-from hearth.discovery.records import SERVICE_TYPE, PeerRecord, RecordError, parse_record
+from hearth.discovery.records import (
+    PAIR_SERVICE_TYPE,
+    SERVICE_TYPE,
+    PairingRecord,
+    PeerRecord,
+    RecordError,
+    parse_pairing_record,
+    parse_record,
+)
 
 
 def _zeroconf(address: str | None) -> Zeroconf:
@@ -79,3 +87,49 @@ class Browser:
     def close(self) -> None:
         self.browser.cancel()
         self.zc.close()
+
+
+class PairingAdvertiser:
+    """`hearth pair` waiting: lets the guest find this machine by the code's nameplate."""
+
+    def __init__(self, record: PairingRecord) -> None:
+        self.zc = _zeroconf(record.address)
+        instance = f"{record.name.replace('.', '-')}-{record.nameplate}"
+        family = socket.AF_INET6 if ":" in record.address else socket.AF_INET
+        self.info = ServiceInfo(PAIR_SERVICE_TYPE, f"{instance}.{PAIR_SERVICE_TYPE}",
+                                addresses=[socket.inet_pton(family, record.address)], port=record.port,
+                                properties=record.to_properties(), server=f"{instance}.local.")
+        self.zc.register_service(self.info)
+
+    def close(self) -> None:
+        self.zc.unregister_service(self.info)
+        self.zc.close()
+
+
+def find_pairing_host(nameplate: int, wait: float, address: str | None = None) -> PairingRecord | None:
+    """The machine advertising this nameplate, waiting up to `wait` seconds; malformed records are skipped."""
+    found: list[PairingRecord] = []
+    ready = threading.Event()
+
+    def changed(zeroconf: Zeroconf, service_type: str, name: str, state_change: ServiceStateChange) -> None:
+        if state_change is ServiceStateChange.Removed:
+            return
+        info = zeroconf.get_service_info(service_type, name, timeout=2000)
+        if info is None or info.port is None:
+            return
+        try:
+            record = parse_pairing_record(dict(info.properties), info.parsed_addresses(), info.port)
+        except RecordError:
+            return
+        if record.nameplate == nameplate:
+            found.append(record)
+            ready.set()
+
+    zc = _zeroconf(address)
+    browser = ServiceBrowser(zc, PAIR_SERVICE_TYPE, handlers=[changed])
+    try:
+        ready.wait(wait)
+    finally:
+        browser.cancel()
+        zc.close()
+    return found[0] if found else None

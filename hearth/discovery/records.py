@@ -107,3 +107,38 @@ def parse_record(props: dict[bytes, bytes | None], addresses: list[str]) -> Peer
     if not addrs:
         raise RecordError("discovery record has no address")
     return PeerRecord(node_id, name, version, rpc, int(port_text), tuple(devices), tuple(addrs))
+
+
+PAIR_SERVICE_TYPE = "_hearth-pair._tcp.local."
+
+
+@dataclass(frozen=True)
+class PairingRecord:
+    """A machine waiting in `hearth pair`: the nameplate (the code's number) and where to connect."""
+
+    nameplate: int
+    name: str
+    address: str
+    port: int
+
+    def to_properties(self) -> dict[str, str]:
+        return {"np": str(self.nameplate), "name": self.name}
+
+
+def parse_pairing_record(props: dict[bytes, bytes | None], addresses: list[str], port: int) -> PairingRecord:
+    nameplate = _text(props, "np")
+    if not nameplate.isdigit() or len(nameplate) > 3:
+        raise RecordError(f"nameplate {nameplate[:20]!r} is not a number from 0 to 999")
+    name = _text(props, "name")
+    if not _NAME_RE.match(name):
+        raise RecordError("machine name must be 1-63 letters, digits, spaces or . ' - _")
+    if not 0 < port < 65536:
+        raise RecordError(f"pairing port {port} is not a port")
+    for a in addresses:
+        try:
+            addr = ipaddress.ip_address(a)
+        except ValueError:
+            continue
+        if not (addr.is_unspecified or addr.is_multicast):
+            return PairingRecord(int(nameplate), name, str(addr), port)
+    raise RecordError("pairing record has no usable address")

@@ -175,6 +175,11 @@ class EngineProcess:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
                     self._proc.stdin.write(encode({"op": "cancel", "id": rid}))
 
+    def kill(self) -> None:
+        """End the child at once; a request in flight then fails with EngineCrashed."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+
     async def stop(self) -> None:
         proc = self._proc
         if proc is None:

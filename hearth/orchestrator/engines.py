@@ -7,20 +7,20 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
-
-import httpx
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import EngineCrashed, HearthError, QueueFull
+from hearth.identity import NodeIdentity
 from hearth.models.facts import cached_facts
 from hearth.models.pull import resolve
 from hearth.models.store import ModelStore
-from hearth.orchestrator.peers import Peer, checked_or_problem, discover
+from hearth.orchestrator.peers import Peer, checked_or_problem, discover, signed_client
 from hearth.orchestrator.placement import Placement
 from hearth.orchestrator.planner import DoesNotFit, NodeCapacity, Plan
 from hearth.orchestrator.planner import plan as make_plan
+from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.node import local_rpc_version
 from hearth.settings import Settings
@@ -61,7 +61,8 @@ class PoolPolicy:
     """How far a model may reach beyond this machine."""
 
     radius: str = "household"
-    """'local' keeps every model on this machine; 'household' pools when a model does not fit."""
+    """'local' keeps every model on this machine; 'household' pools with LAN nodes when a model
+    does not fit; 'trusted' also with paired peers (through WireGuard or sealed tunnels)."""
     force: bool = False
     """Pool even when the model fits here (--pool)."""
     static_peers: tuple[str, ...] = ()
@@ -104,18 +105,38 @@ class EnginePool:
         """Usable household peers (discovered once, re-checked on recovery)."""
         if self._rpc is None:
             self._rpc = await asyncio.to_thread(local_rpc_version)
+        identity = NodeIdentity.load_or_create(self.settings.home)
         if self._peers is None or not refresh:
+            paired = TrustStore(self.settings.home).all() if self.policy.radius == "trusted" else []
+            via_tunnel = bool(paired) and await asyncio.to_thread(self._tunnel_up, identity, paired)
             found, problems = await discover(self._rpc, wait=self.policy.discover_wait,
-                                             static=list(self.policy.static_peers))
+                                             static=list(self.policy.static_peers), identity=identity,
+                                             paired=paired, via_tunnel=via_tunnel)
         else:
-            async with httpx.AsyncClient(timeout=3.0) as client:
+            async def again(p: Peer) -> Peer | str:
+                res = await checked_or_problem(client, p.address, p.record.port, p.source, rpc, p.record.node_id)
+                return res if isinstance(res, str) else replace(res, radius=p.radius, secret=p.secret)
+
+            async with signed_client(identity, timeout=3.0) as client:
                 rpc = self._rpc
-                checked = await asyncio.gather(*(
-                    checked_or_problem(client, p.address, p.record.port, p.source, rpc, None) for p in self._peers))
+                checked = await asyncio.gather(*(again(p) for p in self._peers))
             found = [c for c in checked if not isinstance(c, str)]
             problems = [c for c in checked if isinstance(c, str)]
         self._peers = found
         return [p for p in found if p.usable and p.record.node_id not in self.excluded], problems
+
+    def _tunnel_up(self, identity: NodeIdentity, paired: list[TrustedPeer]) -> bool:
+        """Whether paired peers are reached through WireGuard: bring the interface up (or refresh
+        its peers) when this machine can; otherwise use an interface set up earlier, if any."""
+        from hearth.tunnel import circle
+
+        try:
+            if circle.choose(self.settings) == "wireguard":
+                circle.bring_up(self.settings, identity, paired)
+                return True
+        except HearthError as exc:
+            log.warning("WireGuard: %s", exc.message)
+        return self.settings.tunnel != "sealed" and circle.interface(self.settings, identity).exists()
 
     async def plan_for(self, name: str) -> tuple[Plan | None, dict[str, Peer]]:
         """None when the model should run on this machine alone."""
@@ -135,7 +156,7 @@ class EnginePool:
                                         p.record.free_bytes, endpoint=p.base_url) for p in usable]
         result = make_plan(facts, name, nodes, n_ctx=n_ctx, force_pool=self.policy.force)
         if self.policy.force and not result.pooled:
-            raise DoesNotFit(f"--pool needs a household node for {name}, and none is available.",
+            raise DoesNotFit(f"--pool needs another node for {name}, and none is available.",
                              needed=result.needed_bytes, available=0)
         return (result if result.pooled else None), {p.record.node_id: p for p in usable}
 
@@ -154,7 +175,8 @@ class EnginePool:
         rpc: tuple[str, ...] = ()
         split: tuple[float, ...] = ()
         if plan is not None:
-            self.placement = Placement(plan, peers)
+            self.placement = Placement(plan, peers, NodeIdentity.load_or_create(self.settings.home),
+                                       on_lost=self._lost)
             await self.placement.acquire()
             rpc, split = self.placement.endpoints, plan.tensor_split()
         t_lease = time.monotonic()
@@ -181,6 +203,13 @@ class EnginePool:
         if self.placement is not None:
             await self.placement.release()
             self.placement = None
+
+    def _lost(self, node_id: str) -> None:
+        """A node stopped answering heartbeats (gone, or it unpaired us): stop the engine, whose
+        RPC connection may otherwise wait on a silent tunnel; the stream then fails over."""
+        if self.engine is not None and self.engine.alive:
+            log.warning("node %s stopped answering; stopping the engine to fail over", node_id)
+            self.engine.kill()
 
     async def _recover(self) -> None:
         """After a pooled engine died: drop nodes whose agent is gone, then plan again."""

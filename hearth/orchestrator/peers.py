@@ -1,17 +1,23 @@
-"""Finding the household's nodes: mDNS hints and static peers, each proven by its key."""
+"""Finding the circle's nodes: mDNS hints, static peers and paired peers, each proven by its key.
+
+Requests to agents are signed with this machine's identity (hearth.pairing.signed): nodes that
+admit paired peers only answer nothing else; household nodes ignore the signature.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
 from hearth.discovery.records import PeerRecord, RecordError, parse_record
 from hearth.errors import HearthError
-from hearth.identity import ForgedNode, b64, unb64, verify_proof
+from hearth.identity import ForgedNode, NodeIdentity, b64, unb64, verify_proof
+from hearth.pairing.signed import SignedAuth
+from hearth.pairing.trust import TrustedPeer
 from hearth.rpc_pool.hello import RpcVersion
 
 
@@ -19,10 +25,14 @@ from hearth.rpc_pool.hello import RpcVersion
 class Peer:
     record: PeerRecord
     source: str
-    """'mdns' or 'static'."""
+    """'mdns', 'static' or 'paired'."""
     verified: bool
     compatible: bool
     problem: str | None = None
+    radius: str = "local"
+    """'local' (this LAN) or 'trusted' (paired)."""
+    secret: bytes | None = None
+    """The pairing secret, for sealed tunnels to a paired node without WireGuard."""
 
     @property
     def usable(self) -> bool:
@@ -42,7 +52,7 @@ class Peer:
         return {"node_id": r.node_id, "name": r.name, "address": self.address, "port": r.port,
                 "version": r.version, "rpc_version": str(r.rpc), "free_bytes": r.free_bytes,
                 "devices": [vars(d) for d in r.devices], "source": self.source, "verified": self.verified,
-                "compatible": self.compatible, "problem": self.problem, "radius": "local"}
+                "compatible": self.compatible, "problem": self.problem, "radius": self.radius}
 
 
 def _props(status: dict[str, Any]) -> dict[bytes, bytes | None]:
@@ -50,14 +60,14 @@ def _props(status: dict[str, Any]) -> dict[bytes, bytes | None]:
 
 
 async def check(client: httpx.AsyncClient, address: str, port: int, source: str, local_rpc: RpcVersion,
-                claimed: PeerRecord | None = None) -> Peer:
+                claimed: str | None = None) -> Peer:
     """Fresh status from the node's control API, then proof that it holds the key its id names."""
     host = f"[{address}]" if ":" in address else address
     base = f"http://{host}:{port}"
     status = (await client.get(f"{base}/v1/node")).raise_for_status().json()
     record = parse_record(_props(status), [address])
-    if claimed is not None and claimed.node_id != record.node_id:
-        raise ForgedNode(f"{address}:{port} advertised node {claimed.node_id} but its agent is {record.node_id}.")
+    if claimed is not None and claimed != record.node_id:
+        raise ForgedNode(f"{address}:{port} should be node {claimed} but its agent is {record.node_id}.")
     nonce = os.urandom(32)
     proof = (await client.post(f"{base}/v1/node/prove", json={"nonce": b64(nonce)})).raise_for_status().json()
     verify_proof(record.node_id, unb64(str(proof["public_key"])), nonce, unb64(str(proof["signature"])))
@@ -68,7 +78,7 @@ async def check(client: httpx.AsyncClient, address: str, port: int, source: str,
 
 
 async def checked_or_problem(client: httpx.AsyncClient, address: str, port: int, source: str, local_rpc: RpcVersion,
-                   claimed: PeerRecord | None) -> Peer | str:
+                             claimed: str | None) -> Peer | str:
     try:
         return await check(client, address, port, source, local_rpc, claimed)
     except (httpx.HTTPError, RecordError, ForgedNode, ValueError, KeyError) as exc:
@@ -76,10 +86,35 @@ async def checked_or_problem(client: httpx.AsyncClient, address: str, port: int,
         return f"{address}:{port} ({source}): {detail}"
 
 
+def endpoint_host(endpoint: str) -> str:
+    return endpoint.rpartition(":")[0].strip("[]")
+
+
+async def check_paired(client: httpx.AsyncClient, local_rpc: RpcVersion, paired: TrustedPeer,
+                       via_tunnel: bool) -> Peer | str:
+    """A paired node through the tunnel (when this machine has one), else at its LAN endpoint."""
+    info = paired.info
+    places = ([info.tunnel_address] if via_tunnel else []) + [endpoint_host(e) for e in info.endpoints[:1]]
+    problems = []
+    for address in places:
+        res = await checked_or_problem(client, address, info.agent_port, "paired", local_rpc, paired.node_id)
+        if isinstance(res, Peer):
+            return replace(res, radius="trusted", secret=paired.secret_bytes)
+        problems.append(res)
+    return "; ".join(problems) or f"{info.name}: no address to reach it"
+
+
+def signed_client(identity: NodeIdentity | None, timeout: float = 5.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(timeout=timeout, auth=SignedAuth(identity) if identity else None)
+
+
 async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str] | None = None,
-                   browse: bool = True, exclude: str | None = None) -> tuple[list[Peer], list[str]]:
-    """Peers that answered and proved their keys, and what went wrong with the others."""
-    hints: list[tuple[str, int, str, PeerRecord | None]] = []
+                   browse: bool = True, exclude: str | None = None, identity: NodeIdentity | None = None,
+                   paired: list[TrustedPeer] | None = None, via_tunnel: bool = False,
+                   ) -> tuple[list[Peer], list[str]]:
+    """Peers that answered and proved their keys, and what went wrong with the others.
+    Paired peers (the trusted radius) take precedence over the same node found on the LAN."""
+    hints: list[tuple[str, int, str, str | None]] = []
     problems: list[str] = []
     if browse:
         from hearth.discovery.mdns import Browser
@@ -88,15 +123,17 @@ async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str
         try:
             await asyncio.sleep(wait)
             for rec in browser.peers():
-                hints.append((rec.addresses[0], rec.port, "mdns", rec))
+                hints.append((rec.addresses[0], rec.port, "mdns", rec.node_id))
             problems.extend(browser.errors)
         finally:
             await asyncio.to_thread(browser.close)
     for spec in static or []:
         host, _, port = spec.rpartition(":")
         hints.append((host.strip("[]"), int(port), "static", None))
-    async with httpx.AsyncClient(timeout=5.0) as client:
-        results = await asyncio.gather(*(checked_or_problem(client, a, p, s, local_rpc, c) for a, p, s, c in hints))
+    async with signed_client(identity) as client:
+        results = await asyncio.gather(
+            *(check_paired(client, local_rpc, t, via_tunnel) for t in paired or []),
+            *(checked_or_problem(client, a, p, s, local_rpc, c) for a, p, s, c in hints))
     peers: dict[str, Peer] = {}
     for res in results:
         if isinstance(res, str):

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
 from hearth.errors import HearthError
-from hearth.orchestrator.peers import Peer
+from hearth.identity import NodeIdentity
+from hearth.orchestrator.peers import Peer, endpoint_host, signed_client
 from hearth.orchestrator.planner import Assignment, Plan
+from hearth.tunnel.sealed import SealedDialer, lease_key
 
 HEARTBEAT_S = 3.0
 
@@ -27,15 +30,25 @@ class Held:
     peer: Peer
     lease_id: str
     endpoint: str
+    """Where the engine connects: the node's gate, or this machine's end of a sealed tunnel."""
     bytes: int
+    dialer: SealedDialer | None = None
+
+
+def _gone(r: httpx.Response) -> bool:
+    """The agent refuses us (unpaired); 404 only means the lease ended and the node can lease again."""
+    return r.status_code in (401, 403)
 
 
 class Placement:
-    def __init__(self, plan: Plan, peers: dict[str, Peer]) -> None:
+    def __init__(self, plan: Plan, peers: dict[str, Peer], identity: NodeIdentity | None = None,
+                 on_lost: Callable[[str], None] | None = None) -> None:
         self.plan = plan
         self.peers = peers
         self.held: list[Held] = []
-        self._client = httpx.AsyncClient(timeout=5.0)
+        self.on_lost = on_lost
+        """Called with a node id when its agent stops answering heartbeats or refuses us."""
+        self._client = signed_client(identity)
         self._beat: asyncio.Task[None] | None = None
 
     @property
@@ -51,7 +64,15 @@ class Placement:
                 detail = r.json().get("error", {}).get("message", r.text) if r.content else r.reason_phrase
                 raise LeaseFailed(f"{peer.record.name} refused a lease: {detail}")
             body = r.json()
-            return Held(peer, str(body["lease_id"]), str(body["endpoint"]), a.bytes)
+            lease_id, endpoint = str(body["lease_id"]), str(body["endpoint"])
+            if body.get("transport") != "sealed":
+                return Held(peer, lease_id, endpoint, a.bytes)
+            if peer.secret is None:
+                raise LeaseFailed(f"{peer.record.name} offers a sealed tunnel, but it is not paired with this machine.")
+            dialer = SealedDialer(endpoint_host(endpoint), int(endpoint.rpartition(":")[2]),
+                                  lease_key(peer.secret, lease_id))
+            await dialer.start()
+            return Held(peer, lease_id, dialer.endpoint, a.bytes, dialer)
 
         # Each node starts its RPC server in parallel; keep what was granted to give it back on failure.
         results = await asyncio.gather(*(one(a) for a in self.plan.remote), return_exceptions=True)
@@ -72,8 +93,12 @@ class Placement:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             for h in list(self.held):
-                with contextlib.suppress(httpx.HTTPError):
-                    await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat")
+                try:
+                    lost = _gone(await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat"))
+                except httpx.HTTPError:
+                    lost = True
+                if lost and self.on_lost is not None:
+                    self.on_lost(h.peer.record.node_id)
 
     async def gone_nodes(self) -> set[str]:
         """Nodes whose agent no longer answers. A node whose agent answers can be leased again,
@@ -81,10 +106,10 @@ class Placement:
 
         async def answers(h: Held) -> bool:
             try:
-                await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat", timeout=2.0)
+                r = await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat", timeout=2.0)
             except httpx.HTTPError:
                 return False
-            return True
+            return not _gone(r)
 
         alive = await asyncio.gather(*(answers(h) for h in self.held))
         return {h.peer.record.node_id for h, ok in zip(self.held, alive, strict=True) if not ok}
@@ -100,5 +125,6 @@ class Placement:
                 await self._client.delete(f"{h.peer.base_url}/v1/leases/{h.lease_id}", timeout=2.0)
 
         await asyncio.gather(*(give_back(h) for h in self.held))
+        await asyncio.gather(*(h.dialer.close() for h in self.held if h.dialer is not None))
         self.held = []
         await self._client.aclose()

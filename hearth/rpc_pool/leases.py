@@ -1,4 +1,10 @@
-"""Leases on a node: one ggml RPC server per lease, expiring without heartbeats."""
+"""Leases on a node: one ggml RPC server per lease, expiring without heartbeats.
+
+The RPC server itself listens on 127.0.0.1 only. A lessee elsewhere reaches it through a gate
+opened for that lease alone: a relay admitting only the lessee's address (on the LAN, or on the
+WireGuard tunnel address where only that peer's key can send from its address), or, for a
+paired peer without WireGuard, a sealed tunnel keyed from the pairing secret.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from hearth.errors import HearthError
 from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.process import RpcServerProcess
 from hearth.rpc_pool.relay import Relay
+from hearth.tunnel.sealed import SealedGate, lease_key
 
 
 class LeaseRefused(HearthError):
@@ -36,10 +43,11 @@ class LeaseNotFound(HearthError):
 @dataclass
 class Lease:
     lease_id: str
-    client: str
+    holder: str
+    """The lessee: its node id when paired, else its address."""
     bytes: int
     server: RpcServerProcess
-    relay: Relay | None
+    gate: Relay | SealedGate | None
     endpoint: str
     expires: float
     granted: float = field(default_factory=time.time)
@@ -47,15 +55,18 @@ class Lease:
     def public(self, holder: bool = False) -> dict[str, object]:
         """The lease as shown; its full id (which can renew or release it) only to its holder."""
         shown = self.lease_id if holder else self.lease_id[:6] + "…"
-        return {"lease_id": shown, "client": self.client, "bytes": self.bytes, "endpoint": self.endpoint,
-                "expires_in": round(max(0.0, self.expires - time.monotonic()), 1),
-                "refused_connections": self.relay.refused if self.relay else 0}
+        transport = "sealed" if isinstance(self.gate, SealedGate) else "plain"
+        return {"lease_id": shown, "holder": self.holder, "bytes": self.bytes, "endpoint": self.endpoint,
+                "transport": transport, "expires_in": round(max(0.0, self.expires - time.monotonic()), 1),
+                "refused_connections": self.gate.refused if self.gate else 0}
 
 
 class LeaseManager:
     def __init__(self, bind: str, budget: int, cache_dir: Path, log_dir: Path, threads: int,
-                 ttl: float = 15.0, max_leases: int = 4) -> None:
+                 ttl: float = 15.0, max_leases: int = 4, sealed: bool = False) -> None:
         self.bind = bind
+        self.sealed = sealed
+        """Paired peers reach this node's RPC servers through sealed tunnels (no WireGuard here)."""
         self.budget = budget
         self.cache_dir = cache_dir
         self.log_dir = log_dir
@@ -70,7 +81,9 @@ class LeaseManager:
     def leased_bytes(self) -> int:
         return sum(lease.bytes for lease in self.leases.values())
 
-    async def grant(self, client: str, want: int) -> Lease:
+    async def grant(self, holder: str, admit: str, want: int, sealed_secret: bytes | None = None) -> Lease:
+        """A lease for `holder`: a relay admitting the address `admit`, or with a pairing secret
+        on a node without WireGuard, a sealed tunnel only that peer can open."""
         async with self._lock:
             if len(self.leases) >= self.max_leases:
                 raise LeaseRefused(f"This node already serves {len(self.leases)} leases, its limit.")
@@ -83,38 +96,49 @@ class LeaseManager:
             server = RpcServerProcess("127.0.0.1", cache_dir=self.cache_dir, threads=self.threads,
                                       log_path=self.log_dir / f"rpc-{lease_id[:8]}.log")
             self.rpc_version = await asyncio.to_thread(server.start)
-            relay = None
+            gate: Relay | SealedGate | None = None
             endpoint = server.endpoint
-            if not ipaddress.ip_address(self.bind).is_loopback:
-                relay = Relay(self.bind, client, server.port)
-                await relay.start()
-                endpoint = f"[{self.bind}]:{relay.port}" if ":" in self.bind else f"{self.bind}:{relay.port}"
-            lease = Lease(lease_id, client, want, server, relay, endpoint, time.monotonic() + self.ttl)
+            if sealed_secret is not None and self.sealed:
+                gate = SealedGate(self.bind, lease_key(sealed_secret, lease_id), server.port)
+            elif not ipaddress.ip_address(self.bind).is_loopback:
+                gate = Relay(self.bind, admit, server.port)
+            if gate is not None:
+                port = await gate.start()
+                endpoint = f"[{self.bind}]:{port}" if ":" in self.bind else f"{self.bind}:{port}"
+            lease = Lease(lease_id, holder, want, server, gate, endpoint, time.monotonic() + self.ttl)
             self.leases[lease_id] = lease
             return lease
 
-    def _held_by(self, lease_id: str, client: str | None) -> Lease | None:
+    def _held_by(self, lease_id: str, holder: str | None) -> Lease | None:
         lease = self.leases.get(lease_id)
-        # Only the address that took a lease may renew or release it (others see "not found").
-        return lease if lease is not None and (client is None or client == lease.client) else None
+        # Only the lessee may renew or release a lease (others see "not found").
+        return lease if lease is not None and (holder is None or holder == lease.holder) else None
 
-    def heartbeat(self, lease_id: str, client: str | None = None) -> Lease:
-        lease = self._held_by(lease_id, client)
+    def heartbeat(self, lease_id: str, holder: str | None = None) -> Lease:
+        lease = self._held_by(lease_id, holder)
         if lease is None or not lease.server.alive:
             raise LeaseNotFound(f"Lease {lease_id[:8]}… is not active; ask for a new one.")
         lease.expires = time.monotonic() + self.ttl
         return lease
 
-    async def release(self, lease_id: str, client: str | None = None) -> None:
-        if self._held_by(lease_id, client) is None:
+    async def release(self, lease_id: str, holder: str | None = None) -> None:
+        if self._held_by(lease_id, holder) is None:
             raise LeaseNotFound(f"Lease {lease_id[:8]}… is not active.")
         lease = self.leases.pop(lease_id)
         await self._end(lease)
 
     async def _end(self, lease: Lease) -> None:
-        if lease.relay is not None:
-            await lease.relay.close()
+        if lease.gate is not None:
+            await lease.gate.close()
         await asyncio.to_thread(lease.server.stop)
+
+    async def revoke(self, holder: str) -> int:
+        """End every lease of an unpaired peer at once: gates and live connections first."""
+        gone = [lid for lid, lease in self.leases.items() if lease.holder == holder]
+        ended = [self.leases.pop(lid) for lid in gone]
+        await asyncio.gather(*(lease.gate.close() for lease in ended if lease.gate is not None))
+        await asyncio.gather(*(asyncio.to_thread(lease.server.stop) for lease in ended))
+        return len(ended)
 
     async def expire(self) -> list[str]:
         now = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -13,10 +14,12 @@ import uvicorn
 from hearth.discovery.records import DeviceInfo, PeerRecord
 from hearth.errors import InvalidRequest
 from hearth.identity import NodeIdentity
+from hearth.pairing.trust import TrustStore
 from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.leases import LeaseManager
 from hearth.rpc_pool.process import RpcServerProcess
 from hearth.settings import Settings
+from hearth.tunnel.wireguard import WireGuardInterface
 
 log = logging.getLogger("hearth.node")
 DEFAULT_NODE_PORT = 11436
@@ -63,10 +66,41 @@ def load_static_peers(home: Path) -> list[str]:
     return [str(p) for p in data] if isinstance(data, list) else []
 
 
+async def watch_trust(trust: TrustStore, manager: LeaseManager, wg: WireGuardInterface | None,
+                      interval: float = 0.1) -> None:
+    """Apply `hearth pair` / `hearth unpair` while running: an unpaired peer's leases and live
+    connections end and its WireGuard peer goes, well within a second."""
+    from hearth.tunnel.circle import wg_peers
+
+    seen: tuple[int, int] | None = None
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            st = trust.path.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = (0, 0)
+        if stamp == seen:
+            continue
+        seen = stamp
+        paired = trust.all()
+        ids = {p.node_id for p in paired}
+        for holder in {lease.holder for lease in manager.leases.values()} - ids:
+            ended = await manager.revoke(holder)
+            log.warning("unpaired %s: ended %d lease(s)", holder, ended)
+        if wg is not None:
+            await asyncio.to_thread(wg.set_peers, wg_peers(paired))
+
+
 async def run_node(settings: Settings, bind: str, port: int, name: str, max_memory: int | None,
-                   static_peers: list[str], ready: asyncio.Event | None = None) -> None:
+                   static_peers: list[str], admit: str = "household", ready: asyncio.Event | None = None) -> None:
+    """Serve leases to the household on `bind` (admit='household'), or to paired peers only
+    (admit='paired'): through WireGuard on the tunnel address, or sealed tunnels without it."""
     from hearth.discovery.mdns import Advertiser
-    from hearth.rpc_pool.agent import create_agent_app
+    from hearth.pairing.signed import Verifier
+    from hearth.rpc_pool.agent import create_agent_app, lan_callers, paired_callers
+    from hearth.tunnel import circle
+    from hearth.tunnel.wireguard import TUNNEL_NET
 
     identity = NodeIdentity.load_or_create(settings.home)
     rpc = await asyncio.to_thread(local_rpc_version)
@@ -74,8 +108,16 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
     free = sum(d.free for d in devices)
     budget = min(free, max_memory) if max_memory else free
     save_static_peers(settings.home, static_peers)
-    manager = LeaseManager(bind, budget, settings.home / "rpc-cache", settings.home / "logs",
-                           threads=settings.n_threads)
+    trust = TrustStore(settings.home)
+    wg: WireGuardInterface | None = None
+    serve_on, callers = bind, lan_callers
+    if admit == "paired":
+        callers = paired_callers(Verifier(trust.by_identity_key), TUNNEL_NET)
+        if circle.choose(settings) == "wireguard":
+            wg = await asyncio.to_thread(circle.bring_up, settings, identity, trust.all())
+            serve_on = wg.address  # nothing of the agent listens on the LAN
+    manager = LeaseManager(serve_on, budget, settings.home / "rpc-cache", settings.home / "logs",
+                           threads=settings.n_threads, sealed=admit == "paired" and wg is None)
     advertiser: Advertiser | None = None
     loopback = ipaddress.ip_address(bind).is_loopback
 
@@ -83,8 +125,8 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
         if advertiser is not None:
             advertiser.update(record)
 
-    app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change)
-    server = uvicorn.Server(uvicorn.Config(app, host=bind, port=port, log_level="warning", access_log=False))
+    app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, callers)
+    server = uvicorn.Server(uvicorn.Config(app, host=serve_on, port=port, log_level="warning", access_log=False))
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
@@ -96,11 +138,16 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
 
         advertiser = await asyncio.to_thread(
             Advertiser, node_record(identity, name, port, bind, rpc, devices, manager), bind)
-    log.info("node %s (%s) on %s:%s", name, identity.node_id, bind, port)
+    log.info("node %s (%s) on %s:%s, admitting %s", name, identity.node_id, serve_on, port, admit)
+    watcher = asyncio.create_task(watch_trust(trust, manager, wg)) if admit == "paired" else None
     if ready is not None:
         ready.set()
     try:
         await serving
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         if advertiser is not None:
             await asyncio.to_thread(advertiser.close)

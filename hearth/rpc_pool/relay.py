@@ -32,6 +32,7 @@ class Relay:
         self.bytes_in = 0
         self.bytes_out = 0
         self._server: asyncio.Server | None = None
+        self._live: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, host=self.bind, port=0)
@@ -51,10 +52,12 @@ class Relay:
             return
         nodelay(writer)
         nodelay(up_writer)
+        self._live.update((writer, up_writer))
         try:
             await asyncio.gather(self._pump(reader, up_writer, True), self._pump(up_reader, writer, False))
         finally:
             for w in (writer, up_writer):
+                self._live.discard(w)
                 w.close()
 
     async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, inbound: bool) -> None:
@@ -73,6 +76,8 @@ class Relay:
                 dst.write_eof()
 
     async def close(self) -> None:
+        """Stop accepting and cut every live connection (a revoked peer's traffic stops here)."""
         if self._server is not None:
-            # Stop accepting; connections already relayed end when the RPC server behind them stops.
             self._server.close()
+        for w in list(self._live):
+            w.transport.abort()

@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hearth.errors import HearthError
 
@@ -151,7 +152,8 @@ class WireGuardInterface:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             # Foreground, in its own session: the daemon outlives this command, like wg-quick's.
-            self._daemon = subprocess.Popen(["wireguard-go", self.name], env={**os.environ, "WG_PROCESS_FOREGROUND": "1"},
+            self._daemon = subprocess.Popen(["wireguard-go", self.name],
+                                            env={**os.environ, "WG_PROCESS_FOREGROUND": "1"},
                                             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         finally:
             if out is not subprocess.DEVNULL:
@@ -172,17 +174,17 @@ class WireGuardInterface:
                 ip.addr("add", index=index, address=self.address, prefixlen=TUNNEL_NET.prefixlen)
             ip.link("set", index=index, state="up")
 
-    def _device(self):  # type: ignore[no-untyped-def]
+    def _config(self) -> Any:
         from wireguard_tools import WireguardDevice
 
-        return WireguardDevice.get(self.name)
-
-    def _device_peers(self) -> list[WgPeer]:
-        device = self._device()
+        device = WireguardDevice.get(self.name)
         try:
-            config = device.get_config()
+            return device.get_config()
         finally:
             device.close()
+
+    def _device_peers(self) -> list[WgPeer]:
+        config = self._config()
         peers = []
         for key, p in config.peers.items():
             endpoint = f"{p.endpoint_host}:{p.endpoint_port}" if p.endpoint_host else None
@@ -195,11 +197,7 @@ class WireGuardInterface:
 
     def stats(self) -> dict[str, tuple[int, int, float | None]]:
         """Per peer public key: bytes received, bytes sent, last handshake (unix time)."""
-        device = self._device()
-        try:
-            config = device.get_config()
-        finally:
-            device.close()
+        config = self._config()
         return {str(k): (p.rx_bytes or 0, p.tx_bytes or 0, p.last_handshake) for k, p in config.peers.items()}
 
     def set_peers(self, peers: list[WgPeer]) -> None:
@@ -207,7 +205,7 @@ class WireGuardInterface:
         self._set(peers, force=False)
 
     def _set(self, peers: list[WgPeer], force: bool) -> None:
-        from wireguard_tools import WireguardConfig, WireguardPeer
+        from wireguard_tools import WireguardConfig, WireguardDevice, WireguardPeer
 
         wanted = sorted(peers, key=lambda p: p.public_key)
         if not force and wanted == self.peers():
@@ -220,7 +218,7 @@ class WireGuardInterface:
             config.add_peer(WireguardPeer(public_key=p.public_key, endpoint_host=host, endpoint_port=port,
                                           persistent_keepalive=KEEPALIVE_S,
                                           allowed_ips=[f"{p.tunnel_address}/32"]))
-        device = self._device()
+        device = WireguardDevice.get(self.name)
         try:
             device.set_config(config)
         finally:

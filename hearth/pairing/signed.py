@@ -1,0 +1,121 @@
+"""Control-API requests signed by a node's identity key (sans-IO core plus an httpx auth).
+
+A trusted node grants leases only to requests signed by a paired key. Each signature covers the
+method, path, a timestamp, a random nonce and the body's hash; the node refuses a timestamp
+outside a short window and any nonce it has already seen within it, so a captured request cannot
+be replayed.
+
+    X-Hearth-Key: identity public key, base64url     X-Hearth-Time: unix seconds
+    X-Hearth-Nonce: 16 random bytes, base64url       X-Hearth-Signature: Ed25519, base64url
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Generic, TypeVar
+
+import httpx
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from hearth.errors import HearthError
+from hearth.identity import NodeIdentity, b64, unb64
+
+CONTEXT = b"hearth-request\x00"
+WINDOW_S = 30.0
+HEADERS = ("x-hearth-key", "x-hearth-time", "x-hearth-nonce", "x-hearth-signature")
+_B64_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+T = TypeVar("T")
+
+
+class Unsigned(HearthError):
+    """The request carries no valid signature of a paired node."""
+
+    http_status = 401
+    error_type = "permission_error"
+    code = "unsigned_request"
+
+
+class NotPaired(HearthError):
+    """The request is signed by a key this node has not paired with (or has unpaired)."""
+
+    http_status = 403
+    error_type = "permission_error"
+    code = "not_paired"
+
+
+def message(method: str, path: str, stamp: str, nonce: str, body: bytes) -> bytes:
+    head = f"{method.upper()}\n{path}\n{stamp}\n{nonce}\n".encode()
+    return CONTEXT + head + hashlib.sha256(body).digest()
+
+
+def sign(identity: NodeIdentity, method: str, path: str, body: bytes, now: float | None = None,
+         nonce: bytes | None = None) -> dict[str, str]:
+    stamp = str(int(time.time() if now is None else now))
+    nonce_s = b64(nonce if nonce is not None else os.urandom(16))
+    sig = identity.signing_key.sign(message(method, path, stamp, nonce_s, body)).signature
+    return {"x-hearth-key": b64(identity.public_key), "x-hearth-time": stamp, "x-hearth-nonce": nonce_s,
+            "x-hearth-signature": b64(bytes(sig))}
+
+
+def _decode(value: str, size: int, what: str) -> bytes:
+    if not _B64_RE.match(value):
+        raise Unsigned(f"The {what} header is not base64url.")
+    raw = unb64(value)
+    if len(raw) != size:
+        raise Unsigned(f"The {what} header is not {size} bytes.")
+    return raw
+
+
+class Verifier(Generic[T]):
+    """Checks signed requests against the paired keys; remembers nonces for the window."""
+
+    def __init__(self, lookup: Callable[[str], T | None], window: float = WINDOW_S) -> None:
+        self.lookup = lookup
+        """identity key (base64url) -> the paired peer, or None."""
+        self.window = window
+        self._seen: dict[str, float] = {}
+
+    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> T:
+        now = time.time() if now is None else now
+        values = [headers.get(h) for h in HEADERS]
+        if any(v is None for v in values):
+            raise Unsigned("This node serves paired peers only: the request is not signed. Pair with `hearth pair`.")
+        key_s, stamp, nonce_s, sig_s = (str(v) for v in values)
+        key = _decode(key_s, 32, "X-Hearth-Key")
+        _decode(nonce_s, 16, "X-Hearth-Nonce")
+        signature = _decode(sig_s, 64, "X-Hearth-Signature")
+        if not stamp.isdigit() or len(stamp) > 12:
+            raise Unsigned("The X-Hearth-Time header is not a unix time.")
+        if abs(now - int(stamp)) > self.window:
+            raise Unsigned(f"The request's time is more than {self.window:.0f} s from this node's clock; "
+                           "check both machines' clocks.")
+        try:
+            VerifyKey(key).verify(message(method, path, stamp, nonce_s, body), signature)
+        except (BadSignatureError, ValueError) as exc:
+            raise Unsigned("The request's signature does not verify.") from exc
+        peer = self.lookup(b64(key))
+        if peer is None:
+            raise NotPaired("This node has not paired with the key that signed the request.")
+        self._seen = {n: t for n, t in self._seen.items() if t >= now}
+        if nonce_s in self._seen:
+            raise Unsigned("This request was already received (replayed nonce).")
+        self._seen[nonce_s] = now + 2 * self.window
+        return peer
+
+
+class SignedAuth(httpx.Auth):
+    """Signs every request an httpx client sends (to agents that ignore it, too)."""
+
+    requires_request_body = True
+
+    def __init__(self, identity: NodeIdentity) -> None:
+        self.identity = identity
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.update(sign(self.identity, request.method, request.url.path, request.content))
+        yield request

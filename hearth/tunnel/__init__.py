@@ -1,0 +1,1 @@
+"""Encrypted, authenticated tunnels that carry lease traffic between household machines."""
