@@ -63,9 +63,12 @@ def sign(identity: NodeIdentity, method: str, path: str, body: bytes, now: float
 
 
 def _decode(value: str, size: int, what: str) -> bytes:
-    if not _B64_RE.match(value):
-        raise Unsigned(f"The {what} header is not base64url.")
-    raw = unb64(value)
+    try:
+        if not _B64_RE.match(value):
+            raise ValueError(value)
+        raw = unb64(value)
+    except ValueError as exc:  # binascii.Error is a ValueError
+        raise Unsigned(f"The {what} header is not base64url.") from exc
     if len(raw) != size:
         raise Unsigned(f"The {what} header is not {size} bytes.")
     return raw

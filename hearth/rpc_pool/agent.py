@@ -98,7 +98,7 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
 
     app = FastAPI(title="hearth node", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None, dependencies=[Depends(callers)])
-    CallerDep = Annotated[Caller, Depends(callers)]
+    by_caller = Depends(callers)  # cached per request: a signature is checked (and its nonce spent) once
     install_error_handlers(app)
 
     def changed() -> None:
@@ -124,18 +124,18 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
                 "signature": b64(identity.prove(nonce))}
 
     @app.post("/v1/leases", status_code=201)
-    async def lease(body: LeaseRequest, caller: CallerDep) -> dict[str, object]:
+    async def lease(body: LeaseRequest, caller: Caller = by_caller) -> dict[str, object]:
         secret = caller.peer.secret_bytes if caller.peer else None
         granted = await manager.grant(caller.holder, caller.address, body.bytes, sealed_secret=secret)
         changed()
         return {**granted.public(holder=True), "rpc_version": str(manager.rpc_version), "node_id": identity.node_id}
 
     @app.post("/v1/leases/{lease_id}/heartbeat")
-    async def heartbeat(lease_id: LEASE_ID, caller: CallerDep) -> dict[str, object]:
+    async def heartbeat(lease_id: LEASE_ID, caller: Caller = by_caller) -> dict[str, object]:
         return manager.heartbeat(lease_id, caller.holder).public(holder=True)
 
     @app.delete("/v1/leases/{lease_id}", status_code=204)
-    async def release(lease_id: LEASE_ID, caller: CallerDep) -> Response:
+    async def release(lease_id: LEASE_ID, caller: Caller = by_caller) -> Response:
         await manager.release(lease_id, caller.holder)
         changed()
         return Response(status_code=204)
