@@ -63,8 +63,10 @@ class Lease:
 
 class LeaseManager:
     def __init__(self, bind: str, budget: int, cache_dir: Path, log_dir: Path, threads: int,
-                 ttl: float = 15.0, max_leases: int = 4, sealed: bool = False) -> None:
+                 ttl: float = 15.0, max_leases: int = 4, sealed: bool = False, device: str | None = None) -> None:
         self.bind = bind
+        self.device = device
+        """The interface gates accept on (the WireGuard interface for paired peers)."""
         self.sealed = sealed
         """Paired peers reach this node's RPC servers through sealed tunnels (no WireGuard here)."""
         self.budget = budget
@@ -101,7 +103,7 @@ class LeaseManager:
             if sealed_secret is not None and self.sealed:
                 gate = SealedGate(self.bind, lease_key(sealed_secret, lease_id), server.port)
             elif not ipaddress.ip_address(self.bind).is_loopback:
-                gate = Relay(self.bind, admit, server.port)
+                gate = Relay(self.bind, admit, server.port, self.device)
             if gate is not None:
                 port = await gate.start()
                 endpoint = f"[{self.bind}]:{port}" if ":" in self.bind else f"{self.bind}:{port}"

@@ -18,6 +18,7 @@ from hearth.pairing.trust import TrustStore
 from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.leases import LeaseManager
 from hearth.rpc_pool.process import RpcServerProcess
+from hearth.rpc_pool.relay import listening_socket
 from hearth.settings import Settings
 from hearth.tunnel.wireguard import WireGuardInterface
 
@@ -116,8 +117,9 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
         if circle.choose(settings) == "wireguard":
             wg = await asyncio.to_thread(circle.bring_up, settings, identity, trust.all())
             serve_on = wg.address  # nothing of the agent listens on the LAN
+    device = wg.name if wg is not None else None
     manager = LeaseManager(serve_on, budget, settings.home / "rpc-cache", settings.home / "logs",
-                           threads=settings.n_threads, sealed=admit == "paired" and wg is None)
+                           threads=settings.n_threads, sealed=admit == "paired" and wg is None, device=device)
     advertiser: Advertiser | None = None
     loopback = ipaddress.ip_address(bind).is_loopback
 
@@ -127,7 +129,8 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
 
     app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, callers)
     server = uvicorn.Server(uvicorn.Config(app, host=serve_on, port=port, log_level="warning", access_log=False))
-    serving = asyncio.create_task(server.serve())
+    sockets = [listening_socket(serve_on, port, device)] if device else None
+    serving = asyncio.create_task(server.serve(sockets=sockets))
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
     if serving.done():

@@ -22,9 +22,28 @@ def nodelay(writer: asyncio.StreamWriter) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def listening_socket(bind: str, port: int, device: str | None = None) -> socket.socket:
+    """A TCP listener on bind:port; with `device`, it accepts only what arrives on that interface
+    (SO_BINDTODEVICE): a tunnel address is then unreachable from the LAN even by a host that
+    routes packets for it to this machine."""
+    sock = socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if device is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+        sock.bind((bind, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 class Relay:
-    def __init__(self, bind: str, client: str, target_port: int) -> None:
+    def __init__(self, bind: str, client: str, target_port: int, device: str | None = None) -> None:
         self.bind = bind
+        self.device = device
         self.client = client
         self.target_port = target_port
         self.port = 0
@@ -35,7 +54,7 @@ class Relay:
         self._live: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, host=self.bind, port=0)
+        self._server = await asyncio.start_server(self._accept, sock=listening_socket(self.bind, 0, self.device))
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 

@@ -4,6 +4,8 @@ Peers are configured through the `wireguard-tools` package: kernel netlink (pyro
 kernel has WireGuard, otherwise the userspace `wireguard-go` daemon through its UAPI socket in
 /var/run/wireguard (shared by every network namespace, so interface names must differ between
 namespaces on one machine). Creating the interface needs root or CAP_NET_ADMIN.
+pyroute2's synchronous API runs an event loop of its own: from async code, call `up()` and
+`down()` in a thread.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -125,10 +128,11 @@ class WireGuardInterface:
         return UAPI_DIR / f"{self.name}.sock"
 
     def exists(self) -> bool:
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ip:
-            return bool(ip.link_lookup(ifname=self.name))
+        try:
+            socket.if_nametoindex(self.name)  # this network namespace's interfaces only
+        except OSError:
+            return False
+        return True
 
     def up(self) -> None:
         problem = missing()
