@@ -4,7 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearth.discovery.records import DeviceInfo, PeerRecord, RecordError, parse_record
+from hearth.discovery.records import (
+    DeviceInfo,
+    PairingRecord,
+    PeerRecord,
+    RecordError,
+    parse_pairing_record,
+    parse_record,
+)
 from hearth.rpc_pool.hello import RpcVersion
 
 GOOD = PeerRecord("abcdefghijklmnop", "den pc", "0.1.0", RpcVersion(7, 0, 0), 11436,
@@ -62,3 +69,27 @@ def test_any_record_parses_or_raises_record_error(p: dict[bytes, bytes | None], 
     st.integers(0, 2**50), st.integers(0, 2**50), st.from_regex(r"[A-Za-z0-9 ._-]{1,63}", fullmatch=True)))
 def test_every_record_we_write_parses_back(record: PeerRecord) -> None:
     assert parse_record(props(record), list(record.addresses)) == record
+
+
+def test_pairing_record_round_trip_and_refusals() -> None:
+    record = PairingRecord(42, "den", "10.77.0.2", 11437)
+    wire = {k.encode(): v.encode() for k, v in record.to_properties().items()}
+    assert parse_pairing_record(wire, ["10.77.0.2"], 11437) == record
+    for bad, addresses, port in (({b"np": b"1000", b"name": b"den"}, ["10.77.0.2"], 1),
+                                 ({b"np": b"x", b"name": b"den"}, ["10.77.0.2"], 1),
+                                 ({b"np": b"4", b"name": b"bad\nname"}, ["10.77.0.2"], 1),
+                                 ({b"np": b"4", b"name": b"den"}, ["0.0.0.0", "nonsense"], 1),
+                                 ({b"np": b"4", b"name": b"den"}, ["10.77.0.2"], 0)):
+        with pytest.raises(RecordError):
+            parse_pairing_record(bad, addresses, port)
+
+
+@given(st.dictionaries(st.sampled_from([b"np", b"name", b"x"]), st.none() | st.binary(max_size=70), max_size=3),
+       st.lists(st.text(max_size=20), max_size=3), st.integers(-5, 70000))
+def test_any_pairing_record_parses_or_raises_record_error(p: dict[bytes, bytes | None], addresses: list[str],
+                                                          port: int) -> None:
+    try:
+        record = parse_pairing_record(p, addresses, port)
+    except RecordError:
+        return
+    assert 0 <= record.nameplate <= 999 and 0 < record.port < 65536
