@@ -16,16 +16,19 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hearth import __version__
 from hearth.discovery.records import DeviceInfo, PeerRecord
-from hearth.errors import InvalidRequest
+from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NodeIdentity, b64, unb64
-from hearth.pairing.signed import NotPaired, Verifier
+from hearth.pairing.signed import NotPaired, Unsigned, Verifier
 from hearth.pairing.trust import TrustedPeer
 from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.leases import LeaseManager
-from hearth.server.errors import install_error_handlers
+from hearth.server.errors import hearth_error_response, install_error_handlers
+from hearth.tunnel.wireguard import TUNNEL_NET
 
 LEASE_ID = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 
@@ -72,29 +75,67 @@ def _in(address: str, net: ipaddress.IPv4Network) -> bool:
         return False
 
 
-def paired_callers(verifier: Verifier[TrustedPeer], tunnel_net: ipaddress.IPv4Network) -> Callable[..., Any]:
-    """A dependency admitting only signed requests of paired peers; through the tunnel, the
-    source address must also be the signer's own tunnel address."""
-
-    async def caller(request: Request) -> Caller:
-        body = await request.body()
-        peer = verifier.verify(request.method, request.url.path, request.headers, body)
-        address = _address(request)
-        if _in(address, tunnel_net) and address != peer.info.tunnel_address:
-            raise NotPaired(f"{address} is not the tunnel address of {peer.info.name}.")
-        return Caller(address, peer)
-
-    return caller
+MAX_CONTROL_BODY = 64 * 1024
 
 
-async def lan_callers(request: Request) -> Caller:
-    return Caller(_address(request))
+class PairedOnly:
+    """Admits only requests signed by a paired identity, checked before routing and before the
+    body is parsed: anyone else gets a 401 or 403 and learns nothing about the API behind it.
+    Through the tunnel, the source address must also be the signer's own tunnel address."""
+
+    def __init__(self, app: ASGIApp, verifier: Verifier[TrustedPeer], tunnel_net: ipaddress.IPv4Network) -> None:
+        self.app, self.verifier, self.tunnel_net = app, verifier, tunnel_net
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            if "x-hearth-signature" not in headers:
+                raise Unsigned("This node serves paired peers only: the request is not signed. "
+                               "Pair with `hearth pair`.")
+            body = b""
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                if len(body) > MAX_CONTROL_BODY:
+                    raise Unsigned("The request body is too large for a control request.")
+                if not message.get("more_body", False):
+                    break
+            peer = self.verifier.verify(scope["method"], scope["path"], headers, body)
+            address = scope["client"][0] if scope.get("client") else ""
+            if _in(address, self.tunnel_net) and address != peer.info.tunnel_address:
+                raise NotPaired(f"{address} is not the tunnel address of {peer.info.name}.")
+        except HearthError as exc:
+            await hearth_error_response(exc)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["caller"] = Caller(address, peer)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def current_caller(request: Request) -> Caller:
+    """The paired caller PairedOnly admitted, or on a household node, the address that asks."""
+    caller = getattr(request.state, "caller", None)
+    return caller if isinstance(caller, Caller) else Caller(_address(request))
 
 
 def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str, rpc: RpcVersion,
                      devices: Callable[[], list[DeviceInfo]], manager: LeaseManager,
                      on_change: Callable[[PeerRecord], None] | None = None,
-                     callers: Callable[..., Any] = lan_callers) -> FastAPI:
+                     paired_only: Verifier[TrustedPeer] | None = None,
+                     tunnel_net: ipaddress.IPv4Network = TUNNEL_NET) -> FastAPI:
     def record() -> PeerRecord:
         return node_record(identity, name, port, address, rpc, devices(), manager)
 
@@ -104,8 +145,10 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
             yield
 
     app = FastAPI(title="hearth node", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None, dependencies=[Depends(callers)])
-    by_caller = Depends(callers)  # cached per request: a signature is checked (and its nonce spent) once
+                  openapi_url=None)
+    if paired_only is not None:
+        app.add_middleware(PairedOnly, verifier=paired_only, tunnel_net=tunnel_net)
+    by_caller = Depends(current_caller)
     install_error_handlers(app)
 
     def changed() -> None:

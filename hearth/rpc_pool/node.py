@@ -99,7 +99,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
     (admit='paired'): through WireGuard on the tunnel address, or sealed tunnels without it."""
     from hearth.discovery.mdns import Advertiser
     from hearth.pairing.signed import Verifier
-    from hearth.rpc_pool.agent import create_agent_app, lan_callers, paired_callers
+    from hearth.rpc_pool.agent import create_agent_app
     from hearth.tunnel import circle
     from hearth.tunnel.wireguard import TUNNEL_NET
 
@@ -111,9 +111,9 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
     save_static_peers(settings.home, static_peers)
     trust = TrustStore(settings.home)
     wg: WireGuardInterface | None = None
-    serve_on, callers = bind, lan_callers
+    serve_on = bind
+    paired_only = Verifier(trust.by_identity_key) if admit == "paired" else None
     if admit == "paired":
-        callers = paired_callers(Verifier(trust.by_identity_key), TUNNEL_NET)
         if circle.choose(settings) == "wireguard":
             wg = await asyncio.to_thread(circle.bring_up, settings, identity, trust.all())
             serve_on = wg.address  # nothing of the agent listens on the LAN
@@ -127,7 +127,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
         if advertiser is not None:
             advertiser.update(record)
 
-    app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, callers)
+    app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, paired_only, TUNNEL_NET)
     server = uvicorn.Server(uvicorn.Config(app, host=serve_on, port=port, log_level="warning", access_log=False))
     sockets = [listening_socket(serve_on, port, device)] if device else None
     serving = asyncio.create_task(server.serve(sockets=sockets))

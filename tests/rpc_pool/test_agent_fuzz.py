@@ -20,7 +20,7 @@ from hearth.identity import NodeIdentity, b64
 from hearth.pairing.exchange import PairingInfo
 from hearth.pairing.signed import Verifier, sign
 from hearth.pairing.trust import TrustedPeer
-from hearth.rpc_pool.agent import create_agent_app, paired_callers
+from hearth.rpc_pool.agent import create_agent_app
 from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.leases import LeaseManager
 
@@ -42,7 +42,7 @@ def paired(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, NodeId
     manager = LeaseManager("127.0.0.1", 0, tmp / "cache", tmp / "logs", threads=1, sealed=True)
     app = create_agent_app(node, "node", 11436, "127.0.0.1", RpcVersion(7, 0, 0),
                            lambda: [DeviceInfo("CPU", 10, 10)], manager,
-                           callers=paired_callers(verifier, ipaddress.IPv4Network("10.99.0.0/16")))
+                           paired_only=verifier, tunnel_net=ipaddress.IPv4Network("10.99.0.0/16"))
     return TestClient(app, raise_server_exceptions=False), friend
 
 
@@ -60,7 +60,5 @@ def test_random_requests_never_crash_and_unsigned_never_succeed(
     r = client.request(method, path, content=content, headers=headers)
     assert r.status_code < 500, r.text
     if not signed:
-        # Refused before any lease logic: a malformed body may be refused as such (400) before the
-        # signature is looked at, but nothing unsigned is answered, leased or refused for memory (409).
-        assert r.status_code in (400, 401, 404, 405), r.text
+        assert r.status_code == 401, r.text  # before routing or parsing: the caller learns nothing else
     assert "Traceback" not in r.text
