@@ -1,0 +1,78 @@
+"""`hearth pair`, `unpair` and `rendezvous` on the command line: wrong codes and malformed input."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HEARTH, free_port, hearth_env
+
+pytestmark = pytest.mark.slow
+
+
+def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HEARTH, *args], env=hearth_env(home, HEARTH_TUNNEL="sealed"), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args, code, says", [
+    (["pair", "seven-honey-acre"], 2, "not a pairing code"),
+    (["pair", "7-honey"], 2, "not a pairing code"),
+    (["pair", "7-honey-notaword"], 2, "not a pairing code"),
+    (["pair", "7-honey-acre", "--to", "host:notaport"], 2, "HOST:PORT"),
+    (["pair", "7-honey-acre", "--to", "h:1", "--via", "h:2"], 2, "give one"),
+    (["pair", "--bind", "0.0.0.0"], 2, "every interface"),
+    (["pair", "--name", "bad\nname"], 2, "--name"),
+    (["pair", "7-honey-acre", "--to", "127.0.0.1:1"], 7, "Cannot reach"),
+    (["unpair", "nobody"], 3, "not paired"),
+    (["rendezvous", "--bind", "0.0.0.0"], 2, "every interface"),
+    (["run", "hi", "--radius", "everywhere"], 2, "trusted"),
+    (["node", "--admit", "anyone"], 2, "--admit"),
+])
+def test_bad_pairing_input_is_refused_clearly(tmp_path: Path, args: list[str], code: int, says: str) -> None:
+    r = cli(tmp_path, *args)
+    assert r.returncode == code and says in r.stderr, (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+
+
+def test_a_wrong_code_fails_both_sides_and_burns_the_code(tmp_path: Path) -> None:
+    port = free_port()
+    host = subprocess.Popen([*HEARTH, "pair", "--bind", "127.0.0.1", "--port", str(port), "--yes"],
+                            env=hearth_env(tmp_path / "a", HEARTH_TUNNEL="sealed"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert host.stdout is not None
+    code = next(m.group(1) for line in host.stdout if (m := re.search(r"hearth pair (\S+)", line)))
+    nameplate, first, second = code.split("-")
+    wrong = f"{nameplate}-{second}-{first}" if first != second else f"{nameplate}-{first}-acre"
+    time.sleep(0.5)
+    guest = cli(tmp_path / "b", "pair", wrong, "--to", f"127.0.0.1:{port}", "--yes")
+    rest, _ = host.communicate(timeout=30)
+    assert guest.returncode == 7 and "Wrong code" in guest.stderr, guest.stderr
+    assert host.returncode == 7 and "gave up" in rest, rest
+    # The code is burned: the host stopped listening, so the right code now finds nobody.
+    again = cli(tmp_path / "b", "pair", code, "--to", f"127.0.0.1:{port}", "--yes")
+    assert again.returncode == 7 and "Cannot reach" in again.stderr
+    assert not (tmp_path / "a" / "trust" / "peers.json").exists()
+    assert not (tmp_path / "b" / "trust" / "peers.json").exists()
+
+
+def test_declining_the_verifier_pairs_nothing(tmp_path: Path) -> None:
+    port = free_port()
+    host = subprocess.Popen([*HEARTH, "pair", "--bind", "127.0.0.1", "--port", str(port)],
+                            env=hearth_env(tmp_path / "a", HEARTH_TUNNEL="sealed"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert host.stdout is not None and host.stdin is not None
+    code = next(m.group(1) for line in host.stdout if (m := re.search(r"hearth pair (\S+)", line)))
+    time.sleep(0.5)
+    guest = subprocess.run([*HEARTH, "pair", code, "--to", f"127.0.0.1:{port}"], input="n\n",
+                           env=hearth_env(tmp_path / "b", HEARTH_TUNNEL="sealed"), capture_output=True, text=True,
+                           timeout=60)
+    rest, _ = host.communicate("y\n", timeout=30)
+    assert guest.returncode == 2 and "not confirmed" in guest.stderr, guest.stderr
+    assert host.returncode == 0, rest
+    assert not (tmp_path / "b" / "trust" / "peers.json").exists()
+    assert (tmp_path / "a" / "trust" / "peers.json").exists()
