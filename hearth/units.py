@@ -27,3 +27,8 @@ def human(n: int) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.1f} {unit}"
     return f"{n} B"
+
+
+def digits(text: str) -> bool:
+    """ASCII decimal digits only: str.isdigit() also accepts '²' (which int() refuses) and '٣'."""
+    return text.isascii() and text.isdigit()

@@ -18,6 +18,7 @@ from rich.table import Table
 from hearth import __version__
 from hearth.errors import HearthError, InsecureBind, InvalidRequest
 from hearth.settings import Settings, load_settings
+from hearth.units import digits
 
 app = typer.Typer(name="hearth", help="Run large open LLMs on the machines you already own.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -412,7 +413,7 @@ def node(
 
 def _check_peer(spec: str) -> str:
     host, sep, port = spec.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not digits(port) or not 0 < int(port) < 65536:
         raise InvalidRequest(f"--peer {spec!r}: write it as HOST:PORT, e.g. 192.168.1.20:11436.")
     return spec
 
@@ -485,7 +486,7 @@ def _host_port(spec: str, option: str, default_port: int) -> tuple[str, int]:
     host, sep, port = spec.rpartition(":")
     if not sep:
         host, port = spec, str(default_port)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not digits(port) or not 0 < int(port) < 65536:
         raise InvalidRequest(f"{option} {spec!r}: write it as HOST:PORT, e.g. 192.168.1.20:{default_port}.")
     return host.strip("[]"), int(port)
 
@@ -562,7 +563,7 @@ async def _pair_host(settings: Settings, identity: Any, label: str, address: str
     from hearth.pairing.transport import host_session, serve_host
     from hearth.tunnel import circle
 
-    nameplate = secrets.randbelow(1000)
+    nameplate = 1 + secrets.randbelow(999)  # short to read out; codes allow up to 9999
     code = make_code(nameplate)
     host = PairingHost(parse_code(code)[1], nameplate, circle.my_info(settings, identity, label, address, node_port),
                        now=time.time())

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from hearth.errors import HearthError
 from hearth.rpc_pool.hello import RpcVersion
+from hearth.units import digits
 
 SERVICE_TYPE = "_hearth._tcp.local."
 MAX_DEVICES = 8
@@ -81,7 +82,7 @@ def parse_record(props: dict[bytes, bytes | None], addresses: list[str]) -> Peer
     except ValueError as exc:
         raise RecordError(str(exc)) from exc
     port_text = _text(props, "port")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not digits(port_text) or not 0 < int(port_text) < 65536:
         raise RecordError(f"control port {port_text[:20]!r} is not a port")
     devices = []
     dev_text = _text(props, "dev")
@@ -127,8 +128,8 @@ class PairingRecord:
 
 def parse_pairing_record(props: dict[bytes, bytes | None], addresses: list[str], port: int) -> PairingRecord:
     nameplate = _text(props, "np")
-    if not nameplate.isdigit() or len(nameplate) > 3:
-        raise RecordError(f"nameplate {nameplate[:20]!r} is not a number from 0 to 999")
+    if not digits(nameplate) or len(nameplate) > 4 or int(nameplate) == 0:
+        raise RecordError(f"nameplate {nameplate[:20]!r} is not a number from 1 to 9999")
     name = _text(props, "name")
     if not _NAME_RE.match(name):
         raise RecordError("machine name must be 1-63 letters, digits, spaces or . ' - _")

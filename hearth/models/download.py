@@ -10,6 +10,7 @@ import httpx
 
 from hearth.errors import DownloadFailed
 from hearth.models.store import CHUNK, Progress
+from hearth.units import digits
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -64,7 +65,7 @@ def download(url: str, partial_dir: Path, *, expected_sha256: str | None = None,
                     have, h = 0, hashlib.sha256()  # server ignored Range: start over
                 expected_sha256 = expected_sha256 or expected_from_headers(resp.headers)
                 length = resp.headers.get("content-length")
-                total = have + int(length) if length and length.isdigit() else None
+                total = have + int(length) if length and digits(length) else None
                 mode = "ab" if have else "wb"
                 done = have
                 with part.open(mode) as f:

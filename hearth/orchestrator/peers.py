@@ -67,7 +67,7 @@ async def check(client: httpx.AsyncClient, address: str, port: int, source: str,
     status = (await client.get(f"{base}/v1/node")).raise_for_status().json()
     record = parse_record(_props(status), [address])
     if claimed is not None and claimed != record.node_id:
-        raise ForgedNode(f"{address}:{port} should be node {claimed} but its agent is {record.node_id}.")
+        raise ForgedNode(f"{address}:{port} advertised node {claimed} but its agent is {record.node_id}.")
     nonce = os.urandom(32)
     proof = (await client.post(f"{base}/v1/node/prove", json={"nonce": b64(nonce)})).raise_for_status().json()
     verify_proof(record.node_id, unb64(str(proof["public_key"])), nonce, unb64(str(proof["signature"])))

@@ -35,8 +35,11 @@ assert len(WORDS) == len(set(WORDS)) == 256, len(WORDS)
 _CODE_RE = re.compile(r"^\s*(\d{1,4})-([a-z]+)-([a-z]+)\s*$")
 
 
+MAX_NAMEPLATE = 9999
+
+
 def make_code(nameplate: int) -> str:
-    if not 0 < nameplate < 10000:
+    if not 0 < nameplate <= MAX_NAMEPLATE:
         raise ValueError("nameplate must be 1 to 9999")
     return f"{nameplate}-{secrets.choice(WORDS)}-{secrets.choice(WORDS)}"
 

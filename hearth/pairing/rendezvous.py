@@ -17,11 +17,11 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
+from hearth.pairing.codes import MAX_NAMEPLATE
 from hearth.pairing.exchange import DEFAULT_TTL_S, PairingFailed
 from hearth.pairing.transport import MAX_LINE, receive, send
 
 DEFAULT_RENDEZVOUS_PORT = 11438
-MAX_NAMEPLATE = 999
 
 
 def parse_meet(msg: Any) -> tuple[int, str]:
@@ -29,8 +29,8 @@ def parse_meet(msg: Any) -> tuple[int, str]:
     if not isinstance(msg, dict) or msg.get("t") != "meet":
         raise PairingFailed("Expected a meet message.")
     nameplate, side = msg.get("nameplate"), msg.get("side")
-    if type(nameplate) is not int or not 0 <= nameplate <= MAX_NAMEPLATE:
-        raise PairingFailed("The meet message's nameplate is not a number from 0 to 999.")
+    if type(nameplate) is not int or not 0 < nameplate <= MAX_NAMEPLATE:
+        raise PairingFailed(f"The meet message's nameplate is not a number from 1 to {MAX_NAMEPLATE}.")
     if side not in ("host", "guest"):
         raise PairingFailed("The meet message's side is neither 'host' nor 'guest'.")
     return nameplate, str(side)

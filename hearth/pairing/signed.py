@@ -24,6 +24,7 @@ from nacl.signing import VerifyKey
 
 from hearth.errors import HearthError
 from hearth.identity import NodeIdentity, b64, unb64
+from hearth.units import digits
 
 CONTEXT = b"hearth-request\x00"
 WINDOW_S = 30.0
@@ -92,7 +93,7 @@ class Verifier(Generic[T]):
         key = _decode(key_s, 32, "X-Hearth-Key")
         _decode(nonce_s, 16, "X-Hearth-Nonce")
         signature = _decode(sig_s, 64, "X-Hearth-Signature")
-        if not stamp.isdigit() or len(stamp) > 12:
+        if not digits(stamp) or len(stamp) > 12:
             raise Unsigned("The X-Hearth-Time header is not a unix time.")
         if abs(now - int(stamp)) > self.window:
             raise Unsigned(f"The request's time is more than {self.window:.0f} s from this node's clock; "

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from hearth.errors import HearthError
+from hearth.units import digits
 
 RPC_CMD_HELLO = 14
 CAPS_SIZE = 24
@@ -37,7 +38,7 @@ class RpcVersion:
     @classmethod
     def parse(cls, text: str) -> RpcVersion:
         parts = text.strip().split(".")
-        if len(parts) != 3 or not all(p.isdigit() and len(p) <= 3 for p in parts):
+        if len(parts) != 3 or not all(digits(p) and len(p) <= 3 for p in parts):
             raise ValueError(f"not an RPC protocol version: {text!r}")
         return cls(*(int(p) for p in parts))
 

@@ -10,11 +10,13 @@ import argparse
 import ipaddress
 import sys
 
+from hearth.units import digits
+
 
 def check_endpoint(endpoint: str) -> tuple[str, int]:
     """host:port with a concrete address; the wildcard is refused (never expose the server)."""
     host, sep, port = endpoint.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not digits(port) or not 0 < int(port) < 65536:
         raise ValueError(f"{endpoint!r} is not host:port")
     addr = ipaddress.ip_address(host.strip("[]"))
     if addr.is_unspecified:

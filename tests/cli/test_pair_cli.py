@@ -29,6 +29,9 @@ def cli(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProc
     (["pair", "--name", "bad\nname"], 2, "--name"),
     (["pair", "7-honey-acre", "--to", "127.0.0.1:1"], 7, "Cannot reach"),
     (["unpair", "nobody"], 3, "not paired"),
+    # str.isdigit() accepts '²', which int() refuses: found crashing `--peer h:²` with a traceback.
+    (["pair", "7-honey-acre", "--to", "h:²"], 2, "HOST:PORT"),
+    (["run", "hi", "--peer", "h:²"], 2, "HOST:PORT"),
     (["rendezvous", "--bind", "0.0.0.0"], 2, "every interface"),
     (["run", "hi", "--radius", "everywhere"], 2, "trusted"),
     (["node", "--admit", "anyone"], 2, "--admit"),

@@ -32,6 +32,7 @@ def test_round_trip() -> None:
     ({"id": "ABCDEFGHIJKLMNOP"}, "base32"), ({"id": None}, "lacks"), ({"name": ""}, "name"),
     ({"name": "x" * 64}, "name"), ({"name": "a\nb"}, "name"), ({"v": "latest"}, "version"),
     ({"rpc": "7"}, "RPC"), ({"port": "0"}, "port"), ({"port": "70000"}, "port"), ({"port": "-1"}, "port"),
+    ({"port": "²"}, "port"), ({"rpc": "7.٣.0"}, "RPC"),
     ({"dev": ""}, "devices"), ({"dev": "CPU,10,5"}, "more free"), ({"dev": "CPU,1"}, "NAME,FREE,TOTAL"),
     ({"dev": ";".join(["CPU,1,2"] * 9)}, "devices"),
 ])
@@ -75,7 +76,9 @@ def test_pairing_record_round_trip_and_refusals() -> None:
     record = PairingRecord(42, "den", "10.77.0.2", 11437)
     wire = {k.encode(): v.encode() for k, v in record.to_properties().items()}
     assert parse_pairing_record(wire, ["10.77.0.2"], 11437) == record
-    for bad, addresses, port in (({b"np": b"1000", b"name": b"den"}, ["10.77.0.2"], 1),
+    for bad, addresses, port in (({b"np": b"10000", b"name": b"den"}, ["10.77.0.2"], 1),
+                                 ({b"np": b"0", b"name": b"den"}, ["10.77.0.2"], 1),
+                                 ({b"np": "²".encode(), b"name": b"den"}, ["10.77.0.2"], 1),
                                  ({b"np": b"x", b"name": b"den"}, ["10.77.0.2"], 1),
                                  ({b"np": b"4", b"name": b"bad\nname"}, ["10.77.0.2"], 1),
                                  ({b"np": b"4", b"name": b"den"}, ["0.0.0.0", "nonsense"], 1),
@@ -92,4 +95,4 @@ def test_any_pairing_record_parses_or_raises_record_error(p: dict[bytes, bytes |
         record = parse_pairing_record(p, addresses, port)
     except RecordError:
         return
-    assert 0 <= record.nameplate <= 999 and 0 < record.port < 65536
+    assert 0 < record.nameplate <= 9999 and 0 < record.port < 65536

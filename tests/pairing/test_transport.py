@@ -124,7 +124,7 @@ def test_a_rendezvous_refuses_malformed_meets() -> None:
         port = await rv.start()
         answers = []
         try:
-            for line in (b"{}\n", b"not json\n", b'{"t":"meet","nameplate":1000,"side":"host"}\n',
+            for line in (b"{}\n", b"not json\n", b'{"t":"meet","nameplate":10000,"side":"host"}\n', b'{"t":"meet","nameplate":0,"side":"host"}\n',
                          b'{"t":"meet","nameplate":1,"side":"both"}\n', b"x" * (MAX_LINE + 10) + b"\n"):
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.write(line)
@@ -159,4 +159,4 @@ def test_meet_messages_parse_or_fail_cleanly(msg: Any) -> None:
         nameplate, side = parse_meet(msg)
     except PairingFailed:
         return
-    assert 0 <= nameplate <= 999 and side in ("host", "guest")
+    assert 0 < nameplate <= 9999 and side in ("host", "guest")
