@@ -426,10 +426,11 @@ async def _discover(settings: Settings, trusted: bool, wait: float, statics: lis
     from hearth.tunnel import circle
 
     identity = NodeIdentity.load_or_create(settings.home)
-    paired = TrustStore(settings.home).all() if trusted else []
+    trust = TrustStore(settings.home) if trusted else None
+    paired = trust.all() if trust is not None else []
     via_tunnel = bool(paired) and settings.tunnel != "sealed" and circle.interface(settings, identity).exists()
     return await discover(await asyncio.to_thread(local_rpc_version), wait=wait, static=statics,
-                          identity=identity, paired=paired, via_tunnel=via_tunnel)
+                          identity=identity, trust=trust, via_tunnel=via_tunnel)
 
 
 @app.command()

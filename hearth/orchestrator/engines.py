@@ -107,11 +107,12 @@ class EnginePool:
             self._rpc = await asyncio.to_thread(local_rpc_version)
         identity = NodeIdentity.load_or_create(self.settings.home)
         if self._peers is None or not refresh:
-            paired = TrustStore(self.settings.home).all() if self.policy.radius == "trusted" else []
+            trust = TrustStore(self.settings.home) if self.policy.radius == "trusted" else None
+            paired = trust.all() if trust is not None else []
             via_tunnel = bool(paired) and await asyncio.to_thread(self._tunnel_up, identity, paired)
             found, problems = await discover(self._rpc, wait=self.policy.discover_wait,
                                              static=list(self.policy.static_peers), identity=identity,
-                                             paired=paired, via_tunnel=via_tunnel)
+                                             trust=trust, via_tunnel=via_tunnel)
         else:
             async def again(p: Peer) -> Peer | str:
                 res = await checked_or_problem(client, p.address, p.record.port, p.source, rpc, p.record.node_id)

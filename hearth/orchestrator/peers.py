@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,7 +18,7 @@ from hearth.discovery.records import PeerRecord, RecordError, parse_record
 from hearth.errors import HearthError
 from hearth.identity import ForgedNode, NodeIdentity, b64, unb64, verify_proof
 from hearth.pairing.signed import SignedAuth
-from hearth.pairing.trust import TrustedPeer
+from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.rpc_pool.hello import RpcVersion
 
 
@@ -110,10 +111,12 @@ def signed_client(identity: NodeIdentity | None, timeout: float = 5.0) -> httpx.
 
 async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str] | None = None,
                    browse: bool = True, exclude: str | None = None, identity: NodeIdentity | None = None,
-                   paired: list[TrustedPeer] | None = None, via_tunnel: bool = False,
+                   trust: TrustStore | None = None, via_tunnel: bool = False,
                    ) -> tuple[list[Peer], list[str]]:
     """Peers that answered and proved their keys, and what went wrong with the others.
-    Paired peers (the trusted radius) take precedence over the same node found on the LAN."""
+    With a trust store, paired peers too (the trusted radius; they take precedence over the same
+    node found on the LAN, and those that answer are noted as seen)."""
+    paired = trust.all() if trust is not None else []
     hints: list[tuple[str, int, str, str | None]] = []
     problems: list[str] = []
     if browse:
@@ -132,8 +135,13 @@ async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str
         hints.append((host.strip("[]"), int(port), "static", None))
     async with signed_client(identity) as client:
         results = await asyncio.gather(
-            *(check_paired(client, local_rpc, t, via_tunnel) for t in paired or []),
+            *(check_paired(client, local_rpc, t, via_tunnel) for t in paired),
             *(checked_or_problem(client, a, p, s, local_rpc, c) for a, p, s, c in hints))
+    if trust is not None:
+        now = time.time()
+        for res in results:
+            if not isinstance(res, str) and res.radius == "trusted":
+                await asyncio.to_thread(trust.seen, res.record.node_id, now)
     peers: dict[str, Peer] = {}
     for res in results:
         if isinstance(res, str):

@@ -7,6 +7,8 @@ import contextlib
 import ipaddress
 import json
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -14,7 +16,7 @@ import uvicorn
 from hearth.discovery.records import DeviceInfo, PeerRecord
 from hearth.errors import InvalidRequest
 from hearth.identity import NodeIdentity
-from hearth.pairing.trust import TrustStore
+from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.leases import LeaseManager
 from hearth.rpc_pool.process import RpcServerProcess
@@ -67,6 +69,22 @@ def load_static_peers(home: Path) -> list[str]:
     return [str(p) for p in data] if isinstance(data, list) else []
 
 
+def seen_lookup(trust: TrustStore, every: float = 60.0) -> Callable[[str], TrustedPeer | None]:
+    """The paired peer with this identity key, noting when it was last seen (at most once a minute:
+    each note rewrites the trust store)."""
+    noted: dict[str, float] = {}
+
+    def lookup(key: str) -> TrustedPeer | None:
+        peer = trust.by_identity_key(key)
+        now = time.time()
+        if peer is not None and now - noted.get(peer.node_id, 0.0) > every:
+            noted[peer.node_id] = now
+            trust.seen(peer.node_id, now)
+        return peer
+
+    return lookup
+
+
 async def watch_trust(trust: TrustStore, manager: LeaseManager, wg: WireGuardInterface | None,
                       interval: float = 0.1) -> None:
     """Apply `hearth pair` / `hearth unpair` while running: an unpaired peer's leases and live
@@ -112,7 +130,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
     trust = TrustStore(settings.home)
     wg: WireGuardInterface | None = None
     serve_on = bind
-    paired_only = Verifier(trust.by_identity_key) if admit == "paired" else None
+    paired_only = Verifier(seen_lookup(trust)) if admit == "paired" else None
     if admit == "paired":
         if circle.choose(settings) == "wireguard":
             wg = await asyncio.to_thread(circle.bring_up, settings, identity, trust.all())

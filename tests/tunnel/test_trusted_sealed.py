@@ -88,6 +88,10 @@ def test_pooled_through_the_sealed_tunnel_equals_solo(circle: tuple[Path, Path, 
     peers = json.loads(cli(ant, "peers", "--json", "--wait", "0").stdout)
     (bee,) = peers["peers"]
     assert bee["name"] == "bee" and bee["radius"] == "trusted" and bee["verified"]
+    # Both sides note when they last saw each other (the orchestrator on an answer, the node on a signed request).
+    for home in circle[:2]:
+        (peer,) = json.loads((home / "trust" / "peers.json").read_text())
+        assert peer["last_seen"] is not None and peer["last_seen"] >= peer["paired_at"]
     solo = cli(ant, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "local")
     pooled = cli(ant, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "trusted", "--pool")
     assert solo.returncode == 0 and pooled.returncode == 0, pooled.stderr
