@@ -89,6 +89,20 @@ class Server:
         return httpx.get(self.url + "/hearth/status", headers=headers, timeout=10).json()  # type: ignore[no-any-return]
 
 
+def wait_answering(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    """Until `url` gives any HTTP answer (a paired-only node answers 401); the log if it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"{url} did not answer: {log.read_text()}") from None
+            time.sleep(0.1)
+
+
 def start_server(home: Path, *args: str, **env: str) -> Server:
     port = free_port()
     log = open(home / f"serve-{port}.log", "wb")  # noqa: SIM115 (closed with the process)
@@ -96,17 +110,8 @@ def start_server(home: Path, *args: str, **env: str) -> Server:
                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     log.close()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"hearth serve exited: {(home / f'serve-{port}.log').read_text()}")
-        try:
-            httpx.get(url + "/", timeout=1)
-            return Server(url, proc, home)
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("hearth serve did not start within 60 s")
+    wait_answering(url + "/", proc, home / f"serve-{port}.log")
+    return Server(url, proc, home)
 
 
 def stop_server(server: Server) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from hearth.identity import b64, unb64, verify_proof
 from hearth.rpc_pool.hello import probe
-from tests.conftest import HEARTH, free_port, hearth_env
+from tests.conftest import HEARTH, free_port, hearth_env, wait_answering
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +28,7 @@ def agent(tmp_path: Path) -> Iterator[str]:
     log.close()
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/v1/node", timeout=1).raise_for_status()
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "node.log").read_text()
-                time.sleep(0.1)
+        wait_answering(url + "/v1/node", proc, tmp_path / "node.log")
         yield url
     finally:
         proc.terminate()

@@ -18,7 +18,7 @@ import pytest
 
 from hearth.identity import NodeIdentity
 from hearth.pairing.signed import sign
-from tests.conftest import HEARTH, free_port, hearth_env
+from tests.conftest import HEARTH, free_port, hearth_env, wait_answering
 
 pytestmark = pytest.mark.slow
 ASK = "What is the capital of France?"
@@ -69,14 +69,7 @@ def circle(tmp_path_factory: pytest.TempPathFactory, models_home: Path) -> Itera
     log.close()
     url = f"http://127.0.0.1:{node_port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/v1/node", timeout=1)
-                break
-            except httpx.TransportError:
-                assert node.poll() is None and time.monotonic() < deadline, (tmp / "node.log").read_text()
-                time.sleep(0.1)
+        wait_answering(url + "/v1/node", node, tmp / "node.log")
         yield ant, bee, url
     finally:
         node.terminate()
