@@ -70,25 +70,25 @@ def public_key(private_key: str) -> str:
 
 
 def _has_cap_net_admin() -> bool:
-    if os.geteuid() == 0:
-        return True
+    """From the effective capabilities, not the user id: root without CAP_NET_ADMIN (a container,
+    `setpriv --bounding-set -net_admin`) cannot create interfaces either."""
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("CapEff:"):
                 return bool(int(line.split()[1], 16) >> CAP_NET_ADMIN & 1)
-    return False
+    return os.geteuid() == 0
 
 
 def missing() -> str | None:
     """Why WireGuard cannot be set up here, or None when it can."""
     if not _has_cap_net_admin():
         return ("Creating the WireGuard interface needs root or CAP_NET_ADMIN: run it with sudo, "
-                "or use the unprivileged encrypted fallback (--tunnel sealed).")
+                "or use the unprivileged encrypted fallback (HEARTH_TUNNEL=sealed).")
     if not Path("/dev/net/tun").exists():
-        return "/dev/net/tun is missing, so wireguard-go cannot run; use --tunnel sealed."
+        return "/dev/net/tun is missing, so wireguard-go cannot run; use HEARTH_TUNNEL=sealed."
     if shutil.which("wireguard-go") is None and not _kernel_wireguard():
         return ("This kernel has no WireGuard module and wireguard-go is not installed "
-                "(apt install wireguard-go wireguard-tools); or use --tunnel sealed.")
+                "(apt install wireguard-go wireguard-tools); or use HEARTH_TUNNEL=sealed.")
     return None
 
 

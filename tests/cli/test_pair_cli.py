@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HEARTH, free_port, hearth_env
+from tests.lan import needs_root
 
 pytestmark = pytest.mark.slow
 
@@ -79,3 +80,38 @@ def test_declining_the_verifier_pairs_nothing(tmp_path: Path) -> None:
     assert host.returncode == 0, rest
     assert not (tmp_path / "b" / "trust" / "peers.json").exists()
     assert (tmp_path / "a" / "trust" / "peers.json").exists()
+
+
+def test_pairing_through_a_rendezvous_on_the_command_line(tmp_path: Path) -> None:
+    port = free_port()
+    rendezvous = subprocess.Popen([*HEARTH, "rendezvous", "--bind", "127.0.0.1", "--port", str(port)],
+                                  env=hearth_env(tmp_path / "r"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  text=True)
+    try:
+        assert rendezvous.stderr is not None and "rendezvous on" in rendezvous.stderr.readline()
+        via = f"127.0.0.1:{port}"
+        host = subprocess.Popen([*HEARTH, "pair", "--via", via, "--name", "den", "--yes"],
+                                env=hearth_env(tmp_path / "a", HEARTH_TUNNEL="sealed"), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        assert host.stdout is not None
+        code = next(m.group(1) for line in host.stdout if (m := re.search(r"hearth pair (\S+) --via", line)))
+        time.sleep(0.5)
+        guest = cli(tmp_path / "b", "pair", code, "--via", via, "--name", "attic", "--yes")
+        rest, _ = host.communicate(timeout=30)
+        assert guest.returncode == 0 and host.returncode == 0, guest.stderr + rest
+        assert "paired with den" in guest.stdout and "paired with attic" in rest
+        assert re.search(r"Verifier: (\S+)", guest.stdout).group(1) in rest  # type: ignore[union-attr]
+    finally:
+        rendezvous.terminate()
+        rendezvous.wait(10)
+
+
+@pytest.mark.root
+@needs_root
+def test_without_cap_net_admin_wireguard_is_refused_plainly_with_the_fallback(tmp_path: Path) -> None:
+    r = subprocess.run(["setpriv", "--bounding-set", "-net_admin", "--inh-caps", "-net_admin", *HEARTH, "node",
+                        "--admit", "paired"], env=hearth_env(tmp_path, HEARTH_TUNNEL="wireguard",
+                                                             HEARTH_WG_INTERFACE="hnoadm0"),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 8, r.stderr
+    assert "CAP_NET_ADMIN" in r.stderr and "HEARTH_TUNNEL=sealed" in r.stderr and "Traceback" not in r.stderr
