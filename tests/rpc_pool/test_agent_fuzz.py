@@ -31,34 +31,39 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_
                         st.sampled_from(["bytes", "nonce", "extra", "t"]), c, max_size=3), max_leaves=6)
 
 
-@pytest.fixture(scope="module")
-def paired(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, NodeIdentity]:
+@pytest.fixture(scope="module", params=["paired", "household"])
+def paired(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, NodeIdentity | None]:
+    """The control API of a paired-only node, and of a household node (signatures ignored)."""
     tmp = tmp_path_factory.mktemp("agent")
     node, friend = NodeIdentity.load_or_create(tmp / "node"), NodeIdentity.load_or_create(tmp / "friend")
     peer = TrustedPeer(PairingInfo("friend", b64(friend.public_key), b64(bytes(32)), "10.99.0.7", ()), 0.0,
                        b64(bytes(32)))
     verifier = Verifier(lambda key: peer if key == peer.info.identity_key else None)
-    # A budget of 0 bytes: every well-formed lease request is refused (409) before any RPC server starts.
-    manager = LeaseManager("127.0.0.1", 0, tmp / "cache", tmp / "logs", threads=1, sealed=True)
+    # No lease slots: every well-formed lease request is refused (409) before any RPC server starts.
+    manager = LeaseManager("127.0.0.1", 0, tmp / "cache", tmp / "logs", threads=1, sealed=True, max_leases=0)
     app = create_agent_app(node, "node", 11436, "127.0.0.1", RpcVersion(7, 0, 0),
                            lambda: [DeviceInfo("CPU", 10, 10)], manager,
-                           paired_only=verifier, tunnel_net=ipaddress.IPv4Network("10.99.0.0/16"))
-    return TestClient(app, raise_server_exceptions=False), friend
+                           paired_only=verifier if request.param == "paired" else None,
+                           tunnel_net=ipaddress.IPv4Network("10.99.0.0/16"))
+    return TestClient(app, raise_server_exceptions=False), friend if request.param == "paired" else None
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(method=st.sampled_from(["GET", "POST", "DELETE", "PUT"]), path=st.sampled_from(PATHS), body=JSON,
        signed=st.booleans(), raw=st.binary(max_size=40) | st.none())
 def test_random_requests_never_crash_and_unsigned_never_succeed(
-        paired: tuple[TestClient, NodeIdentity], method: str, path: str, body: object, signed: bool,
+        paired: tuple[TestClient, NodeIdentity | None], method: str, path: str, body: object, signed: bool,
         raw: bytes | None) -> None:
     client, friend = paired
     content = raw if raw is not None else json.dumps(body).encode()
     headers = {"content-type": "application/json"}
-    if signed:
+    if signed and friend is not None:
         headers |= sign(friend, method, path.replace("%2e", "."), content)
     r = client.request(method, path, content=content, headers=headers)
     assert r.status_code < 500, r.text
-    if not signed:
+    if friend is None:
+        assert r.status_code in (200, 400, 404, 405, 409), r.text  # a household node: anyone may ask
+    elif not signed:
         assert r.status_code == 401, r.text  # before routing or parsing: the caller learns nothing else
     assert "Traceback" not in r.text
