@@ -176,8 +176,9 @@ class EnginePool:
         rpc: tuple[str, ...] = ()
         split: tuple[float, ...] = ()
         if plan is not None:
+            trust = TrustStore(self.settings.home) if self.policy.radius == "trusted" else None
             self.placement = Placement(plan, peers, NodeIdentity.load_or_create(self.settings.home),
-                                       on_lost=self._lost)
+                                       on_lost=self._lost, trust=trust)
             await self.placement.acquire()
             rpc, split = self.placement.endpoints, plan.tensor_split()
         t_lease = time.monotonic()

@@ -13,6 +13,7 @@ from hearth.errors import HearthError
 from hearth.identity import NodeIdentity
 from hearth.orchestrator.peers import Peer, endpoint_host, signed_client
 from hearth.orchestrator.planner import Assignment, Plan
+from hearth.pairing.trust import TrustStore
 from hearth.tunnel.sealed import SealedDialer, lease_key
 
 HEARTBEAT_S = 3.0
@@ -42,14 +43,16 @@ def _gone(r: httpx.Response) -> bool:
 
 class Placement:
     def __init__(self, plan: Plan, peers: dict[str, Peer], identity: NodeIdentity | None = None,
-                 on_lost: Callable[[str], None] | None = None) -> None:
+                 on_lost: Callable[[str], None] | None = None, trust: TrustStore | None = None) -> None:
         self.plan = plan
         self.peers = peers
         self.held: list[Held] = []
         self.on_lost = on_lost
-        """Called with a node id when its agent stops answering heartbeats or refuses us."""
+        """Called with a node id when its agent stops answering heartbeats or refuses us, or when
+        this machine unpairs it."""
+        self.trust = trust
         self._client = signed_client(identity)
-        self._beat: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -87,7 +90,9 @@ class Placement:
         except LeaseFailed:
             await self.release()
             raise
-        self._beat = asyncio.create_task(self._heartbeats())
+        self._tasks = [asyncio.create_task(self._heartbeats())]
+        if self.trust is not None and any(h.peer.radius == "trusted" for h in self.held):
+            self._tasks.append(asyncio.create_task(self._watch_trust()))
 
     async def _heartbeats(self) -> None:
         while True:
@@ -100,6 +105,31 @@ class Placement:
                 if lost and self.on_lost is not None:
                     self.on_lost(h.peer.record.node_id)
 
+    def unpaired(self) -> set[str]:
+        """Trusted nodes of this placement that this machine has since unpaired."""
+        if self.trust is None:
+            return set()
+        paired = {p.node_id for p in self.trust.all()}
+        return {h.peer.record.node_id for h in self.held
+                if h.peer.radius == "trusted" and h.peer.record.node_id not in paired}
+
+    async def _watch_trust(self, interval: float = 0.2) -> None:
+        """`hearth unpair` here: stop using that peer at once (its sealed tunnels close now; over
+        WireGuard, unpair has already removed its peer) and fail over."""
+        assert self.trust is not None
+        seen = self.trust.stamp()
+        while True:
+            await asyncio.sleep(interval)
+            stamp = self.trust.stamp()
+            if stamp == seen:
+                continue
+            seen = stamp
+            for node in await asyncio.to_thread(self.unpaired):
+                await asyncio.gather(*(h.dialer.close() for h in self.held
+                                       if h.dialer is not None and h.peer.record.node_id == node))
+                if self.on_lost is not None:
+                    self.on_lost(node)
+
     async def gone_nodes(self) -> set[str]:
         """Nodes whose agent no longer answers. A node whose agent answers can be leased again,
         even if the RPC server of its lease died."""
@@ -111,20 +141,24 @@ class Placement:
                 return False
             return not _gone(r)
 
-        alive = await asyncio.gather(*(answers(h) for h in self.held))
-        return {h.peer.record.node_id for h, ok in zip(self.held, alive, strict=True) if not ok}
+        unpaired = self.unpaired()
+        alive = await asyncio.gather(*(answers(h) for h in self.held if h.peer.record.node_id not in unpaired))
+        asked = [h for h in self.held if h.peer.record.node_id not in unpaired]
+        return unpaired | {h.peer.record.node_id for h, ok in zip(asked, alive, strict=True) if not ok}
 
     async def release(self) -> None:
-        if self._beat is not None:
-            self._beat.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._beat
-            self._beat = None
+                await task
+        self._tasks = []
+
         async def give_back(h: Held) -> None:
             with contextlib.suppress(httpx.HTTPError):
                 await self._client.delete(f"{h.peer.base_url}/v1/leases/{h.lease_id}", timeout=2.0)
 
-        await asyncio.gather(*(give_back(h) for h in self.held))
+        unpaired = self.unpaired()  # no longer ours to talk to
+        await asyncio.gather(*(give_back(h) for h in self.held if h.peer.record.node_id not in unpaired))
         await asyncio.gather(*(h.dialer.close() for h in self.held if h.dialer is not None))
         self.held = []
         await self._client.aclose()

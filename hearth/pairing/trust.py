@@ -59,6 +59,14 @@ class TrustStore:
     def __init__(self, home: Path) -> None:
         self.path = home / "trust" / "peers.json"
 
+    def stamp(self) -> tuple[int, int]:
+        """Changes whenever the store is written (to watch it cheaply)."""
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
+
     def all(self) -> list[TrustedPeer]:
         if not self.path.exists():
             return []

@@ -94,11 +94,7 @@ async def watch_trust(trust: TrustStore, manager: LeaseManager, wg: WireGuardInt
     seen: tuple[int, int] | None = None
     while True:
         await asyncio.sleep(interval)
-        try:
-            st = trust.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = (0, 0)
+        stamp = trust.stamp()
         if stamp == seen:
             continue
         seen = stamp
