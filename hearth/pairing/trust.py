@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -76,18 +78,26 @@ class TrustStore:
         except (ValueError, KeyError, TypeError, PairingFailed) as exc:
             raise HearthError(f"{self.path} is damaged ({exc}); move it away and pair again.") from exc
 
-    def _write(self, peers: list[TrustedPeer]) -> None:
+    def _update(self, change: Callable[[list[TrustedPeer]], list[TrustedPeer]]) -> None:
+        """Read, change and replace the store under an exclusive lock: a running node noting a
+        peer as seen must never write back a peer that `hearth unpair` removed meanwhile."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump([p.to_json() for p in peers], f, indent=2)
-        os.replace(tmp, self.path)
+        lock = os.open(self.path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            peers = change(self.all())
+            tmp = self.path.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump([p.to_json() for p in peers], f, indent=2)
+            os.replace(tmp, self.path)
+        finally:
+            os.close(lock)  # releases the lock
 
     def add(self, info: PairingInfo, secret: bytes, now: float | None = None) -> TrustedPeer:
         """Pairing again with the same identity replaces the old entry (new keys, new address)."""
         peer = TrustedPeer(info, time.time() if now is None else now, b64(secret))
-        self._write([p for p in self.all() if p.node_id != info.node_id] + [peer])
+        self._update(lambda peers: [p for p in peers if p.node_id != info.node_id] + [peer])
         return peer
 
     def find(self, name_or_id: str) -> TrustedPeer:
@@ -100,12 +110,12 @@ class TrustStore:
 
     def remove(self, name_or_id: str) -> TrustedPeer:
         peer = self.find(name_or_id)
-        self._write([p for p in self.all() if p.node_id != peer.node_id])
+        self._update(lambda peers: [p for p in peers if p.node_id != peer.node_id])
         return peer
 
     def by_identity_key(self, key_b64: str) -> TrustedPeer | None:
         return next((p for p in self.all() if p.info.identity_key == key_b64), None)
 
     def seen(self, node_id: str, now: float | None = None) -> None:
-        self._write([replace(p, last_seen=time.time() if now is None else now) if p.node_id == node_id else p
-                     for p in self.all()])
+        when = time.time() if now is None else now
+        self._update(lambda peers: [replace(p, last_seen=when) if p.node_id == node_id else p for p in peers])

@@ -44,3 +44,27 @@ def test_a_damaged_store_is_reported(tmp_path: Path) -> None:
     store.path.write_text('[{"info": {"name": "x"}}]')
     with pytest.raises(HearthError, match="damaged"):
         store.all()
+
+
+def test_concurrent_seen_notes_never_bring_back_an_unpaired_peer(tmp_path: Path) -> None:
+    """A node notes peers as seen while `hearth unpair` runs in another process: under the store's
+    lock the removal always sticks."""
+    import multiprocessing
+
+    store = TrustStore(tmp_path)
+    den, attic = peer(tmp_path, "den"), peer(tmp_path, "attic")
+    store.add(den, b"\x01" * 32)
+    store.add(attic, b"\x02" * 32)
+    ctx = multiprocessing.get_context("fork")
+    noter = ctx.Process(target=_note_seen_many, args=(tmp_path, den.node_id, attic.node_id))
+    noter.start()
+    store.remove("den")
+    noter.join(60)
+    assert noter.exitcode == 0
+    assert [p.info.name for p in store.all()] == ["attic"]
+
+
+def _note_seen_many(home: Path, *node_ids: str) -> None:
+    store = TrustStore(home)
+    for i in range(300):
+        store.seen(node_ids[i % len(node_ids)])
