@@ -580,7 +580,9 @@ async def _pair_host(settings: Settings, identity: Any, label: str, address: str
     advertiser = None
     ready = asyncio.Event()
     task = asyncio.create_task(serve_host(host, address, port, ready))
-    await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+    listening = asyncio.create_task(ready.wait())
+    await asyncio.wait([task, listening], return_when=asyncio.FIRST_COMPLETED)
+    listening.cancel()
     if not task.done() and not ipaddress.ip_address(address).is_loopback:
         from hearth.discovery.mdns import PairingAdvertiser
         from hearth.discovery.records import PairingRecord

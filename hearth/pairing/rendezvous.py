@@ -73,7 +73,10 @@ class Rendezvous:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._accept, self.bind, self.port, limit=MAX_LINE + 1)
+        try:
+            self._server = await asyncio.start_server(self._accept, self.bind, self.port, limit=MAX_LINE + 1)
+        except OSError as exc:
+            raise PairingFailed(f"Cannot listen on {self.bind}:{self.port}: {exc.strerror or exc}.") from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 

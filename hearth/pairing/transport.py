@@ -120,7 +120,11 @@ async def serve_host(host: PairingHost, bind: str, port: int, ready: asyncio.Eve
         sessions.add(task)
         task.add_done_callback(sessions.discard)
 
-    server = await asyncio.start_server(accept, host=bind, port=port, limit=MAX_LINE + 1)
+    try:
+        server = await asyncio.start_server(accept, host=bind, port=port, limit=MAX_LINE + 1)
+    except OSError as exc:
+        raise PairingFailed(f"Cannot wait for the other machine on {bind}:{port}: {exc.strerror or exc}; "
+                            "choose another --port or --bind.") from exc
     if ready is not None:
         ready.set()
     try:

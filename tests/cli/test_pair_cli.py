@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -41,6 +42,16 @@ def test_bad_pairing_input_is_refused_clearly(tmp_path: Path, args: list[str], c
     r = cli(tmp_path, *args)
     assert r.returncode == code and says in r.stderr, (r.returncode, r.stderr)
     assert "Traceback" not in r.stderr
+
+
+def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for args in (["pair", "--bind", "127.0.0.1", "--port", port], ["rendezvous", "--bind", "127.0.0.1", "--port", port]):
+            r = cli(tmp_path, *args)
+            assert r.returncode == 7 and port in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_a_wrong_code_fails_both_sides_and_burns_the_code(tmp_path: Path) -> None:
