@@ -170,6 +170,7 @@ def serve(
 
     from hearth.engine.native import check_rpc_backend
     from hearth.orchestrator.engines import EnginePool
+    from hearth.rpc_pool.relay import listening_socket
     from hearth.server.app import create_app
 
     settings = _settings(host=host, port=port, api_key=api_key)
@@ -187,14 +188,20 @@ def serve(
     config = uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning",
                             access_log=False)
     server = uvicorn.Server(config)
+    try:
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        raise HearthError(f"Cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}. Is another "
+                          "`hearth serve` running? Stop it or choose another --port.") from exc
+    port = sock.getsockname()[1]
 
     async def main() -> None:
         if model:
             with err.status(f"Loading {model}…"):
                 await pool.load(model)
-        err.print(f"hearth {__version__} serving on http://{settings.host}:{settings.port} "
-                  f"(OpenAI base URL http://{settings.host}:{settings.port}/v1)")
-        await server.serve()
+        err.print(f"hearth {__version__} serving on http://{settings.host}:{port} "
+                  f"(OpenAI base URL http://{settings.host}:{port}/v1)")
+        await server.serve(sockets=[sock])
 
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:

@@ -14,7 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from hearth.discovery.records import DeviceInfo, PeerRecord
-from hearth.errors import InvalidRequest
+from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NodeIdentity
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.rpc_pool.hello import RpcVersion
@@ -143,8 +143,12 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
 
     app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, paired_only, TUNNEL_NET)
     server = uvicorn.Server(uvicorn.Config(app, host=serve_on, port=port, log_level="warning", access_log=False))
-    sockets = [listening_socket(serve_on, port, device)] if device else None
-    serving = asyncio.create_task(server.serve(sockets=sockets))
+    try:
+        sock = listening_socket(serve_on, port, device)
+    except OSError as exc:
+        raise HearthError(f"Cannot listen on {serve_on}:{port}: {exc.strerror or exc}. Is another "
+                          "`hearth node` running? Stop it or choose another --port.") from exc
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
     if serving.done():

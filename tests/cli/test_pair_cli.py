@@ -49,9 +49,11 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = str(busy.getsockname()[1])
-        for args in (["pair", "--bind", "127.0.0.1", "--port", port], ["rendezvous", "--bind", "127.0.0.1", "--port", port]):
+        for args, code in ((["pair", "--bind", "127.0.0.1", "--port", port], 7),
+                           (["rendezvous", "--bind", "127.0.0.1", "--port", port], 7),
+                           (["node", "--port", port, "--admit", "paired"], 1), (["serve", "--port", port], 1)):
             r = cli(tmp_path, *args)
-            assert r.returncode == 7 and port in r.stderr and "Traceback" not in r.stderr, r.stderr
+            assert r.returncode == code and port in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_a_wrong_code_fails_both_sides_and_burns_the_code(tmp_path: Path) -> None:
