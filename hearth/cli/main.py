@@ -523,9 +523,11 @@ def pair(
 
     from hearth.identity import NodeIdentity
     from hearth.pairing.codes import parse_code
+    from hearth.pairing.exchange import PairingFailed
     from hearth.pairing.trust import TrustStore
     from hearth.rpc_pool.node import check_bind
     from hearth.tunnel import circle
+    from hearth.tunnel.wireguard import tunnel_address
 
     settings = _settings()
     label = name or socket.gethostname()
@@ -548,6 +550,12 @@ def pair(
     if not yes and not typer.confirm("Do both screens show these words?", default=False, err=True):
         raise InvalidRequest("Not paired: the verifier was not confirmed.")
     trust = TrustStore(settings.home)
+    taken = {p.info.tunnel_address: p.info.name for p in trust.all() if p.node_id != peer.node_id}
+    taken[tunnel_address(identity.public_key)] = "this machine"
+    if peer.tunnel_address in taken:  # addresses come from identity keys: 1 in 65534 per pair
+        owner = taken[peer.tunnel_address]
+        raise PairingFailed(f"{peer.name}'s tunnel address {peer.tunnel_address} is already {owner}'s; one of "
+                            f"them needs a new identity (move {settings.home / 'identity'} away).")
     trust.add(peer, result.secret)
     out.print(f"[green]✓[/] paired with {escape(peer.name)} ({peer.node_id}), tunnel address {peer.tunnel_address}")
     try:

@@ -18,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -32,6 +33,8 @@ from spake2.spake2 import SPAKEError
 from hearth.errors import HearthError
 from hearth.identity import node_id_of
 from hearth.pairing.codes import WORDS
+from hearth.tunnel.wireguard import tunnel_address
+from hearth.units import digits
 
 DEFAULT_TTL_S = 300.0
 ID_A, ID_B = b"hearth-pair-host", b"hearth-pair-guest"
@@ -88,6 +91,17 @@ class PairingInfo:
                 raise PairingFailed(f"The peer's {label} key is not 32 bytes.")
         if len(info.endpoints) > 8 or any(len(e) > 64 for e in info.endpoints) or len(info.tunnel_address) > 64:
             raise PairingFailed("The peer's addresses are too long or too many.")
+        # Derived from the identity key, so no peer can claim another's address in the circle.
+        if info.tunnel_address != tunnel_address(_b64d(info.identity_key)):
+            raise PairingFailed("The peer's tunnel address is not the one its identity key gives.")
+        for endpoint in info.endpoints:
+            host, _, port = endpoint.rpartition(":")
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+            except ValueError as exc:
+                raise PairingFailed(f"The peer's endpoint {endpoint[:64]!r} is not IP:PORT.") from exc
+            if not digits(port) or not 0 < int(port) < 65536:
+                raise PairingFailed(f"The peer's endpoint {endpoint[:64]!r} is not IP:PORT.")
         return info
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,28 @@ from hearth.errors import InvalidRequest
 from hearth.identity import NodeIdentity, b64
 from hearth.pairing.codes import make_code, parse_code
 from hearth.pairing.exchange import PairingFailed, PairingGuest, PairingHost, PairingInfo
+from hearth.tunnel.wireguard import tunnel_address
 
 
-def info(tmp: Path, name: str, tunnel: str) -> PairingInfo:
+def info(tmp: Path, name: str) -> PairingInfo:
     ident = NodeIdentity.load_or_create(tmp / name)
-    return PairingInfo(name, b64(ident.public_key), b64(os.urandom(32)), tunnel, ("10.77.0.2:51820",))
+    return PairingInfo(name, b64(ident.public_key), b64(os.urandom(32)), tunnel_address(ident.public_key),
+                       ("10.77.0.2:51820",))
 
 
 @pytest.fixture
 def pair(tmp_path: Path) -> tuple[PairingInfo, PairingInfo]:
-    return info(tmp_path, "den", "10.99.0.1"), info(tmp_path, "attic", "10.99.0.2")
+    return info(tmp_path, "den"), info(tmp_path, "attic")
+
+
+def test_a_peer_cannot_claim_another_tunnel_address_or_a_bad_endpoint(tmp_path: Path) -> None:
+    good = asdict(info(tmp_path, "den"))
+    assert PairingInfo.parse(good).name == "den"
+    for change in ({"tunnel_address": "10.99.0.1"}, {"tunnel_address": "10.0.0.0/8"},
+                   {"endpoints": ["den.local:51820"]}, {"endpoints": ["10.77.0.2:²"]}, {"endpoints": ["10.77.0.2"]},
+                   {"agent_port": 0}, {"agent_port": "11436"}):
+        with pytest.raises(PairingFailed):
+            PairingInfo.parse(good | change)
 
 
 def run(host: PairingHost, guest: PairingGuest, now: float = 0.0) -> None:

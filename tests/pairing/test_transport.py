@@ -18,12 +18,14 @@ from hearth.pairing.codes import make_code, parse_code
 from hearth.pairing.exchange import PairingFailed, PairingGuest, PairingHost, PairingInfo
 from hearth.pairing.rendezvous import Rendezvous, meet, parse_meet
 from hearth.pairing.transport import MAX_LINE, decode, guest_session, host_session, join, serve_host
+from hearth.tunnel.wireguard import tunnel_address
 from tests.conftest import free_port
 
 
 def info(tmp: Path, name: str) -> PairingInfo:
     ident = NodeIdentity.load_or_create(tmp / name)
-    return PairingInfo(name, b64(ident.public_key), b64(os.urandom(32)), "10.99.0.9", ("127.0.0.1:51820",), 11436)
+    return PairingInfo(name, b64(ident.public_key), b64(os.urandom(32)), tunnel_address(ident.public_key),
+                       ("127.0.0.1:51820",), 11436)
 
 
 def host_and_guest(tmp: Path, guest_code: str | None = None) -> tuple[PairingHost, PairingGuest]:

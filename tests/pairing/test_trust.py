@@ -11,11 +11,12 @@ from hearth.errors import HearthError
 from hearth.identity import NodeIdentity, b64
 from hearth.pairing.exchange import PairingInfo
 from hearth.pairing.trust import PeerNotPaired, TrustStore
+from hearth.tunnel.wireguard import tunnel_address
 
 
 def peer(tmp: Path, name: str) -> PairingInfo:
-    return PairingInfo(name, b64(NodeIdentity.load_or_create(tmp / name).public_key), b64(os.urandom(32)),
-                       "10.99.0.2", ("10.77.0.2:51820",))
+    key = NodeIdentity.load_or_create(tmp / name).public_key
+    return PairingInfo(name, b64(key), b64(os.urandom(32)), tunnel_address(key), ("10.77.0.2:51820",))
 
 
 def test_add_find_seen_remove(tmp_path: Path) -> None:
