@@ -120,7 +120,8 @@ class EnginePool:
 
             async with signed_client(identity, timeout=3.0) as client:
                 rpc = self._rpc
-                checked = await asyncio.gather(*(again(p) for p in self._peers))
+                checked = await asyncio.gather(*(again(p) for p in self._peers
+                                                 if p.record.node_id not in self.excluded))
             found = [c for c in checked if not isinstance(c, str)]
             problems = [c for c in checked if isinstance(c, str)]
         self._peers = found

@@ -26,6 +26,7 @@ from hearth.tunnel.wireguard import WireGuardInterface
 
 log = logging.getLogger("hearth.node")
 DEFAULT_NODE_PORT = 11436
+GRACE_S = 0.3
 
 
 def local_rpc_version(threads: int = 1) -> RpcVersion:
@@ -100,10 +101,16 @@ async def watch_trust(trust: TrustStore, manager: LeaseManager, wg: WireGuardInt
         seen = stamp
         paired = trust.all()
         ids = {p.node_id for p in paired}
-        for holder in {lease.holder for lease in manager.leases.values()} - ids:
+        revoked = {lease.holder for lease in manager.leases.values()} - ids
+        for holder in revoked:
             ended = await manager.revoke(holder)
             log.warning("unpaired %s: ended %d lease(s)", holder, ended)
         if wg is not None:
+            if revoked:
+                # Let the resets of the cut connections, and our refusal of its next request, reach the
+                # peer through the tunnel before it goes: the peer then fails over at once instead of
+                # waiting out timeouts on a silent tunnel.
+                await asyncio.sleep(GRACE_S)
             await asyncio.to_thread(wg.set_peers, wg_peers(paired))
 
 
