@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -137,11 +136,9 @@ async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str
         results = await asyncio.gather(
             *(check_paired(client, local_rpc, t, via_tunnel) for t in paired),
             *(checked_or_problem(client, a, p, s, local_rpc, c) for a, p, s, c in hints))
-    if trust is not None:
-        now = time.time()
-        for res in results:
-            if not isinstance(res, str) and res.radius == "trusted":
-                await asyncio.to_thread(trust.seen, res.record.node_id, now)
+    answered = [r.record.node_id for r in results if not isinstance(r, str) and r.radius == "trusted"]
+    if trust is not None and answered:
+        await asyncio.to_thread(trust.seen, *answered)
     peers: dict[str, Peer] = {}
     for res in results:
         if isinstance(res, str):

@@ -142,8 +142,8 @@ class Placement:
             return not _gone(r)
 
         unpaired = self.unpaired()
-        alive = await asyncio.gather(*(answers(h) for h in self.held if h.peer.record.node_id not in unpaired))
         asked = [h for h in self.held if h.peer.record.node_id not in unpaired]
+        alive = await asyncio.gather(*(answers(h) for h in asked))
         return unpaired | {h.peer.record.node_id for h, ok in zip(asked, alive, strict=True) if not ok}
 
     async def release(self) -> None:

@@ -116,6 +116,7 @@ class TrustStore:
     def by_identity_key(self, key_b64: str) -> TrustedPeer | None:
         return next((p for p in self.all() if p.info.identity_key == key_b64), None)
 
-    def seen(self, node_id: str, now: float | None = None) -> None:
+    def seen(self, *node_ids: str, now: float | None = None) -> None:
+        """Note these peers as seen, in one write."""
         when = time.time() if now is None else now
-        self._update(lambda peers: [replace(p, last_seen=when) if p.node_id == node_id else p for p in peers])
+        self._update(lambda peers: [replace(p, last_seen=when) if p.node_id in node_ids else p for p in peers])

@@ -80,7 +80,7 @@ def seen_lookup(trust: TrustStore, every: float = 60.0) -> Callable[[str], Trust
         now = time.time()
         if peer is not None and now - noted.get(peer.node_id, 0.0) > every:
             noted[peer.node_id] = now
-            trust.seen(peer.node_id, now)
+            trust.seen(peer.node_id, now=now)
         return peer
 
     return lookup

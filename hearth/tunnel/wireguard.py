@@ -121,7 +121,6 @@ class WireGuardInterface:
         self.address = address
         self.listen_port = listen_port
         self.log_path = log_path
-        self._daemon: subprocess.Popen[bytes] | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -156,7 +155,7 @@ class WireGuardInterface:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         try:
             # Foreground, in its own session: the daemon outlives this command, like wg-quick's.
-            self._daemon = subprocess.Popen(["wireguard-go", self.name],
+            daemon = subprocess.Popen(["wireguard-go", self.name],
                                             env={**os.environ, "WG_PROCESS_FOREGROUND": "1"},
                                             stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
         finally:
@@ -164,7 +163,7 @@ class WireGuardInterface:
                 out.close()  # type: ignore[union-attr]
         deadline = time.monotonic() + 5
         while not (self.socket_path.exists() and self.exists()):
-            if self._daemon.poll() is not None or time.monotonic() > deadline:
+            if daemon.poll() is not None or time.monotonic() > deadline:
                 raise TunnelUnavailable(f"wireguard-go did not create {self.name}; see {self.log_path}.")
             time.sleep(0.02)
 
@@ -199,11 +198,6 @@ class WireGuardInterface:
     def peers(self) -> list[WgPeer]:
         return sorted(self._device_peers(), key=lambda p: p.public_key)
 
-    def stats(self) -> dict[str, tuple[int, int, float | None]]:
-        """Per peer public key: bytes received, bytes sent, last handshake (unix time)."""
-        config = self._config()
-        return {str(k): (p.rx_bytes or 0, p.tx_bytes or 0, p.last_handshake) for k, p in config.peers.items()}
-
     def set_peers(self, peers: list[WgPeer]) -> None:
         """Make the interface's peers exactly these (a no-op when they already are)."""
         self._set(peers, force=False)
@@ -236,15 +230,3 @@ class WireGuardInterface:
             return False
         self._set(kept, force=True)
         return True
-
-    def down(self) -> None:
-        """Delete the interface; a wireguard-go daemon exits with it."""
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ip:
-            for index in ip.link_lookup(ifname=self.name):
-                ip.link("del", index=index)
-        if self._daemon is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._daemon.wait(timeout=5)
-
