@@ -14,6 +14,8 @@ class HearthError(Exception):
     error_type: str = "server_error"
     code: str = "internal_error"
     exit_code: int = 1
+    retry_after: int | None = None
+    """Seconds a client should wait before trying again (sent as Retry-After)."""
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -51,6 +53,14 @@ class QueueFull(HearthError):
     http_status = 429
     error_type = "rate_limit_error"
     code = "queue_full"
+    retry_after = 2
+
+
+class TooLarge(InvalidRequest):
+    """A request body over the size limit."""
+
+    http_status = 413
+    code = "request_too_large"
 
 
 class Unauthorized(HearthError):

@@ -49,6 +49,22 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=16, ge=0)
     """Requests that may wait for the engine before new ones get 429."""
 
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest request body the endpoint reads (413 beyond it)."""
+
+    max_prompt_chars: int = Field(default=1_000_000, ge=1)
+    """Most characters of prompt (all messages, or all inputs to embed) a request may carry;
+    checked before tokenizing, which would otherwise hold the engine."""
+
+    max_stop: int = Field(default=4, ge=0)
+    """Most stop sequences per request."""
+
+    max_stop_chars: int = Field(default=256, ge=1)
+    """Longest stop sequence, in characters."""
+
+    max_embed_inputs: int = Field(default=256, ge=1)
+    """Most inputs one embeddings request may carry."""
+
     log_level: str = Field(default="warning", pattern=r"(?i)^(debug|info|warning|error)$")
     """How much `hearth serve` and `hearth node` log to stderr."""
 

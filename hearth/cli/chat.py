@@ -87,11 +87,15 @@ def interactive(pool: EnginePool, model: str, system: str | None, sampling: dict
         while True:
             try:
                 line = input(">>> ")
+                line.encode("utf-8")  # bytes that are not UTF-8 arrive as lone surrogates
             except EOFError:
                 out.print()
                 return
             except KeyboardInterrupt:
                 out.print("\nUse Ctrl + d or /bye to exit.")
+                continue
+            except UnicodeError:
+                err.print("That line is not valid UTF-8 text; check the terminal's encoding and try again.")
                 continue
             text = line.strip()
             if not text:

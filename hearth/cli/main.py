@@ -120,7 +120,10 @@ def run(
     check_rpc_backend()
     name, text = _split_model_prompt(model, prompt, settings)
     if text is None and not sys.stdin.isatty():
-        text = sys.stdin.read()
+        text = _text(sys.stdin.buffer.read(), "standard input")
+    for what, given in (("the prompt", text), ("--system", system)):
+        if given is not None:
+            _text(given, what)
     if text is not None and not text.strip():
         raise InvalidRequest("The prompt is empty; give some text to reply to.")
     sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
@@ -132,7 +135,21 @@ def run(
         one_shot(engines, name, text, system, sampling, as_json, out, err)
 
 
+def _text(value: str | bytes, what: str) -> str:
+    """Text from the command line or a pipe, which may hold bytes that are not UTF-8 (Python
+    keeps them as lone surrogates); refuse them plainly rather than fail deep inside."""
+    try:
+        data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+        return data.decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+        raise InvalidRequest(f"{what.capitalize()} is not valid UTF-8 text (bad byte at position {exc.start}); "
+                             "check the terminal's or the file's encoding.") from None
+
+
 # -- serve ----------------------------------------------------------------------------------
+SHUTDOWN_GRACE_S = 3
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -187,6 +204,9 @@ def serve(
     api = create_app(settings, pool)
     config = uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning",
                             access_log=False)
+    # SIGTERM/SIGINT: streams still open get a few seconds, then are cut, and the lifespan's
+    # shutdown ends the engine (it also stops by itself when its pipe closes).
+    config.timeout_graceful_shutdown = SHUTDOWN_GRACE_S
     server = uvicorn.Server(config)
     try:
         sock = listening_socket(settings.host, settings.port)

@@ -1,7 +1,8 @@
 """Messages between the supervisor and the engine child: one JSON object per line.
 
 Parent -> child: {"op": "complete"|"chat"|"embed"|"cancel", "id": str, ...}
-Child -> parent: {"event": "progress"|"ready"|"start"|"token"|"done"|"embedding"|"error"|"fatal", "id": ...}
+Child -> parent: {"event": "progress"|"ready"|"start"|"token"|"done"|"vector"|"embedding"|"error"|"fatal",
+                  "id": ...}
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import json
 from typing import Any
 
 OPS = frozenset({"complete", "chat", "embed", "cancel"})
-EVENTS = frozenset({"progress", "ready", "start", "token", "done", "embedding", "error", "fatal"})
+EVENTS = frozenset({"progress", "ready", "start", "token", "done", "vector", "embedding", "error",
+                    "fatal"})
 
 
 class ProtocolError(ValueError):

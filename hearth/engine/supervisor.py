@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import sys
 from collections.abc import AsyncGenerator, Callable
@@ -25,7 +26,8 @@ _ERRORS: dict[str, type[HearthError]] = {
     "invalid_request": InvalidRequest,
 }
 LOAD_TIMEOUT_S = 300.0
-_STREAM_LIMIT = 64 * 1024 * 1024  # embeddings of long inputs make long lines
+_STREAM_LIMIT = 16 * 1024 * 1024  # one event a line; the longest is one embedding vector
+log = logging.getLogger("hearth.engine")
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,11 @@ class EngineProcess:
                 queue = self._queues.get(str(msg.get("id")))
                 if queue is not None:
                     queue.put_nowait(msg)
+        except ValueError as exc:  # a line over the limit: the protocol is broken, end the child
+            log.error("engine %s sent an oversized line (%s); stopping it", self.pid, exc)
         finally:
+            if self._proc.returncode is None:  # stdout gone or broken: never wait on a live child
+                self._proc.kill()
             code = await self._proc.wait()
             for queue in self._queues.values():
                 queue.put_nowait({"event": "crashed", "returncode": code})

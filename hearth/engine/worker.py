@@ -12,15 +12,18 @@ import argparse
 import contextlib
 import os
 import queue
+import secrets
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
+from hearth.engine.chat_tokens import TemplateMismatch, partition, split_rendered
 from hearth.engine.protocol import OPS, ProtocolError, decode, encode
 from hearth.engine.templates import template_for
+from hearth.engine.textstream import TextStream
 
 
 @contextlib.contextmanager
@@ -95,7 +98,7 @@ class RequestError(Exception):
 
 
 class Engine:
-    def __init__(self, model_path: str, n_ctx: int, n_threads: int, seed: int,
+    def __init__(self, model_path: str, n_ctx: int, n_threads: int,
                  rpc: list[str] | None = None, split: list[float] | None = None,
                  progress: Callable[[float], None] | None = None) -> None:
         import llama_cpp
@@ -104,25 +107,15 @@ class Engine:
         self._llama_cpp = llama_cpp
         self.model_path = model_path
         self.n_threads = n_threads
-        outer = self
-
-        class CountingLlama(llama_cpp.Llama):
-            """Records the generated token ids, which streaming responses do not report."""
-
-            def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
-                for tok in super().generate(tokens, *args, **kwargs):
-                    if not llama_cpp.llama_vocab_is_eog(self._model.vocab, tok):
-                        outer.generated.append(int(tok))
-                    yield tok
-
         with _model_params(rpc or [], split, progress or (lambda _: None)) as placement:
-            self.llm = CountingLlama(
+            self.llm = llama_cpp.Llama(
                 model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                seed=seed, verbose=False, **placement,
+                verbose=False, **placement,
             )
         self.n_ctx = self.llm.n_ctx()
-        self.generated: list[int] = []
+        self._vocab = self.llm._model.vocab
         self._embedder: Any = None
+        self._specials: tuple[list[str], list[int]] | None = None
         template = template_for(self.llm.metadata)
         self.template_stop = list(template.stop)
         eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
@@ -134,7 +127,7 @@ class Engine:
             stop_token_ids=[eos_id],
         )
 
-    # -- requests ------------------------------------------------------------------------
+    # -- prompts ---------------------------------------------------------------------------
     def _check_fits(self, n_prompt: int) -> None:
         if n_prompt >= self.n_ctx:
             raise RequestError(
@@ -143,109 +136,175 @@ class Engine:
                 "Shorten the prompt or the conversation.",
             )
 
-    def _prepare(self, req: dict[str, Any]) -> tuple[Any, list[str], Any]:
-        """Prompt (text or tokens), stop strings and stopping criteria, as create_chat_completion does."""
+    def _special_tokens(self) -> tuple[list[str], list[int]]:
+        """Texts and ids of the tokens llama.cpp parses out of text (control, user-defined)."""
+        if self._specials is None:
+            low = self._llama_cpp
+            mask = low.LLAMA_TOKEN_ATTR_CONTROL | low.LLAMA_TOKEN_ATTR_USER_DEFINED | low.LLAMA_TOKEN_ATTR_UNKNOWN
+            texts, ids = [], []
+            for tid in range(low.llama_vocab_n_tokens(self._vocab)):
+                if low.llama_vocab_get_attr(self._vocab, tid) & mask:
+                    text = (low.llama_vocab_get_text(self._vocab, tid) or b"").decode("utf-8", "replace")
+                    if text:
+                        texts.append(text)
+                        ids.append(tid)
+            self._specials = (texts, ids)
+        return self._specials
+
+    def _chat_prompt(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
+        """Token ids of the rendered conversation, message text never parsed for special tokens;
+        and the template's stop strings."""
+        def render(contents: list[str]) -> str:
+            msgs: Any = [dict(m, content=c) for m, c in zip(messages, contents, strict=True)]
+            return str(self.formatter(messages=msgs).prompt)
+
+        try:
+            result = self.formatter(messages=cast(Any, messages))
+            fragments = split_rendered(render, [str(m.get("content") or "") for m in messages])
+        except TemplateMismatch as exc:
+            raise RequestError("invalid_request", f"The model's chat template cannot keep message text "
+                               f"apart from its control tokens ({exc}).") from exc
+        except Exception as exc:  # the template is the model's own Jinja code
+            raise RequestError("invalid_request", f"The chat template rejected the messages: {exc}") from exc
+        texts, ids = self._special_tokens()
+        tokens: list[int] = []
+        if not result.added_special:
+            tokens += self.llm.tokenize(b"", add_bos=True, special=False)
+        for part in partition(fragments, texts):
+            if isinstance(part, int):
+                tokens.append(ids[part])
+            else:
+                tokens += self.llm.tokenize(part.encode("utf-8"), add_bos=False, special=False)
+        rstop = result.stop if isinstance(result.stop, list) else [result.stop]
+        return tokens, [s for s in rstop + self.template_stop if s]
+
+    def _prepare(self, req: dict[str, Any]) -> tuple[list[int], list[str]]:
+        """Prompt tokens and stop strings. A raw completion prompt is the client's own template
+        text, so special tokens in it are parsed (as llama.cpp's server does)."""
         stop = list(req.get("stop") or [])
         if req["op"] == "chat":
-            try:
-                result = self.formatter(messages=req["messages"])
-            except Exception as exc:  # the template is the model's own Jinja code
-                raise RequestError("invalid_request", f"The chat template rejected the messages: {exc}") from exc
-            tokens = self.llm.tokenize(
-                result.prompt.encode("utf-8"), add_bos=not result.added_special, special=True
-            )
-            self._check_fits(len(tokens))
-            rstop = result.stop if isinstance(result.stop, list) else [result.stop]
-            stop += [s for s in rstop + self.template_stop if s]
-            return tokens, stop, result.stopping_criteria
-        prompt = req["prompt"]
-        n = len(self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
-        if n == 0:
+            tokens, template_stop = self._chat_prompt(req["messages"])
+            stop += template_stop
+        else:
+            tokens = self.llm.tokenize(str(req["prompt"]).encode("utf-8"), add_bos=True, special=True)
+        if not tokens:
             # llama.cpp aborts the process on an empty batch; this model adds no BOS to stand in.
             raise RequestError("invalid_request", "The prompt is empty; give some text to complete.")
-        self._check_fits(n)
-        return prompt, stop, None
+        self._check_fits(len(tokens))
+        return tokens, stop
 
-    def _replay(self, prompt: list[int], generated: list[int]) -> None:
-        """Rebuild the KV cache the way the lost engine built it: the prompt as one batch, then
-        each generated token on its own. Evaluating them all as one batch would take other
-        kernels and round differently, and greedy decoding can flip on a near tie."""
+    def _sampler(self, temperature: float, top_p: float, seed: int) -> Any:
+        """A fresh chain per request, as llama-cpp-python builds it by default (top-k 40, min-p
+        0.05): greedy at temperature 0, else seeded, so a seed reproduces a reply."""
+        from llama_cpp._internals import LlamaSampler
+
+        chain = LlamaSampler()  # type: ignore[no-untyped-call]
+        if temperature <= 0.0:
+            chain.add_greedy()  # type: ignore[no-untyped-call]
+        else:
+            chain.add_top_k(40)
+            chain.add_top_p(top_p, 1)
+            chain.add_min_p(0.05, 1)
+            chain.add_temp(temperature)
+            chain.add_dist(seed)
+        return chain
+
+    def _evaluate(self, tokens: list[int], cancelled: threading.Event) -> bool:
+        """Evaluate from an empty KV cache, in batch-sized chunks, cancellable between chunks.
+
+        Always from empty: reusing a cached prefix would evaluate the rest in other batch shapes,
+        whose kernels round differently, and greedy text could then depend on what ran before.
+        """
         self.llm.reset()  # type: ignore[no-untyped-call]
-        self.llm.eval(prompt)
-        for token in generated:
-            self.llm.eval([token])
+        step = self.llm.n_batch
+        for i in range(0, len(tokens), step):
+            if cancelled.is_set():
+                return False
+            self.llm.eval(tokens[i:i + step])
+        return True
 
+    # -- requests ----------------------------------------------------------------------------
     def generate(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
-        """Stream one completion. Token events carry the ids they cover, so that after a failure
-        the supervisor can resume on a new engine from exactly where this one stopped: a request
-        with `resume` (ids generated so far) and `resumed_text` (what the client already has)."""
+        """Stream one completion, one token per decode step, checking for cancellation at each.
+
+        Token events carry the ids they cover, so that after a failure the supervisor can resume
+        on a new engine from exactly where this one stopped: a request with `resume` (ids
+        generated so far) and `resumed_text` (what the client already has)."""
         rid = req["id"]
-        prompt, stop, criteria = self._prepare(req)
+        prompt, stop = self._prepare(req)
+        n_prompt = len(prompt)
         resume = [int(t) for t in req.get("resume") or []]
+        self._check_fits(n_prompt + len(resume))
+        room = self.n_ctx - n_prompt - len(resume)
         max_tokens = req.get("max_tokens")
-        n_prompt = len(prompt) if isinstance(prompt, list) else len(
-            self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
-        if resume:
-            if not isinstance(prompt, list):
-                prompt = self.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-            self._check_fits(len(prompt) + len(resume))
-            self._replay(prompt, resume)
-            prompt = prompt + resume
-            if max_tokens is not None:
-                max_tokens = max(1, max_tokens - len(resume))
-        self.generated = []
+        limit = room if max_tokens is None else min(room, max(0, int(max_tokens) - len(resume)))
+        seed = req.get("seed")
+        sampler = self._sampler(float(req.get("temperature", 0.8)), float(req.get("top_p", 0.95)),
+                                secrets.randbits(32) if seed is None else int(seed))
         t0 = time.perf_counter()
         out({"event": "start", "id": rid, "prompt_tokens": n_prompt})
-        if resume:
+        # The prompt as one run of batches, then each generated token on its own: a resumed
+        # reply rebuilds the lost engine's KV cache exactly as that engine built it.
+        ready = self._evaluate(prompt, cancelled)
+        for token in resume:
+            if not ready or cancelled.is_set():
+                ready = False
+                break
+            self.llm.eval([token])
+        if resume and ready:
             # Text the dead engine had generated but not yet sent (held back for a possible stop
             # sequence): send it now, so the client misses nothing.
-            full = self.llm.detokenize(resume, prev_tokens=prompt[: len(prompt) - len(resume)]).decode(
-                "utf-8", errors="ignore")
+            full = self.llm.detokenize(resume).decode("utf-8", errors="ignore")
             had = str(req.get("resumed_text") or "")
             if full.startswith(had) and len(full) > len(had):
                 out({"event": "token", "id": rid, "text": full[len(had):], "ids": []})
-        chunks: Any = self.llm.create_completion(
-            prompt=prompt,
-            max_tokens=max_tokens,
-            temperature=float(req.get("temperature", 0.8)),
-            top_p=float(req.get("top_p", 0.95)),
-            seed=req.get("seed"),
-            stop=stop,
-            stopping_criteria=criteria,
-            stream=True,
-        )
-        finish = "length"
-        t_first = t_last = None
-        sent = 0
-        try:
-            for chunk in chunks:
-                if cancelled.is_set():
-                    finish = "cancelled"
-                    break
-                choice = chunk["choices"][0]
-                text = choice.get("text") or ""
-                if text:
-                    t_last = time.perf_counter()
-                    if t_first is None:
-                        t_first = t_last
-                    ids = self.generated[sent:]
-                    sent = len(self.generated)
-                    out({"event": "token", "id": rid, "text": text, "ids": ids})
-                if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
-        finally:
-            chunks.close()
-        n = len(self.generated)
-        decode_s = (t_last - t_first) if (t_first is not None and t_last is not None) else 0.0
+        finish, n, stats = self._decode(rid, sampler, stop, limit, cancelled if ready else None, out)
         out({
             "event": "done", "id": rid, "finish_reason": finish,
             "prompt_tokens": n_prompt, "completion_tokens": n + len(resume),
-            "ttft_ms": round(((t_first or time.perf_counter()) - t0) * 1000, 3),
+            "ttft_ms": round(((stats[0] or time.perf_counter()) - t0) * 1000, 3),
             "total_ms": round((time.perf_counter() - t0) * 1000, 3),
-            "decode_tokens_per_s": round((n - 1) / decode_s, 3) if n > 1 and decode_s > 0 else None,
+            "decode_tokens_per_s": round((n - 1) / (stats[1] - stats[0]), 3)
+            if n > 1 and stats[0] is not None and stats[1] is not None and stats[1] > stats[0] else None,
         })
 
-    def embed(self, req: dict[str, Any], out: Emitter) -> None:
+    def _decode(self, rid: str, sampler: Any, stop: list[str], limit: int,
+                cancelled: threading.Event | None, out: Emitter) -> tuple[str, int, tuple[float | None, float | None]]:
+        """Sample up to `limit` tokens; returns the finish reason, the tokens generated and the
+        times of the first and last. `cancelled` None means the request was cancelled already."""
+        if cancelled is None:
+            return "cancelled", 0, (None, None)
+        text = TextStream(stop)
+        unsent: list[int] = []
+        finish = "length"
+        n = 0
+        t_first = t_last = None
+        while n < limit:
+            if cancelled.is_set():
+                return "cancelled", n, (t_first, t_last)
+            token = sampler.sample(self.llm._ctx, -1)
+            if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                finish = "stop"
+                break
+            n += 1
+            unsent.append(int(token))
+            piece, stopped = text.push(self.llm.detokenize([token]))
+            t_last = time.perf_counter()
+            t_first = t_first or t_last
+            if piece:
+                out({"event": "token", "id": rid, "text": piece, "ids": unsent})
+                unsent = []
+            if stopped:
+                return "stop", n, (t_first, t_last)
+            if n < limit:
+                self.llm.eval([token])
+        tail = text.finish()
+        if tail:
+            out({"event": "token", "id": rid, "text": tail, "ids": unsent})
+        return finish, n, (t_first, t_last)
+
+    def embed(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
+        """One vector event per input, checking for cancellation between inputs."""
         llama_cpp = self._llama_cpp
         if self._embedder is None:
             # A second context in embedding mode; generation keeps its own.
@@ -255,14 +314,16 @@ class Engine:
                 verbose=False,
             )
         inputs: list[str] = req["input"]
-        counts = [len(self._embedder.tokenize(s.encode("utf-8"), add_bos=True, special=True)) for s in inputs]
-        for n in counts:
+        counts = [len(self._embedder.tokenize(s.encode("utf-8"), add_bos=True, special=False)) for s in inputs]
+        for i, n in enumerate(counts):
             if n == 0:
-                raise RequestError("invalid_request", "An input to embed is empty.")
+                raise RequestError("invalid_request", f"Input {i} to embed is empty.")
             self._check_fits(n)
-        vectors = self._embedder.embed(inputs, normalize=True)
-        out({"event": "embedding", "id": req["id"], "data": vectors,
-                          "prompt_tokens": sum(counts)})
+        for i, text in enumerate(inputs):
+            if cancelled.is_set():
+                return
+            out({"event": "vector", "id": req["id"], "index": i, "data": self._embedder.embed(text, normalize=True)})
+        out({"event": "embedding", "id": req["id"], "prompt_tokens": sum(counts)})
 
 
 def _reader(inbox: queue.Queue[dict[str, Any] | None], cancels: dict[str, threading.Event],
@@ -280,7 +341,11 @@ def _reader(inbox: queue.Queue[dict[str, Any] | None], cancels: dict[str, thread
             continue
         cancels[str(msg.get("id"))] = threading.Event()
         inbox.put(msg)
-    inbox.put(None)  # stdin closed: the parent is gone
+    # stdin closed: the parent is gone (or stopping us). Stop the request in hand at its next
+    # step rather than decoding on for nobody.
+    for ev in list(cancels.values()):
+        ev.set()
+    inbox.put(None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -288,7 +353,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0xFFFFFFFF)
     ap.add_argument("--rpc", action="append", default=[], help="host:port of a leased RPC server")
     ap.add_argument("--split", default=None, help="comma-separated shares: one per RPC server, then this machine")
     args = ap.parse_args(argv)
@@ -307,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                 steps["last"] = pct
                 out({"event": "progress", "fraction": round(fraction, 3)})
 
-        engine = Engine(args.model, args.n_ctx, args.threads, args.seed, rpc=args.rpc, split=split,
+        engine = Engine(args.model, args.n_ctx, args.threads, rpc=args.rpc, split=split,
                         progress=progress)
     except Exception as exc:  # report any load failure to the parent, then exit
         out({"event": "fatal", "message": f"Could not load {args.model}: {exc}"})
@@ -322,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         rid = str(req.get("id"))
         try:
             if req["op"] == "embed":
-                engine.embed(req, out)
+                engine.embed(req, cancels[rid], out)
             else:
                 engine.generate(req, cancels[rid], out)
         except RequestError as exc:

@@ -6,17 +6,17 @@ exception text, and no traceback ever reaches a client.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hmac
 import json
+import logging
 import struct
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from importlib.resources import files
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -24,40 +24,25 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth import __version__
-from hearth.errors import EngineFailed, HearthError, ModelNotFound, Unauthorized
+from hearth.errors import EngineFailed, HearthError, InvalidRequest, ModelNotFound, Unauthorized
 from hearth.orchestrator.engines import EnginePool
 from hearth.server import ollama
 from hearth.server.errors import error_body, hearth_error_response, install_error_handlers
+from hearth.server.guard import BodyGuard, check_request
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from hearth.server.streaming import (
+    ClientGone,
+    Events,
+    collect,
+    known_models,
+    noting_departure,
+    start,
+    until_disconnect,
+)
 from hearth.settings import Settings
 
-T = TypeVar("T")
-Events = AsyncGenerator[dict[str, Any], None]
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
-
-
-async def start(events: Events) -> tuple[dict[str, Any], Events]:
-    """Wait for the first event, so that errors before generation become HTTP statuses."""
-    first = await anext(events)
-    return first, events
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run work; cancel it (and so the generation) if the client goes away first."""
-    task = asyncio.ensure_future(work)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=0.2)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                raise asyncio.CancelledError("client disconnected")
-    finally:
-        if not task.done():
-            task.cancel()
+log = logging.getLogger("hearth.http")
 
 
 def sse(data: dict[str, Any] | str) -> bytes:
@@ -83,7 +68,7 @@ class ApiKeyMiddleware:
             if not hmac.compare_digest(token.encode(), self.key):
                 response = hearth_error_response(Unauthorized(
                     "Missing or wrong API key: send 'Authorization: Bearer <key>'."
-                ))
+                ), scope["path"])
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
@@ -99,10 +84,17 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
 
     app = FastAPI(title="hearth", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    if settings.api_key is not None:
+    app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
+    if settings.api_key is not None:  # outermost: nobody without the key gets a body read
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
 
     install_error_handlers(app)
+
+    @app.exception_handler(ClientGone)
+    async def on_client_gone(request: Request, _: ClientGone) -> Response:
+        client = request.client.host if request.client else "a client"
+        log.info("%s left before its reply to %s; the request was cancelled", client, request.url.path)
+        return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
 
     def model_name(requested: str | None) -> str:
         return (requested or settings.default_model).strip()
@@ -119,12 +111,8 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
 
     # -- OpenAI ---------------------------------------------------------------------------
     def model_cards() -> list[dict[str, Any]]:
-        from hearth.models.catalogue import CATALOGUE
-
-        stored = {m.name: m for m in pool.store.all()}
-        names = sorted(set(stored) | {a for a, e in CATALOGUE.items() if e.embedded})
-        return [{"id": n, "object": "model", "owned_by": "hearth",
-                 "created": int(stored[n].pulled_at) if n in stored else 0} for n in names]
+        return [{"id": n, "object": "model", "owned_by": "hearth", "created": int(m.pulled_at) if m else 0}
+                for n, m in known_models(pool)]
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
@@ -140,8 +128,9 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         model = model_name(body.model)
+        check_request(settings, body.texts(), body.stops())
         fields = body.engine_fields() | {"messages": [m.for_template() for m in body.messages]}
-        first, events = await start(pool.run(model, "chat", **fields))
+        first, events = await until_disconnect(request, start(pool.run(model, "chat", **fields)))
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
         if body.stream:
@@ -154,7 +143,7 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
                 return {"index": 0, "delta": delta, "finish_reason": finish}
 
             return sse_response(events, base, chat_choice, include_usage, opening)
-        text, done = await until_disconnect(request, _collect(events))
+        text, done = await until_disconnect(request, collect(events))
         return JSONResponse({
             "id": rid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -165,8 +154,9 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         model = model_name(body.model)
+        check_request(settings, body.texts(), body.stops())
         fields = body.engine_fields() | {"prompt": body.prompt_text()}
-        first, events = await start(pool.run(model, "complete", **fields))
+        first, events = await until_disconnect(request, start(pool.run(model, "complete", **fields)))
         rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": model}
         if body.stream:
@@ -176,7 +166,7 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
                 return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
 
             return sse_response(events, base, text_choice, include_usage)
-        text, done = await until_disconnect(request, _collect(events))
+        text, done = await until_disconnect(request, collect(events))
         return JSONResponse(base | {
             "object": "text_completion",
             "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": done["finish_reason"]}],
@@ -186,20 +176,16 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
         model = model_name(body.model)
-
-        async def one() -> dict[str, Any]:
-            async for ev in pool.run(model, "embed", input=body.inputs()):
-                if ev["event"] == "embedding":
-                    return ev
-            raise EngineFailed("The engine returned no embedding.")
-
-        ev = await until_disconnect(request, one())
-        n = int(ev["prompt_tokens"])
+        inputs = body.inputs()
+        if len(inputs) > settings.max_embed_inputs:
+            raise InvalidRequest(f"{len(inputs)} inputs; one request may embed at most "
+                                 f"{settings.max_embed_inputs} (HEARTH_MAX_EMBED_INPUTS).", param="input")
+        check_request(settings, inputs)
+        vectors, n = await until_disconnect(request, embed_all(pool.run(model, "embed", input=inputs)))
         encode = _base64_floats if body.encoding_format == "base64" else list
         return {
             "object": "list", "model": model,
-            "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
-                     for i, v in enumerate(ev["data"])],
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
             "usage": {"prompt_tokens": n, "total_tokens": n},
         }
 
@@ -218,7 +204,7 @@ def sse_response(events: Events, base: dict[str, Any],
     """
 
     async def body() -> AsyncIterator[bytes]:
-        async with contextlib.aclosing(events):
+        async with contextlib.aclosing(events), noting_departure("a streamed reply"):
             if opening is not None:
                 yield opening
             try:
@@ -237,14 +223,16 @@ def sse_response(events: Events, base: dict[str, Any],
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _collect(events: Events) -> tuple[str, dict[str, Any]]:
-    parts: list[str] = []
-    async for ev in events:
-        if ev["event"] == "token":
-            parts.append(ev["text"])
-        elif ev["event"] == "done":
-            return "".join(parts), ev
-    raise EngineFailed("The engine ended the request without finishing it.")
+async def embed_all(events: Events) -> tuple[list[list[float]], int]:
+    """The vectors of an embed request, in input order, and its prompt tokens."""
+    vectors: list[list[float]] = []
+    async with contextlib.aclosing(events):
+        async for ev in events:
+            if ev["event"] == "vector":
+                vectors.append(ev["data"])
+            elif ev["event"] == "embedding":
+                return vectors, int(ev["prompt_tokens"])
+    raise EngineFailed("The engine returned no embedding.")
 
 
 def _base64_floats(vector: list[float]) -> str:

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hearth.errors import HearthError
+from hearth.errors import HearthError, InvalidRequest
 
 log = logging.getLogger("hearth.http")
 
@@ -22,41 +22,61 @@ def error_body(message: str, type_: str, code: str | None, param: str | None = N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def hearth_error_response(exc: HearthError) -> JSONResponse:
-    return JSONResponse(error_body(exc.message, exc.error_type, exc.code, exc.param), status_code=exc.http_status)
+OLLAMA_PREFIX = "/api/"
+"""Routes that speak Ollama's API answer errors in its shape: {"error": "..."}."""
+
+
+def hearth_error_response(exc: HearthError, path: str = "") -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    if path.startswith(OLLAMA_PREFIX):
+        return JSONResponse({"error": exc.message}, status_code=exc.http_status, headers=headers)
+    return JSONResponse(error_body(exc.message, exc.error_type, exc.code, exc.param),
+                        status_code=exc.http_status, headers=headers)
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """'messages.0.content', without 'body' and the union-member tags pydantic adds to a path
+    ('function-after[_unicode(), str]', 'list[TextPart]')."""
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(p for p in parts if "[" not in p and p not in _TYPE_TAGS)
 
 
 def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     errors = exc.errors()
     if not errors:
         return "The request body is not valid.", None
-    first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # A value our validators refused says more than "not a string" from another union member.
+    first = next((e for e in errors if e.get("type") == "value_error"), errors[0])
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
-    if not loc:
-        return "The request body must be a JSON object (send Content-Type: application/json).", None
-    param = ".".join(loc)
+    param = _field_path(tuple(first.get("loc", ())))
+    if not param:
+        return "The request body must be a JSON object.", None
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return f"Invalid request at '{param}': {first.get('msg', 'invalid value')}{more}.", param
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HearthError)
-    async def on_hearth_error(_: Request, exc: HearthError) -> JSONResponse:
-        return hearth_error_response(exc)
+    async def on_hearth_error(request: Request, exc: HearthError) -> JSONResponse:
+        return hearth_error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = validation_message(exc)
-        return JSONResponse(error_body(message, "invalid_request_error", "invalid_request", param), 400)
+        return hearth_error_response(InvalidRequest(message, param=param), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.url.path.startswith(OLLAMA_PREFIX):
+            return JSONResponse({"error": str(exc.detail)}, exc.status_code)
         code = "not_found" if exc.status_code == 404 else "http_error"
         return JSONResponse(error_body(str(exc.detail), "invalid_request_error", code), exc.status_code)
 
     @app.exception_handler(Exception)
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return JSONResponse(error_body("Internal error in hearth; see the log.", "server_error", "internal_error"), 500)
+        return hearth_error_response(HearthError("Internal error in hearth; see the log."), request.url.path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,14 +13,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from hearth import __version__
-from hearth.errors import EngineFailed, HearthError
+from hearth.errors import HearthError
+from hearth.server.guard import check_request
 from hearth.server.schemas import OllamaChatRequest, OllamaGenerateRequest
+from hearth.server.streaming import Events, collect, known_models, noting_departure, start, until_disconnect
 
 if TYPE_CHECKING:
     from hearth.orchestrator.engines import EnginePool
     from hearth.settings import Settings
 
-Events = AsyncGenerator[dict[str, Any], None]
 
 
 def _now() -> str:
@@ -43,25 +44,18 @@ def _ndjson(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, ensure_ascii=False).encode() + b"\n"
 
 
-async def _respond(events: Events, model: str, piece: Callable[[str], dict[str, Any]],
+async def _respond(request: Request, events: Events, model: str, piece: Callable[[str], dict[str, Any]],
                    stream: bool) -> Response:
-    from hearth.server.app import start
-
+    """Waiting for the engine and, without streaming, the whole reply, are cancelled when the
+    client leaves: an abandoned request must not decode on to the end of the context."""
     started = time.perf_counter()
-    _, events = await start(events)
+    _, events = await until_disconnect(request, start(events))
     if not stream:
-        parts: list[str] = []
-        async with contextlib.aclosing(events):
-            async for ev in events:
-                if ev["event"] == "token":
-                    parts.append(ev["text"])
-                elif ev["event"] == "done":
-                    return JSONResponse({"model": model, "created_at": _now(), **piece("".join(parts)),
-                                         **_final(ev, started)})
-        raise EngineFailed("The engine ended the request without finishing it.")
+        text, done = await until_disconnect(request, collect(events))
+        return JSONResponse({"model": model, "created_at": _now(), **piece(text), **_final(done, started)})
 
     async def body() -> AsyncIterator[bytes]:
-        async with contextlib.aclosing(events):
+        async with contextlib.aclosing(events), noting_departure("a streamed reply"):
             try:
                 async for ev in events:
                     if ev["event"] == "token":
@@ -82,20 +76,23 @@ def add_routes(app: FastAPI, settings: Settings, pool: EnginePool) -> None:
     @app.get("/api/tags")
     async def tags() -> dict[str, Any]:
         models = []
-        for m in pool.store.all():
-            when = datetime.fromtimestamp(m.pulled_at, UTC).isoformat().replace("+00:00", "Z")
-            models.append({"name": m.name, "model": m.name, "modified_at": when, "size": m.size,
-                           "digest": m.digest, "details": {"format": "gguf"}})
+        for name, m in known_models(pool):
+            # An embedded model not yet imported has no file in the store yet: no size or digest.
+            when = datetime.fromtimestamp(m.pulled_at if m else 0, UTC).isoformat().replace("+00:00", "Z")
+            models.append({"name": name, "model": name, "modified_at": when, "size": m.size if m else 0,
+                           "digest": m.digest if m else "", "details": {"format": "gguf"}})
         return {"models": models}
 
     @app.post("/api/chat", response_model=None)
     async def chat(body: OllamaChatRequest, request: Request) -> Response:
+        check_request(settings, body.texts(), body.options.stop or [])
         fields = body.options.engine_fields() | {"messages": [m.model_dump() for m in body.messages]}
-        return await _respond(pool.run(body.model, "chat", **fields), body.model,
+        return await _respond(request, pool.run(body.model, "chat", **fields), body.model,
                               lambda t: {"message": {"role": "assistant", "content": t}}, body.stream)
 
     @app.post("/api/generate", response_model=None)
     async def generate(body: OllamaGenerateRequest, request: Request) -> Response:
+        check_request(settings, body.texts(), body.options.stop or [])
         fields = body.options.engine_fields()
         if body.raw:
             events = pool.run(body.model, "complete", prompt=body.prompt, **fields)
@@ -103,4 +100,4 @@ def add_routes(app: FastAPI, settings: Settings, pool: EnginePool) -> None:
             messages = ([{"role": "system", "content": body.system}] if body.system else [])
             messages.append({"role": "user", "content": body.prompt})
             events = pool.run(body.model, "chat", messages=messages, **fields)
-        return await _respond(events, body.model, lambda t: {"response": t}, body.stream)
+        return await _respond(request, events, body.model, lambda t: {"response": t}, body.stream)

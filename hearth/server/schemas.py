@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-MAX_STOP = 4
-Stop = Annotated[str, Field(min_length=1, max_length=256)]
+
+def _unicode(value: str) -> str:
+    """JSON can carry lone surrogates (\\ud800), which are not text: refuse them here, by field,
+    rather than fail later when the text is encoded."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode text (a lone surrogate at character {exc.start})") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
+Name = Annotated[Text, Field(max_length=256)]
 
 
 def _stop_list(value: str | list[str] | None) -> list[str]:
@@ -18,14 +29,14 @@ def _stop_list(value: str | list[str] | None) -> list[str]:
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -46,24 +57,18 @@ class StreamOptions(BaseModel):
 class _Sampling(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = Field(default=None, max_length=256)
+    model: Name | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
-    stop: str | list[Stop] | None = None
+    stop: Text | list[Text] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1, le=1, description="hearth generates one choice per request")
 
-    @field_validator("stop")
-    @classmethod
-    def _few_stops(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list) and len(v) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop sequences")
-        if isinstance(v, str) and not v:
-            raise ValueError("a stop sequence cannot be empty")
-        return v
+    def stops(self) -> list[str]:
+        return _stop_list(self.stop)
 
     def engine_fields(self) -> dict[str, Any]:
         return {
@@ -77,6 +82,10 @@ class _Sampling(BaseModel):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+
+    def texts(self) -> list[str]:
+        return [m.text() for m in self.messages]
+
     max_completion_tokens: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
@@ -87,7 +96,7 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    prompt: Text | list[Text]
     max_tokens: int | None = Field(default=16, ge=1)
 
     @field_validator("prompt")
@@ -97,6 +106,9 @@ class CompletionRequest(_Sampling):
             raise ValueError("hearth takes one prompt per request")
         return v
 
+    def texts(self) -> list[str]:
+        return [self.prompt_text()]
+
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
@@ -104,8 +116,8 @@ class CompletionRequest(_Sampling):
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str | None = Field(default=None, max_length=256)
-    input: str | list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    model: Name | None = None
+    input: Text | list[Annotated[Text, Field(min_length=1)]] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"
 
     def inputs(self) -> list[str]:
@@ -120,7 +132,7 @@ class OllamaOptions(BaseModel):
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     num_predict: int | None = None
-    stop: list[Stop] | None = Field(default=None, max_length=MAX_STOP)
+    stop: list[Text] | None = None
 
     def engine_fields(self) -> dict[str, Any]:
         # Ollama's num_predict: -1 (or absent) means no limit.
@@ -133,24 +145,30 @@ class OllamaMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: str
+    content: Text
 
 
 class OllamaChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1, max_length=256)
+    model: Annotated[Name, Field(min_length=1)]
     messages: list[OllamaMessage] = Field(min_length=1)
     stream: bool = True
     options: OllamaOptions = Field(default_factory=OllamaOptions)
+
+    def texts(self) -> list[str]:
+        return [m.content for m in self.messages]
 
 
 class OllamaGenerateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1, max_length=256)
-    prompt: str
-    system: str | None = None
+    model: Annotated[Name, Field(min_length=1)]
+    prompt: Text
+    system: Text | None = None
     stream: bool = True
     raw: bool = False
     options: OllamaOptions = Field(default_factory=OllamaOptions)
+
+    def texts(self) -> list[str]:
+        return [self.prompt, self.system or ""]

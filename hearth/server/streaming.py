@@ -1,0 +1,84 @@
+"""Waiting on the engine for an HTTP request: the first event, the whole reply, or nothing
+when the client leaves first. Shared by the OpenAI and Ollama routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastapi import Request
+
+from hearth.errors import EngineFailed
+
+if TYPE_CHECKING:
+    from hearth.models.store import Manifest
+    from hearth.orchestrator.engines import EnginePool
+
+T = TypeVar("T")
+log = logging.getLogger("hearth.http")
+Events = AsyncGenerator[dict[str, Any], None]
+
+
+async def start(events: Events) -> tuple[dict[str, Any], Events]:
+    """Wait for the first event, so that errors before generation become HTTP statuses."""
+    first = await anext(events)
+    return first, events
+
+
+class ClientGone(Exception):
+    """The client disconnected before its reply was ready; its work was cancelled."""
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run work; cancel it (and so the generation, or its place in the queue) if the client
+    goes away first."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.2)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+async def collect(events: Events) -> tuple[str, dict[str, Any]]:
+    """A whole reply: its text and its 'done' event."""
+    parts: list[str] = []
+    async with contextlib.aclosing(events):
+        async for ev in events:
+            if ev["event"] == "token":
+                parts.append(ev["text"])
+            elif ev["event"] == "done":
+                return "".join(parts), ev
+    raise EngineFailed("The engine ended the request without finishing it.")
+
+
+def known_models(pool: EnginePool) -> list[tuple[str, Manifest | None]]:
+    """Stored models and the embedded ones (imported on first use): what /v1/models and
+    /api/tags both list."""
+    from hearth.models.catalogue import CATALOGUE
+
+    stored = {m.name: m for m in pool.store.all()}
+    names = sorted(set(stored) | {a for a, e in CATALOGUE.items() if e.embedded})
+    return [(n, stored.get(n)) for n in names]
+
+
+@contextlib.asynccontextmanager
+async def noting_departure(what: str) -> AsyncIterator[None]:
+    """One log line, not a traceback, when the client leaves during `what` (the response's body
+    is then closed or cancelled, which cancels the generation)."""
+    try:
+        yield
+    except (asyncio.CancelledError, GeneratorExit):
+        log.info("a client left before its reply (during %s); the request was cancelled", what)
+        raise
