@@ -1,7 +1,7 @@
 """Messages between the supervisor and the engine child: one JSON object per line.
 
 Parent -> child: {"op": "complete"|"chat"|"embed"|"cancel", "id": str, ...}
-Child -> parent: {"event": "progress"|"ready"|"start"|"token"|"done"|"vector"|"embedding"|"error"|"fatal",
+Child -> parent: {"event": "progress"|"ready"|"start"|"token"|"done"|"vectors"|"embedding"|"error"|"fatal",
                   "id": ...}
 """
 
@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 OPS = frozenset({"complete", "chat", "embed", "cancel"})
-EVENTS = frozenset({"progress", "ready", "start", "token", "done", "vector", "embedding", "error",
+EVENTS = frozenset({"progress", "ready", "start", "token", "done", "vectors", "embedding", "error",
                     "fatal"})
 
 

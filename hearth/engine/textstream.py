@@ -31,9 +31,10 @@ class TextStream:
         return text, False
 
     def finish(self) -> str:
-        """What is left when the reply ends without a stop string (end of text, length)."""
-        text = self._pending + self._decoder.decode(b"", final=True)
-        self._pending = ""
+        """What is left when the reply ends without a stop string (end of text, length). A
+        character cut by the token limit is dropped, not shown as U+FFFD."""
+        text, self._pending = self._pending, ""
+        self._decoder.reset()
         return text
 
     def _held_back(self) -> int:

@@ -76,6 +76,10 @@ def _model_params(endpoints: list[str], split: list[float] | None,
         low.llama_model_default_params = original
 
 
+EMBED_GROUP = 8
+"""Inputs embedded per llama.cpp call: a call has a fixed cost, and cancellation waits for one."""
+
+
 class Emitter:
     """Writes one event per line to the protocol pipe; both threads share it."""
 
@@ -304,7 +308,8 @@ class Engine:
         return finish, n, (t_first, t_last)
 
     def embed(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
-        """One vector event per input, checking for cancellation between inputs."""
+        """Vectors in groups (one event each, so no line grows with the request), checking for
+        cancellation between groups."""
         llama_cpp = self._llama_cpp
         if self._embedder is None:
             # A second context in embedding mode; generation keeps its own.
@@ -319,10 +324,11 @@ class Engine:
             if n == 0:
                 raise RequestError("invalid_request", f"Input {i} to embed is empty.")
             self._check_fits(n)
-        for i, text in enumerate(inputs):
+        for i in range(0, len(inputs), EMBED_GROUP):
             if cancelled.is_set():
                 return
-            out({"event": "vector", "id": req["id"], "index": i, "data": self._embedder.embed(text, normalize=True)})
+            vectors = self._embedder.embed(inputs[i:i + EMBED_GROUP], normalize=True)
+            out({"event": "vectors", "id": req["id"], "index": i, "data": vectors})
         out({"event": "embedding", "id": req["id"], "prompt_tokens": sum(counts)})
 
 

@@ -228,8 +228,8 @@ async def embed_all(events: Events) -> tuple[list[list[float]], int]:
     vectors: list[list[float]] = []
     async with contextlib.aclosing(events):
         async for ev in events:
-            if ev["event"] == "vector":
-                vectors.append(ev["data"])
+            if ev["event"] == "vectors":
+                vectors.extend(ev["data"])
             elif ev["event"] == "embedding":
                 return vectors, int(ev["prompt_tokens"])
     raise EngineFailed("The engine returned no embedding.")

@@ -32,7 +32,10 @@ def test_run_prints_a_greedy_reply_equal_to_llama_cpp_python(models_home: Path, 
     finally:
         llm.close()
     expected = direct["choices"][0]["message"]["content"]  # type: ignore[index]
-    assert expected and r.stdout == expected + "\n"
+    # llama-cpp-python decodes past max_tokens to finish a character cut by the limit (this
+    # model answers in emoji); hearth stops at 16 tokens and drops the cut character.
+    reply = r.stdout.removesuffix("\n")
+    assert reply and expected.startswith(reply) and len(expected) - len(reply) <= 1
 
 
 def test_run_gemma_json(models_home: Path) -> None:

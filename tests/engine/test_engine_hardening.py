@@ -155,7 +155,7 @@ def test_gemma_template_with_system_and_trim_tokenizes_as_before(models_home: Pa
 def test_an_oversized_event_line_ends_the_engine_instead_of_hanging(smollm2_path: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A line over the pipe's limit used to kill the reader silently and hang every later request."""
-    monkeypatch.setattr(supervisor, "_STREAM_LIMIT", 2048)  # one embedding vector is ~7 KB of JSON
+    monkeypatch.setattr(supervisor, "_STREAM_LIMIT", 2048)  # one group of vectors is over 7 KB of JSON
 
     async def scenario() -> None:
         engine = EngineProcess(EngineConfig("smollm2-135m", smollm2_path, 512, 2, tmp_path / "engine.log"))

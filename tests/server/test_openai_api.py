@@ -185,7 +185,7 @@ def test_ollama_routes_refuse_bad_input(server: Server) -> None:
         r = httpx.post(server.url + route, json=body)
         assert r.status_code == 400, (route, body, r.text)
     r = httpx.post(server.url + "/api/chat", json={"model": "nope", "messages": ASK})
-    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert r.status_code == 404 and "nope" in r.json()["error"]  # Ollama's shape: {"error": "..."}
     assert httpx.get(server.url + "/no/such/route").status_code == 404
 
 
