@@ -166,12 +166,11 @@ def serve(
     """Serve an OpenAI- and Ollama-compatible endpoint on this machine."""
     import asyncio
 
-    import uvicorn
-
     from hearth.engine.native import check_rpc_backend
     from hearth.orchestrator.engines import EnginePool
     from hearth.rpc_pool.relay import listening_socket
     from hearth.server.app import create_app
+    from hearth.webserve import web_server
 
     settings = _settings(host=host, port=port, api_key=api_key)
     if not _is_loopback(settings.host) and settings.api_key is None:
@@ -185,9 +184,7 @@ def serve(
     check_rpc_backend()
     pool = EnginePool(settings, policy=policy)
     api = create_app(settings, pool)
-    config = uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=False)
-    server = uvicorn.Server(config)
+    server = web_server(api, settings, settings.host)
     try:
         sock = listening_socket(settings.host, settings.port)
     except OSError as exc:
