@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     its oldest connection still waiting for headers closes, or the new one gets 503."""
 
     max_connections: int = Field(default=256, ge=1)
-    """Open connections in all, per listener (keep it well under the process's file limit)."""
+    """Open connections in all, per listener; at most half the process's file limit is used."""
 
     allowed_hosts: str = ""
     """Extra names clients may send in the Host header (comma-separated; `*` turns the check off).

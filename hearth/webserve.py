@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
 import socket
 from typing import Any, ClassVar
 
@@ -120,9 +121,17 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+def connection_cap(configured: int) -> int:
+    """HEARTH_MAX_CONNECTIONS, but at most half this process's file limit: the other half is for
+    the engine's pipes, model files, RPC servers and relays."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return configured if soft == resource.RLIM_INFINITY else max(1, min(configured, soft // 2))
+
+
 def guarded_protocol(settings: Settings) -> type[GuardedProtocol]:
     """A protocol class with its own PeerTable: one per listening server."""
-    table = PeerTable(settings.max_connections_per_client, settings.max_connections)
+    total = connection_cap(settings.max_connections)
+    table = PeerTable(min(settings.max_connections_per_client, total), total)
     return type("GuardedProtocol", (GuardedProtocol,), {"table": table, "header_timeout": settings.header_timeout})
 
 
@@ -138,4 +147,4 @@ def web_server(app: ASGIApp, settings: Settings, bind: str, **config: Any) -> uv
     rule = HostRule.for_bind(bind, parse_allowed_hosts(settings.allowed_hosts), machine_names())
     return uvicorn.Server(uvicorn.Config(
         HostGuard(app, rule), host=bind, log_level="warning", access_log=False, proxy_headers=False,
-        http=guarded_protocol(settings), **config))
+        http=guarded_protocol(settings), ws="none", **config))
