@@ -38,20 +38,22 @@ def _reply(status: int, reason: str, message: str, code: str) -> bytes:
 
 
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus: a request's headers must arrive within `header_timeout`
-    seconds and MAX_HEADER_BYTES, and connections are counted per client address (PeerTable).
-
-    A fresh connection's clock starts when it is accepted; on a kept-alive connection, at the
-    first byte of the next request (uvicorn's own keep-alive timeout closes idle ones)."""
+    """uvicorn's httptools protocol, plus: a request's line and headers must arrive within
+    `header_timeout` seconds and MAX_HEADER_BYTES, and connections are counted per client address
+    (PeerTable). The clock starts when a connection is accepted and, on a kept-alive connection,
+    at the first byte of the next request (uvicorn's keep-alive timeout closes idle ones); it stops
+    when the headers are complete. httptools calls on_message_begin and on_headers_complete."""
 
     table: ClassVar[PeerTable]
     header_timeout: ClassVar[float]
 
     _timer: asyncio.TimerHandle | None = None
+    _in_headers = False
     _header_bytes = 0
 
     @property
     def waiting_for_headers(self) -> bool:
+        """No request is being served: closing this connection loses nothing but a slow request."""
         return self.cycle is None or self.cycle.response_complete
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -60,6 +62,7 @@ class GuardedProtocol(HttpToolsProtocol):
         admitted, evicted = self.table.admit(self, peer)
         for other in evicted:
             if isinstance(other, GuardedProtocol):
+                other._disarm()
                 other.transport.close()
         if not admitted:
             log.info("refused a connection from %s: %d connections already busy", peer, self.table.count(peer))
@@ -68,20 +71,23 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._arm()
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers, self._header_bytes = True, 0
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._disarm()
+        super().on_headers_complete()
+
     def data_received(self, data: bytes) -> None:
-        waiting = self.waiting_for_headers
-        if waiting:
-            self._arm()
+        if self._in_headers:
             self._header_bytes += len(data)
         super().data_received(data)
-        self._settle()
-        if waiting and self.waiting_for_headers and self._header_bytes > MAX_HEADER_BYTES:
+        if self._in_headers and self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
             self._close_with(_reply(431, "Request Header Fields Too Large", "The request line and headers exceed "
                                     f"{MAX_HEADER_BYTES} bytes.", "headers_too_large"))
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._settle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -97,27 +103,23 @@ class GuardedProtocol(HttpToolsProtocol):
             self._timer.cancel()
             self._timer = None
 
-    def _settle(self) -> None:
-        """Headers are complete (a request is being served): the clock stops until the next one."""
-        if not self.waiting_for_headers:
-            self._disarm()
-            self._header_bytes = 0
-
     def _headers_late(self) -> None:
         self._timer = None
-        if not self.waiting_for_headers or self.transport.is_closing():
+        if self.transport.is_closing() or not (self._in_headers or self.cycle is None):
             return
-        if self._header_bytes:
+        if self._in_headers:
             self._close_with(_reply(408, "Request Timeout", f"The request headers did not arrive within "
                                     f"{self.header_timeout:g} s.", "request_timeout"))
         else:
-            self.transport.close()
+            self._close_with(b"")  # connected and silent: nothing to answer
 
     def _close_with(self, reply: bytes) -> None:
+        """Answer (unless a response is under way: bytes now would corrupt it) and close."""
         self._disarm()
         self.table.release(self)
         if not self.transport.is_closing():
-            self.transport.write(reply)
+            if reply and self.waiting_for_headers:
+                self.transport.write(reply)
             self.transport.close()
 
 

@@ -207,6 +207,17 @@ def test_a_kept_alive_connection_gets_the_same_header_deadline(guarded: Server) 
         assert reply.startswith(b"HTTP/1.1 408")
 
 
+def test_a_pipelined_partial_request_is_closed_after_the_first_is_answered(guarded: Server) -> None:
+    with socket.create_connection(("127.0.0.1", _port(guarded.url)), timeout=HEADER_TIMEOUT + 3) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + PARTIAL)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200") and b"HTTP/1.1 408" in reply
+        assert time.monotonic() - t0 < HEADER_TIMEOUT + 1
+
+
 def test_oversized_headers_get_431(guarded: Server) -> None:
     with socket.create_connection(("127.0.0.1", _port(guarded.url)), timeout=10) as s:
         s.sendall(PARTIAL)
