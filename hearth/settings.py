@@ -79,6 +79,21 @@ class Settings(BaseSettings):
     wg_port: int = Field(default=51820, ge=1, le=65535)
     """UDP port of the circle's WireGuard interface."""
 
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds a client has to send a request's headers (slow or silent connections are closed)."""
+
+    max_connections_per_client: int = Field(default=32, ge=1)
+    """Open connections one client address may hold on `hearth serve` or `hearth node`; beyond it,
+    its oldest connection still waiting for headers closes, or the new one gets 503."""
+
+    max_connections: int = Field(default=256, ge=1)
+    """Open connections in all, per listener; at most half the process's file limit is used."""
+
+    allowed_hosts: str = ""
+    """Extra names clients may send in the Host header (comma-separated; `*` turns the check off).
+    The bind address, `localhost` on loopback, and this machine's name when bound beyond loopback
+    are always accepted."""
+
     @property
     def models_dir(self) -> Path:
         return self.home / "models"

@@ -147,9 +147,6 @@ def _text(value: str | bytes, what: str) -> str:
 
 
 # -- serve ----------------------------------------------------------------------------------
-SHUTDOWN_GRACE_S = 3
-
-
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -183,12 +180,11 @@ def serve(
     """Serve an OpenAI- and Ollama-compatible endpoint on this machine."""
     import asyncio
 
-    import uvicorn
-
     from hearth.engine.native import check_rpc_backend
     from hearth.orchestrator.engines import EnginePool
     from hearth.rpc_pool.relay import listening_socket
     from hearth.server.app import create_app
+    from hearth.webserve import web_server
 
     settings = _settings(host=host, port=port, api_key=api_key)
     if not _is_loopback(settings.host) and settings.api_key is None:
@@ -202,12 +198,7 @@ def serve(
     check_rpc_backend()
     pool = EnginePool(settings, policy=policy)
     api = create_app(settings, pool)
-    config = uvicorn.Config(api, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=False)
-    # SIGTERM/SIGINT: streams still open get a few seconds, then are cut, and the lifespan's
-    # shutdown ends the engine (it also stops by itself when its pipe closes).
-    config.timeout_graceful_shutdown = SHUTDOWN_GRACE_S
-    server = uvicorn.Server(config)
+    server = web_server(api, settings, settings.host)
     try:
         sock = listening_socket(settings.host, settings.port)
     except OSError as exc:

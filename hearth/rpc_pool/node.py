@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import uvicorn
-
 from hearth.discovery.records import DeviceInfo, PeerRecord
 from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NodeIdentity
@@ -23,6 +21,7 @@ from hearth.rpc_pool.process import RpcServerProcess
 from hearth.rpc_pool.relay import listening_socket
 from hearth.settings import Settings
 from hearth.tunnel.wireguard import WireGuardInterface
+from hearth.webserve import web_server
 
 log = logging.getLogger("hearth.node")
 DEFAULT_NODE_PORT = 11436
@@ -149,7 +148,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
             advertiser.update(record)
 
     app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, paired_only, TUNNEL_NET)
-    server = uvicorn.Server(uvicorn.Config(app, host=serve_on, port=port, log_level="warning", access_log=False))
+    server = web_server(app, settings, serve_on)
     try:
         sock = listening_socket(serve_on, port, device)
     except OSError as exc:
