@@ -169,9 +169,17 @@ def _value(c: _Cursor, vtype: int, key: str) -> Value:
         return tuple(items)
     if itype == _STRING:
         n = c.count(f"items in {key!r}", MAX_ARRAY, 8)
-        for _ in range(n):  # each step consumes at least 8 bytes, and n is bounded by them
-            length = c.u64()
-            c.skip(length)
+        # Step over the strings (a vocabulary: up to a few hundred thousand). Each step consumes
+        # at least 8 bytes, so n steps are bounded by the file; a length past the end stops it.
+        length_at = struct.Struct(c.endian + "Q").unpack_from
+        buf, pos, end = c.buf, c.pos, c.size
+        for _ in range(n):
+            if pos + 8 > end:
+                raise c.fail(f"the strings of {key!r} run past the end of the file")
+            pos += 8 + length_at(buf, pos)[0]
+        if pos > end:
+            raise c.fail(f"the strings of {key!r} run past the end of the file")
+        c.pos = pos
         return Skipped("array of strings", n)
     raise c.fail(f"{key!r} is an array of type {itype}; only numbers and strings are supported")
 

@@ -92,12 +92,15 @@ def test_header_agrees_with_ggufs_reader(valid: Path) -> None:
 
 
 def test_real_model_header_is_quick(smollm2_path: Path) -> None:
+    """The vocabulary (49152 strings) is stepped over, not parsed: milliseconds where gguf's own
+    reader takes seconds (43 s on a loaded 2-core machine)."""
     t0 = time.monotonic()
     ours = read_header(smollm2_path)
     took = time.monotonic() - t0
-    ref = GGUFReader(smollm2_path)
-    assert len(ours.tensors) == len(ref.tensors) and ours.data_offset == ref.data_offset
-    assert sum(t.n_bytes for t in ours.tensors) == sum(int(t.n_bytes) for t in ref.tensors)
+    assert len(ours.tensors) == 30 * 9 + 2  # 9 per layer, the embedding and the output norm
+    assert ours.fields["tokenizer.ggml.tokens"] == Skipped("array of strings", 49152)
+    data = sum(t.n_bytes for t in ours.tensors)
+    assert 0.95 * (ours.file_size - ours.data_offset) < data <= ours.file_size - ours.data_offset
     assert took < 1.0
 
 
