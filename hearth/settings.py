@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hearth.errors import InvalidRequest
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -38,7 +41,8 @@ class Settings(BaseSettings):
     """Port `hearth serve` listens on."""
 
     api_key: SecretStr | None = None
-    """Bearer key clients must present; required when binding beyond loopback."""
+    """Bearer key clients must present; required when binding beyond loopback. Surrounding
+    whitespace is stripped: HTTP drops it from headers, so such a key could never match."""
 
     n_ctx: int = Field(default=4096, ge=64)
     """Context window (tokens) the engine allocates, capped by the model's own."""
@@ -94,9 +98,41 @@ class Settings(BaseSettings):
     The bind address, `localhost` on loopback, and this machine's name when bound beyond loopback
     are always accepted."""
 
+    @field_validator("api_key")
+    @classmethod
+    def _strip_key(cls, key: SecretStr | None) -> SecretStr | None:
+        return SecretStr(key.get_secret_value().strip()) if key is not None else None
+
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+
+class UnusableHome(InvalidRequest):
+    """HEARTH_HOME is not a folder hearth can write to."""
+
+    code = "unusable_home"
+
+
+def check_home(home: Path) -> None:
+    """Create the data folder if needed and prove it writable, so that a file, a read-only folder
+    or an unreachable parent is one clear error instead of a traceback from whichever command
+    first writes there."""
+    def unusable(reason: str) -> UnusableHome:
+        return UnusableHome(f"HEARTH_HOME {home} {reason}; set HEARTH_HOME to a folder you can write to, "
+                            "or fix its permissions.")
+
+    try:
+        if home.exists() and not home.is_dir():
+            raise unusable("is not a folder")
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file or that we may not enter
+        raise unusable(f"cannot be reached or created ({exc.strerror or exc})") from exc
+    try:
+        with tempfile.TemporaryFile(dir=home):
+            pass
+    except OSError as exc:
+        raise unusable(f"is not writable ({exc.strerror or exc})") from exc
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -54,12 +56,27 @@ def _policy(settings: Settings, radius: str, pool: bool, peer: list[str] | None,
 def _settings(**overrides: Any) -> Settings:
     import logging
 
+    from pydantic import ValidationError
+
+    from hearth.settings import check_home
+
     try:
         settings = load_settings(**overrides)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        raise InvalidRequest(f"Invalid setting: {exc}") from exc
+    except ValidationError as exc:
+        raise InvalidRequest(f"Invalid setting: {_validation_line(exc)}") from exc
+    check_home(settings.home)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
     return settings
+
+
+def _validation_line(exc: Any) -> str:
+    """pydantic's many-line report as one line: `port (HEARTH_PORT='eleven'): Input should be ...`."""
+    parts = []
+    for e in exc.errors():
+        field = ".".join(str(x) for x in e["loc"]) or "settings"
+        shown = "" if field == "api_key" else f"={e.get('input')!r}"  # never echo a secret
+        parts.append(f"{field} (HEARTH_{field.upper()}{shown}): {e['msg']}")
+    return "; ".join(parts)
 
 
 def _progress() -> Progress:
@@ -170,14 +187,20 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 11435).")] = None,
     api_key: Annotated[str | None, typer.Option(
-        help="Bearer key clients must send; required beyond loopback.", envvar="HEARTH_API_KEY")] = None,
+        help="Bearer key clients must send; required beyond loopback. Visible to other users of this "
+             "machine (in `ps`): prefer --api-key-file or HEARTH_API_KEY.", show_default=False)] = None,
+    api_key_file: Annotated[Path | None, typer.Option(
+        help="Read the bearer key from this file (its first line; keep it 0600).",
+        envvar="HEARTH_API_KEY_FILE", show_default=False)] = None,
     model: Annotated[str | None, typer.Option(help="Load this model at start-up (default: on first request).")] = None,
     radius: RadiusOpt = "household",
     pool_: PoolOpt = False,
     peer: PeerOpt = None,
     max_memory: MaxMemOpt = None,
 ) -> None:
-    """Serve an OpenAI- and Ollama-compatible endpoint on this machine."""
+    """Serve an OpenAI- and Ollama-compatible endpoint on this machine.
+
+    The bearer key comes from HEARTH_API_KEY, --api-key-file or --api-key (others can read it in `ps`)."""
     import asyncio
 
     from hearth.engine.native import check_rpc_backend
@@ -186,11 +209,15 @@ def serve(
     from hearth.server.app import create_app
     from hearth.webserve import web_server
 
+    if api_key is not None and api_key_file is not None:
+        raise InvalidRequest("--api-key and --api-key-file both give the key; give one.")
+    if api_key_file is not None:
+        api_key = _read_key_file(api_key_file)
     settings = _settings(host=host, port=port, api_key=api_key)
     if not _is_loopback(settings.host) and settings.api_key is None:
         raise InsecureBind(
             f"Refusing to serve on {settings.host} without an API key: anyone on the network could "
-            "use this machine. Pass --api-key (or set HEARTH_API_KEY), or bind to 127.0.0.1."
+            "use this machine. Pass --api-key-file (or set HEARTH_API_KEY), or bind to 127.0.0.1."
         )
     if settings.api_key is not None and not settings.api_key.get_secret_value().strip():
         raise InvalidRequest("The API key is empty; choose a non-empty key.")
@@ -219,6 +246,25 @@ def serve(
             runner.run(main())
     except KeyboardInterrupt:
         pass
+
+
+def _read_key_file(path: Path) -> str:
+    """The key is the file's first line, surrounding whitespace stripped (files end in a newline)."""
+    import stat
+
+    try:
+        with path.open("rb") as f:
+            mode = os.fstat(f.fileno()).st_mode
+            raw = f.read(4096)
+    except OSError as exc:
+        raise InvalidRequest(f"--api-key-file {path}: cannot read it ({exc.strerror or exc}).") from exc
+    try:
+        key = raw.decode("utf-8").splitlines()[0].strip() if raw.strip() else ""
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"--api-key-file {path}: the key must be UTF-8 text.") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        err.print(f"[yellow]warning:[/] {escape(str(path))} can be read by other users; `chmod 600` it.")
+    return key
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -316,13 +362,13 @@ def models_show(
     tmpl = facts.chat_template or "(none)"
     rows.append(("chat template", tmpl if template or len(tmpl) <= 80 else tmpl[:77] + "..."))
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(k, escape(v))  # names and templates come from the file
     out.print(table)
 
 
 @app.command()
 def rm(model: Annotated[str, typer.Argument(help="Stored model name.")]) -> None:
-    """Remove a model from the store."""
+    """Remove a model from the store (a running `hearth serve` that has it loaded unloads it within a second)."""
     from hearth.models.catalogue import lookup
 
     settings = _settings()
@@ -712,6 +758,10 @@ def main() -> None:
     except HearthError as exc:
         err.print("[bold red]error:[/]", escape(exc.message))
         sys.exit(exc.exit_code)
+    except OSError as exc:  # the machine refused (permissions, disk full): say what and where
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print("[bold red]error:[/]", escape(f"{exc.strerror or exc}{where}"))
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 

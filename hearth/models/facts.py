@@ -8,12 +8,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from gguf import GGUFReader
-
 from hearth.errors import InvalidRequest
+from hearth.models.gguf_header import MAX_U32, Value, read_header
 from hearth.models.store import ModelStore
 
-_BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+_BLOCK_RE = re.compile(r"^blk\.(\d{1,9})\.")
 KV_BYTES_PER_ELEMENT = 2  # llama.cpp's default KV cache type is f16
 
 # general.file_type values (llama.cpp's llama_ftype) for the common quantisations.
@@ -58,8 +57,7 @@ class ModelFacts:
 
 
 def cached_facts(store: ModelStore, name: str) -> ModelFacts:
-    """Facts for a stored model, read once and kept next to the blobs (reading a GGUF's header
-    with gguf's reader takes seconds: it parses every tokenizer string)."""
+    """Facts for a stored model, read once and kept next to the blobs."""
     manifest = store.get(name)
     if manifest is None:
         raise InvalidRequest(f"Model {name!r} is not in the store.")
@@ -80,64 +78,73 @@ def cached_facts(store: ModelStore, name: str) -> ModelFacts:
     return facts
 
 
-def _value(reader: GGUFReader, key: str, default: Any = None) -> Any:
-    field = reader.fields.get(key)
-    if field is None:
+def _number(fields: dict[str, Value], key: str, default: int, path: Path) -> int:
+    """A count from the header as llama.cpp reads it (an unsigned 32-bit value); a per-layer
+    array gives its largest item, the safe figure."""
+    value = fields.get(key)
+    if value is None:
         return default
-    value = field.contents()
-    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
-        return max(value)  # per-layer arrays (e.g. head_count_kv): the largest is the safe figure
+    if isinstance(value, tuple) and value:
+        value = max(value)
+    if type(value) is not int or not 0 <= value <= MAX_U32:
+        raise InvalidRequest(f"{path} is not a readable GGUF file: {key!r} is {value!r:.60}, not a count.")
     return value
 
 
+def _text(fields: dict[str, Value], key: str) -> str | None:
+    value = fields.get(key)
+    return value if isinstance(value, str) else None
+
+
 def read_facts(paths: list[Path]) -> ModelFacts:
-    """Facts from a GGUF file (all parts, first part first, for a split model)."""
+    """Facts from a GGUF file (all parts, first part first, for a split model).
+
+    Every count is bounded by what the files hold (see gguf_header); a damaged or crafted file
+    gives one InvalidRequest, in time and memory proportional to its header at most."""
     if not paths:
         raise InvalidRequest("No GGUF file given.")
-    try:
-        readers = [GGUFReader(p, "r") for p in paths]
-    except Exception as exc:  # gguf raises many kinds (struct, index, value) on a damaged file
-        if isinstance(exc, (KeyboardInterrupt, MemoryError)):
-            raise
-        raise InvalidRequest(f"{paths[0]} is not a readable GGUF file: {exc}") from exc
-    head = readers[0]
-    arch = str(_value(head, "general.architecture", "unknown"))
-    n_layers = int(_value(head, f"{arch}.block_count", 0))
-    n_embd = int(_value(head, f"{arch}.embedding_length", 0))
-    n_head = int(_value(head, f"{arch}.attention.head_count", 0) or 0)
-    n_head_kv = int(_value(head, f"{arch}.attention.head_count_kv", n_head) or n_head)
+    headers = [read_header(p) for p in paths]
+    head = headers[0].fields
+    arch = _text(head, "general.architecture") or "unknown"
+    n_tensors = sum(len(h.tensors) for h in headers)
+    n_layers = _number(head, f"{arch}.block_count", 0, paths[0])
+    if n_layers > n_tensors:  # every layer has at least one tensor
+        raise InvalidRequest(f"{paths[0]} is not a readable GGUF file: it claims {n_layers} layers but holds "
+                             f"{n_tensors} tensors.")
+    n_embd = _number(head, f"{arch}.embedding_length", 0, paths[0])
+    n_head = _number(head, f"{arch}.attention.head_count", 0, paths[0])
+    n_head_kv = _number(head, f"{arch}.attention.head_count_kv", n_head, paths[0]) or n_head
     head_dim = n_embd // n_head if n_head else 0
-    k_len = int(_value(head, f"{arch}.attention.key_length", head_dim) or head_dim)
-    v_len = int(_value(head, f"{arch}.attention.value_length", head_dim) or head_dim)
+    k_len = _number(head, f"{arch}.attention.key_length", head_dim, paths[0]) or head_dim
+    v_len = _number(head, f"{arch}.attention.value_length", head_dim, paths[0]) or head_dim
 
     layer_bytes = [0] * n_layers
     embedding = output = n_params = 0
-    for reader in readers:
-        for t in reader.tensors:
-            n_params += int(t.n_elements)
+    for h in headers:
+        for t in h.tensors:
+            n_params += t.n_elements
             m = _BLOCK_RE.match(t.name)
             if m and int(m.group(1)) < n_layers:
-                layer_bytes[int(m.group(1))] += int(t.n_bytes)
+                layer_bytes[int(m.group(1))] += t.n_bytes
             elif t.name.startswith("token_embd"):
-                embedding += int(t.n_bytes)
+                embedding += t.n_bytes
             elif t.name.startswith("output"):
-                output += int(t.n_bytes)
-    file_type = _value(head, "general.file_type")
-    template = _value(head, "tokenizer.chat_template")
+                output += t.n_bytes
+    file_type = head.get("general.file_type")
     return ModelFacts(
         architecture=arch,
-        name=str(_value(head, "general.name", paths[0].name)),
-        quantization=FILE_TYPES.get(int(file_type), str(file_type)) if file_type is not None else "unknown",
+        name=_text(head, "general.name") or paths[0].name,
+        quantization=(FILE_TYPES.get(file_type, str(file_type)) if type(file_type) is int else "unknown"),
         n_params=n_params,
-        file_bytes=sum(p.stat().st_size for p in paths),
+        file_bytes=sum(h.file_size for h in headers),
         n_layers=n_layers,
         n_embd=n_embd,
         n_head=n_head,
         n_head_kv=n_head_kv,
-        context_length=int(_value(head, f"{arch}.context_length", 0) or 0),
+        context_length=_number(head, f"{arch}.context_length", 0, paths[0]),
         layer_bytes=tuple(layer_bytes),
         embedding_bytes=embedding,
         output_bytes=output,
         kv_bytes_per_token=KV_BYTES_PER_ELEMENT * n_layers * n_head_kv * (k_len + v_len),
-        chat_template=str(template) if template is not None else None,
+        chat_template=_text(head, "tokenizer.chat_template"),
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.metadata
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from hearth.errors import DownloadFailed, InvalidRequest, ModelNotFound
@@ -50,14 +53,35 @@ def _pull_entry(store: ModelStore, entry: CatalogueEntry, hf_endpoint: str,
         src = _embedded_file(entry, store)
         moved = src.parent == store.partial
         stored = store.add_blob(src, move=moved, progress=progress)
-        return store.write_manifest(entry.alias, [stored], f"package:{entry.package}")
+        return store.write_manifest(entry.alias, [stored], _entry_source(entry))
     files: list[StoredFile] = []
     for filename in entry.files:
         part, digest = download(hf_url(hf_endpoint, entry, filename), store.partial,
                                 progress=progress)
         stored = store.add_blob(part, expected=digest, move=True)
         files.append(StoredFile(filename, stored.sha256, stored.size))
-    return store.write_manifest(entry.alias, files, f"hf:{entry.hf_repo}")
+    return store.write_manifest(entry.alias, files, _entry_source(entry))
+
+
+def _entry_source(entry: CatalogueEntry) -> str:
+    return f"package:{entry.package}" if entry.embedded else f"hf:{entry.hf_repo}"
+
+
+def _once(store: ModelStore, key: str, source: str, target: str, digest: str | None,
+          work: Callable[[], Manifest]) -> Manifest:
+    """Run one pull of `source` at a time. A pull that waited for another of the same source
+    takes that one's result rather than fetching it again (or sharing its partial file)."""
+    started = time.time()
+    with store.lock(key):
+        for m in store.all():
+            if (m.source == source and m.pulled_at >= started and digest in (None, m.digest)
+                    and all(store.blob_path(f.sha256).exists() for f in m.files)):
+                return m if m.name == target else store.write_manifest(target, list(m.files), source)
+        return work()
+
+
+def _lock_key(source: str) -> str:
+    return hashlib.sha256(source.encode()).hexdigest()[:32]
 
 
 def pull(store: ModelStore, spec: str, *, name: str | None = None, sha256: str | None = None,
@@ -67,27 +91,34 @@ def pull(store: ModelStore, spec: str, *, name: str | None = None, sha256: str |
     if not spec:
         raise InvalidRequest("Name a model to pull: an alias (`hearth models --catalogue`), a URL or a path.")
     endpoint = hf_endpoint or os.environ.get("HEARTH_HF_ENDPOINT", HF_ENDPOINT_DEFAULT)
+    digest = sha256.lower() if sha256 else None
     if spec.startswith(("http://", "https://")):
         filename = spec.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or "model.gguf"
         target = validate_name(name) if name else name_from_filename(filename)
-        part, digest = download(spec, store.partial, expected_sha256=sha256, progress=progress)
-        stored = store.add_blob(part, expected=digest, move=True)
-        return store.write_manifest(target, [StoredFile(filename, stored.sha256, stored.size)], spec)
+
+        def fetch() -> Manifest:
+            part, got = download(spec, store.partial, expected_sha256=sha256, progress=progress)
+            stored = store.add_blob(part, expected=got, move=True)
+            return store.write_manifest(target, [StoredFile(filename, stored.sha256, stored.size)], spec)
+
+        return _once(store, _lock_key(spec), spec, target, digest, fetch)
     if "://" in spec:
         raise DownloadFailed(f"{spec!r}: only http:// and https:// URLs can be pulled.")
     entry = lookup(spec)
     if entry is not None and name is None and sha256 is None:
-        return _pull_entry(store, entry, endpoint, progress)
+        return _once(store, _lock_key(entry.alias), _entry_source(entry), entry.alias, None,
+                     lambda: _pull_entry(store, entry, endpoint, progress))
     path = Path(spec).expanduser()
+    if path.is_symlink() and not path.exists():
+        raise InvalidRequest(f"{spec!r} is a symbolic link to {os.readlink(path)!r}, which does not exist.")
     if path.exists():
-        if not path.is_file():
+        real = path.resolve()  # relative symlinks resolve against their own folder, not ours
+        if not real.is_file():
             raise InvalidRequest(f"{spec!r} is not a file.")
         target = validate_name(name) if name else name_from_filename(path.name)
-        _check_gguf_magic(path)
-        stored = store.add_blob(path, expected=sha256, progress=progress)
-        return store.write_manifest(
-            target, [StoredFile(path.name, stored.sha256, stored.size)], f"file:{path.resolve()}"
-        )
+        _check_gguf_magic(real)
+        stored = store.add_blob(real, expected=sha256, progress=progress)
+        return store.write_manifest(target, [StoredFile(path.name, stored.sha256, stored.size)], f"file:{real}")
     known = ", ".join(sorted(CATALOGUE))
     raise ModelNotFound(f"{spec!r} is not a catalogue alias, a URL or an existing file. Aliases: {known}.")
 
@@ -106,8 +137,9 @@ def resolve(store: ModelStore, name: str, progress: Progress | None = None) -> t
     except InvalidRequest as exc:
         raise ModelNotFound(f"No model is named {name!r}; `hearth models` lists them.") from exc
     if store.get(stored_name) is None:
-        if entry is not None and entry.embedded:
-            _pull_entry(store, entry, HF_ENDPOINT_DEFAULT, progress)
+        if entry is not None and entry.embedded:  # two first uses at once import it once
+            _once(store, _lock_key(entry.alias), _entry_source(entry), entry.alias, None,
+                  lambda: store.get(entry.alias) or _pull_entry(store, entry, HF_ENDPOINT_DEFAULT, progress))
         elif entry is not None:
             raise ModelNotFound(
                 f"Model {entry.alias!r} ({entry.description}) is not downloaded yet; "

@@ -5,20 +5,24 @@
     models/links/<name>/<filename>   symlinks with the original names, so llama.cpp finds the
                                      other parts of a split GGUF next to the first one
     models/partial/                  downloads in progress (resumable)
+    models/locks/                    one lock file per URL or alias being pulled
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hearth.errors import InvalidRequest, ModelNotFound
 from hearth.models.catalogue import validate_name
@@ -64,6 +68,19 @@ class Manifest:
         return cls(str(data["name"]), files, str(data["source"]), float(data["pulled_at"]))
 
 
+def _copy_hashing(source: BinaryIO, out: BinaryIO, progress: Progress | None) -> tuple[str, int]:
+    h = hashlib.sha256()
+    total = os.fstat(source.fileno()).st_size
+    done = 0
+    while block := source.read(CHUNK):
+        h.update(block)
+        out.write(block)
+        done += len(block)
+        if progress:
+            progress(done, total)
+    return h.hexdigest(), done
+
+
 def sha256_file(path: Path, progress: Progress | None = None) -> str:
     h = hashlib.sha256()
     total = path.stat().st_size
@@ -84,7 +101,8 @@ class ModelStore:
         self.manifests = root / "manifests"
         self.links = root / "links"
         self.partial = root / "partial"
-        for d in (self.blobs, self.manifests, self.links, self.partial):
+        self.locks = root / "locks"
+        for d in (self.blobs, self.manifests, self.links, self.partial, self.locks):
             d.mkdir(parents=True, exist_ok=True)
 
     # -- reading ---------------------------------------------------------------------------
@@ -135,29 +153,59 @@ class ModelStore:
     # -- writing ---------------------------------------------------------------------------
     def add_blob(self, src: Path, *, expected: str | None = None, move: bool = False,
                  progress: Progress | None = None) -> StoredFile:
-        """Hash a file and place it under its hash (hard link or copy; move when asked)."""
-        digest = sha256_file(src, progress)
+        """Place a file in the store under its hash.
+
+        move=True is for the store's own files (finished downloads): they are renamed. Any other
+        file is copied, never hard-linked: a link would share the user's inode, so the store's
+        chmod changed the user's own file, and an edit of that file would silently change a blob
+        named by its old hash. The copy keeps the source's restrictions (a 0600 file stays
+        private) and is hashed while it is written, so the source is read once.
+        """
+        if move:
+            digest = sha256_file(src, progress)
+            self._check(src, digest, expected)
+            size = src.stat().st_size
+            dest = self.blob_path(digest)
+            if dest.exists():
+                src.unlink()
+            else:
+                os.chmod(src, 0o644)
+                os.replace(src, dest)
+            return StoredFile(src.name, digest, size)
+        fd, tmp_name = tempfile.mkstemp(dir=self.blobs, prefix=".tmp-")
+        tmp = Path(tmp_name)
+        try:
+            with open(src, "rb") as source, os.fdopen(fd, "wb") as out:
+                mode = stat.S_IMODE(os.fstat(source.fileno()).st_mode)
+                digest, size = _copy_hashing(source, out, progress)
+            self._check(src, digest, expected)
+            dest = self.blob_path(digest)
+            if not dest.exists():
+                os.chmod(tmp, (mode | stat.S_IRUSR) & 0o644)
+                os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return StoredFile(src.name, digest, size)
+
+    @staticmethod
+    def _check(src: Path, digest: str, expected: str | None) -> None:
         if expected is not None and digest != expected.lower():
             raise InvalidRequest(
                 f"{src.name}: sha256 is {digest}, expected {expected}; the file is corrupt or not "
                 "the one named."
             )
-        size = src.stat().st_size
-        dest = self.blob_path(digest)
-        if not dest.exists():
-            tmp = self.blobs / f".tmp-{digest}-{os.getpid()}"
-            if move:
-                shutil.move(str(src), tmp)
-            else:
-                try:
-                    os.link(src, tmp)
-                except OSError:
-                    shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-            os.chmod(dest, 0o644)
-        elif move:
-            src.unlink()
-        return StoredFile(src.name, digest, size)
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold an exclusive lock named `key` (between processes and threads) while pulling one
+        thing: two pulls of the same URL or alias would otherwise share one partial file."""
+        path = self.locks / f"{key}.lock"  # never deleted: unlinking a lock file races its waiters
+        with path.open("a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def write_manifest(self, name: str, files: list[StoredFile], source: str) -> Manifest:
         manifest = Manifest(validate_name(name), tuple(files), source, time.time())

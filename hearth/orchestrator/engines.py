@@ -72,6 +72,7 @@ class PoolPolicy:
 
 
 MAX_RECOVERIES = 3
+STORE_POLL_S = 0.5
 log = logging.getLogger("hearth.pool")
 
 
@@ -92,6 +93,7 @@ class EnginePool:
         self.excluded: set[str] = set()
         self._peers: list[Peer] | None = None
         self._rpc: RpcVersion | None = None
+        self._store_watch: asyncio.Task[None] | None = None
 
     # -- placement ---------------------------------------------------------------------------
     def _local_node(self) -> NodeCapacity:
@@ -194,18 +196,44 @@ class EnginePool:
             await self._stop_engine()
             raise
         self.engine = engine
+        self._store_watch = asyncio.create_task(self._unload_when_removed(engine))
         log.info("engine for %s: plan %.0f ms, leases %.0f ms, load %.0f ms%s", name, (t_plan - t0) * 1000,
                  (t_lease - t_plan) * 1000, (time.monotonic() - t_lease) * 1000,
                  f" over {len(rpc)} RPC servers" if rpc else "")
         return engine
 
     async def _stop_engine(self) -> None:
+        if self._store_watch is not None and self._store_watch is not asyncio.current_task():
+            self._store_watch.cancel()
         if self.engine is not None:
             await self.engine.stop()
             self.engine = None
         if self.placement is not None:
             await self.placement.release()
             self.placement = None
+
+    async def _unload_when_removed(self, engine: EngineProcess) -> None:
+        """Unload the engine's model within a second of `hearth rm` (or of a pull that replaced it
+        under the same name): the engine would otherwise keep serving it, and keep the deleted
+        blob's memory and disk space. Requests in flight finish first; later ones get 404."""
+        name = engine.config.model_name
+
+        def files() -> object:
+            manifest = self.store.get(name)
+            return manifest.files if manifest is not None else None
+
+        loaded = await asyncio.to_thread(files)
+        while self.engine is engine:
+            await asyncio.sleep(STORE_POLL_S)
+            try:
+                if loaded is not None and await asyncio.to_thread(files) == loaded:
+                    continue
+                async with self.queue._lock:  # after the request in flight
+                    if self.engine is engine and files() != loaded:
+                        log.warning("model %s was removed or replaced in the store; unloading it", name)
+                        await self._stop_engine()
+            except (OSError, ValueError, KeyError) as exc:  # a manifest edited by hand: look again
+                log.warning("cannot read the manifest of %s: %s", name, exc)
 
     def _lost(self, node_id: str) -> None:
         """A node stopped answering heartbeats (gone, or it unpaired us): stop the engine, whose

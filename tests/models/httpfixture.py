@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ class Files:
     send_hash: bool = True
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     """(path, Range header) of every GET."""
+    pace: float = 0.0
+    """Seconds to wait after each 64 KiB sent, so that transfers last long enough to overlap."""
 
 
 @contextmanager
@@ -55,7 +58,12 @@ def file_server(files: Files) -> Iterator[str]:
                 self.wfile.flush()
                 self.connection.shutdown(2)  # the transfer breaks mid-way
                 return
-            self.wfile.write(body)
+            if not files.pace:
+                self.wfile.write(body)
+                return
+            for i in range(0, len(body), 1 << 16):
+                self.wfile.write(body[i:i + (1 << 16)])
+                time.sleep(files.pace)
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     httpd.daemon_threads = True

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from hearth.errors import DownloadFailed, InvalidRequest, ModelNotFound
 from hearth.models.catalogue import CATALOGUE
 from hearth.models.pull import pull, resolve
 from hearth.models.store import ModelStore
+from tests.conftest import HEARTH, hearth_env
 from tests.models.httpfixture import Files, file_server
 
 BLOB = b"GGUF" + os.urandom(3 * 1024 * 1024 + 17)
@@ -122,3 +125,65 @@ def test_resolve_imports_embedded_model_and_refuses_unknown(store: ModelStore) -
     store.blob_path(store.get("smollm2-135m").digest).unlink()  # type: ignore[union-attr]
     with pytest.raises(ModelNotFound, match="missing"):
         store.model_path("smollm2-135m")
+
+
+def test_pull_never_changes_the_users_own_file(store: ModelStore, tmp_path: Path) -> None:
+    """A 0600 original stays 0600 and unlinked to the store; the stored copy stays private too,
+    and editing the original afterwards does not change the blob named by its hash."""
+    src = tmp_path / "private.gguf"
+    src.write_bytes(BLOB)
+    src.chmod(0o600)
+    m = pull(store, str(src))
+    after = src.stat()
+    assert stat.S_IMODE(after.st_mode) == 0o600
+    assert after.st_nlink == 1  # not hard-linked into the store
+    blob = store.blob_path(m.digest)
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o600
+    with src.open("r+b") as f:
+        f.seek(100)
+        f.write(b"edited")
+    assert hashlib.sha256(blob.read_bytes()).hexdigest() == m.digest
+    assert [p.name for p in store.blobs.iterdir()] == [blob.name]  # no temporary copy left
+
+
+def test_pull_through_a_relative_symlink(store: ModelStore, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "m.gguf").write_bytes(BLOB)
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "linked.gguf").symlink_to("../real/m.gguf")
+    (links / "broken.gguf").symlink_to("../real/gone.gguf")
+    monkeypatch.chdir(tmp_path)
+    m = pull(store, "links/linked.gguf")
+    blob = store.blob_path(m.digest)
+    assert m.name == "linked" and not blob.is_symlink() and blob.read_bytes() == BLOB
+    assert store.model_path("linked").read_bytes() == BLOB
+    assert m.source == f"file:{tmp_path / 'real' / 'm.gguf'}"
+    with pytest.raises(InvalidRequest, match="symbolic link to '../real/gone.gguf', which does not exist"):
+        pull(store, "links/broken.gguf")
+    assert [p.name for p in store.blobs.iterdir()] == [blob.name]
+
+
+@pytest.mark.slow
+def test_concurrent_pulls_of_one_url_both_succeed(tmp_path: Path) -> None:
+    """Two real `hearth pull` processes of the same URL at once: one downloads, the other waits
+    for it and takes its result; both exit 0 with the same model, nothing left half-done."""
+    files = Files({"/m/shared.gguf": BLOB}, pace=0.1)  # about 5 s per transfer
+    with file_server(files) as url:
+        procs = [subprocess.Popen([*HEARTH, "pull", f"{url}/m/shared.gguf"], env=hearth_env(tmp_path),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        try:
+            results = [(p.wait(120), *p.communicate()) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+    for code, _, stderr in results:
+        assert code == 0 and "Traceback" not in stderr, stderr
+    store = ModelStore(tmp_path / "models")
+    m = store.get("shared")
+    assert m is not None and store.model_path("shared").read_bytes() == BLOB
+    assert not list(store.partial.iterdir())
+    assert [p.name for p in store.blobs.iterdir()] == [f"sha256-{m.digest}"]
+    full_downloads = [r for r in files.requests if r[1] is None]
+    assert len(full_downloads) == 1, files.requests  # the second pull waited and reused the first
