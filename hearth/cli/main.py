@@ -624,7 +624,7 @@ async def _pair_guest(settings: Settings, identity: Any, label: str, nameplate: 
 
     if meet_at is not None:
         guest = PairingGuest(code, nameplate, me(meet_at[0]))
-        reader, writer, _ = await meet(meet_at[0], meet_at[1], nameplate, "guest")
+        reader, writer, _ = await meet(meet_at[0], meet_at[1], nameplate, "guest", first=guest.start())
         try:
             return await guest_session(guest, reader, writer)
         finally:

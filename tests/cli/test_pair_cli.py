@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -128,3 +131,94 @@ def test_without_cap_net_admin_wireguard_is_refused_plainly_with_the_fallback(tm
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 8, r.stderr
     assert "CAP_NET_ADMIN" in r.stderr and "HEARTH_TUNNEL=sealed" in r.stderr and "Traceback" not in r.stderr
+
+
+def _wait_for(stream: IO[str], pattern: str, timeout: float = 30) -> re.Match[str]:
+    """The first line of `stream` matching `pattern` (the process's own output, read as it comes)."""
+    deadline = time.monotonic() + timeout
+    for line in stream:
+        if m := re.search(pattern, line):
+            return m
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"no line matched {pattern!r}")
+
+
+def _stranger(port: int, source: str, *lines: bytes, read: bool = True) -> bytes:
+    """Connect to 127.0.0.1:port from `source` (another loopback address), say `lines`, hang up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
+        for data in lines:
+            s.sendall(data)
+        if not read:
+            return b""
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+        return answer
+
+
+def _meet(nameplate: int, side: str) -> bytes:
+    return json.dumps({"t": "meet", "nameplate": nameplate, "side": side}).encode() + b"\n"
+
+
+def _pair_via(tmp_path: Path, via: str, before_guest: Callable[[], object]) -> tuple[subprocess.CompletedProcess[str], str, int]:
+    host = subprocess.Popen([*HEARTH, "pair", "--via", via, "--name", "den", "--yes"],
+                            env=hearth_env(tmp_path / "a", HEARTH_TUNNEL="sealed"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert host.stdout is not None
+        code = _wait_for(host.stdout, r"hearth pair (\S+) --via").group(1)
+        time.sleep(0.5)  # the host's meet reaches the rendezvous
+        before_guest()
+        guest = cli(tmp_path / "b", "pair", code, "--via", via, "--name", "attic", "--yes")
+        rest, _ = host.communicate(timeout=30)
+        return guest, rest, host.returncode
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+
+
+def _rendezvous(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([*HEARTH, "rendezvous", "--bind", "127.0.0.1", "--port", str(port)],
+                            env=hearth_env(tmp_path / "r"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None and "rendezvous on" in proc.stderr.readline()
+    return proc
+
+
+def test_a_rendezvous_squatted_from_closed_sockets_still_pairs(tmp_path: Path) -> None:
+    """64 "host" lines from sockets closed at once (64 addresses) used to refuse every pairing for
+    5 minutes; a real pairing through the same rendezvous right after must succeed."""
+    port = free_port()
+    rendezvous = _rendezvous(tmp_path, port)
+    try:
+        for i in range(64):
+            _stranger(port, f"127.0.0.{10 + i}", _meet(100 + i, "host"), read=False)
+        guest, rest, code = _pair_via(tmp_path, f"127.0.0.1:{port}", lambda: None)
+        assert guest.returncode == 0 and code == 0, guest.stderr + rest
+        assert "paired with den" in guest.stdout and "paired with attic" in rest
+    finally:
+        rendezvous.terminate()
+        rendezvous.wait(10)
+
+
+def test_a_rendezvous_scanned_over_every_nameplate_still_pairs(tmp_path: Path) -> None:
+    """A stranger claiming nameplates 1..999 as guest used to burn every waiting code in under a
+    second; now the scan is throttled and never reaches the host, and the real guest pairs."""
+    port = free_port()
+    rendezvous = _rendezvous(tmp_path, port)
+    answers: list[bytes] = []
+
+    def scan() -> None:
+        answers.extend(_stranger(port, "127.0.0.2", _meet(n, "guest")) for n in range(1, 1000))
+
+    try:
+        guest, rest, code = _pair_via(tmp_path, f"127.0.0.1:{port}", scan)
+        assert guest.returncode == 0 and code == 0, guest.stderr + rest
+        assert "paired with den" in guest.stdout and "paired with attic" in rest
+        assert sum(b"attempts a minute" in a for a in answers) >= 980
+    finally:
+        rendezvous.terminate()
+        rendezvous.wait(10)
