@@ -404,6 +404,9 @@ def node(
     label = name or socket.gethostname()
     if not re.fullmatch(r"[\w .'-]{1,63}", label):
         raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
+    from hearth.pairing.names import remember_node_name
+
+    remember_node_name(settings.home, label)  # `hearth pair` introduces this machine by it
     cap = parse_size(max_memory) if max_memory else None
     statics = [_check_peer(p) for p in peer or []]
     if admit not in ("household", "paired"):
@@ -478,16 +481,11 @@ def peers(
 
 
 def _source_address(host: str) -> str:
-    """This machine's address on the way to `host` (no packet is sent)."""
-    import socket
+    """This machine's address on the way to `host`; on a LAN without routes, its one LAN address
+    (a clear error naming --bind when there is none or several)."""
+    from hearth.pairing.addresses import lan_address
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((host, 9))
-            return str(s.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
+    return lan_address(host)
 
 
 def _host_port(spec: str, option: str, default_port: int) -> tuple[str, int]:
@@ -509,7 +507,9 @@ def pair(
     bind: Annotated[str | None, typer.Option(
         help="Address to wait on (default: this machine's LAN address).")] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to wait on.")] = 11437,
-    name: Annotated[str | None, typer.Option(help="Name the peer will know this machine by.")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Name the peer will know this machine by (default: the name `hearth node` last ran under with "
+             "this HEARTH_HOME, else the host name).")] = None,
     node_port: Annotated[int, typer.Option(min=1, max=65535, help="This machine's `hearth node` port.")] = 11436,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to compare the verifier (scripts).")] = False,
     wait: Annotated[float, typer.Option(min=0.0, max=60.0, help="Seconds to look for the code's machine.")] = 5.0,
@@ -518,20 +518,18 @@ def pair(
 
     One machine runs `hearth pair` and reads out the code; the other runs `hearth pair CODE`.
     Both show three words: they must match on both screens."""
-    import re
-    import socket
-
     from hearth.identity import NodeIdentity
     from hearth.pairing.codes import parse_code
     from hearth.pairing.exchange import PairingFailed
+    from hearth.pairing.names import NAME_RE, default_label
     from hearth.pairing.trust import TrustStore
     from hearth.rpc_pool.node import check_bind
     from hearth.tunnel import circle
     from hearth.tunnel.wireguard import tunnel_address
 
     settings = _settings()
-    label = name or socket.gethostname()
-    if not re.fullmatch(r"[\w .'-]{1,63}", label):
+    label = name or default_label(settings.home)
+    if not NAME_RE.fullmatch(label):
         raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
     if to and via:
         raise InvalidRequest("--to and --via are two ways to reach the other machine; give one.")
@@ -572,17 +570,19 @@ async def _pair_host(settings: Settings, identity: Any, label: str, address: str
                      meet_at: tuple[str, int] | None) -> Any:
     import secrets
     import time
+    from dataclasses import replace
 
     from hearth.pairing.codes import make_code, parse_code
     from hearth.pairing.exchange import PairingHost
+    from hearth.pairing.names import hostname_label
     from hearth.pairing.rendezvous import meet
     from hearth.pairing.transport import host_session, serve_host
     from hearth.tunnel import circle
 
     nameplate = 1 + secrets.randbelow(999)  # short to read out; codes allow up to 9999
     code = make_code(nameplate)
-    host = PairingHost(parse_code(code)[1], nameplate, circle.my_info(settings, identity, label, address, node_port),
-                       now=time.time())
+    me = replace(circle.my_info(settings, identity, label, address, node_port), hostname=hostname_label())
+    host = PairingHost(parse_code(code)[1], nameplate, me, now=time.time())
     out.print(f"Pairing code: [bold]{code}[/]   (one use, expires in 5 minutes)")
     via = f" --via {meet_at[0]}:{meet_at[1]}" if meet_at else ""
     out.print(f"On the other machine run: hearth pair {code}{via}")
@@ -614,13 +614,17 @@ async def _pair_host(settings: Settings, identity: Any, label: str, address: str
 async def _pair_guest(settings: Settings, identity: Any, label: str, nameplate: int, code: str,
                       target: tuple[str, int] | None, meet_at: tuple[str, int] | None, node_port: int,
                       wait: float, bind: str | None) -> Any:
+    from dataclasses import replace
+
     from hearth.pairing.exchange import PairingFailed, PairingGuest
+    from hearth.pairing.names import hostname_label
     from hearth.pairing.rendezvous import meet
     from hearth.pairing.transport import guest_session, join
     from hearth.tunnel import circle
 
     def me(toward: str) -> Any:
-        return circle.my_info(settings, identity, label, bind or _source_address(toward), node_port)
+        info = circle.my_info(settings, identity, label, bind or _source_address(toward), node_port)
+        return replace(info, hostname=hostname_label())
 
     if meet_at is not None:
         guest = PairingGuest(code, nameplate, me(meet_at[0]))
@@ -641,7 +645,7 @@ async def _pair_guest(settings: Settings, identity: Any, label: str, nameplate: 
 
 
 @app.command()
-def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name or node id.")]) -> None:
+def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name, host name or node id.")]) -> None:
     """Revoke a paired peer: its leases here end and its WireGuard peer goes, within a second."""
     import time
 

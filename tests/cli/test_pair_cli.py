@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
 
-from tests.conftest import HEARTH, free_port, hearth_env
+from tests.conftest import HEARTH, free_port, hearth_env, wait_answering
 from tests.lan import needs_root
 
 pytestmark = pytest.mark.slow
@@ -222,3 +224,100 @@ def test_a_rendezvous_scanned_over_every_nameplate_still_pairs(tmp_path: Path) -
     finally:
         rendezvous.terminate()
         rendezvous.wait(10)
+
+
+@pytest.fixture
+def isolated_lan() -> Iterator[tuple[str, str, str, str]]:
+    """Two namespaces joined by one veth pair, 10.213.0.1/24 and 10.213.0.2/24, and no route but
+    the link's own: an isolated LAN (a switch, no router), where a UDP connect() toward the mDNS
+    group fails with ENETUNREACH. Names are this test's own (not scripts/lan.py's hth*)."""
+    tag = f"hpair{os.getpid() % 100000}"
+    a, b, veth = f"{tag}a", f"{tag}b", f"hpv{os.getpid() % 100000}"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+    try:
+        ip("netns", "add", a)
+        ip("netns", "add", b)
+        ip("link", "add", f"{veth}a", "netns", a, "type", "veth", "peer", "name", f"{veth}b", "netns", b)
+        for ns, dev, addr in ((a, f"{veth}a", "10.213.0.1/24"), (b, f"{veth}b", "10.213.0.2/24")):
+            ip("-n", ns, "addr", "add", addr, "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        yield a, "10.213.0.1", b, "10.213.0.2"
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+
+
+def _in(ns: str, home: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["ip", "netns", "exec", ns, *HEARTH, *args], env=hearth_env(home, HEARTH_TUNNEL="sealed"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+@pytest.mark.root
+@needs_root
+def test_pair_on_a_lan_without_routes_waits_on_the_lan_address(tmp_path: Path,
+                                                                isolated_lan: tuple[str, str, str, str]) -> None:
+    """Without a route toward the mDNS group, `hearth pair` used to wait on 127.0.0.1, advertise
+    nothing, and the other machine heard nobody waits. Now it waits on the LAN address and the
+    guest finds it by mDNS; with two LAN addresses it refuses and names --bind."""
+    a, addr_a, b, _ = isolated_lan
+    host = _in(a, tmp_path / "a", "pair", "--yes", "--name", "den")
+    try:
+        assert host.stdout is not None
+        code = _wait_for(host.stdout, r"hearth pair (\S+)").group(1)
+        waiting = _wait_for(host.stdout, r"waiting on (\S+):").group(1)
+        assert waiting == addr_a
+        guest = subprocess.run(["ip", "netns", "exec", b, *HEARTH, "pair", code, "--yes", "--name", "attic"],
+                               env=hearth_env(tmp_path / "b", HEARTH_TUNNEL="sealed"), capture_output=True, text=True,
+                               timeout=60)
+        rest, _ = host.communicate(timeout=30)
+        assert guest.returncode == 0 and host.returncode == 0, guest.stdout + guest.stderr + rest
+        assert "paired with den" in guest.stdout and "paired with attic" in rest
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+        host.wait(10)
+    # A second LAN: another veth pair inside the same namespace (no dummy module here), both ends up.
+    for args in (["link", "add", "hpx0", "type", "veth", "peer", "name", "hpx1"],
+                 ["addr", "add", "10.214.0.1/24", "dev", "hpx0"], ["link", "set", "hpx0", "up"],
+                 ["link", "set", "hpx1", "up"]):
+        subprocess.run(["ip", "-n", a, *args], check=True, timeout=30)
+    two = subprocess.run(["ip", "netns", "exec", a, *HEARTH, "pair", "--yes"], env=hearth_env(tmp_path / "a"),
+                         capture_output=True, text=True, timeout=60)
+    assert two.returncode == 2 and "--bind" in two.stderr and "10.214.0.1" in two.stderr, two.stderr
+    assert "Traceback" not in two.stderr
+
+
+def test_pairing_introduces_the_machine_by_its_node_name(tmp_path: Path) -> None:
+    """After `hearth node --name den`, `hearth pair` (no --name) pairs as "den": the other machine's
+    `hearth unpair den` works, and so does `hearth unpair HOSTNAME`."""
+    node_port = free_port()
+    log = tmp_path / "node.log"
+    with open(log, "wb") as out:
+        node = subprocess.Popen([*HEARTH, "node", "--name", "den", "--port", str(node_port)],
+                                env=hearth_env(tmp_path / "a"), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_answering(f"http://127.0.0.1:{node_port}/", node, log)
+    finally:
+        node.send_signal(signal.SIGINT)
+        node.wait(30)
+    for unpair_by in ("den", socket.gethostname()):
+        port = free_port()
+        host = subprocess.Popen([*HEARTH, "pair", "--bind", "127.0.0.1", "--port", str(port), "--yes"],
+                                env=hearth_env(tmp_path / "a", HEARTH_TUNNEL="sealed"), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            assert host.stdout is not None
+            code = _wait_for(host.stdout, r"hearth pair (\S+)").group(1)
+            guest = cli(tmp_path / "b", "pair", code, "--to", f"127.0.0.1:{port}", "--yes", "--name", "attic")
+            host.communicate(timeout=30)
+        finally:
+            if host.poll() is None:
+                host.kill()
+            host.wait(10)
+        assert guest.returncode == 0 and "paired with den" in guest.stdout, guest.stdout + guest.stderr
+        gone = cli(tmp_path / "b", "unpair", unpair_by)
+        assert gone.returncode == 0 and "Unpaired den" in gone.stdout, gone.stderr
