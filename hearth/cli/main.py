@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import sys
-from typing import Annotated, Any
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -488,6 +488,50 @@ def _source_address(host: str) -> str:
     return lan_address(host)
 
 
+_T = TypeVar("_T")
+
+
+class _Stopped(HearthError):
+    """SIGINT or SIGTERM ended a command; the exit code is 128 + the signal's number."""
+
+
+def _until_signal(main: Coroutine[Any, Any, _T], what: str, clean_exit: tuple[int, ...] = ()) -> _T:
+    """Run `main` until it ends or SIGINT/SIGTERM arrives; a signal cancels it, so its `finally`
+    blocks close sockets and mDNS records, then the command stops with one line: exit 128 + the
+    signal's number, or 0 for signals in `clean_exit`."""
+    import signal
+
+    async def guarded() -> _T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        got: list[int] = []
+
+        def stop(signum: int) -> None:
+            got.append(signum)
+            if task is not None:
+                task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if not got:
+                raise
+            name = signal.Signals(got[0]).name
+            if got[0] in clean_exit:
+                err.print(f"{what} stopped ({name}).")
+                raise typer.Exit(0) from None
+            stopped = _Stopped(f"{what} stopped ({name}).")
+            stopped.exit_code = 128 + got[0]
+            raise stopped from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(guarded())
+
+
 def _host_port(spec: str, option: str, default_port: int) -> tuple[str, int]:
     host, sep, port = spec.rpartition(":")
     if not sep:
@@ -517,7 +561,8 @@ def pair(
     """Pair with another machine by a short code, so it joins your trusted radius.
 
     One machine runs `hearth pair` and reads out the code; the other runs `hearth pair CODE`.
-    Both show three words: they must match on both screens."""
+    Both show three words: they must match on both screens. SIGINT or SIGTERM stops the
+    waiting (exit 130 or 143) and the code is gone with it."""
     from hearth.identity import NodeIdentity
     from hearth.pairing.codes import parse_code
     from hearth.pairing.exchange import PairingFailed
@@ -537,12 +582,13 @@ def pair(
     meet_at = _host_port(via, "--via", 11438) if via else None
     if code is None:
         address = check_bind(bind or _source_address(meet_at[0] if meet_at else "224.0.0.251"))
-        result = asyncio.run(_pair_host(settings, identity, label, address, port, node_port, meet_at))
+        result = _until_signal(_pair_host(settings, identity, label, address, port, node_port, meet_at),
+                               "hearth pair")
     else:
         nameplate, normal = parse_code(code)
         target = _host_port(to, "--to", 11437) if to else None
-        result = asyncio.run(_pair_guest(settings, identity, label, nameplate, normal, target, meet_at, node_port,
-                                         wait, bind))
+        result = _until_signal(_pair_guest(settings, identity, label, nameplate, normal, target, meet_at,
+                                           node_port, wait, bind), "hearth pair")
     peer = result.peer
     out.print(f"Verifier: [bold]{result.verifier}[/]  (the other screen must show the same three words)")
     if not yes and not typer.confirm("Do both screens show these words?", default=False, err=True):
@@ -592,23 +638,29 @@ async def _pair_host(settings: Settings, identity: Any, label: str, address: str
             return await host_session(host, reader, writer)
         finally:
             writer.close()
-    advertiser = None
     ready = asyncio.Event()
     task = asyncio.create_task(serve_host(host, address, port, ready))
-    listening = asyncio.create_task(ready.wait())
-    await asyncio.wait([task, listening], return_when=asyncio.FIRST_COMPLETED)
-    listening.cancel()
-    if not task.done() and not ipaddress.ip_address(address).is_loopback:
-        from hearth.discovery.mdns import PairingAdvertiser
-        from hearth.discovery.records import PairingRecord
-
-        advertiser = await asyncio.to_thread(PairingAdvertiser, PairingRecord(nameplate, label, address, port))
-    err.print(f"waiting on {address}:{port}…")
+    advertising: asyncio.Task[Any] | None = None
     try:
+        listening = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, listening], return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        if not task.done() and not ipaddress.ip_address(address).is_loopback:
+            from hearth.discovery.mdns import PairingAdvertiser
+            from hearth.discovery.records import PairingRecord
+
+            record = PairingRecord(nameplate, label, address, port)
+            advertising = asyncio.create_task(asyncio.to_thread(PairingAdvertiser, record))
+            await asyncio.shield(advertising)  # a signal meanwhile must not lose the record unclosed
+        err.print(f"waiting on {address}:{port}…")
         return await task
     finally:
-        if advertiser is not None:
-            await asyncio.to_thread(advertiser.close)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if advertising is not None:
+            made = (await asyncio.gather(advertising, return_exceptions=True))[0]
+            if not isinstance(made, BaseException):
+                await asyncio.to_thread(made.close)
 
 
 async def _pair_guest(settings: Settings, identity: Any, label: str, nameplate: int, code: str,
@@ -674,7 +726,11 @@ def rendezvous(
     bind: Annotated[str, typer.Option(help="Address both machines can reach (never 0.0.0.0).")],
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 11438,
 ) -> None:
-    """Let two machines that cannot see each other pair through this one (it never sees the key)."""
+    """Let two machines that cannot see each other pair through this one (it never sees the key).
+
+    SIGTERM stops it with exit 0 (a service asked to stop); SIGINT with 130."""
+    import signal
+
     from hearth.pairing.rendezvous import Rendezvous
     from hearth.rpc_pool.node import check_bind
 
@@ -689,8 +745,7 @@ def rendezvous(
         finally:
             await server.close()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    _until_signal(main(), "hearth rendezvous", clean_exit=(signal.SIGTERM,))
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -321,3 +322,55 @@ def test_pairing_introduces_the_machine_by_its_node_name(tmp_path: Path) -> None
         assert guest.returncode == 0 and "paired with den" in guest.stdout, guest.stdout + guest.stderr
         gone = cli(tmp_path / "b", "unpair", unpair_by)
         assert gone.returncode == 0 and "Unpaired den" in gone.stdout, gone.stderr
+
+
+@pytest.mark.parametrize("command, sig, code", [("pair", signal.SIGTERM, 143), ("pair", signal.SIGINT, 130),
+                                                ("rendezvous", signal.SIGTERM, 0),
+                                                ("rendezvous", signal.SIGINT, 130)])
+def test_signals_stop_a_waiting_pair_and_a_rendezvous(tmp_path: Path, command: str, sig: int, code: int) -> None:
+    """SIGTERM and SIGINT stop `hearth pair` (waiting) and `hearth rendezvous` within seconds, with
+    one line and the exit code said in their help, leaving no process of their group behind."""
+    port = str(free_port())
+    proc = subprocess.Popen([*HEARTH, command, "--bind", "127.0.0.1", "--port", port],
+                            env=hearth_env(tmp_path, HEARTH_TUNNEL="sealed"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stderr is not None
+        _wait_for(proc.stderr, r"waiting on|rendezvous on")
+        proc.send_signal(sig)
+        start = time.monotonic()
+        _, rest = proc.communicate(timeout=15)
+        took = time.monotonic() - start
+        assert proc.returncode == code, (proc.returncode, rest)
+        assert took < 5, took
+        lines = [line for line in rest.splitlines() if line.strip()]
+        assert len(lines) == 1 and "stopped" in lines[0] and signal.Signals(sig).name in lines[0], rest
+        with pytest.raises(ProcessLookupError):
+            os.killpg(proc.pid, 0)  # nothing of its process group is left
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+@pytest.mark.root
+@needs_root
+def test_sigterm_stops_a_pair_advertised_by_mdns(tmp_path: Path, isolated_lan: tuple[str, str, str, str]) -> None:
+    """With its mDNS record up (a LAN address), a waiting `hearth pair` still stops within seconds."""
+    a, addr_a, _, _ = isolated_lan
+    host = _in(a, tmp_path, "pair", "--bind", addr_a)
+    try:
+        assert host.stdout is not None
+        _wait_for(host.stdout, r"waiting on")
+        time.sleep(0.5)  # the record is announced
+        host.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        rest, _ = host.communicate(timeout=15)
+        assert host.returncode == 143 and "stopped (SIGTERM)" in rest, rest
+        assert time.monotonic() - start < 5
+        with pytest.raises(ProcessLookupError):
+            os.killpg(host.pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(host.pid, signal.SIGKILL)
+        host.wait(10)
