@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -461,6 +461,9 @@ def node(
     label = name or socket.gethostname()
     if not re.fullmatch(r"[\w .'-]{1,63}", label):
         raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
+    from hearth.pairing.names import remember_node_name
+
+    remember_node_name(settings.home, label)  # `hearth pair` introduces this machine by it
     cap = parse_size(max_memory) if max_memory else None
     statics = [_check_peer(p) for p in peer or []]
     if admit not in ("household", "paired"):
@@ -535,16 +538,55 @@ def peers(
 
 
 def _source_address(host: str) -> str:
-    """This machine's address on the way to `host` (no packet is sent)."""
-    import socket
+    """This machine's address on the way to `host`; on a LAN without routes, its one LAN address
+    (a clear error naming --bind when there is none or several)."""
+    from hearth.pairing.addresses import lan_address
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
+    return lan_address(host)
+
+
+_T = TypeVar("_T")
+
+
+class _Stopped(HearthError):
+    """SIGINT or SIGTERM ended a command; the exit code is 128 + the signal's number."""
+
+
+def _until_signal(main: Coroutine[Any, Any, _T], what: str, clean_exit: tuple[int, ...] = ()) -> _T:
+    """Run `main` until it ends or SIGINT/SIGTERM arrives; a signal cancels it, so its `finally`
+    blocks close sockets and mDNS records, then the command stops with one line: exit 128 + the
+    signal's number, or 0 for signals in `clean_exit`."""
+    import signal
+
+    async def guarded() -> _T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        got: list[int] = []
+
+        def stop(signum: int) -> None:
+            got.append(signum)
+            if task is not None:
+                task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop, signum)
         try:
-            s.connect((host, 9))
-            return str(s.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
+            return await main
+        except asyncio.CancelledError:
+            if not got:
+                raise
+            name = signal.Signals(got[0]).name
+            if got[0] in clean_exit:
+                err.print(f"{what} stopped ({name}).")
+                raise typer.Exit(0) from None
+            stopped = _Stopped(f"{what} stopped ({name}).")
+            stopped.exit_code = 128 + got[0]
+            raise stopped from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(guarded())
 
 
 def _host_port(spec: str, option: str, default_port: int) -> tuple[str, int]:
@@ -566,7 +608,9 @@ def pair(
     bind: Annotated[str | None, typer.Option(
         help="Address to wait on (default: this machine's LAN address).")] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to wait on.")] = 11437,
-    name: Annotated[str | None, typer.Option(help="Name the peer will know this machine by.")] = None,
+    name: Annotated[str | None, typer.Option(
+        help="Name the peer will know this machine by (default: the name `hearth node` last ran under with "
+             "this HEARTH_HOME, else the host name).")] = None,
     node_port: Annotated[int, typer.Option(min=1, max=65535, help="This machine's `hearth node` port.")] = 11436,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to compare the verifier (scripts).")] = False,
     wait: Annotated[float, typer.Option(min=0.0, max=60.0, help="Seconds to look for the code's machine.")] = 5.0,
@@ -574,21 +618,20 @@ def pair(
     """Pair with another machine by a short code, so it joins your trusted radius.
 
     One machine runs `hearth pair` and reads out the code; the other runs `hearth pair CODE`.
-    Both show three words: they must match on both screens."""
-    import re
-    import socket
-
+    Both show three words: they must match on both screens. SIGINT or SIGTERM stops the
+    waiting (exit 130 or 143) and the code is gone with it."""
     from hearth.identity import NodeIdentity
     from hearth.pairing.codes import parse_code
     from hearth.pairing.exchange import PairingFailed
+    from hearth.pairing.names import NAME_RE, default_label
     from hearth.pairing.trust import TrustStore
     from hearth.rpc_pool.node import check_bind
     from hearth.tunnel import circle
     from hearth.tunnel.wireguard import tunnel_address
 
     settings = _settings()
-    label = name or socket.gethostname()
-    if not re.fullmatch(r"[\w .'-]{1,63}", label):
+    label = name or default_label(settings.home)
+    if not NAME_RE.fullmatch(label):
         raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
     if to and via:
         raise InvalidRequest("--to and --via are two ways to reach the other machine; give one.")
@@ -596,12 +639,13 @@ def pair(
     meet_at = _host_port(via, "--via", 11438) if via else None
     if code is None:
         address = check_bind(bind or _source_address(meet_at[0] if meet_at else "224.0.0.251"))
-        result = asyncio.run(_pair_host(settings, identity, label, address, port, node_port, meet_at))
+        result = _until_signal(_pair_host(settings, identity, label, address, port, node_port, meet_at),
+                               "hearth pair")
     else:
         nameplate, normal = parse_code(code)
         target = _host_port(to, "--to", 11437) if to else None
-        result = asyncio.run(_pair_guest(settings, identity, label, nameplate, normal, target, meet_at, node_port,
-                                         wait, bind))
+        result = _until_signal(_pair_guest(settings, identity, label, nameplate, normal, target, meet_at,
+                                           node_port, wait, bind), "hearth pair")
     peer = result.peer
     out.print(f"Verifier: [bold]{result.verifier}[/]  (the other screen must show the same three words)")
     if not yes and not typer.confirm("Do both screens show these words?", default=False, err=True):
@@ -629,17 +673,19 @@ async def _pair_host(settings: Settings, identity: Any, label: str, address: str
                      meet_at: tuple[str, int] | None) -> Any:
     import secrets
     import time
+    from dataclasses import replace
 
     from hearth.pairing.codes import make_code, parse_code
     from hearth.pairing.exchange import PairingHost
+    from hearth.pairing.names import hostname_label
     from hearth.pairing.rendezvous import meet
     from hearth.pairing.transport import host_session, serve_host
     from hearth.tunnel import circle
 
     nameplate = 1 + secrets.randbelow(999)  # short to read out; codes allow up to 9999
     code = make_code(nameplate)
-    host = PairingHost(parse_code(code)[1], nameplate, circle.my_info(settings, identity, label, address, node_port),
-                       now=time.time())
+    me = replace(circle.my_info(settings, identity, label, address, node_port), hostname=hostname_label())
+    host = PairingHost(parse_code(code)[1], nameplate, me, now=time.time())
     out.print(f"Pairing code: [bold]{code}[/]   (one use, expires in 5 minutes)")
     via = f" --via {meet_at[0]}:{meet_at[1]}" if meet_at else ""
     out.print(f"On the other machine run: hearth pair {code}{via}")
@@ -649,39 +695,49 @@ async def _pair_host(settings: Settings, identity: Any, label: str, address: str
             return await host_session(host, reader, writer)
         finally:
             writer.close()
-    advertiser = None
     ready = asyncio.Event()
     task = asyncio.create_task(serve_host(host, address, port, ready))
-    listening = asyncio.create_task(ready.wait())
-    await asyncio.wait([task, listening], return_when=asyncio.FIRST_COMPLETED)
-    listening.cancel()
-    if not task.done() and not ipaddress.ip_address(address).is_loopback:
-        from hearth.discovery.mdns import PairingAdvertiser
-        from hearth.discovery.records import PairingRecord
-
-        advertiser = await asyncio.to_thread(PairingAdvertiser, PairingRecord(nameplate, label, address, port))
-    err.print(f"waiting on {address}:{port}…")
+    advertising: asyncio.Task[Any] | None = None
     try:
+        listening = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, listening], return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        if not task.done() and not ipaddress.ip_address(address).is_loopback:
+            from hearth.discovery.mdns import PairingAdvertiser
+            from hearth.discovery.records import PairingRecord
+
+            record = PairingRecord(nameplate, label, address, port)
+            advertising = asyncio.create_task(asyncio.to_thread(PairingAdvertiser, record))
+            await asyncio.shield(advertising)  # a signal meanwhile must not lose the record unclosed
+        err.print(f"waiting on {address}:{port}…")
         return await task
     finally:
-        if advertiser is not None:
-            await asyncio.to_thread(advertiser.close)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if advertising is not None:
+            made = (await asyncio.gather(advertising, return_exceptions=True))[0]
+            if not isinstance(made, BaseException):
+                await asyncio.to_thread(made.close)
 
 
 async def _pair_guest(settings: Settings, identity: Any, label: str, nameplate: int, code: str,
                       target: tuple[str, int] | None, meet_at: tuple[str, int] | None, node_port: int,
                       wait: float, bind: str | None) -> Any:
+    from dataclasses import replace
+
     from hearth.pairing.exchange import PairingFailed, PairingGuest
+    from hearth.pairing.names import hostname_label
     from hearth.pairing.rendezvous import meet
     from hearth.pairing.transport import guest_session, join
     from hearth.tunnel import circle
 
     def me(toward: str) -> Any:
-        return circle.my_info(settings, identity, label, bind or _source_address(toward), node_port)
+        info = circle.my_info(settings, identity, label, bind or _source_address(toward), node_port)
+        return replace(info, hostname=hostname_label())
 
     if meet_at is not None:
         guest = PairingGuest(code, nameplate, me(meet_at[0]))
-        reader, writer, _ = await meet(meet_at[0], meet_at[1], nameplate, "guest")
+        reader, writer, _ = await meet(meet_at[0], meet_at[1], nameplate, "guest", first=guest.start())
         try:
             return await guest_session(guest, reader, writer)
         finally:
@@ -698,7 +754,7 @@ async def _pair_guest(settings: Settings, identity: Any, label: str, nameplate: 
 
 
 @app.command()
-def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name or node id.")]) -> None:
+def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name, host name or node id.")]) -> None:
     """Revoke a paired peer: its leases here end and its WireGuard peer goes, within a second."""
     import time
 
@@ -727,7 +783,11 @@ def rendezvous(
     bind: Annotated[str, typer.Option(help="Address both machines can reach (never 0.0.0.0).")],
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 11438,
 ) -> None:
-    """Let two machines that cannot see each other pair through this one (it never sees the key)."""
+    """Let two machines that cannot see each other pair through this one (it never sees the key).
+
+    SIGTERM stops it with exit 0 (a service asked to stop); SIGINT with 130."""
+    import signal
+
     from hearth.pairing.rendezvous import Rendezvous
     from hearth.rpc_pool.node import check_bind
 
@@ -742,8 +802,7 @@ def rendezvous(
         finally:
             await server.close()
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    _until_signal(main(), "hearth rendezvous", clean_exit=(signal.SIGTERM,))
 
 
 @app.command()

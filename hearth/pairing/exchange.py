@@ -7,9 +7,12 @@
 
 The code is the SPAKE2 password. Each side proves it derived the same key (MAC over the
 transcript) before anything is revealed; the identities travel sealed under a key derived from
-it. A code allows one attempt: the host burns it when the first message arrives, so a wrong guess
-costs the guesser the code. Fresh SPAKE2 randomness on each side makes a replayed transcript fail.
-Both sides show the same short verifier for people to compare.
+it. A code allows one attempt: once the host has answered a well-formed key-exchange message
+(a point on the curve, for this nameplate) the attempt is spent, and any failure after that burns
+the code, so a wrong guess costs the guesser the code. Anything short of that (silence, garbage,
+a wrong nameplate, bytes that are not a point) is NotAnAttempt: the host has revealed nothing
+that could test a guess, so the code stays usable. Fresh SPAKE2 randomness on each side makes a
+replayed transcript fail. Both sides show the same short verifier for people to compare.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 from spake2 import SPAKE2_A, SPAKE2_B
 from spake2.ed25519_basic import NotOnCurve
+from spake2.ed25519_group import Ed25519Group
 from spake2.spake2 import SPAKEError
 
 from hearth.errors import HearthError
@@ -50,6 +54,10 @@ class PairingFailed(HearthError):
     exit_code = 7
 
 
+class NotAnAttempt(PairingFailed):
+    """A connection or message that never reached the key exchange: the code is still usable."""
+
+
 @dataclass(frozen=True)
 class PairingInfo:
     """What each side tells the other once the code is proven."""
@@ -63,6 +71,8 @@ class PairingInfo:
     endpoints: tuple[str, ...]
     """host:port of the WireGuard socket; the host is also where the agent answers without WireGuard."""
     agent_port: int = 11436
+    hostname: str = ""
+    """The machine's host name, so `hearth unpair` accepts it besides `name` ("" from older peers)."""
 
     @property
     def node_id(self) -> str:
@@ -75,13 +85,15 @@ class PairingInfo:
         try:
             info = cls(str(data["name"]), str(data["identity_key"]), str(data["wireguard_key"]),
                        str(data["tunnel_address"]), tuple(str(e) for e in data["endpoints"]),
-                       data["agent_port"])
+                       data["agent_port"], str(data.get("hostname") or ""))
         except (KeyError, TypeError) as exc:
             raise PairingFailed(f"The peer's details lack a field: {exc}") from exc
         if type(info.agent_port) is not int or not 0 < info.agent_port < 65536:
             raise PairingFailed("The peer's agent port is not a port number.")
         if not _NAME_RE.match(info.name):
             raise PairingFailed("The peer's name is not 1-63 letters, digits, spaces or . ' - _")
+        if info.hostname and not _NAME_RE.match(info.hostname):
+            raise PairingFailed("The peer's host name is not 1-63 letters, digits, spaces or . ' - _")
         for label, key in (("identity", info.identity_key), ("WireGuard", info.wireguard_key)):
             try:
                 raw = _b64d(key)
@@ -137,6 +149,28 @@ def _finish(spake: SPAKE2_A | SPAKE2_B, theirs: bytes, who: str) -> bytes:
         raise PairingFailed(f"The {who}'s key-exchange message is malformed.") from exc
 
 
+def check_pake(msg: Any, nameplate: int) -> bytes:
+    """The guest's SPAKE2 message if `msg` is a real attempt at this nameplate, else NotAnAttempt.
+
+    A real attempt is what SPAKE2 can test a password guess with: a point on the curve from
+    the guest's side. The rendezvous checks this too, so nothing less ever reaches a host."""
+    if not isinstance(msg, dict) or msg.get("t") != "pake":
+        raise NotAnAttempt("Expected the guest's key-exchange message first; the code is still valid.")
+    if msg.get("nameplate") != nameplate:
+        raise NotAnAttempt("The guest asked for another nameplate; check the code's number.")
+    try:
+        theirs = _field(msg, "msg")
+    except PairingFailed as exc:
+        raise NotAnAttempt(exc.message) from exc
+    if len(theirs) != SPAKE_MSG_LEN or theirs[:1] != b"B":
+        raise NotAnAttempt("The guest's key-exchange message is malformed.")
+    try:
+        Ed25519Group.bytes_to_element(theirs[1:])
+    except (NotOnCurve, ValueError, AssertionError) as exc:
+        raise NotAnAttempt("The guest's key-exchange message is not a point on the curve.") from exc
+    return theirs
+
+
 def _subkey(key: bytes, label: str) -> bytes:
     return hashlib.blake2b(label.encode(), key=key, digest_size=32).digest()
 
@@ -179,10 +213,15 @@ class PairingHost:
         self._transcript = b""
 
     def receive(self, msg: Any, now: float) -> dict[str, Any]:
+        """The reply to one guest message. Once an attempt is under way ('used'), any failure
+        burns the code; NotAnAttempt never changes the state."""
         try:
             return self._receive(msg, now)
+        except NotAnAttempt:
+            raise
         except PairingFailed:
-            self.state = "burned"
+            if self.state == "used":
+                self.state = "burned"
             raise
 
     def _receive(self, msg: Any, now: float) -> dict[str, Any]:
@@ -192,14 +231,15 @@ class PairingHost:
         if now > self.expires:
             self.state = "burned"
             raise PairingFailed("This code has expired; run `hearth pair` again for a new one.")
-        if self.state == "waiting" and kind == "pake":
-            self.state = "used"  # one attempt per code, whatever happens next
-            if msg.get("nameplate") != self.nameplate:
-                raise PairingFailed("The guest asked for another nameplate.")
-            theirs = _field(msg, "msg")
+        if self.state == "waiting":
+            theirs = check_pake(msg, self.nameplate)
             spake = SPAKE2_A(self.code.encode(), idA=ID_A, idB=ID_B)
             mine = spake.start()
-            self._key = _finish(spake, theirs, "guest")
+            try:
+                self._key = _finish(spake, theirs, "guest")
+            except PairingFailed as exc:  # check_pake let through a point spake2 refuses: nothing sent
+                raise NotAnAttempt(exc.message) from exc
+            self.state = "used"  # our answer lets the guest test one guess: the attempt is spent
             self._transcript = mine + theirs
             return {"t": "pake", "msg": _b64e(mine), "confirm": _b64e(_mac(self._key, ID_A, self._transcript))}
         if self.state == "used" and kind == "confirm":

@@ -15,10 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hearth.pairing.exchange import PairingFailed, PairingGuest, PairingHost, PairingInfo
+from hearth.pairing.exchange import NotAnAttempt, PairingFailed, PairingGuest, PairingHost, PairingInfo
+from hearth.pairing.limits import ConnectionLimit, client_key
 
 MAX_LINE = 16 * 1024
 STEP_TIMEOUT_S = 30.0
+FIRST_MESSAGE_TIMEOUT_S = 10.0
+MAX_CONNECTIONS_PER_ADDRESS = 4
+MAX_CONNECTIONS = 32
 DEFAULT_PAIR_PORT = 11437
 
 
@@ -43,7 +47,8 @@ def decode(line: bytes) -> Any:
     return msg
 
 
-async def receive(reader: asyncio.StreamReader, timeout: float = STEP_TIMEOUT_S) -> Any:
+async def receive_line(reader: asyncio.StreamReader, timeout: float = STEP_TIMEOUT_S) -> bytes:
+    """One whole line as received (PairingFailed on silence, a close or a line too long)."""
     try:
         line = await asyncio.wait_for(reader.readline(), timeout)
     except TimeoutError as exc:
@@ -52,7 +57,11 @@ async def receive(reader: asyncio.StreamReader, timeout: float = STEP_TIMEOUT_S)
         raise PairingFailed("The other side sent a pairing message that is too long.") from exc
     if not line:
         raise PairingFailed("The other side closed the connection.")
-    return decode(line)
+    return line
+
+
+async def receive(reader: asyncio.StreamReader, timeout: float = STEP_TIMEOUT_S) -> Any:
+    return decode(await receive_line(reader, timeout))
 
 
 async def send(writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
@@ -65,26 +74,48 @@ async def _tell_error(writer: asyncio.StreamWriter, exc: PairingFailed) -> None:
         await send(writer, {"t": "error", "message": exc.message})
 
 
-async def host_session(host: PairingHost, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Paired:
-    """The host's side of one connection: answer the guest's two messages."""
+async def host_session(host: PairingHost, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       first_timeout: float = FIRST_MESSAGE_TIMEOUT_S) -> Paired:
+    """The host's side of one connection: answer the guest's two messages.
+
+    Until the host has answered a real key-exchange message nothing is spent: silence, garbage or
+    a close raise NotAnAttempt and the code stays usable. After that, any failure burns it."""
     try:
-        for _ in range(2):
-            reply = host.receive(await receive(reader), time.time())
-            await send(writer, reply)
+        try:
+            first = await receive(reader, first_timeout)
+        except PairingFailed as exc:
+            raise NotAnAttempt(exc.message) from exc
+        except (ConnectionError, OSError) as exc:
+            raise NotAnAttempt(f"The connection broke before pairing started: {exc}") from exc
+        if host.state != "waiting":
+            raise NotAnAttempt("Another guest is trying this code right now, or it was used; "
+                               "wait for the host to say, or ask for a new code.")
+        await send(writer, host.receive(first, time.time()))
+        await send(writer, host.receive(await receive(reader), time.time()))
+    except NotAnAttempt as exc:
+        await _tell_error(writer, exc)
+        raise
     except PairingFailed as exc:
-        host.state = "burned"  # whatever went wrong, this code has had its attempt
+        _burn(host)
         await _tell_error(writer, exc)
         raise
     except (ConnectionError, OSError) as exc:
-        host.state = "burned"
+        _burn(host)
         raise PairingFailed(f"The connection broke during pairing: {exc}") from exc
     assert host.peer is not None and host.verifier is not None
     return Paired(host.peer, host.verifier, host.secret)
 
 
+def _burn(host: PairingHost) -> None:
+    """An attempt under way ended without pairing: the guest has had its one guess."""
+    if host.state == "used":
+        host.state = "burned"
+
+
 async def guest_session(guest: PairingGuest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Paired:
     try:
-        await send(writer, guest.start())
+        if guest.state == "new":  # through a rendezvous, it went with the meet message
+            await send(writer, guest.start())
         answer = guest.receive(await receive(reader))
         assert answer is not None
         await send(writer, answer)
@@ -98,25 +129,40 @@ async def guest_session(guest: PairingGuest, reader: asyncio.StreamReader, write
     return Paired(guest.peer, guest.verifier, guest.secret)
 
 
-async def serve_host(host: PairingHost, bind: str, port: int, ready: asyncio.Event | None = None) -> Paired:
-    """Listen until the first guest completes or spoils the code (one attempt), or the code expires.
-    Connections after the first are told the code is used."""
+async def serve_host(host: PairingHost, bind: str, port: int, ready: asyncio.Event | None = None,
+                     limit: ConnectionLimit | None = None, first_timeout: float = FIRST_MESSAGE_TIMEOUT_S) -> Paired:
+    """Listen until a guest completes or spoils the code (one attempt), or the code expires.
+
+    mDNS tells the whole LAN about this port, so connections that never attempt the exchange
+    cost their sender, not the code: each may take FIRST_MESSAGE_TIMEOUT_S to speak, and one
+    address holds at most MAX_CONNECTIONS_PER_ADDRESS at once (MAX_CONNECTIONS in all); more
+    are closed at once."""
     outcome: asyncio.Future[Paired] = asyncio.get_running_loop().create_future()
     sessions: set[asyncio.Task[None]] = set()
+    held = limit or ConnectionLimit(MAX_CONNECTIONS_PER_ADDRESS, MAX_CONNECTIONS)
 
-    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, key: str) -> None:
         try:
-            result = await host_session(host, reader, writer)
+            result = await host_session(host, reader, writer, first_timeout)
             if not outcome.done():
                 outcome.set_result(result)
+        except NotAnAttempt:
+            pass  # nothing was spent: keep waiting for the real guest
         except PairingFailed as exc:
             if not outcome.done() and host.state == "burned":
                 outcome.set_exception(exc)
         finally:
+            held.release(key)
             writer.close()
 
     def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(one(reader, writer))
+        peer = writer.get_extra_info("peername")
+        key = client_key(str(peer[0]) if peer else "")
+        if not held.acquire(key):
+            writer.write(b'{"t":"error","message":"Too many connections from your address; try again soon."}\n')
+            writer.close()
+            return
+        task = asyncio.create_task(one(reader, writer, key))
         sessions.add(task)
         task.add_done_callback(sessions.discard)
 

@@ -101,9 +101,14 @@ class TrustStore:
         return peer
 
     def find(self, name_or_id: str) -> TrustedPeer:
-        matches = [p for p in self.all() if name_or_id in (p.node_id, p.info.name)]
+        """By node id or the name it paired under; failing those, by its host name (a peer paired
+        as its node's name, say "den", is still known by the host name people see elsewhere)."""
+        peers = self.all()
+        matches = [p for p in peers if name_or_id in (p.node_id, p.info.name)]
+        if not matches:
+            matches = [p for p in peers if p.info.hostname and p.info.hostname == name_or_id]
         if len(matches) != 1:
-            known = ", ".join(f"{p.info.name} ({p.node_id})" for p in self.all()) or "none"
+            known = ", ".join(f"{p.info.name} ({p.node_id})" for p in peers) or "none"
             what = "is ambiguous" if matches else "is not paired"
             raise PeerNotPaired(f"{name_or_id!r} {what}; paired peers: {known}.")
         return matches[0]

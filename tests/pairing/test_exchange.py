@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.signing import SigningKey
 
 from hearth.errors import InvalidRequest
 from hearth.identity import NodeIdentity, b64
 from hearth.pairing.codes import make_code, parse_code
-from hearth.pairing.exchange import PairingFailed, PairingGuest, PairingHost, PairingInfo
+from hearth.pairing.exchange import NotAnAttempt, PairingFailed, PairingGuest, PairingHost, PairingInfo
 from hearth.tunnel.wireguard import tunnel_address
 
 
@@ -182,3 +183,36 @@ def test_random_points_fail_cleanly(point: bytes, side: bytes) -> None:
         guest.receive({"t": "pake", "msg": b64(side + point), "confirm": b64(point)})
     except PairingFailed:
         pass
+
+
+def fixed_info(name: str, seed: int) -> PairingInfo:
+    key = bytes(SigningKey(bytes([seed]) * 32).verify_key)
+    return PairingInfo(name, b64(key), b64(bytes(32)), tunnel_address(key), ("10.77.0.2:51820",))
+
+
+NOT_POINTS = st.sampled_from(["QgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC", "QgEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB",
+                              "QgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "QQ", ""]).map(
+    lambda m: {"t": "pake", "nameplate": 7, "msg": m})
+
+
+@settings(max_examples=50, deadline=None)  # each example ends in a real pairing (pure-Python SPAKE2)
+@given(st.lists(st.one_of(MESSAGES, NOT_POINTS), max_size=5))
+def test_anything_short_of_an_attempt_leaves_the_code_usable(msgs: list[Any]) -> None:
+    """Only an answered key-exchange message spends a code: before it, whatever arrives is
+    NotAnAttempt and the real guest still pairs."""
+    pair = fixed_info("den", 1), fixed_info("attic", 2)
+    host = PairingHost("7-honey-acre", 7, pair[0], now=0.0)
+    for m in msgs:
+        with pytest.raises(NotAnAttempt):
+            host.receive(m, 1.0)
+        assert host.state == "waiting"
+    run(host, PairingGuest("7-honey-acre", 7, pair[1]), now=1.0)
+    assert host.state == "done"
+
+
+def test_the_host_name_travels_and_is_checked(tmp_path: Path) -> None:
+    good = asdict(info(tmp_path, "den")) | {"hostname": "box-17.lan"}
+    assert PairingInfo.parse(good).hostname == "box-17.lan"
+    assert PairingInfo.parse({k: v for k, v in good.items() if k != "hostname"}).hostname == ""  # older peers
+    with pytest.raises(PairingFailed, match="host name"):
+        PairingInfo.parse(good | {"hostname": "bad\nname"})

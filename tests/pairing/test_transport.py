@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hearth.identity import NodeIdentity, b64
+from hearth.pairing import transport
 from hearth.pairing.codes import make_code, parse_code
 from hearth.pairing.exchange import PairingFailed, PairingGuest, PairingHost, PairingInfo
 from hearth.pairing.rendezvous import Rendezvous, meet, parse_meet
@@ -58,22 +59,69 @@ def test_a_wrong_code_over_tcp_burns_the_code_on_both_sides(tmp_path: Path) -> N
     assert isinstance(h, PairingFailed) and host.state == "burned"
 
 
-def test_garbage_on_the_wire_burns_the_code(tmp_path: Path) -> None:
-    host, _ = host_and_guest(tmp_path)
+def test_connections_that_never_attempt_the_exchange_leave_the_code_usable(tmp_path: Path) -> None:
+    """mDNS tells the whole LAN the pairing port: a bare connect, garbage, a cut-off line, a
+    message for another nameplate or bytes that are not a curve point must not burn the code."""
+    host, guest = host_and_guest(tmp_path)
+    stranger = PairingGuest("41-acre-honey", 41, info(tmp_path, "stranger")).start()  # nameplate 41, not 42
 
-    async def scenario() -> Any:
+    async def scenario() -> tuple[list[bytes], Any, Any]:
         port = free_port()
         ready = asyncio.Event()
         served = asyncio.create_task(serve_host(host, "127.0.0.1", port, ready))
         await ready.wait()
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET / HTTP/1.1\r\n\r\n")
-        answer = await reader.readline()
-        writer.close()
-        return json.loads(answer), await asyncio.gather(served, return_exceptions=True)
+        writer.close()  # connect and close, nothing said
+        await writer.wait_closed()
+        answers = []
+        for line in (b"GET / HTTP/1.1\r\n\r\n", b'{"t":"pake","nameplate":42', json.dumps(stranger).encode() + b"\n",
+                     b'{"t":"pake","nameplate":42,"msg":"QgAAAA"}\n', b'{"t":"error","message":"bye"}\n',
+                     b'{"t":"pake","nameplate":42,"msg":"QgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC"}\n',  # off the curve
+                     b'{"t":"pake","nameplate":42,"msg":"QgEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB"}\n'):  # small order
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(line)
+            writer.write_eof()
+            answers.append(await asyncio.wait_for(reader.read(), 10))
+            writer.close()
+        results = await asyncio.gather(served, join(guest, "127.0.0.1", port), return_exceptions=True)
+        return answers, results[0], results[1]
 
-    answer, (outcome,) = asyncio.run(scenario())
-    assert answer["t"] == "error" and isinstance(outcome, PairingFailed) and host.state == "burned"
+    answers, h, g = asyncio.run(scenario())
+    assert all(json.loads(a)["t"] == "error" for a in answers), answers
+    assert not isinstance(h, BaseException) and not isinstance(g, BaseException), (h, g)
+    assert h.peer.name == "attic" and g.peer.name == "den" and h.verifier == g.verifier
+
+
+def test_idle_connections_are_bounded_in_time_and_per_address(tmp_path: Path) -> None:
+    """A silent connection is dropped after the first-message timeout; one address holds at most
+    MAX_CONNECTIONS_PER_ADDRESS at once (more are closed at once) while others still pair."""
+    host, guest = host_and_guest(tmp_path)
+
+    async def scenario() -> tuple[float, bytes, Any, Any]:
+        port = free_port()
+        ready = asyncio.Event()
+        served = asyncio.create_task(serve_host(host, "127.0.0.1", port, ready, first_timeout=1.0))
+        await ready.wait()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        start = time.monotonic()
+        await asyncio.wait_for(reader.read(), 10)  # the host gives up on it
+        held = time.monotonic() - start
+        writer.close()
+        idle = [await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+                for _ in range(transport.MAX_CONNECTIONS_PER_ADDRESS)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
+        refused = await asyncio.wait_for(reader.read(), 0.5)  # closed at once, not after the timeout
+        writer.close()
+        results = await asyncio.gather(served, join(guest, "127.0.0.1", port), return_exceptions=True)
+        for _, w in idle:
+            w.close()
+        return held, refused, results[0], results[1]
+
+    held, refused, h, g = asyncio.run(scenario())
+    assert 0.9 < held < 3.0, held
+    assert b"Too many connections" in refused
+    assert not isinstance(h, BaseException) and not isinstance(g, BaseException), (h, g)
+    assert host.state == "done"
 
 
 def test_an_expired_code_stops_waiting(tmp_path: Path) -> None:
@@ -105,8 +153,8 @@ def test_pairing_through_a_rendezvous(tmp_path: Path) -> None:
             with pytest.raises(PairingFailed, match="already waits"):
                 await meet("127.0.0.1", port, 42, "host")
             with pytest.raises(PairingFailed, match="No host waits"):
-                await meet("127.0.0.1", port, 43, "guest")
-            reader, writer, _ = await meet("127.0.0.1", port, 42, "guest")
+                await meet("127.0.0.1", port, 43, "guest", first=PairingGuest("43-acre-acre", 43, guest.me).start())
+            reader, writer, _ = await meet("127.0.0.1", port, 42, "guest", first=guest.start())
             try:
                 g = await guest_session(guest, reader, writer)
             finally:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,20 @@ def _note_seen_many(home: Path, *node_ids: str) -> None:
     store = TrustStore(home)
     for i in range(300):
         store.seen(node_ids[i % len(node_ids)])
+
+
+def test_a_peer_is_found_by_its_host_name_too(tmp_path: Path) -> None:
+    """A peer pairs as its node's name ("den") and also tells its host name: `unpair` takes either,
+    a name beating another peer's host name, and peers paired before host names travelled still load."""
+    store = TrustStore(tmp_path)
+    den = replace(peer(tmp_path, "den"), hostname="box-17")
+    attic = replace(peer(tmp_path, "attic"), hostname="den")  # another machine whose host name is "den"
+    store.add(den, b"\x01" * 32)
+    store.add(attic, b"\x02" * 32)
+    assert store.find("box-17").info == den and store.find("den").info == den
+    rows = json.loads(store.path.read_text())
+    del rows[0]["info"]["hostname"]
+    store.path.write_text(json.dumps(rows))
+    assert store.find("den").info.hostname == "" and store.remove("attic").info == attic
+    with pytest.raises(PeerNotPaired):
+        store.find("box-17")
