@@ -9,7 +9,6 @@ A reader thread takes cancels while the main thread generates.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import queue
 import secrets
@@ -17,64 +16,14 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
 from hearth.engine.chat_tokens import TemplateMismatch, partition, split_rendered
+from hearth.engine.load import model_params
 from hearth.engine.protocol import OPS, ProtocolError, decode, encode
 from hearth.engine.templates import template_for
 from hearth.engine.textstream import TextStream
-
-
-@contextlib.contextmanager
-def _model_params(endpoints: list[str], split: list[float] | None,
-                  progress: Callable[[float], None]) -> Iterator[dict[str, Any]]:
-    """Adjust the model parameters llama-cpp-python builds, for the duration of the load.
-
-    llama-cpp-python 0.3.36 takes neither a device list nor a progress callback, and its default
-    device choice leaves registered RPC devices unused (FIELD-NOTES.md); so the parameters it gets
-    from `llama_model_default_params` get our NULL-terminated device list (layers on the leased RPC
-    servers, and on this CPU when split gives it a share) and a load-progress callback. Yields the
-    Llama keyword arguments to add.
-    """
-    import ctypes
-
-    from llama_cpp import llama_cpp as low
-
-    kwargs: dict[str, Any] = {}
-    array = None
-    if endpoints:
-        from hearth.rpc_pool.native import add_servers, cpu_device
-
-        devices = add_servers(endpoints)
-        shares = list(split) if split else [1.0] * len(devices)
-        if len(shares) == len(devices) + 1:
-            devices.append(cpu_device())  # the last share is this machine's
-        elif len(shares) != len(devices):
-            raise ValueError(f"{len(shares)} split shares for {len(devices)} RPC devices")
-        array = (ctypes.c_void_p * (len(devices) + 1))(*devices, None)
-        kwargs = {"n_gpu_layers": -1, "tensor_split": shares}
-
-    def on_progress(fraction: float, _user: Any) -> bool:
-        progress(fraction)
-        return True  # keep loading
-
-    callback = low.llama_progress_callback(on_progress)
-    original = low.llama_model_default_params
-
-    def adjusted() -> Any:
-        params = original()
-        if array is not None:
-            params.devices = ctypes.cast(array, ctypes.c_void_p)
-        params.progress_callback = callback
-        return params
-
-    low.llama_model_default_params = adjusted  # what llama.py calls
-    try:
-        yield kwargs
-    finally:
-        low.llama_model_default_params = original
-
 
 EMBED_GROUP = 8
 """Inputs embedded per llama.cpp call: a call has a fixed cost, and cancellation waits for one."""
@@ -111,7 +60,7 @@ class Engine:
         self._llama_cpp = llama_cpp
         self.model_path = model_path
         self.n_threads = n_threads
-        with _model_params(rpc or [], split, progress or (lambda _: None)) as placement:
+        with model_params(rpc or [], split, progress or (lambda _: None)) as placement:
             self.llm = llama_cpp.Llama(
                 model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                 verbose=False, **placement,
