@@ -94,6 +94,16 @@ def test_max_tokens_counts_tokens_even_when_text_is_held_back(worker: Worker) ->
     assert text == reply  # the held-back text is sent when the reply ends without the stop
 
 
+def test_max_tokens_is_not_exceeded_to_finish_a_character(worker: Worker) -> None:
+    """SmolLM2 greets in emoji, three tokens a character: the 16th token cuts a character, and
+    llama-cpp-python's stream decodes past the limit to finish it. The limit is in tokens."""
+    worker.send(op="chat", id="s", messages=[{"role": "user", "content": "Say hello"}], max_tokens=16,
+                stop=[], **GREEDY)
+    text, done = worker.until_done("s")
+    assert done["completion_tokens"] == 16 and done["finish_reason"] == "length", done
+    assert text and "\ufffd" not in text
+
+
 def test_a_closed_pipe_stops_the_request_in_hand(smollm2_path: Path) -> None:
     """When its parent dies the engine sees its stdin close: it must stop decoding at once,
     not generate on for nobody under PID 1."""
