@@ -56,7 +56,11 @@ def test_abandoned_ollama_requests_are_cancelled(server: Server) -> None:
                                                 "options": {"num_predict": 1}}, timeout=60)
     long_chat = {"model": MODEL, "stream": False, "options": {"temperature": 0},
                  "messages": [{"role": "user", "content": "Count from 1 to 5000, one number a line."}]}
-    threads = [threading.Thread(target=abandon, args=(server.url + "/api/chat", long_chat, 1.5)) for _ in range(2)]
+    # Greedy counting does not stop early: without num_predict it runs to the context size (~60 s).
+    counting = {"model": MODEL, "stream": False, "raw": True, "prompt": "1, 2, 3, 4, 5, 6,",
+                "options": {"temperature": 0}}
+    threads = [threading.Thread(target=abandon, args=(server.url + "/api/chat", long_chat, 1.5)),
+               threading.Thread(target=abandon, args=(server.url + "/api/generate", counting, 1.5))]
     for t in threads:
         t.start()
     for t in threads:
@@ -123,7 +127,7 @@ SURROGATE_BODIES = [
 @pytest.mark.parametrize("route, template, field", SURROGATE_BODIES)
 def test_a_lone_surrogate_is_a_400_naming_the_field(server: Server, route: str, template: str, field: str) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as http:
-        r = http.post(route, content=(template % SURROGATE).encode())
+        r = http.post(route, content=(template % SURROGATE).encode(), headers={"content-type": "application/json"})
         assert r.status_code == 400, r.text
         msg = r.json()["error"] if route.startswith("/api/") else r.json()["error"]["message"]
         assert field in msg and "surrogate" in msg
