@@ -1,11 +1,13 @@
-"""What always evaluating the prompt from an empty KV cache costs (issue 8, item 17).
+"""What deterministic prompt evaluation costs (issue 8, item 17).
 
-hearth's engine no longer reuses a cached prompt prefix, so that a request's greedy text does
-not depend on what ran before it. This measures the price: time to first token of a chat's next
-turn, in one process and one run, three ways on the same model and thread count:
-  reuse   llama-cpp-python's create_completion, the previous turn's prefix cached (what hearth did)
-  fresh   hearth's Engine: the whole prompt evaluated from empty, in batch-sized chunks
-and checks whether the two greedy replies agree.
+hearth's engine evaluates every prompt in 64-token chunks aligned at position 0 and reuses only
+whole chunks left in the KV cache, so that a request's greedy text does not depend on what ran
+before it. This measures the price: time to first token of a chat's next turn, in one process and
+one run, three ways on the same model and thread count:
+  reuse    llama-cpp-python's create_completion, the previous turn's prompt cached (what hearth did)
+  chunks   hearth's Engine right after the previous turn (its whole chunks reused)
+  empty    hearth's Engine with nothing cached (the whole prompt evaluated)
+and checks that hearth's two replies agree (they must) and whether llama-cpp-python's does.
 
     .venv/bin/python scripts/bench_prefix.py [--turns 6] [--rounds 5] [--threads 2]
 """
@@ -56,7 +58,8 @@ def main() -> int:
     msgs = conversation(args.turns)
     prompt, stop = engine._chat_prompt(msgs)
     earlier, _ = engine._chat_prompt(msgs[:-2])  # the previous turn, as a cache would hold it
-    reuse_ms, fresh_ms = [], []
+    reuse_ms: list[float] = []
+    fresh_ms: list[float] = []
     texts: dict[str, str] = {}
 
     class Out:
@@ -69,8 +72,18 @@ def main() -> int:
                 self.first = self.first or time.perf_counter()
                 self.text.append(str(msg["text"]))
 
+    def hearth(messages: list[dict[str, str]], cached: bool) -> tuple[float, str]:
+        if not cached:
+            engine._chunks = []
+        out = Out()
+        t0 = time.perf_counter()
+        engine.generate({"id": "b", "op": "chat", "messages": messages, "max_tokens": 32, "temperature": 0,
+                         "top_p": 1.0, "seed": 1}, threading.Event(), out)  # type: ignore[arg-type]
+        return ((out.first or time.perf_counter()) - t0) * 1000, "".join(out.text)
+
+    chunks_ms = []
     for _ in range(args.rounds):
-        # reuse: leave the previous turn in the cache, then ask for the next one
+        # reuse: leave the previous turn in llama-cpp-python's cache, then ask for the next one
         llm.reset()  # type: ignore[no-untyped-call]
         llm.eval(earlier)
         t0 = time.perf_counter()
@@ -81,28 +94,29 @@ def main() -> int:
             parts.append(chunk["choices"][0]["text"])  # type: ignore[index]
         reuse_ms.append(((first or time.perf_counter()) - t0) * 1000)
         texts["reuse"] = "".join(parts)
-        # fresh: what hearth does now
-        out = Out()
-        t0 = time.perf_counter()
-        engine.generate({"id": "b", "op": "chat", "messages": msgs, "max_tokens": 32, "temperature": 0,
-                         "top_p": 1.0, "seed": 1}, threading.Event(), out)  # type: ignore[arg-type]
-        fresh_ms.append(((out.first or time.perf_counter()) - t0) * 1000)
-        texts["fresh"] = "".join(out.text)
-    r, f = statistics.median(reuse_ms), statistics.median(fresh_ms)
-    body = f"""## Prompt from an empty cache vs prefix reuse (`scripts/bench_prefix.py`)
+        hearth(msgs[:-2], cached=False)  # the previous turn, through hearth
+        ms, texts["chunks"] = hearth(msgs, cached=True)
+        chunks_ms.append(ms)
+        ms, texts["empty"] = hearth(msgs, cached=False)
+        fresh_ms.append(ms)
+    r, c, e = (statistics.median(v) for v in (reuse_ms, chunks_ms, fresh_ms))
+    body = f"""## Deterministic prompt evaluation vs prefix reuse (`scripts/bench_prefix.py`)
 
 `.venv/bin/python scripts/bench_prefix.py --turns {args.turns} --rounds {args.rounds} --threads {args.threads}`
 (SmolLM2-135M Q4_1, one process, {args.threads} threads; a chat of {args.turns} earlier turns,
-{len(prompt)} prompt tokens of which {len(earlier)} were cached from the previous turn; medians of
-{args.rounds} alternating rounds).
+{len(prompt)} prompt tokens, {len(earlier)} of them the previous turn's prompt; medians of
+{args.rounds} rounds).
 
-| next turn's time to first token | ms |
-|---|---|
-| prefix reuse (llama-cpp-python, what hearth did before) | {r:.0f} |
-| whole prompt from an empty cache (hearth now) | {f:.0f} |
-| cost of determinism | {f - r:+.0f} ms ({f / r:.2f}x) |
+| next turn's time to first token | ms | vs llama-cpp-python's reuse |
+|---|---|---|
+| llama-cpp-python's prefix reuse (hearth before) | {r:.0f} | 1.00 |
+| hearth: whole 64-token chunks reused after the previous turn | {c:.0f} | {c / r:.2f} |
+| hearth: nothing cached (a new engine, or another conversation ran between) | {e:.0f} | {e / r:.2f} |
 
-Greedy replies {'agree' if texts['reuse'] == texts['fresh'] else 'DIFFER'} between the two ways here.
+hearth's two replies {'agree' if texts['chunks'] == texts['empty'] else 'DIFFER (a bug)'}; llama-cpp-python's
+{'agrees with them' if texts['reuse'] == texts['empty'] else 'differs from them'} on this conversation. The
+cost of determinism is the previous turn's partial last chunk (up to 63 tokens) and its reply,
+evaluated again; with nothing cached, the whole conversation.
 """
     print(body)
     if not args.no_doc:

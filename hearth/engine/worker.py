@@ -25,6 +25,9 @@ from hearth.engine.protocol import OPS, ProtocolError, decode, encode
 from hearth.engine.templates import template_for
 from hearth.engine.textstream import TextStream
 
+PROMPT_CHUNK = 64
+"""Prompt tokens evaluated per llama.cpp call, and the unit of prefix reuse (as fast per token
+as 512 here; docs/benchmarks.md)."""
 EMBED_GROUP = 8
 """Inputs embedded per llama.cpp call: a call has a fixed cost, and cancellation waits for one."""
 
@@ -69,6 +72,8 @@ class Engine:
         self._vocab = self.llm._model.vocab
         self._embedder: Any = None
         self._specials: tuple[list[str], list[int]] | None = None
+        self._chunks: list[int] = []
+        """Prompt tokens whose KV entries the cache holds, computed as whole aligned chunks."""
         template = template_for(self.llm.metadata)
         self.template_stop = list(template.stop)
         eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
@@ -163,17 +168,30 @@ class Engine:
         return chain
 
     def _evaluate(self, tokens: list[int], cancelled: threading.Event) -> bool:
-        """Evaluate from an empty KV cache, in batch-sized chunks, cancellable between chunks.
+        """Evaluate the prompt in chunks of PROMPT_CHUNK tokens aligned at position 0, reusing
+        the whole chunks the previous prompt left in the KV cache; cancellable between chunks.
 
-        Always from empty: reusing a cached prefix would evaluate the rest in other batch shapes,
-        whose kernels round differently, and greedy text could then depend on what ran before.
+        Always the same chunks for the same prompt: the kernels for another batch shape round
+        differently, and greedy text could then depend on what ran before (llama-cpp-python's
+        own prefix reuse evaluates whatever suffix is left in one batch). A reused chunk was
+        computed exactly as a fresh one would be, so reuse changes no result.
         """
-        self.llm.reset()  # type: ignore[no-untyped-call]
-        step = self.llm.n_batch
-        for i in range(0, len(tokens), step):
+        size = PROMPT_CHUNK
+        keep = 0
+        for cached, token in zip(self._chunks, tokens, strict=False):
+            if cached != token:
+                break
+            keep += 1
+        keep = min(keep, len(tokens) - 1) // size * size  # at least one token is evaluated, for logits
+        self._chunks = tokens[:keep]
+        self.llm.n_tokens = keep  # eval() drops the cache beyond n_tokens
+        for start in range(keep, len(tokens), size):
             if cancelled.is_set():
                 return False
-            self.llm.eval(tokens[i:i + step])
+            chunk = tokens[start:start + size]
+            self.llm.eval(chunk)
+            if len(chunk) == size:  # a partial chunk is evaluated in another shape than a whole one
+                self._chunks = tokens[:start + size]
         return True
 
     # -- requests ----------------------------------------------------------------------------
