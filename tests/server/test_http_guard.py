@@ -196,11 +196,14 @@ def _nonblocking(s: socket.socket) -> socket.socket:
 def test_a_kept_alive_connection_gets_the_same_header_deadline(guarded: Server) -> None:
     with socket.create_connection(("127.0.0.1", _port(guarded.url)), timeout=10) as s:
         s.sendall(b"GET /api/version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        first = b""
+        while b'"version"' not in first:  # the head and the body may come in separate reads
+            first += s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200")
         s.sendall(PARTIAL)
         t0 = time.monotonic()
         s.settimeout(HEADER_TIMEOUT + 3)
-        reply = b""
+        reply = first.split(b"}", 1)[1]
         while chunk := s.recv(65536):
             reply += chunk
         assert time.monotonic() - t0 < HEADER_TIMEOUT + 1
