@@ -67,23 +67,32 @@ def saved_paths(logs: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_rpc_cache_is_per_lessee_and_capped_by_the_node(smollm2_path: Path, tmp_path: Path) -> None:
-    with running_node(tmp_path, "--max-memory", "600M", "--cache-size", "45M") as node:
+def test_rpc_cache_is_per_lessee(smollm2_path: Path, tmp_path: Path) -> None:
+    with running_node(tmp_path, "--max-memory", "600M") as node:
         root = tmp_path / "rpc-cache"
         folder = {src: root / hashlib.sha256(src.encode()).hexdigest()[:32] for src in ("127.0.0.1", "127.0.0.2")}
         first = lease("127.0.0.1", node.url, 250_000_000)
         assert asyncio.run(reply_through(smollm2_path, first["endpoint"], tmp_path / "a.log")).strip()
-        [saved] = saved_paths(tmp_path / "logs")  # SmolLM2's 30 MB embedding, the one tensor over 10 MiB
+        [saved] = saved_paths(tmp_path / "logs")  # SmolLM2's 30 MB output head, its one tensor over 10 MiB
         assert saved.parent == folder["127.0.0.1"], saved
         assert not [p for p in root.iterdir() if p.is_file()], "a file in the shared cache root"
         second = lease("127.0.0.2", node.url, 250_000_000)
         assert asyncio.run(reply_through(smollm2_path, second["endpoint"], tmp_path / "b.log")).strip()
         # The second lessee had to send its own copy: the first one's was not served to it.
         assert {p.parent for p in saved_paths(tmp_path / "logs")} == set(folder.values())
+
+
+@pytest.mark.slow
+def test_rpc_cache_is_capped_by_the_node_while_leases_run(smollm2_path: Path, tmp_path: Path) -> None:
+    with running_node(tmp_path, "--max-memory", "600M", "--cache-size", "20M") as node:
+        held = lease("127.0.0.1", node.url, 250_000_000)
+        assert asyncio.run(reply_through(smollm2_path, held["endpoint"], tmp_path / "a.log")).strip()
+        assert saved_paths(tmp_path / "logs"), "the server cached nothing: nothing to check"
         deadline = time.monotonic() + 3
-        while RpcCache(root, 0).used() > 45_000_000 and time.monotonic() < deadline:
+        while RpcCache(tmp_path / "rpc-cache", 0).used() > 20_000_000 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert RpcCache(root, 0).used() <= 45_000_000, "the node let the cache grow past --cache-size"
+        assert RpcCache(tmp_path / "rpc-cache", 0).used() <= 20_000_000, "the cache outgrew --cache-size"
+        assert httpx.get(node.url + "/v1/node").json()["leases"], "the lease ended: the cap was not enforced while it ran"
 
 
 def write(path: Path, size: int, mtime: float) -> None:
