@@ -446,6 +446,8 @@ def node(
     admit: Annotated[str, typer.Option(
         help="Who may lease memory here: 'household' (anyone on this LAN) or 'paired' (only peers paired "
              "with `hearth pair`, via WireGuard or the sealed tunnel; the LAN sees only discovery).")] = "household",
+    cache_size: Annotated[str, typer.Option(
+        help="Disk for lessees' RPC weight caches (one folder each, oldest evicted first); 0 turns it off.")] = "2G",
 ) -> None:
     """Run this machine's agent: advertise it and lend its memory to the household's models."""
     import asyncio
@@ -465,6 +467,7 @@ def node(
 
     remember_node_name(settings.home, label)  # `hearth pair` introduces this machine by it
     cap = parse_size(max_memory) if max_memory else None
+    cache_cap = parse_size(cache_size)
     statics = [_check_peer(p) for p in peer or []]
     if admit not in ("household", "paired"):
         raise InvalidRequest(f"--admit {admit!r}: choose 'household' or 'paired'.")
@@ -473,7 +476,7 @@ def node(
               + (f", at most {max_memory}" if max_memory else ""))
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(run_node(settings, address, port, label, cap, statics, admit))
+            runner.run(run_node(settings, address, port, label, cap, statics, admit, cache_size=cache_cap))
     except KeyboardInterrupt:
         pass
 
@@ -526,7 +529,7 @@ def peers(
         return
     table = Table("name", "node id", "address", "radius", "free", "rpc", "state")
     for p in found:
-        state = "ready" if p.usable else (p.problem or "unverified")
+        state = ("full" if p.record.full else "ready") if p.usable else (p.problem or "unverified")
         table.add_row(p.record.name, p.record.node_id, f"{p.address}:{p.record.port}", p.radius,
                       human(p.record.free_bytes), str(p.record.rpc), state)
     for t in missing:

@@ -44,6 +44,8 @@ class PeerRecord:
     port: int
     devices: tuple[DeviceInfo, ...]
     addresses: tuple[str, ...] = field(default_factory=tuple)
+    full: bool = False
+    """No lease slot or no memory left for a new lessee (records without the key: not full)."""
 
     @property
     def free_bytes(self) -> int:
@@ -54,6 +56,7 @@ class PeerRecord:
             "id": self.node_id, "name": self.name, "v": self.version, "rpc": str(self.rpc),
             "port": str(self.port),
             "dev": ";".join(f"{d.name},{d.free},{d.total}" for d in self.devices),
+            "full": "1" if self.full else "0",
         }
 
 
@@ -107,7 +110,10 @@ def parse_record(props: dict[bytes, bytes | None], addresses: list[str]) -> Peer
         addrs.append(str(addr))
     if not addrs:
         raise RecordError("discovery record has no address")
-    return PeerRecord(node_id, name, version, rpc, int(port_text), tuple(devices), tuple(addrs))
+    full = _text(props, "full") if b"full" in props else "0"  # older nodes do not send it
+    if full not in ("0", "1"):
+        raise RecordError(f"full {full[:20]!r} is not 0 or 1")
+    return PeerRecord(node_id, name, version, rpc, int(port_text), tuple(devices), tuple(addrs), full == "1")
 
 
 PAIR_SERVICE_TYPE = "_hearth-pair._tcp.local."

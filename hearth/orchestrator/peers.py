@@ -52,11 +52,12 @@ class Peer:
         return {"node_id": r.node_id, "name": r.name, "address": self.address, "port": r.port,
                 "version": r.version, "rpc_version": str(r.rpc), "free_bytes": r.free_bytes,
                 "devices": [vars(d) for d in r.devices], "source": self.source, "verified": self.verified,
-                "compatible": self.compatible, "problem": self.problem, "radius": self.radius}
+                "compatible": self.compatible, "problem": self.problem, "radius": self.radius, "full": r.full}
 
 
 def _props(status: dict[str, Any]) -> dict[bytes, bytes | None]:
-    return {k.encode(): str(v).encode() for k, v in status.items() if k in ("id", "name", "v", "rpc", "port", "dev")}
+    keys = ("id", "name", "v", "rpc", "port", "dev", "full")
+    return {k.encode(): str(v).encode() for k, v in status.items() if k in keys}
 
 
 async def check(client: httpx.AsyncClient, address: str, port: int, source: str, local_rpc: RpcVersion,

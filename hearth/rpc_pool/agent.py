@@ -45,10 +45,12 @@ class LeaseRequest(BaseModel):
 
 def node_record(identity: NodeIdentity, name: str, port: int, address: str, rpc: RpcVersion,
                 devices: list[DeviceInfo], manager: LeaseManager) -> PeerRecord:
-    """This node as the LAN sees it: free memory is what is left of its budget."""
-    left = max(0, manager.budget - manager.leased_bytes)
+    """This node as the LAN sees it: free memory is what is left of its budget, none when it is
+    full (no slot, or less than a minimum lease left), so planners pass it by."""
+    full = manager.full
+    left = 0 if full else max(0, manager.budget - manager.leased_bytes)
     shown = tuple(DeviceInfo(d.name, min(d.free, left), d.total) for d in devices)
-    return PeerRecord(identity.node_id, name, __version__, rpc, port, shown, (address,))
+    return PeerRecord(identity.node_id, name, __version__, rpc, port, shown, (address,), full)
 
 
 @dataclass(frozen=True)
@@ -155,11 +157,15 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
         if on_change is not None:
             on_change(record())
 
+    manager.on_change = changed  # leases that end on their own (expiry, revocation) change the record too
+
     @app.get("/v1/node")
     async def status() -> dict[str, Any]:
         r = record()
         return {**r.to_properties(), "public_key": b64(identity.public_key), "budget": manager.budget,
-                "leased_bytes": manager.leased_bytes, "devices": [vars(d) for d in r.devices],
+                "leased_bytes": manager.leased_bytes, "max_leases": manager.max_leases,
+                "per_holder": manager.policy.per_holder, "min_lease_bytes": manager.policy.min_bytes,
+                "devices": [vars(d) for d in r.devices],
                 "leases": [lease.public() for lease in manager.leases.values()]}
 
     @app.post("/v1/node/prove")

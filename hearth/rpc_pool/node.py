@@ -16,7 +16,7 @@ from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NodeIdentity
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.rpc_pool.hello import RpcVersion
-from hearth.rpc_pool.leases import LeaseManager
+from hearth.rpc_pool.leases import DEFAULT_CACHE_BYTES, LeaseManager
 from hearth.rpc_pool.process import RpcServerProcess
 from hearth.rpc_pool.relay import listening_socket
 from hearth.settings import Settings
@@ -114,7 +114,8 @@ async def watch_trust(trust: TrustStore, manager: LeaseManager, wg: WireGuardInt
 
 
 async def run_node(settings: Settings, bind: str, port: int, name: str, max_memory: int | None,
-                   static_peers: list[str], admit: str = "household", ready: asyncio.Event | None = None) -> None:
+                   static_peers: list[str], admit: str = "household", ready: asyncio.Event | None = None,
+                   cache_size: int = DEFAULT_CACHE_BYTES) -> None:
     """Serve leases to the household on `bind` (admit='household'), or to paired peers only
     (admit='paired'): through WireGuard on the tunnel address, or sealed tunnels without it."""
     from hearth.discovery.mdns import Advertiser
@@ -139,7 +140,8 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
             serve_on = wg.address  # nothing of the agent listens on the LAN
     device = wg.name if wg is not None else None
     manager = LeaseManager(serve_on, budget, settings.home / "rpc-cache", settings.home / "logs",
-                           threads=settings.n_threads, sealed=admit == "paired" and wg is None, device=device)
+                           threads=settings.n_threads, sealed=admit == "paired" and wg is None, device=device,
+                           cache_limit=cache_size)
     advertiser: Advertiser | None = None
     loopback = ipaddress.ip_address(bind).is_loopback
 

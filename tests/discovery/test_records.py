@@ -35,6 +35,7 @@ def test_round_trip() -> None:
     ({"port": "²"}, "port"), ({"rpc": "7.٣.0"}, "RPC"),
     ({"dev": ""}, "devices"), ({"dev": "CPU,10,5"}, "more free"), ({"dev": "CPU,1"}, "NAME,FREE,TOTAL"),
     ({"dev": ";".join(["CPU,1,2"] * 9)}, "devices"),
+    ({"full": "yes"}, "full"), ({"full": "2"}, "full"), ({"full": ""}, "full"), ({"full": None}, "lacks"),
 ])
 def test_malformed_records_are_refused(change: dict[str, str | None], says: str) -> None:
     with pytest.raises(RecordError, match=says):
@@ -54,7 +55,27 @@ def test_non_utf8_is_refused() -> None:
         parse_record(p, ["10.77.0.2"])
 
 
-@given(st.dictionaries(st.sampled_from([b"id", b"name", b"v", b"rpc", b"port", b"dev", b"x"]),
+def test_full_flag_round_trips_and_older_records_are_not_full() -> None:
+    full = PeerRecord(**{**vars(GOOD), "full": True})
+    assert parse_record(props(full), ["10.77.0.2"]) == full and full.to_properties()["full"] == "1"
+    older = props(GOOD)
+    del older[b"full"]  # a node from before the flag
+    assert parse_record(older, ["10.77.0.2"]).full is False
+
+
+@given(st.none() | st.sampled_from([b"0", b"1", b"01", b"1 ", "１".encode()]) | st.binary(max_size=8))
+def test_any_full_value_is_0_or_1_or_refused(value: bytes | None) -> None:
+    p = props(GOOD)
+    p[b"full"] = value
+    try:
+        record = parse_record(p, ["10.77.0.2"])
+    except RecordError:
+        assert value not in (b"0", b"1")
+        return
+    assert value in (b"0", b"1") and record.full == (value == b"1")
+
+
+@given(st.dictionaries(st.sampled_from([b"id", b"name", b"v", b"rpc", b"port", b"dev", b"full", b"x"]),
                        st.one_of(st.none(), st.binary(max_size=80)), max_size=7),
        st.lists(st.text(max_size=20), max_size=3))
 def test_any_record_parses_or_raises_record_error(p: dict[bytes, bytes | None], addresses: list[str]) -> None:
@@ -65,9 +86,10 @@ def test_any_record_parses_or_raises_record_error(p: dict[bytes, bytes | None], 
     assert len(rec.node_id) == 16 and rec.devices and rec.addresses
 
 
-@given(st.builds(lambda free, extra, name: PeerRecord(
-    "abcdefghijklmnop", name, "0.1.0", RpcVersion(7, 0, 0), 1234, (DeviceInfo("CPU", free, free + extra),), ("127.0.0.1",)),
-    st.integers(0, 2**50), st.integers(0, 2**50), st.from_regex(r"[A-Za-z0-9 ._-]{1,63}", fullmatch=True)))
+@given(st.builds(lambda free, extra, name, full: PeerRecord(
+    "abcdefghijklmnop", name, "0.1.0", RpcVersion(7, 0, 0), 1234, (DeviceInfo("CPU", free, free + extra),), ("127.0.0.1",),
+    full), st.integers(0, 2**50), st.integers(0, 2**50), st.from_regex(r"[A-Za-z0-9 ._-]{1,63}", fullmatch=True),
+    st.booleans()))
 def test_every_record_we_write_parses_back(record: PeerRecord) -> None:
     assert parse_record(props(record), list(record.addresses)) == record
 
