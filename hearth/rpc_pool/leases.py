@@ -113,6 +113,8 @@ class LeaseManager:
         self._lock = asyncio.Lock()
         self._closed = False
         self._ending: set[asyncio.Task[None]] = set()
+        self._starting: set[RpcServer] = set()
+        self._announced: tuple[bool, int] | None = None
 
     @property
     def budget(self) -> int:
@@ -149,6 +151,7 @@ class LeaseManager:
             folder = await self._offload(self.cache.folder, holder)
             server = self._factory(folder, self.log_dir / f"rpc-{lease_id[:8]}.log", charged)
             gate: Relay | SealedGate | None = None
+            self._starting.add(server)  # shutdown stops it, rather than wait out a slow start
             try:
                 self.rpc_version = await self._offload(server.start)
                 endpoint = server.endpoint
@@ -168,6 +171,8 @@ class LeaseManager:
                 if gate is not None:
                     await asyncio.shield(self._close_gate(gate))
                 raise
+            finally:
+                self._starting.discard(server)
             lease = Lease(lease_id, holder, charged, server, gate, endpoint, self._clock() + self.ttl)
             self.leases[lease_id] = lease
             return lease
@@ -231,6 +236,7 @@ class LeaseManager:
         await asyncio.gather(*(self._stop(lease.server) for lease in ended))
 
     def _changed(self) -> None:
+        self._announced = (self.full, self.leased_bytes >> 20)
         if self.on_change is None:
             return
         try:
@@ -240,6 +246,8 @@ class LeaseManager:
 
     async def _round(self) -> None:
         await self.expire()
+        if self._announced != (self.full, self.leased_bytes >> 20):
+            self._changed()  # a server grew (or shrank): what the node has left changed
         if self.cache.enabled:
             await self._offload(self.cache.enforce)
 
@@ -265,6 +273,8 @@ class LeaseManager:
 
     async def shutdown(self, loop: asyncio.Task[None] | None = None) -> None:
         self._closed = True
+        for server in list(self._starting):
+            server.stop()  # safe while its start runs: the grant then fails and cleans up
         if loop is not None:
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -94,6 +94,7 @@ def test_malformed_control_requests_get_clear_4xx(agent: str, method: str, path:
     (["--bind", "::"], "never listens on every interface"),
     (["--bind", "my-laptop"], "not an IP address"),
     (["--max-memory", "much"], "not a size"),
+    (["--cache-size", "lots"], "not a size"),
     (["--peer", "nohost"], "HOST:PORT"),
     (["--name", "bad\\nname"], "--name"),
 ])
