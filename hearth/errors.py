@@ -106,3 +106,13 @@ class InsecureBind(HearthError):
 
     code = "insecure_bind"
     exit_code = 2
+
+
+class Stopped(HearthError):
+    """SIGINT or SIGTERM ended a command; the exit code is 128 + the signal's number."""
+
+    def __init__(self, what: str, signum: int) -> None:
+        import signal
+
+        super().__init__(f"{what} stopped ({signal.Signals(signum).name}).")
+        self.exit_code = 128 + signum

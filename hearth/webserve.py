@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import resource
+import signal
 import socket
 from typing import Any, ClassVar
 
@@ -20,6 +21,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from hearth.errors import Stopped
 from hearth.http_guard import HostGuard, HostRule, PeerTable, parse_allowed_hosts
 from hearth.settings import Settings
 
@@ -142,6 +144,18 @@ def machine_names() -> list[str]:
     that can stall start-up where no resolver answers)."""
     name = socket.gethostname()
     return [name, f"{name}.local"]
+
+
+def stop_cleanly_on_sigterm(what: str) -> None:
+    """uvicorn handles a SIGTERM while it serves, shuts down, then delivers the signal again; with
+    the default handler that kills the process before `finally` blocks run (a node's mDNS goodbye,
+    its trust watcher). Make that delivery, and a SIGTERM before serving starts, a Stopped error
+    that unwinds them."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Stopped(what, signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 SHUTDOWN_GRACE_S = 3

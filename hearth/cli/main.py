@@ -18,7 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 from rich.table import Table
 
 from hearth import __version__
-from hearth.errors import HearthError, InsecureBind, InvalidRequest
+from hearth.errors import HearthError, InsecureBind, InvalidRequest, Stopped
 from hearth.settings import Settings, load_settings
 from hearth.units import digits
 
@@ -207,7 +207,7 @@ def serve(
     from hearth.orchestrator.engines import EnginePool
     from hearth.rpc_pool.relay import listening_socket
     from hearth.server.app import create_app
-    from hearth.webserve import web_server
+    from hearth.webserve import stop_cleanly_on_sigterm, web_server
 
     if api_key is not None and api_key_file is not None:
         raise InvalidRequest("--api-key and --api-key-file both give the key; give one.")
@@ -241,6 +241,7 @@ def serve(
                   f"(OpenAI base URL http://{settings.host}:{port}/v1)")
         await server.serve(sockets=[sock])
 
+    stop_cleanly_on_sigterm("hearth serve")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(main())
@@ -457,6 +458,7 @@ def node(
     from hearth.engine.native import check_rpc_backend
     from hearth.rpc_pool.node import check_bind, run_node
     from hearth.units import parse_size
+    from hearth.webserve import stop_cleanly_on_sigterm
 
     settings = _settings()
     address = check_bind(bind)
@@ -474,6 +476,7 @@ def node(
     check_rpc_backend()
     err.print(f"hearth node {label} on {address}:{port}, admitting {admit}"
               + (f", at most {max_memory}" if max_memory else ""))
+    stop_cleanly_on_sigterm("hearth node")
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(run_node(settings, address, port, label, cap, statics, admit, cache_size=cache_cap))
@@ -551,10 +554,6 @@ def _source_address(host: str) -> str:
 _T = TypeVar("_T")
 
 
-class _Stopped(HearthError):
-    """SIGINT or SIGTERM ended a command; the exit code is 128 + the signal's number."""
-
-
 def _until_signal(main: Coroutine[Any, Any, _T], what: str, clean_exit: tuple[int, ...] = ()) -> _T:
     """Run `main` until it ends or SIGINT/SIGTERM arrives; a signal cancels it, so its `finally`
     blocks close sockets and mDNS records, then the command stops with one line: exit 128 + the
@@ -582,9 +581,7 @@ def _until_signal(main: Coroutine[Any, Any, _T], what: str, clean_exit: tuple[in
             if got[0] in clean_exit:
                 err.print(f"{what} stopped ({name}).")
                 raise typer.Exit(0) from None
-            stopped = _Stopped(f"{what} stopped ({name}).")
-            stopped.exit_code = 128 + got[0]
-            raise stopped from None
+            raise Stopped(what, got[0]) from None
         finally:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(signum)
