@@ -814,6 +814,9 @@ def version() -> None:
 def main() -> None:
     try:
         app()
+    except Stopped as exc:  # asked to stop: not an error
+        err.print(exc.message)
+        sys.exit(exc.exit_code)
     except HearthError as exc:
         err.print("[bold red]error:[/]", escape(exc.message))
         sys.exit(exc.exit_code)
