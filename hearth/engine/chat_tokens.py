@@ -30,11 +30,13 @@ class TemplateMismatch(ValueError):
     """The template treats message text in a way the cut cannot follow."""
 
 
-def split_rendered(render: Callable[[list[str]], str], contents: Sequence[str]) -> list[Fragment]:
-    """Fragments of the prompt `render(contents)`, found by rendering once more with a marker in
-    place of each message's text. A template may trim a message; anything else it does to the
-    text (or a template whose branches depend on it) raises TemplateMismatch."""
-    real = render(list(contents))
+def split_rendered(render: Callable[[list[str]], str], contents: Sequence[str],
+                   real: str | None = None) -> list[Fragment]:
+    """Fragments of the prompt `render(contents)` (pass it as `real` if it is rendered already),
+    found by rendering once more with a marker in place of each message's text. A template may
+    trim a message; anything else it does to the text (or a template whose branches depend on
+    it) raises TemplateMismatch."""
+    real = render(list(contents)) if real is None else real
     marked = render([_marker(i) for i in range(len(contents))])
     pieces: list[Fragment] = []
     pos = 0  # in `real`

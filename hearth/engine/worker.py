@@ -118,7 +118,8 @@ class Engine:
 
         try:
             result = self.formatter(messages=cast(Any, messages))
-            fragments = split_rendered(render, [str(m.get("content") or "") for m in messages])
+            fragments = split_rendered(render, [str(m.get("content") or "") for m in messages],
+                                       real=str(result.prompt))
         except TemplateMismatch as exc:
             raise RequestError("invalid_request", f"The model's chat template cannot keep message text "
                                f"apart from its control tokens ({exc}).") from exc
