@@ -26,7 +26,7 @@ _ERRORS: dict[str, type[HearthError]] = {
     "invalid_request": InvalidRequest,
 }
 LOAD_TIMEOUT_S = 300.0
-_STREAM_LIMIT = 16 * 1024 * 1024  # one event a line; the longest is one embedding vector
+_STREAM_LIMIT = 16 * 1024 * 1024  # one event a line; the longest is a group of embedding vectors
 log = logging.getLogger("hearth.engine")
 
 
