@@ -46,7 +46,7 @@ CLIENT = textwrap.dedent("""
                 env = open(f"/proc/{pid}/environ", "rb").read()
             except OSError:
                 continue
-            if b"hearth.rpc_pool.server" in cmd and marker.encode() in env:
+            if b"hearth.ggml.server" in cmd and marker.encode() in env:
                 out.append(int(pid))
         return sorted(out)
 

@@ -36,10 +36,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 from benchdoc import write_section  # noqa: E402
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess  # noqa: E402
+from hearth.ggml.process import RpcServerProcess  # noqa: E402
 from hearth.models.pull import resolve  # noqa: E402
 from hearth.models.store import ModelStore  # noqa: E402
-from hearth.rpc_pool.process import RpcServerProcess  # noqa: E402
-from hearth.rpc_pool.relay import nodelay  # noqa: E402
+from hearth.net.pump import nodelay  # noqa: E402
 
 ASK = [{"role": "user", "content": "Write a long essay about the history of Rome."}]
 HASH_THRESHOLD = 10 * 1024 * 1024

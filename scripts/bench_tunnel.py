@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import lan  # noqa: E402
 from benchdoc import write_section  # noqa: E402
 
-from hearth.rpc_pool.relay import nodelay  # noqa: E402
+from hearth.net.pump import nodelay  # noqa: E402
 from hearth.tunnel.sealed import SealedDialer, SealedGate, lease_key  # noqa: E402
 
 MIB = 1 << 20

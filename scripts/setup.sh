@@ -3,7 +3,7 @@
 # The llama-cpp-python wheel is built once (about 5 minutes on 2 cores) and cached in
 # $HEARTH_WHEEL_CACHE (default ~/.cache/hearth/wheels); later set-ups install it in seconds.
 #   bash scripts/setup.sh          # run-time dependencies
-#   bash scripts/setup.sh --test   # plus the test dependencies
+#   bash scripts/setup.sh --test   # plus the test and lint dependencies
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,7 @@ LLAMA_VERSION=0.3.36
 WHEELS=${HEARTH_WHEEL_CACHE:-$HOME/.cache/hearth/wheels}
 PY=${PYTHON:-python3}
 extras=""
-if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
+if [ "${1:-}" = "--test" ]; then extras="[test,lint]"; fi
 
 # The trusted radius's WireGuard runs in userspace (wireguard-go) where the kernel has no module.
 # Installing Debian packages needs root; without it hearth uses its unprivileged encrypted tunnel.
@@ -38,8 +38,8 @@ fi
 .venv/bin/python -m pip install -q --find-links "$WHEELS" --only-binary llama-cpp-python -e ".$extras"
 
 # A llama-cpp-python installed earlier without RPC would satisfy pip; replace it with ours.
-if ! .venv/bin/python -c "from hearth.engine.native import check_rpc_backend; check_rpc_backend()" 2>/dev/null; then
+if ! .venv/bin/python -c "from hearth.ggml.native import check_rpc_backend; check_rpc_backend()" 2>/dev/null; then
   .venv/bin/python -m pip install -q --force-reinstall --no-deps "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
-  .venv/bin/python -c "from hearth.engine.native import check_rpc_backend; check_rpc_backend()"
+  .venv/bin/python -c "from hearth.ggml.native import check_rpc_backend; check_rpc_backend()"
 fi
 echo "hearth is set up in .venv" >&2

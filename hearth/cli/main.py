@@ -129,7 +129,7 @@ def run(
 ) -> None:
     """Run a model: reply to PROMPT and exit, or chat interactively."""
     from hearth.cli.chat import interactive, one_shot
-    from hearth.engine.native import check_rpc_backend
+    from hearth.ggml.native import check_rpc_backend
     from hearth.orchestrator.engines import EnginePool
 
     settings = _settings()
@@ -203,11 +203,11 @@ def serve(
     The bearer key comes from HEARTH_API_KEY, --api-key-file or --api-key (others can read it in `ps`)."""
     import asyncio
 
-    from hearth.engine.native import check_rpc_backend
+    from hearth.ggml.native import check_rpc_backend
+    from hearth.net.pump import listening_socket
+    from hearth.net.webserve import stop_cleanly_on_sigterm, web_server
     from hearth.orchestrator.engines import EnginePool
-    from hearth.rpc_pool.relay import listening_socket
     from hearth.server.app import create_app
-    from hearth.webserve import stop_cleanly_on_sigterm, web_server
 
     if api_key is not None and api_key_file is not None:
         raise InvalidRequest("--api-key and --api-key-file both give the key; give one.")
@@ -397,11 +397,11 @@ def plan(
     The household's nodes are found by mDNS (and --peer); --node adds imagined ones."""
     import asyncio
 
+    from hearth.ggml.native import cpu_device, describe
     from hearth.models.facts import cached_facts
     from hearth.models.pull import resolve
     from hearth.orchestrator.planner import NodeCapacity
     from hearth.orchestrator.planner import plan as make_plan
-    from hearth.rpc_pool.native import cpu_device, describe
     from hearth.units import human, parse_size
 
     settings = _settings()
@@ -455,10 +455,10 @@ def node(
     import re
     import socket
 
-    from hearth.engine.native import check_rpc_backend
+    from hearth.ggml.native import check_rpc_backend
+    from hearth.net.webserve import stop_cleanly_on_sigterm
     from hearth.rpc_pool.node import check_bind, run_node
     from hearth.units import parse_size
-    from hearth.webserve import stop_cleanly_on_sigterm
 
     settings = _settings()
     address = check_bind(bind)
@@ -492,11 +492,11 @@ def _check_peer(spec: str) -> str:
 
 
 async def _discover(settings: Settings, trusted: bool, wait: float, statics: list[str]) -> Any:
+    from hearth.ggml.process import local_rpc_version
     from hearth.identity import NodeIdentity
     from hearth.orchestrator.peers import discover
+    from hearth.pairing import circle
     from hearth.pairing.trust import TrustStore
-    from hearth.rpc_pool.node import local_rpc_version
-    from hearth.tunnel import circle
 
     identity = NodeIdentity.load_or_create(settings.home)
     trust = TrustStore(settings.home) if trusted else None
@@ -621,12 +621,12 @@ def pair(
     Both show three words: they must match on both screens. SIGINT or SIGTERM stops the
     waiting (exit 130 or 143) and the code is gone with it."""
     from hearth.identity import NodeIdentity
+    from hearth.pairing import circle
     from hearth.pairing.codes import parse_code
     from hearth.pairing.exchange import PairingFailed
     from hearth.pairing.names import NAME_RE, default_label
     from hearth.pairing.trust import TrustStore
     from hearth.rpc_pool.node import check_bind
-    from hearth.tunnel import circle
     from hearth.tunnel.wireguard import tunnel_address
 
     settings = _settings()
@@ -675,12 +675,12 @@ async def _pair_host(settings: Settings, identity: Any, label: str, address: str
     import time
     from dataclasses import replace
 
+    from hearth.pairing import circle
     from hearth.pairing.codes import make_code, parse_code
     from hearth.pairing.exchange import PairingHost
     from hearth.pairing.names import hostname_label
     from hearth.pairing.rendezvous import meet
     from hearth.pairing.transport import host_session, serve_host
-    from hearth.tunnel import circle
 
     nameplate = 1 + secrets.randbelow(999)  # short to read out; codes allow up to 9999
     code = make_code(nameplate)
@@ -725,11 +725,11 @@ async def _pair_guest(settings: Settings, identity: Any, label: str, nameplate: 
                       wait: float, bind: str | None) -> Any:
     from dataclasses import replace
 
+    from hearth.pairing import circle
     from hearth.pairing.exchange import PairingFailed, PairingGuest
     from hearth.pairing.names import hostname_label
     from hearth.pairing.rendezvous import meet
     from hearth.pairing.transport import guest_session, join
-    from hearth.tunnel import circle
 
     def me(toward: str) -> Any:
         info = circle.my_info(settings, identity, label, bind or _source_address(toward), node_port)
@@ -759,8 +759,8 @@ def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name, hos
     import time
 
     from hearth.identity import NodeIdentity
+    from hearth.pairing import circle
     from hearth.pairing.trust import TrustStore
-    from hearth.tunnel import circle
 
     settings = _settings()
     removed = TrustStore(settings.home).remove(peer)

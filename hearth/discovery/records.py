@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from hearth.errors import HearthError
-from hearth.rpc_pool.hello import RpcVersion
+from hearth.ggml.hello import RpcVersion
 from hearth.units import digits
 
 SERVICE_TYPE = "_hearth._tcp.local."

@@ -25,7 +25,7 @@ def model_params(endpoints: list[str], split: list[float] | None,
     kwargs: dict[str, Any] = {}
     array = None
     if endpoints:
-        from hearth.rpc_pool.native import add_servers, cpu_device
+        from hearth.ggml.native import add_servers, cpu_device
 
         devices = add_servers(endpoints)
         shares = list(split) if split else [1.0] * len(devices)

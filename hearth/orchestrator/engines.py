@@ -12,6 +12,8 @@ from typing import Any
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import EngineCrashed, HearthError, QueueFull
+from hearth.ggml.hello import RpcVersion
+from hearth.ggml.process import local_rpc_version
 from hearth.identity import NodeIdentity
 from hearth.models.facts import cached_facts
 from hearth.models.pull import resolve
@@ -21,8 +23,6 @@ from hearth.orchestrator.placement import Placement
 from hearth.orchestrator.planner import DoesNotFit, NodeCapacity, Plan
 from hearth.orchestrator.planner import plan as make_plan
 from hearth.pairing.trust import TrustedPeer, TrustStore
-from hearth.rpc_pool.hello import RpcVersion
-from hearth.rpc_pool.node import local_rpc_version
 from hearth.settings import Settings
 
 
@@ -97,7 +97,7 @@ class EnginePool:
 
     # -- placement ---------------------------------------------------------------------------
     def _local_node(self) -> NodeCapacity:
-        from hearth.rpc_pool.native import cpu_device, describe
+        from hearth.ggml.native import cpu_device, describe
 
         here = describe(cpu_device())
         free = min(here.free, self.policy.max_memory) if self.policy.max_memory else here.free
@@ -132,7 +132,7 @@ class EnginePool:
     def _tunnel_up(self, identity: NodeIdentity, paired: list[TrustedPeer]) -> bool:
         """Whether paired peers are reached through WireGuard: bring the interface up (or refresh
         its peers) when this machine can; otherwise use an interface set up earlier, if any."""
-        from hearth.tunnel import circle
+        from hearth.pairing import circle
 
         try:
             if circle.choose(self.settings) == "wireguard":

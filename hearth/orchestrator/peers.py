@@ -15,10 +15,10 @@ import httpx
 
 from hearth.discovery.records import PeerRecord, RecordError, parse_record
 from hearth.errors import HearthError
+from hearth.ggml.hello import RpcVersion
 from hearth.identity import ForgedNode, NodeIdentity, b64, unb64, verify_proof
 from hearth.pairing.signed import SignedAuth
 from hearth.pairing.trust import TrustedPeer, TrustStore
-from hearth.rpc_pool.hello import RpcVersion
 
 
 @dataclass(frozen=True)

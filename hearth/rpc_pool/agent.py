@@ -22,12 +22,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hearth import __version__
 from hearth.discovery.records import DeviceInfo, PeerRecord
 from hearth.errors import HearthError, InvalidRequest
+from hearth.ggml.hello import RpcVersion
 from hearth.identity import NodeIdentity, b64, unb64
+from hearth.net.http_errors import hearth_error_response, install_error_handlers
 from hearth.pairing.signed import NotPaired, Unsigned, Verifier
 from hearth.pairing.trust import TrustedPeer
-from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.leases import LeaseManager
-from hearth.server.errors import hearth_error_response, install_error_handlers
 from hearth.tunnel.wireguard import TUNNEL_NET
 
 LEASE_ID = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]

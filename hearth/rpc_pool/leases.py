@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hearth.errors import HearthError
+from hearth.ggml.hello import RpcVersion
+from hearth.ggml.process import RpcServer, RpcServerProcess
 from hearth.rpc_pool.cache import RpcCache
-from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.policy import LeasePolicy
-from hearth.rpc_pool.process import RpcServer, RpcServerProcess
 from hearth.rpc_pool.relay import Relay
 from hearth.tunnel.sealed import SealedGate, lease_key
 

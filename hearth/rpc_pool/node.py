@@ -13,32 +13,22 @@ from pathlib import Path
 
 from hearth.discovery.records import DeviceInfo, PeerRecord
 from hearth.errors import HearthError, InvalidRequest
+from hearth.ggml.process import local_rpc_version
 from hearth.identity import NodeIdentity
+from hearth.net.pump import listening_socket
+from hearth.net.webserve import web_server
 from hearth.pairing.trust import TrustedPeer, TrustStore
-from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.leases import DEFAULT_CACHE_BYTES, LeaseManager
-from hearth.rpc_pool.process import RpcServerProcess
-from hearth.rpc_pool.relay import listening_socket
 from hearth.settings import Settings
 from hearth.tunnel.wireguard import WireGuardInterface
-from hearth.webserve import web_server
 
 log = logging.getLogger("hearth.node")
 DEFAULT_NODE_PORT = 11436
 GRACE_S = 0.3
 
 
-def local_rpc_version(threads: int = 1) -> RpcVersion:
-    """This build's ggml RPC protocol version, from a throwaway loopback server."""
-    server = RpcServerProcess("127.0.0.1", threads=threads)
-    try:
-        return server.start()
-    finally:
-        server.stop()
-
-
 def local_devices() -> list[DeviceInfo]:
-    from hearth.rpc_pool import native
+    from hearth.ggml import native
 
     return [DeviceInfo(d.name, d.free, d.total) for d in map(native.describe, native.local_devices())]
 
@@ -89,7 +79,7 @@ async def watch_trust(trust: TrustStore, manager: LeaseManager, wg: WireGuardInt
                       interval: float = 0.1) -> None:
     """Apply `hearth pair` / `hearth unpair` while running: an unpaired peer's leases and live
     connections end and its WireGuard peer goes, well within a second."""
-    from hearth.tunnel.circle import wg_peers
+    from hearth.pairing.circle import wg_peers
 
     seen: tuple[int, int] | None = None
     while True:
@@ -119,9 +109,9 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
     """Serve leases to the household on `bind` (admit='household'), or to paired peers only
     (admit='paired'): through WireGuard on the tunnel address, or sealed tunnels without it."""
     from hearth.discovery.mdns import Advertiser
+    from hearth.pairing import circle
     from hearth.pairing.signed import Verifier
     from hearth.rpc_pool.agent import create_agent_app
-    from hearth.tunnel import circle
     from hearth.tunnel.wireguard import TUNNEL_NET
 
     identity = NodeIdentity.load_or_create(settings.home)

@@ -25,9 +25,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth import __version__
 from hearth.errors import EngineFailed, HearthError, InvalidRequest, ModelNotFound, Unauthorized
+from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
 from hearth.orchestrator.engines import EnginePool
 from hearth.server import ollama
-from hearth.server.errors import error_body, hearth_error_response, install_error_handlers
 from hearth.server.guard import BodyGuard, check_request
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.server.streaming import (

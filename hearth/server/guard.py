@@ -14,7 +14,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hearth.errors import ContextOverflow, InvalidRequest, TooLarge
-from hearth.server.errors import hearth_error_response
+from hearth.net.http_errors import hearth_error_response
 from hearth.settings import Settings
 from hearth.units import digits
 

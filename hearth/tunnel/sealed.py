@@ -35,7 +35,7 @@ from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
 from hearth.errors import HearthError
-from hearth.rpc_pool.relay import CHUNK, nodelay
+from hearth.net.pump import CHUNK, nodelay
 
 ABYTES: int = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
 HEADERBYTES: int = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES

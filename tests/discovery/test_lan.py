@@ -55,7 +55,7 @@ def test_nodes_discover_each_other_and_forgeries_are_refused(tmp_path: Path) -> 
 
 LEASE_AND_PROBE = textwrap.dedent("""
     import httpx, json, sys
-    from hearth.rpc_pool.hello import probe
+    from hearth.ggml.hello import probe
     node = sys.argv[1]
     lease = httpx.post(f"http://{node}:11436/v1/leases", json={"bytes": 1000}).raise_for_status().json()
     host, port = lease["endpoint"].rsplit(":", 1)

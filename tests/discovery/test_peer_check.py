@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hearth.ggml.hello import RpcVersion
 from hearth.identity import ForgedNode, NodeIdentity, b64, unb64
 from hearth.orchestrator.peers import check
-from hearth.rpc_pool.hello import RpcVersion
 
 HERE = RpcVersion(7, 0, 0)
 

@@ -12,7 +12,7 @@ from hearth.discovery.records import (
     parse_pairing_record,
     parse_record,
 )
-from hearth.rpc_pool.hello import RpcVersion
+from hearth.ggml.hello import RpcVersion
 
 GOOD = PeerRecord("abcdefghijklmnop", "den pc", "0.1.0", RpcVersion(7, 0, 0), 11436,
                   (DeviceInfo("CPU", 8 * 10**9, 16 * 10**9),), ("10.77.0.2",))

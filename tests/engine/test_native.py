@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from hearth.engine.native import check_rpc_backend, llama_lib_dir
 from hearth.errors import BackendMissing
+from hearth.ggml.native import check_rpc_backend, llama_lib_dir
 
 
 def test_installed_build_has_the_rpc_backend() -> None:

@@ -67,7 +67,7 @@ def rpc_server_pids(home: Path) -> list[int]:
     found = []
     marker = f"HEARTH_HOME={home}".encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        if b"hearth.rpc_pool.server" not in _cmdline(pid):
+        if b"hearth.ggml.server" not in _cmdline(pid):
             continue
         try:
             env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
@@ -83,7 +83,7 @@ def rpc_server_pid(port: int) -> int:
     want = f"127.0.0.1:{port}".encode()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         cmd = _cmdline(pid)
-        if b"hearth.rpc_pool.server" in cmd and want in cmd and not exited(int(pid)):
+        if b"hearth.ggml.server" in cmd and want in cmd and not exited(int(pid)):
             return int(pid)
     raise AssertionError(f"no RPC server on port {port}")
 

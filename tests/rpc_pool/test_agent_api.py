@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hearth.ggml.hello import probe
 from hearth.identity import b64, unb64, verify_proof
-from hearth.rpc_pool.hello import probe
 from tests.conftest import HEARTH, free_port, hearth_env, wait_answering
 
 pytestmark = pytest.mark.slow

@@ -16,12 +16,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hearth.discovery.records import DeviceInfo
+from hearth.ggml.hello import RpcVersion
 from hearth.identity import NodeIdentity, b64
 from hearth.pairing.exchange import PairingInfo
 from hearth.pairing.signed import Verifier, sign
 from hearth.pairing.trust import TrustedPeer
 from hearth.rpc_pool.agent import create_agent_app
-from hearth.rpc_pool.hello import RpcVersion
 from hearth.rpc_pool.leases import LeaseManager
 
 PATHS = ["/v1/node", "/v1/node/prove", "/v1/leases", "/v1/leases/AAAAAAAAAAAA/heartbeat", "/v1/leases/AAAAAAAAAAAA",

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearth.rpc_pool.hello import HELLO_RSP_SIZE, RpcUnreachable, RpcVersion, parse_hello_response, probe
-from hearth.rpc_pool.server import check_endpoint
+from hearth.ggml.hello import HELLO_RSP_SIZE, RpcUnreachable, RpcVersion, parse_hello_response, probe
+from hearth.ggml.server import check_endpoint
 
 
 def test_version_rules() -> None:

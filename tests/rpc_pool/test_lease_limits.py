@@ -15,9 +15,9 @@ import pytest
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import HearthError
+from hearth.ggml.hello import probe
 from hearth.models.store import ModelStore
 from hearth.rpc_pool.cache import RpcCache
-from hearth.rpc_pool.hello import probe
 from tests.rpc_pool.nodes import running_node
 
 ASK = [{"role": "user", "content": "What is the capital of France?"}]

@@ -24,9 +24,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from hearth.rpc_pool.hello import RpcVersion
+from hearth.ggml.hello import RpcVersion
+from hearth.ggml.process import RpcServerFailed
 from hearth.rpc_pool.leases import Lease, LeaseManager, LeaseNotFound, LeaseRefused
-from hearth.rpc_pool.process import RpcServerFailed
 
 HOLDERS = ["10.0.0.2", "10.0.0.3", "10.0.0.4"]
 TTL = 10.0

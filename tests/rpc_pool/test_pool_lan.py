@@ -61,7 +61,7 @@ CLIENT = textwrap.dedent("""
                 env = open(f"/proc/{pid}/environ", "rb").read()
             except OSError:
                 continue
-            if b"hearth.rpc_pool.server" in cmd.split(b"\\0") and marker.encode() in env:
+            if b"hearth.ggml.server" in cmd.split(b"\\0") and marker.encode() in env:
                 found.append(int(pid))
         return sorted(found)
 

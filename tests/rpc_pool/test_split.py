@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess
-from hearth.rpc_pool.hello import RpcVersion
-from hearth.rpc_pool.process import RpcServerProcess
+from hearth.ggml.hello import RpcVersion
+from hearth.ggml.process import RpcServerProcess
 
 pytestmark = pytest.mark.slow
 ASK = [{"role": "user", "content": "What is the capital of France?"}]

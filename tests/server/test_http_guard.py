@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from hearth.rpc_pool.hello import probe
+from hearth.ggml.hello import probe
 from tests.conftest import HEARTH, REPO, Server, free_port, hearth_env, stop_server, wait_answering
 
 pytestmark = pytest.mark.slow

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearth.http_guard import HostRule, PeerTable, host_name, parse_allowed_hosts
+from hearth.net.http_guard import HostRule, PeerTable, host_name, parse_allowed_hosts
+from hearth.net.webserve import web_server
 from hearth.settings import Settings
-from hearth.webserve import web_server
 
 
 @pytest.mark.parametrize("header, name", [

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearth.rpc_pool.hello import HELLO_REQ, HELLO_RSP_SIZE, probe
-from hearth.rpc_pool.process import RpcServerProcess
+from hearth.ggml.hello import HELLO_REQ, HELLO_RSP_SIZE, probe
+from hearth.ggml.process import RpcServerProcess
 from hearth.tunnel.sealed import (
     ABYTES,
     HEADERBYTES,

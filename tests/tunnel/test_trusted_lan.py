@@ -41,7 +41,7 @@ def rpc_servers(home: Path) -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"hearth.rpc_pool.server" in cmd and str(home).encode() in cmd:
+        if b"hearth.ggml.server" in cmd and str(home).encode() in cmd:
             found.append(int(pid))
     return found
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from hearth.errors import HearthError
-from hearth.rpc_pool.hello import RpcUnreachable, RpcVersion, probe
-from hearth.rpc_pool.server import check_endpoint
+from hearth.ggml.hello import RpcUnreachable, RpcVersion, probe
+from hearth.ggml.server import check_endpoint
 
 MIB = 1024 * 1024
 SLACK_BYTES = 160 * MIB
@@ -125,7 +125,7 @@ class RpcServerProcess:
 
     def start(self, timeout: float = 30.0) -> RpcVersion:
         """Start the child and wait until it answers the handshake; return its protocol version."""
-        cmd = [sys.executable, "-m", "hearth.rpc_pool.server", "--endpoint", self.endpoint,
+        cmd = [sys.executable, "-m", "hearth.ggml.server", "--endpoint", self.endpoint,
                "--threads", str(self.threads), "--watch-stdin"]
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -188,3 +188,12 @@ class RpcServerProcess:
         with self._lock:
             if proc.stdin is not None and not proc.stdin.closed:
                 proc.stdin.close()
+
+
+def local_rpc_version(threads: int = 1) -> RpcVersion:
+    """This build's ggml RPC protocol version, from a throwaway loopback server."""
+    server = RpcServerProcess("127.0.0.1", threads=threads)
+    try:
+        return server.start()
+    finally:
+        server.stop()

@@ -4,7 +4,7 @@ uvicorn as configured by default trusts X-Forwarded-For from loopback (so a loca
 claim any address, and a node's leases are bound to the caller's address), bounds neither the
 time nor the size of a request's headers (a connection that never finishes them is held forever),
 and accepts any number of connections per client. Here proxy headers are off, the Host header is
-checked (hearth.http_guard), and every connection goes through GuardedProtocol.
+checked (hearth.net.http_guard), and every connection goes through GuardedProtocol.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hearth.errors import Stopped
-from hearth.http_guard import HostGuard, HostRule, PeerTable, parse_allowed_hosts
+from hearth.net.http_guard import HostGuard, HostRule, PeerTable, parse_allowed_hosts
 from hearth.settings import Settings
 
 log = logging.getLogger("hearth.http")

@@ -1,5 +1,5 @@
 """What hearth's HTTP listeners accept before a request reaches a route: which Host headers, and
-how many connections per client address. Decisions only; the sockets live in hearth.webserve.
+how many connections per client address. Decisions only; the sockets live in hearth.net.webserve.
 
 The Host check defeats DNS rebinding: a web page the user visits can point its own name at
 127.0.0.1 and then talk to a loopback server through the browser, but the browser still sends

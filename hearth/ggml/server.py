@@ -1,4 +1,4 @@
-"""One ggml RPC server in its own process: `python -m hearth.rpc_pool.server --endpoint H:P`.
+"""One ggml RPC server in its own process: `python -m hearth.ggml.server --endpoint H:P`.
 
 One process per lease, since a server serves one client at a time and llama.cpp's server can
 be crashed by malformed frames (FIELD-NOTES.md): a crash takes down only this lease.
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.watch_stdin:
         exit_at_stdin_eof()
-    from hearth.rpc_pool.native import start_server
+    from hearth.ggml.native import start_server
 
     start_server(args.endpoint, args.cache_dir, args.threads)
     return 1  # start_server returns only when it could not serve

@@ -1,0 +1,1 @@
+"""Network helpers every layer may use: endpoints, ports, byte pumps, the guarded web server."""
