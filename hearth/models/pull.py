@@ -151,3 +151,11 @@ def resolve(store: ModelStore, name: str, progress: Progress | None = None) -> t
                 "what is stored, `hearth models --catalogue` what can be pulled."
             )
     return stored_name, store.model_path(stored_name)
+
+
+def known_model(store: ModelStore, name: str) -> bool:
+    """Whether `name` names a model (a catalogue alias or a stored name) rather than, say, a prompt."""
+    try:
+        return lookup(name) is not None or store.get(name) is not None
+    except InvalidRequest:
+        return False

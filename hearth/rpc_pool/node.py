@@ -5,22 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from hearth.discovery.records import DeviceInfo, PeerRecord
+from hearth.discovery.static import check_peer, save_static_peers
 from hearth.errors import HearthError, InvalidRequest
 from hearth.ggml.process import local_rpc_version
 from hearth.identity import NodeIdentity
+from hearth.net.bind import check_bind
 from hearth.net.pump import listening_socket
 from hearth.net.webserve import web_server
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.rpc_pool.leases import DEFAULT_CACHE_BYTES, LeaseManager
 from hearth.settings import Settings
 from hearth.tunnel.wireguard import WireGuardInterface
+from hearth.units import parse_size
 
 log = logging.getLogger("hearth.node")
 DEFAULT_NODE_PORT = 11436
@@ -31,32 +32,6 @@ def local_devices() -> list[DeviceInfo]:
     from hearth.ggml import native
 
     return [DeviceInfo(d.name, d.free, d.total) for d in map(native.describe, native.local_devices())]
-
-
-def check_bind(address: str) -> str:
-    try:
-        addr = ipaddress.ip_address(address)
-    except ValueError as exc:
-        raise InvalidRequest(f"--bind {address!r} is not an IP address of this machine.") from exc
-    if addr.is_unspecified:
-        raise InvalidRequest("--bind needs one address of this machine, not 0.0.0.0 or ::; "
-                             "hearth never listens on every interface.")
-    return str(addr)
-
-
-def save_static_peers(home: Path, peers: list[str]) -> None:
-    """Static peers given to `hearth node --peer` are used by orchestrators sharing this data folder."""
-    path = home / "peers.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(sorted(set(peers))))
-
-
-def load_static_peers(home: Path) -> list[str]:
-    path = home / "peers.json"
-    if not path.exists():
-        return []
-    data = json.loads(path.read_text())
-    return [str(p) for p in data] if isinstance(data, list) else []
 
 
 def seen_lookup(trust: TrustStore, every: float = 60.0) -> Callable[[str], TrustedPeer | None]:
@@ -170,3 +145,30 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
                 await watcher
         if advertiser is not None:
             await asyncio.to_thread(advertiser.close)
+
+
+def serve_node(settings: Settings, bind: str, port: int, name: str | None, max_memory: str | None,
+               peers: list[str], admit: str, cache_size: str, say: Callable[[str], None]) -> None:
+    """`hearth node`: check what it was given, then serve until SIGINT or SIGTERM."""
+    import socket
+
+    from hearth.ggml.native import check_rpc_backend
+    from hearth.net.webserve import loop_factory, stop_cleanly_on_sigterm
+    from hearth.pairing.names import NAME_RE, remember_node_name
+
+    address = check_bind(bind)
+    label = name or socket.gethostname()
+    if not NAME_RE.fullmatch(label):
+        raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
+    remember_node_name(settings.home, label)  # `hearth pair` introduces this machine by it
+    cap = parse_size(max_memory) if max_memory else None
+    cache_cap = parse_size(cache_size)
+    statics = [check_peer(p) for p in peers]
+    if admit not in ("household", "paired"):
+        raise InvalidRequest(f"--admit {admit!r}: choose 'household' or 'paired'.")
+    check_rpc_backend()
+    limit = f", at most {max_memory}" if max_memory else ""
+    say(f"hearth node {label} on {address}:{port}, admitting {admit}{limit}")
+    stop_cleanly_on_sigterm("hearth node")
+    with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(run_node(settings, address, port, label, cap, statics, admit, cache_size=cache_cap))

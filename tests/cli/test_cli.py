@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hearth.cli.main import _split_model_prompt
+from hearth.cli.run import split_model_prompt as _split_model_prompt
 from hearth.models.store import ModelStore
 from hearth.settings import Settings
 from tests.conftest import HEARTH, N_CTX, hearth_env, start_server, stop_server

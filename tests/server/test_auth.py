@@ -7,7 +7,7 @@ import httpx
 import openai
 import pytest
 
-from hearth.cli.main import _is_loopback
+from hearth.net.bind import is_loopback as _is_loopback
 from tests.conftest import HEARTH, hearth_env, start_server, stop_server
 
 KEY = "correct horse battery staple"

@@ -1,0 +1,118 @@
+"""What every command shares: the consoles, the common options, settings, and signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from hearth.errors import InvalidRequest, Stopped
+from hearth.models.store import ModelStore
+from hearth.orchestrator.policy import PoolPolicy, pool_policy
+from hearth.radius import deprecation, parse_radius
+from hearth.settings import Settings, check_home, load_settings
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+RadiusOpt = Annotated[str, typer.Option(
+    help="How far a model may reach when it does not fit: 'machine' (this machine only), 'household' "
+         "(also LAN nodes) or 'trusted' (also peers paired with `hearth pair`). 'local' is the old "
+         "spelling of 'machine'.")]
+PoolOpt = Annotated[bool, typer.Option("--pool", help="Split the model across household nodes even if it fits here.")]
+PeerOpt = Annotated[list[str] | None, typer.Option("--peer", help="A household node HOST:PORT that mDNS cannot reach.")]
+MaxMemOpt = Annotated[str | None, typer.Option(help="Most memory hearth may use on this machine, e.g. 12G.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings from the environment and the flags, the data folder checked, logging set up."""
+    try:
+        loaded = load_settings(**overrides)
+    except ValidationError as exc:
+        raise InvalidRequest(f"Invalid setting: {validation_line(exc)}") from exc
+    check_home(loaded.home)
+    logging.basicConfig(level=loaded.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
+    return loaded
+
+
+def validation_line(exc: ValidationError) -> str:
+    """pydantic's many-line report as one line: `port (HEARTH_PORT='eleven'): Input should be ...`."""
+    parts = []
+    for e in exc.errors():
+        field = ".".join(str(x) for x in e["loc"]) or "settings"
+        shown = "" if field == "api_key" else f"={e.get('input')!r}"  # never echo a secret
+        parts.append(f"{field} (HEARTH_{field.upper()}{shown}): {e['msg']}")
+    return "; ".join(parts)
+
+
+def policy(config: Settings, radius: str, pool: bool, peer: list[str] | None, max_memory: str | None) -> PoolPolicy:
+    """The pool policy from the shared options; an old --radius spelling gets a note on stderr."""
+    note = deprecation(radius)
+    if note:
+        err.print(f"[yellow]note:[/] {note}")
+    return pool_policy(config, parse_radius(radius), pool, peer, max_memory)
+
+
+def store(config: Settings) -> ModelStore:
+    return ModelStore(config.models_dir)
+
+
+def progress() -> Progress:
+    return Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), console=err, transient=True)
+
+
+def text(value: str | bytes, what: str) -> str:
+    """Text from the command line or a pipe, which may hold bytes that are not UTF-8 (Python
+    keeps them as lone surrogates); refuse them plainly rather than fail deep inside."""
+    try:
+        data = value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+        return data.decode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+        raise InvalidRequest(f"{what.capitalize()} is not valid UTF-8 text (bad byte at position {exc.start}); "
+                             "check the terminal's or the file's encoding.") from None
+
+
+_T = TypeVar("_T")
+
+
+def until_signal(main: Coroutine[Any, Any, _T], what: str, clean_exit: tuple[int, ...] = ()) -> _T:
+    """Run `main` until it ends or SIGINT/SIGTERM arrives; a signal cancels it, so its `finally`
+    blocks close sockets and mDNS records, then the command stops with one line: exit 128 + the
+    signal's number, or 0 for signals in `clean_exit`."""
+    import signal
+
+    async def guarded() -> _T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        got: list[int] = []
+
+        def stop(signum: int) -> None:
+            got.append(signum)
+            if task is not None:
+                task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop, signum)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if not got:
+                raise
+            name = signal.Signals(got[0]).name
+            if got[0] in clean_exit:
+                err.print(f"{what} stopped ({name}).")
+                raise typer.Exit(0) from None
+            raise Stopped(what, got[0]) from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(guarded())

@@ -1,0 +1,123 @@
+"""`hearth pair`, `hearth unpair`, `hearth rendezvous`: the trusted radius."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from hearth.cli.common import err, out, settings, until_signal
+from hearth.errors import InvalidRequest
+from hearth.units import digits
+
+
+def host_port(spec: str, option: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = spec.rpartition(":")
+    if not sep:
+        host, port = spec, str(default_port)
+    if not host or not digits(port) or not 0 < int(port) < 65536:
+        raise InvalidRequest(f"{option} {spec!r}: write it as HOST:PORT, e.g. 192.168.1.20:{default_port}.")
+    return host.strip("[]"), int(port)
+
+
+def pair(
+    code: Annotated[str | None, typer.Argument(
+        help="The code the other machine printed; without it, print a code and wait.", show_default=False)] = None,
+    to: Annotated[str | None, typer.Option(help="The waiting machine's HOST:PORT, where mDNS cannot reach.")] = None,
+    via: Annotated[str | None, typer.Option(
+        help="Meet through a rendezvous HOST:PORT both machines reach (`hearth rendezvous`).")] = None,
+    bind: Annotated[str | None, typer.Option(
+        help="Address to wait on (default: this machine's LAN address).")] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to wait on.")] = 11437,
+    name: Annotated[str | None, typer.Option(
+        help="Name the peer will know this machine by (default: the name `hearth node` last ran under with "
+             "this HEARTH_HOME, else the host name).")] = None,
+    node_port: Annotated[int, typer.Option(min=1, max=65535, help="This machine's `hearth node` port.")] = 11436,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to compare the verifier (scripts).")] = False,
+    wait: Annotated[float, typer.Option(min=0.0, max=60.0, help="Seconds to look for the code's machine.")] = 5.0,
+) -> None:
+    """Pair with another machine by a short code, so it joins your trusted radius.
+
+    One machine runs `hearth pair` and reads out the code; the other runs `hearth pair CODE`.
+    Both show three words: they must match on both screens. SIGINT or SIGTERM stops the
+    waiting (exit 130 or 143) and the code is gone with it."""
+    from hearth.identity import NodeIdentity
+    from hearth.pairing import flow
+    from hearth.pairing.names import NAME_RE, default_label
+
+    config = settings()
+    label = name or default_label(config.home)
+    if not NAME_RE.fullmatch(label):
+        raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
+    if to and via:
+        raise InvalidRequest("--to and --via are two ways to reach the other machine; give one.")
+    identity = NodeIdentity.load_or_create(config.home)
+    meet_at = host_port(via, "--via", 11438) if via else None
+    if code is None:
+        host = flow.Host(label, flow.host_address(bind, meet_at), port, node_port, meet_at)
+        result = until_signal(flow.host(config, identity, host, _show), "hearth pair")
+    else:
+        target = host_port(to, "--to", 11437) if to else None
+        guest = flow.Guest(label, code, node_port, target, meet_at, wait, bind)
+        result = until_signal(flow.guest(config, identity, guest), "hearth pair")
+    out.print(f"Verifier: [bold]{result.verifier}[/]  (the other screen must show the same three words)")
+    if not yes and not typer.confirm("Do both screens show these words?", default=False, err=True):
+        raise InvalidRequest("Not paired: the verifier was not confirmed.")
+    kept = flow.keep(config, identity, result)
+    peer = kept.peer.info
+    out.print(f"[green]✓[/] paired with {escape(peer.name)} ({peer.node_id}), tunnel address {peer.tunnel_address}")
+    if kept.problem:
+        err.print(f"[yellow]WireGuard:[/] {escape(kept.problem)}")
+    if kept.wireguard:
+        out.print(f"WireGuard {kept.wireguard} now has {kept.peers} peer(s).")
+    else:
+        out.print("Trusted pooling with this peer uses the sealed tunnel (no WireGuard here).")
+
+
+def _show(notice: object) -> None:
+    from hearth.pairing.flow import CodeReady, Waiting
+
+    if isinstance(notice, CodeReady):
+        out.print(f"Pairing code: [bold]{notice.code}[/]   (one use, expires in 5 minutes)")
+        via = f" --via {notice.via[0]}:{notice.via[1]}" if notice.via else ""
+        out.print(f"On the other machine run: hearth pair {notice.code}{via}")
+    elif isinstance(notice, Waiting):
+        err.print(f"waiting on {notice.address}:{notice.port}…")
+
+
+def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name, host name or node id.")]) -> None:
+    """Revoke a paired peer: its leases here end and its WireGuard peer goes, within a second."""
+    from hearth.pairing.flow import unpair as forget
+
+    gone = forget(settings(), peer)
+    if gone.problem:
+        err.print(f"[yellow]{escape(gone.problem)}[/]")
+    out.print(f"Unpaired {escape(gone.peer.info.name)} ({gone.peer.node_id}).")
+
+
+def rendezvous(
+    bind: Annotated[str, typer.Option(help="Address both machines can reach (never 0.0.0.0).")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 11438,
+) -> None:
+    """Let two machines that cannot see each other pair through this one (it never sees the key).
+
+    SIGTERM stops it with exit 0 (a service asked to stop); SIGINT with 130."""
+    import signal
+
+    from hearth.net.bind import check_bind
+    from hearth.pairing.rendezvous import Rendezvous
+
+    address = check_bind(bind)
+
+    async def main() -> None:
+        server = Rendezvous(address, port)
+        await server.start()
+        err.print(f"hearth rendezvous on {address}:{server.port}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.close()
+
+    until_signal(main(), "hearth rendezvous", clean_exit=(signal.SIGTERM,))

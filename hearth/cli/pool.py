@@ -1,0 +1,99 @@
+"""`hearth plan`, `hearth node`, `hearth peers`: the household's pool of machines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, out, policy, settings, store
+from hearth.units import human
+
+
+def plan(
+    model: Annotated[str, typer.Argument(help="Model alias or stored name.")],
+    n_ctx: Annotated[int | None, typer.Option(
+        "--n-ctx", min=64, help="Context to plan for (default: setting).")] = None,
+    max_memory: MaxMemOpt = None,
+    node: Annotated[list[str] | None, typer.Option(
+        "--node", help="An imagined machine to plan with, as NAME=SIZE (to ask 'what if').")] = None,
+    pool: PoolOpt = False,
+    radius: RadiusOpt = "household",
+    peer: PeerOpt = None,
+    wait: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds to listen for household nodes.")] = 2.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show which machines would hold which layers of MODEL, and why.
+
+    The household's nodes are found by mDNS (and --peer); --node adds imagined ones."""
+    from hearth.models.facts import cached_facts
+    from hearth.models.pull import resolve
+    from hearth.orchestrator.planner import plan as make_plan
+    from hearth.orchestrator.survey import plan_inputs
+
+    config = settings()
+    models = store(config)
+    name, _ = resolve(models, model)
+    facts = cached_facts(models, name)
+    chosen = policy(config, radius, pool, peer, max_memory)
+    nodes, problems = asyncio.run(plan_inputs(config, chosen, wait, node or []))
+    for problem in problems:
+        err.print(f"[yellow]skipped[/] {escape(problem)}")
+    result = make_plan(facts, name, nodes, n_ctx=n_ctx or config.n_ctx, force_pool=pool)
+    if as_json:
+        out.print_json(json.dumps(result.to_json()))
+        return
+    table = Table("node", "device", "layers", "memory", "reason", title=f"{name}: needs {human(result.needed_bytes)}")
+    for a in result.assignments:
+        table.add_row(a.node.name, a.node.device, str(a.layers), human(a.bytes), a.reason)
+    out.print(table)
+    for note in result.notes:
+        out.print(f"note: {note}")
+
+
+def node(
+    bind: Annotated[str, typer.Option(help="This machine's address to serve on (never 0.0.0.0).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Control API port.")] = 11436,
+    name: Annotated[str | None, typer.Option(help="Name shown to the household (default: host name).")] = None,
+    max_memory: Annotated[str | None, typer.Option(help="Most memory hearth may use here, e.g. 12G.")] = None,
+    peer: Annotated[list[str] | None, typer.Option(help="A static peer HOST:PORT, where mDNS cannot reach.")] = None,
+    admit: Annotated[str, typer.Option(
+        help="Who may lease memory here: 'household' (anyone on this LAN) or 'paired' (only peers paired "
+             "with `hearth pair`, via WireGuard or the sealed tunnel; the LAN sees only discovery).")] = "household",
+    cache_size: Annotated[str, typer.Option(
+        help="Disk for lessees' RPC weight caches (one folder each, oldest evicted first); 0 turns it off.")] = "2G",
+) -> None:
+    """Run this machine's agent: advertise it and lend its memory to the household's models."""
+    from hearth.rpc_pool.node import serve_node
+
+    serve_node(settings(), bind, port, name, max_memory, peer or [], admit, cache_size, say=err.print)
+
+
+def peers(
+    as_json: JsonOpt = False,
+    wait: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds to listen for mDNS records.")] = 2.0,
+    peer: Annotated[list[str] | None, typer.Option(help="A static peer HOST:PORT to ask as well.")] = None,
+) -> None:
+    """List the circle's nodes: the household's (found by mDNS or given) and paired peers,
+    each proven by its key, with its radius (household / trusted) and state."""
+    from hearth.orchestrator.survey import circle_report
+
+    report = asyncio.run(circle_report(settings(), wait, peer or []))
+    if as_json:
+        out.print_json(json.dumps(report.to_json()))
+        return
+    table = Table("name", "node id", "address", "radius", "free", "rpc", "state")
+    for p in report.found:
+        state = ("full" if p.record.full else "ready") if p.usable else (p.problem or "unverified")
+        table.add_row(p.record.name, p.record.node_id, f"{p.address}:{p.record.port}", p.radius,
+                      human(p.record.free_bytes), str(p.record.rpc), state)
+    for t in report.missing:
+        table.add_row(t.info.name, t.node_id, t.info.tunnel_address, "trusted", "-", "-", "unreachable")
+    out.print(table if report.found or report.missing else
+              "No peers found. Run `hearth node --bind ADDR` on the other machines, or pair one with `hearth pair`.")
+    for problem in report.problems:
+        err.print(f"[yellow]skipped[/] {escape(problem)}")

@@ -1,0 +1,43 @@
+"""`hearth serve`: the OpenAI- and Ollama-compatible endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from hearth.cli.common import MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, policy, settings
+from hearth.errors import InvalidRequest
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 11435).")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        help="Bearer key clients must send; required beyond loopback. Visible to other users of this "
+             "machine (in `ps`): prefer --api-key-file or HEARTH_API_KEY.", show_default=False)] = None,
+    api_key_file: Annotated[Path | None, typer.Option(
+        help="Read the bearer key from this file (its first line; keep it 0600).",
+        envvar="HEARTH_API_KEY_FILE", show_default=False)] = None,
+    model: Annotated[str | None, typer.Option(help="Load this model at start-up (default: on first request).")] = None,
+    radius: RadiusOpt = "household",
+    pool_: PoolOpt = False,
+    peer: PeerOpt = None,
+    max_memory: MaxMemOpt = None,
+) -> None:
+    """Serve an OpenAI- and Ollama-compatible endpoint on this machine.
+
+    The bearer key comes from HEARTH_API_KEY, --api-key-file or --api-key (others can read it in `ps`)."""
+    from hearth.server import launch
+
+    if api_key is not None and api_key_file is not None:
+        raise InvalidRequest("--api-key and --api-key-file both give the key; give one.")
+    if api_key_file is not None:
+        api_key, readable = launch.read_key_file(api_key_file)
+        if readable:
+            err.print(f"[yellow]warning:[/] {escape(str(api_key_file))} can be read by other users; `chmod 600` it.")
+    config = settings(host=host, port=port, api_key=api_key)
+    chosen = policy(config, radius, pool_, peer, max_memory)
+    launch.serve(config, chosen, model, say=err.print, status=err.status)

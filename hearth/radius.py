@@ -1,0 +1,56 @@
+"""How far a model may reach: one vocabulary for flags, JSON, `hearth peers` and the docs.
+
+    machine  ⊂  household  ⊂  trusted  ⊂  public
+    (this      (+ nodes on    (+ peers paired   (+ strangers' machines,
+    machine)   the LAN)       by code)          credit-priced)
+
+A request's radius is the widest circle it may use; a peer's radius is the narrowest circle it
+belongs to (a LAN node is `household`, a paired peer `trusted`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from hearth.errors import InvalidRequest
+
+
+class Radius(StrEnum):
+    MACHINE = "machine"
+    HOUSEHOLD = "household"
+    TRUSTED = "trusted"
+    PUBLIC = "public"
+
+    def includes(self, other: Radius) -> bool:
+        """Whether a request with this radius may use something in `other`'s circle."""
+        order = list(Radius)
+        return order.index(other) <= order.index(self)
+
+
+DEPRECATED = {"local": Radius.MACHINE}
+"""Old spellings still accepted by --radius: 'local' meant this machine (it reads like 'the LAN')."""
+
+AVAILABLE = (Radius.MACHINE, Radius.HOUSEHOLD, Radius.TRUSTED)
+"""What a request may ask for today; the public radius arrives with the public swarm."""
+
+
+def parse_radius(text: str, option: str = "--radius") -> Radius:
+    """A radius from a flag or a setting: its name, or a deprecated spelling (see `deprecation`)."""
+    value = text.strip().lower()
+    radius = DEPRECATED.get(value)
+    if radius is None:
+        try:
+            radius = Radius(value)
+        except ValueError:
+            radius = None
+    if radius is None or radius not in AVAILABLE:
+        names = ", ".join(f"'{r}'" for r in AVAILABLE)
+        later = " (the public radius comes with the public swarm)" if radius is Radius.PUBLIC else ""
+        raise InvalidRequest(f"{option} {text!r}: choose {names}{later}.")
+    return radius
+
+
+def deprecation(text: str, option: str = "--radius") -> str | None:
+    """The note to show when `text` is an old spelling, else None."""
+    new = DEPRECATED.get(text.strip().lower())
+    return None if new is None else f"{option} {text} is deprecated; write {option} {new.value} (this machine only)."
