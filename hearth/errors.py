@@ -1,7 +1,43 @@
 """hearth's error tree.
 
 Every error says what to do next. The CLI turns them into exit codes, the HTTP layer into
-OpenAI-shaped bodies, both from the typed fields here (never by parsing message text).
+OpenAI-shaped bodies, both from the typed fields here (never by parsing message text). Callers
+catch a category when they can act on any of its leaves (retry elsewhere, wait, reconnect).
+
+    HearthError                       (exit 1, HTTP 500)
+    ├── InvalidRequest                the input is wrong: fix it (exit 2, HTTP 400)
+    │   ├── ContextOverflow           shorten the prompt or raise HEARTH_N_CTX
+    │   ├── TooLarge                  a body over the limit (HTTP 413)
+    │   ├── UnusableHome              settings: HEARTH_HOME cannot be used
+    │   └── NoLanAddress              pairing.addresses: name the address with --bind
+    ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
+    ├── Unauthorized                  send the API key (HTTP 401)
+    ├── InsecureBind                  give an API key or bind to loopback (exit 2)
+    ├── OutOfCapacity                 not enough room now: wait, free memory, or widen the radius
+    │   ├── QueueFull                 retry after Retry-After (HTTP 429)
+    │   ├── DoesNotFit                orchestrator.planner: pair or add a machine (exit 6)
+    │   └── LeaseRefused              rpc_pool.leases (also a RefusedByPeer)
+    ├── RefusedByPeer                 another machine said no; its owner decides
+    │   ├── LeaseRefused              the node is full or this lessee holds its share (HTTP 409)
+    │   ├── LeaseFailed               orchestrator.placement: a lease the plan needs (HTTP 503)
+    │   ├── LeaseNotFound             rpc_pool.leases: the lease expired; plan again (HTTP 404)
+    │   ├── Unsigned, NotPaired       pairing.signed: pair first (`hearth pair`)
+    │   └── PairingFailed             pairing.exchange: check the code and try again (exit 7)
+    │       └── NotAnAttempt          never reached the key exchange: the code is still usable
+    ├── LinkFailed                    a connection to another machine failed: check it, reconnect
+    │   ├── RpcUnreachable            ggml.hello: is the node's RPC server up?
+    │   ├── TunnelUnavailable         tunnel.wireguard: install WireGuard or use the sealed tunnel (exit 8)
+    │   └── SealedError               tunnel.sealed: same pairing secret on both sides?
+    ├── EngineCrashed                 the next request starts a fresh engine (HTTP 503)
+    ├── EngineFailed                  the engine could not load or run (the message says why)
+    ├── BackendMissing                rebuild llama-cpp-python with RPC (exit 4)
+    ├── DownloadFailed                retry the pull; check the hash (exit 5)
+    ├── RpcServerFailed               ggml.process: see the node's log
+    ├── ForgedNode                    identity: a peer could not prove its key; it is ignored
+    ├── PeerNotPaired                 pairing.trust: see `hearth peers` for the names (exit 3)
+    ├── RecordError                   discovery.records: a malformed record; the peer is ignored
+    ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
+    └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error
 """
 
 from __future__ import annotations
@@ -38,6 +74,20 @@ class ContextOverflow(InvalidRequest):
     code = "context_length_exceeded"
 
 
+class OutOfCapacity(HearthError):
+    """Category: not enough room right now (memory, slots, queue). Wait and retry, free memory,
+    or let the model reach further (--radius)."""
+
+
+class RefusedByPeer(HearthError):
+    """Category: another machine refused what was asked of it (a lease, a request, a pairing)."""
+
+
+class LinkFailed(HearthError):
+    """Category: a connection to another machine failed or broke (RPC, tunnel). Check that the
+    machine is up and reachable, then retry."""
+
+
 class ModelNotFound(HearthError):
     """No model by that name in the store or the catalogue."""
 
@@ -47,7 +97,7 @@ class ModelNotFound(HearthError):
     exit_code = 3
 
 
-class QueueFull(HearthError):
+class QueueFull(OutOfCapacity):
     """Too many requests are waiting; the client should retry later."""
 
     http_status = 429

@@ -11,7 +11,7 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from hearth.errors import HearthError
+from hearth.errors import LinkFailed
 from hearth.units import digits
 
 RPC_CMD_HELLO = 14
@@ -20,7 +20,7 @@ HELLO_REQ = struct.pack("<BQ", RPC_CMD_HELLO, CAPS_SIZE) + bytes(CAPS_SIZE)
 HELLO_RSP_SIZE = 4 + CAPS_SIZE
 
 
-class RpcUnreachable(HearthError):
+class RpcUnreachable(LinkFailed):
     """An RPC server did not answer the handshake."""
 
     code = "rpc_unreachable"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from hearth.errors import HearthError
+from hearth.errors import RefusedByPeer
 from hearth.identity import NodeIdentity
 from hearth.orchestrator.peers import Peer, endpoint_host, signed_client
 from hearth.orchestrator.planner import Assignment, Plan
@@ -19,7 +19,7 @@ from hearth.tunnel.sealed import SealedDialer, lease_key
 HEARTBEAT_S = 3.0
 
 
-class LeaseFailed(HearthError):
+class LeaseFailed(RefusedByPeer):
     """A node refused or could not grant a lease the plan needs."""
 
     http_status = 503

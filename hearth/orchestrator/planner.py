@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hearth.errors import HearthError
+from hearth.errors import OutOfCapacity
 from hearth.models.facts import ModelFacts
 from hearth.units import human
 
 
-class DoesNotFit(HearthError):
+class DoesNotFit(OutOfCapacity):
     """The circle cannot hold the model; the message has the numbers."""
 
     http_status = 503

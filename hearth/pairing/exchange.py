@@ -34,7 +34,7 @@ from spake2.ed25519_basic import NotOnCurve
 from spake2.ed25519_group import Ed25519Group
 from spake2.spake2 import SPAKEError
 
-from hearth.errors import HearthError
+from hearth.errors import RefusedByPeer
 from hearth.identity import node_id_of
 from hearth.pairing.codes import WORDS
 from hearth.tunnel.wireguard import tunnel_address
@@ -45,7 +45,7 @@ ID_A, ID_B = b"hearth-pair-host", b"hearth-pair-guest"
 _NAME_RE = re.compile(r"^[\w .'-]{1,63}$")
 
 
-class PairingFailed(HearthError):
+class PairingFailed(RefusedByPeer):
     """The pairing did not complete; the message says why (wrong code, expired, malformed)."""
 
     http_status = 403

@@ -22,7 +22,7 @@ import httpx
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from hearth.errors import HearthError
+from hearth.errors import RefusedByPeer
 from hearth.identity import NodeIdentity, b64, unb64
 from hearth.units import digits
 
@@ -33,7 +33,7 @@ _B64_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 T = TypeVar("T")
 
 
-class Unsigned(HearthError):
+class Unsigned(RefusedByPeer):
     """The request carries no valid signature of a paired node."""
 
     http_status = 401
@@ -41,7 +41,7 @@ class Unsigned(HearthError):
     code = "unsigned_request"
 
 
-class NotPaired(HearthError):
+class NotPaired(RefusedByPeer):
     """The request is signed by a key this node has not paired with (or has unpaired)."""
 
     http_status = 403

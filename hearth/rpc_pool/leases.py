@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hearth.errors import HearthError
+from hearth.errors import OutOfCapacity, RefusedByPeer
 from hearth.ggml.hello import RpcVersion
 from hearth.ggml.process import RpcServer, RpcServerProcess
 from hearth.rpc_pool.cache import RpcCache
@@ -40,7 +40,7 @@ ServerFactory = Callable[[Path | None, Path, int], RpcServer]
 Offload = Callable[..., Awaitable[Any]]
 
 
-class LeaseRefused(HearthError):
+class LeaseRefused(RefusedByPeer, OutOfCapacity):
     """The node cannot grant the lease (memory, count); the message says which."""
 
     http_status = 409
@@ -48,7 +48,7 @@ class LeaseRefused(HearthError):
     code = "lease_refused"
 
 
-class LeaseNotFound(HearthError):
+class LeaseNotFound(RefusedByPeer):
     """No such lease (expired, released, or never granted)."""
 
     http_status = 404

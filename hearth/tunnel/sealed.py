@@ -34,7 +34,7 @@ import struct
 from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
-from hearth.errors import HearthError
+from hearth.errors import LinkFailed
 from hearth.net.pump import CHUNK, nodelay
 
 ABYTES: int = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
@@ -51,7 +51,7 @@ LEASE_LABEL = b"hearth-sealed-lease"
 HANDSHAKE_TIMEOUT = 10.0
 
 
-class SealedError(HearthError):
+class SealedError(LinkFailed):
     """A sealed tunnel connection was refused or broken: check that both machines hold the same pairing
     secret and lease id, and that nothing between them rewrites traffic; then reconnect."""
 

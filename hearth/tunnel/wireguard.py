@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hearth.errors import HearthError
+from hearth.errors import HearthError, LinkFailed
 
 log = logging.getLogger("hearth.wireguard")
 
@@ -34,7 +34,7 @@ KEEPALIVE_S = 25
 CAP_NET_ADMIN = 12
 
 
-class TunnelUnavailable(HearthError):
+class TunnelUnavailable(LinkFailed):
     """WireGuard cannot be set up here; the message says what is missing and offers the fallback."""
 
     code = "tunnel_unavailable"
