@@ -36,9 +36,10 @@ def version() -> None:
     out.print(__version__)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """`hearth` with `argv` (default: the command line); always ends in SystemExit."""
     try:
-        app()
+        app(args=argv, prog_name="hearth")
     except Stopped as exc:  # asked to stop: not an error
         err.print(exc.message)
         sys.exit(exc.exit_code)
