@@ -175,7 +175,7 @@ def phase(label: str, box: Box, runs: int, tokens: int, *pooled: str) -> Phase:
     for i in range(runs):
         for solo in ((True, False) if i % 2 == 0 else (False, True)):
             r = box.run("run", PROMPT, "--temperature", "0", "-n", str(tokens), "--json",
-                        *(("--radius", "local") if solo else pooled))
+                        *(("--radius", "machine") if solo else pooled))
             d = json.loads(r.stdout)
             if d["completion_tokens"] != tokens:
                 raise RuntimeError(f"{d['completion_tokens']} tokens instead of {tokens}: {d}")
@@ -226,7 +226,7 @@ def streams(tmp: Path, a1: str, a2: str, procs: list[subprocess.Popen[str]]) -> 
 def models(tmp: Path, runs: int, tokens: int, a2: str, procs: list[subprocess.Popen[str]]) -> list[Phase]:
     base = Box(None, tmp / "base", {})
     base.home.mkdir()
-    base.run("run", "--radius", "local", "-n", "1", "hi")  # imports the model into base/models
+    base.run("run", "--radius", "machine", "-n", "1", "hi")  # imports the model into base/models
 
     def machine(ns: str | None, name: str, linked: bool, **extra: str) -> Box:
         box = Box(ns, tmp / name, extra)
@@ -299,7 +299,7 @@ def report(args: argparse.Namespace, flows: list[Flow], phases: list[Phase], loa
     added = [(label, RTS * (med(r["rtt_us"]) - plain[label.split(",")[0]]) / 1000) for label, r in flows
              if "plain" not in label]
     tok = ["| path | split (layers) | ms/token | tokens/s | cost vs solo, ms/token |", "|---|---|---|---|---|",
-           f"| solo (`--radius local`) | - | {med(solo):.2f} | {1000 / med(solo):.1f} | - |"]
+           f"| solo (`--radius machine`) | - | {med(solo):.2f} | {1000 / med(solo):.1f} | - |"]
     for label, paired, pool, split in phases:
         diff = med([a - b for a, b in zip(pool, paired, strict=True)])
         tok.append(f"| {label} | {split} | {med(pool):.2f} | {1000 / med(pool):.1f} | **{diff:+.2f}** |")

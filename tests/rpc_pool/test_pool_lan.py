@@ -35,14 +35,14 @@ def test_plan_and_run_across_three_nodes_match_solo(lan: Household) -> None:
     assert sorted(a["name"] for a in placed if not a["local"]) == ["node2", "node3", "node4"]
     assert sum(a["layers"] for a in placed) == 30
 
-    solo = lan.hearth(1, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "local")
+    solo = lan.hearth(1, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "machine")
     pooled = lan.hearth(1, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--pool",
                         "--max-memory", CAP_HERE)
     assert solo.returncode == 0 and pooled.returncode == 0, pooled.stderr
     assert "split across the household" in pooled.stderr and "node4" in pooled.stderr
     assert pooled.stdout == solo.stdout and solo.stdout.strip()
 
-    refused = lan.hearth(1, "run", ASK, "--max-tokens", "4", "--radius", "local", "--pool")
+    refused = lan.hearth(1, "run", ASK, "--max-tokens", "4", "--radius", "machine", "--pool")
     assert refused.returncode == 2 and "contradict" in refused.stderr
 
 

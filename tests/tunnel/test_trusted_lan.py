@@ -112,7 +112,7 @@ def test_pair_by_code_then_pool_over_wireguard(circle: Household) -> None:
     row = next(p for p in peers["peers"] if p["name"] == "bee")  # type: ignore[union-attr]
     assert row.get("verified") and row["radius"] == "trusted" and row["address"] == bee["tunnel_address"], peers
 
-    solo = h.hearth(1, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "local", **env(h, 1))
+    solo = h.hearth(1, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "machine", **env(h, 1))
     pooled = h.hearth(1, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "trusted", "--pool",
                       **env(h, 1))
     assert solo.returncode == 0 and pooled.returncode == 0, pooled.stderr

@@ -85,7 +85,7 @@ def test_pooled_through_the_sealed_tunnel_equals_solo(circle: tuple[Path, Path, 
     for home in circle[:2]:
         (peer,) = json.loads((home / "trust" / "peers.json").read_text())
         assert peer["last_seen"] is not None and peer["last_seen"] >= peer["paired_at"]
-    solo = cli(ant, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "local")
+    solo = cli(ant, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "machine")
     pooled = cli(ant, "run", ASK, "--max-tokens", "24", "--temperature", "0", "--radius", "trusted", "--pool")
     assert solo.returncode == 0 and pooled.returncode == 0, pooled.stderr
     assert "bee" in pooled.stderr and pooled.stdout == solo.stdout and solo.stdout.strip()
