@@ -116,3 +116,29 @@ class Stopped(HearthError):
 
         super().__init__(f"{what} stopped ({signal.Signals(signum).name}).")
         self.exit_code = 128 + signum
+
+
+class NodeUnreachable(HearthError):
+    """A node's agent did not answer a control request: refused, timed out, or the connection broke."""
+
+    http_status = 503
+    code = "node_unreachable"
+
+
+class NodeAnswerInvalid(HearthError):
+    """A node answered a control request with something that is not hearth's control API."""
+
+    http_status = 502
+    code = "bad_node_answer"
+
+
+class NodeRefused(HearthError):
+    """A node answered a control request with an error body this build has no class for."""
+
+    http_status = 502
+    code = "node_refused"
+
+    def __init__(self, message: str, *, status: int, remote_code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.remote_code = remote_code
