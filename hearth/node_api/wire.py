@@ -80,11 +80,14 @@ class ProveRequest(BaseModel):
                        description="16 to 64 random bytes, base64url")
 
 
+B64URL_PATTERN = r"^[A-Za-z0-9_-]*$"
+
+
 class ProveAnswer(_Message):
     node_id: str = Field(max_length=64)
-    public_key: str = Field(max_length=128)
+    public_key: str = Field(max_length=128, pattern=B64URL_PATTERN)
     """base64url"""
-    signature: str = Field(max_length=256)
+    signature: str = Field(max_length=256, pattern=B64URL_PATTERN)
     """base64url, over the proof context and the nonce"""
 
 
