@@ -16,15 +16,18 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     ├── OutOfCapacity                 not enough room now: wait, free memory, or widen the radius
     │   ├── QueueFull                 retry after Retry-After (HTTP 429)
     │   ├── DoesNotFit                orchestrator.planner: pair or add a machine (exit 6)
-    │   └── LeaseRefused              rpc_pool.leases (also a RefusedByPeer)
+    │   └── LeaseRefused              node_api.errors (also a RefusedByPeer)
     ├── RefusedByPeer                 another machine said no; its owner decides
-    │   ├── LeaseRefused              the node is full or this lessee holds its share (HTTP 409)
+    │   ├── LeaseRefused              node_api.errors: the node is full or this lessee holds its share (HTTP 409)
     │   ├── LeaseFailed               orchestrator.placement: a lease the plan needs (HTTP 503)
-    │   ├── LeaseNotFound             rpc_pool.leases: the lease expired; plan again (HTTP 404)
+    │   ├── LeaseNotFound             node_api.errors: the lease expired; plan again (HTTP 404)
+    │   ├── NodeRefused               a node's refusal this build has no class for: update hearth (HTTP 502)
     │   ├── Unsigned, NotPaired       pairing.signed: pair first (`hearth pair`)
     │   └── PairingFailed             pairing.exchange: check the code and try again (exit 7)
     │       └── NotAnAttempt          never reached the key exchange: the code is still usable
     ├── LinkFailed                    a connection to another machine failed: check it, reconnect
+    │   ├── NodeUnreachable           a node's agent did not answer: is `hearth node` running? (HTTP 503)
+    │   ├── NodeAnswerInvalid         something else answers at the node's address (HTTP 502)
     │   ├── RpcUnreachable            ggml.hello: is the node's RPC server up?
     │   ├── TunnelUnavailable         tunnel.wireguard: install WireGuard or use the sealed tunnel (exit 8)
     │   └── SealedError               tunnel.sealed: same pairing secret on both sides?
@@ -166,3 +169,29 @@ class Stopped(HearthError):
 
         super().__init__(f"{what} stopped ({signal.Signals(signum).name}).")
         self.exit_code = 128 + signum
+
+
+class NodeUnreachable(LinkFailed):
+    """A node's agent did not answer a control request: refused, timed out, or the connection broke."""
+
+    http_status = 503
+    code = "node_unreachable"
+
+
+class NodeAnswerInvalid(LinkFailed):
+    """A node answered a control request with something that is not hearth's control API."""
+
+    http_status = 502
+    code = "bad_node_answer"
+
+
+class NodeRefused(RefusedByPeer):
+    """A node answered a control request with an error body this build has no class for."""
+
+    http_status = 502
+    code = "node_refused"
+
+    def __init__(self, message: str, *, status: int, remote_code: str | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.remote_code = remote_code

@@ -42,6 +42,7 @@ import lan  # noqa: E402
 from benchdoc import write_section  # noqa: E402
 
 from hearth.net.pump import nodelay  # noqa: E402
+from hearth.node_api.wire import STATUS  # noqa: E402
 from hearth.tunnel.sealed import SealedDialer, SealedGate, lease_key  # noqa: E402
 
 MIB = 1 << 20
@@ -250,7 +251,7 @@ def models(tmp: Path, runs: int, tokens: int, a2: str, procs: list[subprocess.Po
 
     ns1, ns2 = f"{PREFIX}1", f"{PREFIX}2"
     ant, bee = machine(ns1, "hh-ant", True), machine(ns2, "hh-bee", False)  # household: unpaired, plain relay
-    results = [pooled("household, plain relay (namespaces)", ant, bee, f"http://{a2}:11436/v1/node",
+    results = [pooled("household, plain relay (namespaces)", ant, bee, f"http://{a2}:11436{STATUS}",
                       ["--bind", a2], ["--peer", f"{a2}:11436"])]
     # trusted, paired by code: as tests/tunnel/test_trusted_lan.py (WireGuard) and test_trusted_sealed.py (loopback)
     for tunnel, where, (n1, n2), bind in (("wireguard", "namespaces", (ns1, ns2), a2),
@@ -263,7 +264,7 @@ def models(tmp: Path, runs: int, tokens: int, a2: str, procs: list[subprocess.Po
         peer = json.loads((ant.home / "trust" / "peers.json").read_text())[0]["info"]
         host = peer["tunnel_address"] if tunnel == "wireguard" else bind
         label = f"trusted, {'WireGuard' if tunnel == 'wireguard' else 'sealed tunnel'} ({where})"
-        results.append(pooled(label, ant, bee, f"http://{host}:{node_port}/v1/node",
+        results.append(pooled(label, ant, bee, f"http://{host}:{node_port}{STATUS}",
                               ["--bind", bind, "--port", str(node_port), "--admit", "paired"], ["--radius", "trusted"]))
     return results
 

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -31,10 +30,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from soak_report import HEADER_TIMEOUT, render
+
+from hearth.errors import HearthError
+from hearth.node_api import wire
+from hearth.node_api.client import NodeClient
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "smollm2-135m"
-HEADER_TIMEOUT = 5.0
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 8}
 LONG_CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Count from one to a thousand."}],
              "max_tokens": 400, "temperature": 0}
@@ -130,7 +133,7 @@ class Soak:
         await self.send(kind, CLIENT_ERROR, "POST", self.serve + path, content=body, headers=headers)
 
     async def bad_host(self) -> None:
-        url = self.rng.choice([f"{self.serve}/v1/models", f"{self.serve}/api/tags", f"{self.node}/v1/node"])
+        url = self.rng.choice([f"{self.serve}/v1/models", f"{self.serve}/api/tags", self.node + wire.STATUS])
         await self.send("invalid: forged Host (DNS rebinding)", (400, 421), "GET", url,
                         headers={"Host": "rebind.example"})
 
@@ -197,12 +200,13 @@ class Soak:
                 self.tally.failure(kind, exc)
 
     async def lease(self) -> None:
+        """Raw, not hearth.node_api's client: forged headers, and every status is tallied."""
         forged = self.rng.random() < 0.3
         kind = "node: lease" + (" with forged X-Forwarded-For" if forged else "")
         self.tally.sent[kind] += 1
         headers = {"X-Forwarded-For": "10.9.9.9"} if forged else {}
         try:
-            r = await self.http.post(f"{self.node}/v1/leases", json={"bytes": 1_000_000}, headers=headers)
+            r = await self.http.post(self.node + wire.LEASES, json={"bytes": 1_000_000}, headers=headers)
             self.tally.response(kind, r, (201, 409))
             if r.status_code != 201:
                 return
@@ -210,7 +214,7 @@ class Soak:
             if lease.get("holder") != "127.0.0.1":
                 self.tally.unexpected[f"{kind}: holder {lease.get('holder')}"] += 1
             if self.rng.random() < 0.5:  # release it; otherwise abandon it and let it expire
-                await self.http.delete(f"{self.node}/v1/leases/{lease['lease_id']}")
+                await self.http.delete(self.node + wire.lease_path(lease["lease_id"]))
             else:
                 self.tally.sent["node: lease abandoned (no heartbeat)"] += 1
         except httpx.HTTPError as exc:
@@ -260,69 +264,25 @@ def after_soak(serve: str, node: str) -> dict[str, Any]:
     with contextlib.suppress(httpx.HTTPError):
         r = httpx.post(serve + "/v1/chat/completions", json=CHAT, timeout=120)
         facts["final"] = f"{r.status_code}" + (" (succeeded)" if r.status_code == 200 else f" {r.text[:200]}")
-    t0 = time.monotonic()
-    with contextlib.suppress(httpx.HTTPError):
-        while httpx.get(node + "/v1/node", timeout=10).json()["leases"] and time.monotonic() - t0 < 40:
-            time.sleep(0.5)
-        if not httpx.get(node + "/v1/node", timeout=10).json()["leases"]:
-            facts["leases_drained"] = time.monotonic() - t0
-        lease = httpx.post(f"{node}/v1/leases", json={"bytes": 1_000_000}, timeout=30)
-        facts["final_lease"] = f"{lease.status_code}" + (" (granted)" if lease.status_code == 201 else "")
-        if lease.status_code == 201:
-            httpx.delete(f"{node}/v1/leases/{lease.json()['lease_id']}", timeout=30)
+    asyncio.run(lease_after_soak(node, facts))
     return facts
 
 
-def render(args: argparse.Namespace, tally: Tally, facts: dict[str, Any]) -> str:
-    def table(head: str, counts: Counter[str]) -> str:
-        rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-        return f"| {head} | count |\n|---|---|\n{rows or '| (none) | 0 |'}"
-
-    closed = sorted(tally.slow_closed_after)
-    slow = (f"{len(closed)} closed by the server, median {closed[len(closed) // 2]:.1f} s, longest {closed[-1]:.1f} s"
-            if closed else "none closed by the server")
-    busy = f"{facts['idle_after']:.1f} s" if facts["idle_after"] is not None else "still busy after 300 s"
-    drained = f"{facts['leases_drained']:.1f} s" if facts["leases_drained"] is not None else "NOT within 40 s"
-    return f"""# hearth reliability soak
-
-Written by `scripts/soak.py`; rerun it to refresh. Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
-on {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.
-
-Command: `{facts['command']}`
-
-A real `hearth serve` (SmolLM2-135M, n_ctx 2048, HEARTH_HEADER_TIMEOUT={HEADER_TIMEOUT:g}) and a real
-`hearth node`, both on loopback with a temporary HEARTH_HOME, for {args.minutes:g} minutes with
-{args.workers} concurrent clients, each picking at random (seed {args.seed}) among valid, invalid,
-abandoned and slow requests. 429 (queue full) counts as an answer for valid requests; invalid
-requests must get a 4xx; abandoned ones are dropped by the client.
-
-## Requests sent, by kind
-
-{table("kind", tally.sent)}
-
-## Responses, by status (or client-side exception)
-
-{table("status", tally.statuses)}
-
-## Error codes in the responses
-
-{table("code", tally.codes)}
-
-## What did not hold
-
-{table("unexpected outcome", tally.unexpected)}
-
-## After the soak
-
-- Slow connections (partial headers, one byte a second): {slow}; {tally.slow_left_open} still open
-  after {HEADER_TIMEOUT * 4:g} s.
-- `hearth serve` RSS: {facts['rss_start'] / 1024:.0f} MiB at start (model loaded), {facts['rss_end'] / 1024:.0f} MiB
-  at the end; engine child {facts['engine_rss_start'] / 1024:.0f} → {facts['engine_rss_end'] / 1024:.0f} MiB; node
-  {facts['node_rss_start'] / 1024:.0f} → {facts['node_rss_end'] / 1024:.0f} MiB.
-- Engine busy after the last client left: {busy}.
-- A normal chat request at the end: {facts['final']}.
-- Abandoned leases all expired {drained} after the engine was idle; a new lease then: {facts['final_lease']}.
-"""
+async def lease_after_soak(url: str, facts: dict[str, Any]) -> None:
+    """Do abandoned leases drain within 40 s, and is a new lease then granted?"""
+    host, _, port = url.removeprefix("http://").rpartition(":")
+    node, t0 = wire.NodeAddress(host, int(port)), time.monotonic()
+    async with NodeClient(timeout=10) as nodes:
+        try:
+            while (await nodes.status(node)).detail.leases and time.monotonic() - t0 < 40:
+                await asyncio.sleep(0.5)
+            if not (await nodes.status(node)).detail.leases:
+                facts["leases_drained"] = time.monotonic() - t0
+            granted = await nodes.lease(node, 1_000_000, timeout=30)
+            facts["final_lease"] = "201 (granted)"
+            await nodes.release(node, granted.lease_id, timeout=30)
+        except HearthError as exc:
+            facts["final_lease"] += f" ({exc.code}: {exc.message})"
 
 
 def main() -> int:
@@ -350,7 +310,7 @@ def main() -> int:
                    env | {"HEARTH_HOME": str(home / "node")}, home / "node.log")]
     try:
         wait_for(serve + "/hearth/status", procs[0], lambda r: bool(r.json().get("engine_pid")), 180)
-        wait_for(node + "/v1/node", procs[1], lambda r: r.status_code == 200, 60)
+        wait_for(node + wire.STATUS, procs[1], lambda r: r.status_code == 200, 60)
         engine_pid = int(httpx.get(serve + "/hearth/status").json()["engine_pid"])
         httpx.post(serve + "/v1/chat/completions", json=CHAT, timeout=60).raise_for_status()
         facts: dict[str, Any] = {"command": " ".join(["scripts/soak.py", *sys.argv[1:]]),

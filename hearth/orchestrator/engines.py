@@ -18,7 +18,8 @@ from hearth.identity import NodeIdentity
 from hearth.models.facts import cached_facts
 from hearth.models.pull import resolve
 from hearth.models.store import ModelStore
-from hearth.orchestrator.peers import Peer, checked_or_problem, discover, signed_client
+from hearth.node_api.client import NodeClient
+from hearth.orchestrator.peers import Peer, checked_or_problem, discover
 from hearth.orchestrator.placement import Placement
 from hearth.orchestrator.planner import DoesNotFit, Plan
 from hearth.orchestrator.planner import plan as make_plan
@@ -98,10 +99,10 @@ class EnginePool:
                                              trust=trust, via_tunnel=via_tunnel)
         else:
             async def again(p: Peer) -> Peer | str:
-                res = await checked_or_problem(client, p.address, p.record.port, p.source, rpc, p.record.node_id)
+                res = await checked_or_problem(nodes, p.address, p.record.port, p.source, rpc, p.record.node_id)
                 return res if isinstance(res, str) else replace(res, radius=p.radius, secret=p.secret)
 
-            async with signed_client(identity, timeout=3.0) as client:
+            async with NodeClient(identity, timeout=3.0) as nodes:
                 rpc = self._rpc
                 checked = await asyncio.gather(*(again(p) for p in self._peers
                                                  if p.record.node_id not in self.excluded))

@@ -1,7 +1,7 @@
 """Finding the circle's nodes: mDNS hints, static peers and paired peers, each proven by its key.
 
-Requests to agents are signed with this machine's identity (hearth.pairing.signed): nodes that
-admit paired peers only answer nothing else; household nodes ignore the signature.
+Agents are asked through hearth.node_api's client, signed with this machine's identity: nodes
+that admit paired peers only answer nothing else; household nodes ignore the signature.
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
-import httpx
-
-from hearth.discovery.records import PeerRecord, RecordError, parse_record
+from hearth.discovery.records import PeerRecord
 from hearth.errors import HearthError
 from hearth.ggml.hello import RpcVersion
-from hearth.identity import ForgedNode, NodeIdentity, b64, unb64, verify_proof
-from hearth.pairing.signed import SignedAuth
+from hearth.identity import ForgedNode, NodeIdentity, verify_proof
+from hearth.node_api.client import NodeClient
+from hearth.node_api.wire import NodeAddress
 from hearth.pairing.trust import TrustedPeer, TrustStore
 
 
@@ -43,9 +42,12 @@ class Peer:
         return self.record.addresses[0]
 
     @property
+    def agent(self) -> NodeAddress:
+        return NodeAddress(self.address, self.record.port)
+
+    @property
     def base_url(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.record.port}"
+        return self.agent.url
 
     def to_json(self) -> dict[str, Any]:
         r = self.record
@@ -55,58 +57,46 @@ class Peer:
                 "compatible": self.compatible, "problem": self.problem, "radius": self.radius, "full": r.full}
 
 
-def _props(status: dict[str, Any]) -> dict[bytes, bytes | None]:
-    keys = ("id", "name", "v", "rpc", "port", "dev", "full")
-    return {k.encode(): str(v).encode() for k, v in status.items() if k in keys}
-
-
-async def check(client: httpx.AsyncClient, address: str, port: int, source: str, local_rpc: RpcVersion,
+async def check(nodes: NodeClient, address: str, port: int, source: str, local_rpc: RpcVersion,
                 claimed: str | None = None) -> Peer:
     """Fresh status from the node's control API, then proof that it holds the key its id names."""
-    host = f"[{address}]" if ":" in address else address
-    base = f"http://{host}:{port}"
-    status = (await client.get(f"{base}/v1/node")).raise_for_status().json()
-    record = parse_record(_props(status), [address])
+    node = NodeAddress(address, port)
+    record = (await nodes.status(node)).record
     if claimed is not None and claimed != record.node_id:
-        raise ForgedNode(f"{address}:{port} advertised node {claimed} but its agent is {record.node_id}.")
+        raise ForgedNode(f"{node} advertised node {claimed} but its agent is {record.node_id}.")
     nonce = os.urandom(32)
-    proof = (await client.post(f"{base}/v1/node/prove", json={"nonce": b64(nonce)})).raise_for_status().json()
-    verify_proof(record.node_id, unb64(str(proof["public_key"])), nonce, unb64(str(proof["signature"])))
+    proof = await nodes.prove(node, nonce)
+    verify_proof(record.node_id, proof.public_key, nonce, proof.signature)
     compatible = local_rpc.serves(record.rpc)
     problem = None if compatible else (
         f"speaks ggml RPC {record.rpc}, this build {local_rpc}: update hearth on one of them")
     return Peer(record, source, True, compatible, problem)
 
 
-async def checked_or_problem(client: httpx.AsyncClient, address: str, port: int, source: str, local_rpc: RpcVersion,
+async def checked_or_problem(nodes: NodeClient, address: str, port: int, source: str, local_rpc: RpcVersion,
                              claimed: str | None) -> Peer | str:
     try:
-        return await check(client, address, port, source, local_rpc, claimed)
-    except (httpx.HTTPError, RecordError, ForgedNode, ValueError, KeyError) as exc:
-        detail = exc.message if isinstance(exc, HearthError) else f"{type(exc).__name__}: {exc}"
-        return f"{address}:{port} ({source}): {detail}"
+        return await check(nodes, address, port, source, local_rpc, claimed)
+    except HearthError as exc:
+        return f"{NodeAddress(address, port)} ({source}): {exc.message}"
 
 
 def endpoint_host(endpoint: str) -> str:
     return endpoint.rpartition(":")[0].strip("[]")
 
 
-async def check_paired(client: httpx.AsyncClient, local_rpc: RpcVersion, paired: TrustedPeer,
+async def check_paired(nodes: NodeClient, local_rpc: RpcVersion, paired: TrustedPeer,
                        via_tunnel: bool) -> Peer | str:
     """A paired node through the tunnel (when this machine has one), else at its LAN endpoint."""
     info = paired.info
     places = ([info.tunnel_address] if via_tunnel else []) + [endpoint_host(e) for e in info.endpoints[:1]]
     problems = []
     for address in places:
-        res = await checked_or_problem(client, address, info.agent_port, "paired", local_rpc, paired.node_id)
+        res = await checked_or_problem(nodes, address, info.agent_port, "paired", local_rpc, paired.node_id)
         if isinstance(res, Peer):
             return replace(res, radius="trusted", secret=paired.secret_bytes)
         problems.append(res)
     return "; ".join(problems) or f"{info.name}: no address to reach it"
-
-
-def signed_client(identity: NodeIdentity | None, timeout: float = 5.0) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=timeout, auth=SignedAuth(identity) if identity else None)
 
 
 async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str] | None = None,
@@ -133,10 +123,10 @@ async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str
     for spec in static or []:
         host, _, port = spec.rpartition(":")
         hints.append((host.strip("[]"), int(port), "static", None))
-    async with signed_client(identity) as client:
+    async with NodeClient(identity) as nodes:
         results = await asyncio.gather(
-            *(check_paired(client, local_rpc, t, via_tunnel) for t in paired),
-            *(checked_or_problem(client, a, p, s, local_rpc, c) for a, p, s, c in hints))
+            *(check_paired(nodes, local_rpc, t, via_tunnel) for t in paired),
+            *(checked_or_problem(nodes, a, p, s, local_rpc, c) for a, p, s, c in hints))
     answered = [r.record.node_id for r in results if not isinstance(r, str) and r.radius == "trusted"]
     if trust is not None and answered:
         await asyncio.to_thread(trust.seen, *answered)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
-
-from hearth.errors import RefusedByPeer
+from hearth.errors import HearthError, NodeUnreachable, RefusedByPeer
 from hearth.identity import NodeIdentity
-from hearth.orchestrator.peers import Peer, endpoint_host, signed_client
+from hearth.node_api.client import NodeClient
+from hearth.orchestrator.peers import Peer
 from hearth.orchestrator.planner import Assignment, Plan
+from hearth.pairing.signed import NotPaired, Unsigned
 from hearth.pairing.trust import TrustStore
 from hearth.tunnel.sealed import SealedDialer, lease_key
 
 HEARTBEAT_S = 3.0
+log = logging.getLogger("hearth.pool")
 
 
 class LeaseFailed(RefusedByPeer):
@@ -36,9 +38,19 @@ class Held:
     dialer: SealedDialer | None = None
 
 
-def _gone(r: httpx.Response) -> bool:
-    """The agent refuses us (unpaired); 404 only means the lease ended and the node can lease again."""
-    return r.status_code in (401, 403)
+LOST = (NodeUnreachable, Unsigned, NotPaired)
+"""The agent does not answer, or refuses us (unpaired). Any other answer, LeaseNotFound above
+all (the lease ended), means the node is there and can be leased again."""
+
+
+async def _answers(nodes: NodeClient, h: Held, timeout: float | None = None) -> bool:
+    try:
+        await nodes.heartbeat(h.peer.agent, h.lease_id, timeout=timeout)
+    except LOST:
+        return False
+    except HearthError:  # LeaseNotFound, or an answer this build cannot read: the agent is there
+        return True
+    return True
 
 
 class Placement:
@@ -51,7 +63,7 @@ class Placement:
         """Called with a node id when its agent stops answering heartbeats or refuses us, or when
         this machine unpairs it."""
         self.trust = trust
-        self._client = signed_client(identity)
+        self._nodes = NodeClient(identity)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -62,34 +74,27 @@ class Placement:
         """One lease per remote assignment, in the plan's (the engine's) device order."""
         async def one(a: Assignment) -> Held:
             peer = self.peers[a.node.node_id]
-            r = await self._client.post(f"{peer.base_url}/v1/leases", json={"bytes": a.bytes})
-            if r.status_code != 201:
-                detail = r.json().get("error", {}).get("message", r.text) if r.content else r.reason_phrase
-                raise LeaseFailed(f"{peer.record.name} refused a lease: {detail}")
-            body = r.json()
-            lease_id, endpoint = str(body["lease_id"]), str(body["endpoint"])
-            if body.get("transport") != "sealed":
-                return Held(peer, lease_id, endpoint, a.bytes)
+            try:
+                granted = await self._nodes.lease(peer.agent, a.bytes)
+            except NodeUnreachable as exc:
+                raise LeaseFailed(f"{peer.record.name} did not answer the lease request: {exc.message}") from exc
+            except HearthError as exc:
+                raise LeaseFailed(f"{peer.record.name} refused a lease: {exc.message}") from exc
+            if granted.transport != "sealed":
+                return Held(peer, granted.lease_id, granted.endpoint, a.bytes)
             if peer.secret is None:
                 raise LeaseFailed(f"{peer.record.name} offers a sealed tunnel, but it is not paired with this machine.")
-            dialer = SealedDialer(endpoint_host(endpoint), int(endpoint.rpartition(":")[2]),
-                                  lease_key(peer.secret, lease_id))
+            dialer = SealedDialer(granted.host, granted.port, lease_key(peer.secret, granted.lease_id))
             await dialer.start()
-            return Held(peer, lease_id, dialer.endpoint, a.bytes, dialer)
+            return Held(peer, granted.lease_id, dialer.endpoint, a.bytes, dialer)
 
         # Each node starts its RPC server in parallel; keep what was granted to give it back on failure.
         results = await asyncio.gather(*(one(a) for a in self.plan.remote), return_exceptions=True)
         self.held = [r for r in results if isinstance(r, Held)]
         failures = [r for r in results if isinstance(r, BaseException)]
-        try:
-            if failures:
-                raise failures[0]
-        except httpx.HTTPError as exc:
+        if failures:
             await self.release()
-            raise LeaseFailed(f"A node did not answer the lease request: {exc}") from exc
-        except LeaseFailed:
-            await self.release()
-            raise
+            raise failures[0]
         self._tasks = [asyncio.create_task(self._heartbeats())]
         if self.trust is not None and any(h.peer.radius == "trusted" for h in self.held):
             self._tasks.append(asyncio.create_task(self._watch_trust()))
@@ -98,11 +103,7 @@ class Placement:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             for h in list(self.held):
-                try:
-                    lost = _gone(await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat"))
-                except httpx.HTTPError:
-                    lost = True
-                if lost and self.on_lost is not None:
+                if not await _answers(self._nodes, h) and self.on_lost is not None:
                     self.on_lost(h.peer.record.node_id)
 
     def unpaired(self) -> set[str]:
@@ -134,16 +135,9 @@ class Placement:
         """Nodes whose agent no longer answers. A node whose agent answers can be leased again,
         even if the RPC server of its lease died."""
 
-        async def answers(h: Held) -> bool:
-            try:
-                r = await self._client.post(f"{h.peer.base_url}/v1/leases/{h.lease_id}/heartbeat", timeout=2.0)
-            except httpx.HTTPError:
-                return False
-            return not _gone(r)
-
         unpaired = self.unpaired()
         asked = [h for h in self.held if h.peer.record.node_id not in unpaired]
-        alive = await asyncio.gather(*(answers(h) for h in asked))
+        alive = await asyncio.gather(*(_answers(self._nodes, h, timeout=2.0) for h in asked))
         return unpaired | {h.peer.record.node_id for h, ok in zip(asked, alive, strict=True) if not ok}
 
     async def release(self) -> None:
@@ -154,11 +148,13 @@ class Placement:
         self._tasks = []
 
         async def give_back(h: Held) -> None:
-            with contextlib.suppress(httpx.HTTPError):
-                await self._client.delete(f"{h.peer.base_url}/v1/leases/{h.lease_id}", timeout=2.0)
+            try:
+                await self._nodes.release(h.peer.agent, h.lease_id, timeout=2.0)
+            except HearthError as exc:  # the lease ends on its own when its heartbeats stop
+                log.debug("giving back lease %s… on %s: %s", h.lease_id[:8], h.peer.record.name, exc.message)
 
         unpaired = self.unpaired()  # no longer ours to talk to
         await asyncio.gather(*(give_back(h) for h in self.held if h.peer.record.node_id not in unpaired))
         await asyncio.gather(*(h.dialer.close() for h in self.held if h.dialer is not None))
         self.held = []
-        await self._client.aclose()
+        await self._nodes.aclose()

@@ -12,10 +12,8 @@ import contextlib
 import ipaddress
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,22 +23,12 @@ from hearth.errors import HearthError, InvalidRequest
 from hearth.ggml.hello import RpcVersion
 from hearth.identity import NodeIdentity, b64, unb64
 from hearth.net.http_errors import hearth_error_response, install_error_handlers
+from hearth.node_api import wire
+from hearth.node_api.wire import Granted, HeldLease, LeaseId, LeaseRequest, NodeStatus, ProveAnswer, ProveRequest
 from hearth.pairing.signed import NotPaired, Unsigned, Verifier
 from hearth.pairing.trust import TrustedPeer
 from hearth.rpc_pool.leases import LeaseManager
 from hearth.tunnel.wireguard import TUNNEL_NET
-
-LEASE_ID = Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-
-
-class ProveRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    nonce: str = Field(min_length=22, max_length=100, description="16 to 64 random bytes, base64url")
-
-
-class LeaseRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    bytes: int = Field(ge=0, le=2**50, description="memory the lease will use (model share + KV)")
 
 
 def node_record(identity: NodeIdentity, name: str, port: int, address: str, rpc: RpcVersion,
@@ -159,39 +147,39 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
 
     manager.on_change = changed  # leases that end on their own (expiry, revocation) change the record too
 
-    @app.get("/v1/node")
-    async def status() -> dict[str, Any]:
+    @app.get(wire.STATUS)
+    async def status() -> NodeStatus:
         r = record()
-        return {**r.to_properties(), "public_key": b64(identity.public_key), "budget": manager.budget,
-                "leased_bytes": manager.leased_bytes, "max_leases": manager.max_leases,
-                "per_holder": manager.policy.per_holder, "min_lease_bytes": manager.policy.min_bytes,
-                "devices": [vars(d) for d in r.devices],
-                "leases": [lease.public() for lease in manager.leases.values()]}
+        return NodeStatus.of(r, public_key=b64(identity.public_key), budget=manager.budget,
+                             leased_bytes=manager.leased_bytes, max_leases=manager.max_leases,
+                             per_holder=manager.policy.per_holder, min_lease_bytes=manager.policy.min_bytes,
+                             leases=[lease.view() for lease in manager.leases.values()])
 
-    @app.post("/v1/node/prove")
-    async def prove(body: ProveRequest) -> dict[str, str]:
+    @app.post(wire.PROVE)
+    async def prove(body: ProveRequest) -> ProveAnswer:
         try:
             nonce = unb64(body.nonce)
         except ValueError as exc:
             raise InvalidRequest("nonce is not base64url", param="nonce") from exc
         if not 16 <= len(nonce) <= 64:
             raise InvalidRequest("nonce must be 16 to 64 bytes", param="nonce")
-        return {"node_id": identity.node_id, "public_key": b64(identity.public_key),
-                "signature": b64(identity.prove(nonce))}
+        return ProveAnswer(node_id=identity.node_id, public_key=b64(identity.public_key),
+                           signature=b64(identity.prove(nonce)))
 
-    @app.post("/v1/leases", status_code=201)
-    async def lease(body: LeaseRequest, caller: Caller = by_caller) -> dict[str, object]:
+    @app.post(wire.LEASES, status_code=201)
+    async def lease(body: LeaseRequest, caller: Caller = by_caller) -> Granted:
         secret = caller.peer.secret_bytes if caller.peer else None
         granted = await manager.grant(caller.holder, caller.address, body.bytes, sealed_secret=secret)
         changed()
-        return {**granted.public(holder=True), "rpc_version": str(manager.rpc_version), "node_id": identity.node_id}
+        return Granted(**granted.held().model_dump(), rpc_version=str(manager.rpc_version),
+                       node_id=identity.node_id)
 
-    @app.post("/v1/leases/{lease_id}/heartbeat")
-    async def heartbeat(lease_id: LEASE_ID, caller: Caller = by_caller) -> dict[str, object]:
-        return manager.heartbeat(lease_id, caller.holder).public(holder=True)
+    @app.post(wire.HEARTBEAT)
+    async def heartbeat(lease_id: LeaseId, caller: Caller = by_caller) -> HeldLease:
+        return manager.heartbeat(lease_id, caller.holder).held()
 
-    @app.delete("/v1/leases/{lease_id}", status_code=204)
-    async def release(lease_id: LEASE_ID, caller: Caller = by_caller) -> Response:
+    @app.delete(wire.LEASE, status_code=204)
+    async def release(lease_id: LeaseId, caller: Caller = by_caller) -> Response:
         await manager.release(lease_id, caller.holder)
         changed()
         return Response(status_code=204)

@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hearth.errors import OutOfCapacity, RefusedByPeer
 from hearth.ggml.hello import RpcVersion
 from hearth.ggml.process import RpcServer, RpcServerProcess
+from hearth.node_api.errors import LeaseNotFound, LeaseRefused
+from hearth.node_api.wire import HeldLease, LeaseView
 from hearth.rpc_pool.cache import RpcCache
 from hearth.rpc_pool.policy import LeasePolicy
 from hearth.rpc_pool.relay import Relay
@@ -38,22 +39,6 @@ DEFAULT_CACHE_BYTES = 2 * 1024**3
 ServerFactory = Callable[[Path | None, Path, int], RpcServer]
 """(cache folder or None, log path, bytes the lease may allocate) -> a server not yet started."""
 Offload = Callable[..., Awaitable[Any]]
-
-
-class LeaseRefused(RefusedByPeer, OutOfCapacity):
-    """The node cannot grant the lease (memory, count); the message says which."""
-
-    http_status = 409
-    error_type = "invalid_request_error"
-    code = "lease_refused"
-
-
-class LeaseNotFound(RefusedByPeer):
-    """No such lease (expired, released, or never granted)."""
-
-    http_status = 404
-    error_type = "invalid_request_error"
-    code = "lease_not_found"
 
 
 @dataclass(eq=False)
@@ -74,11 +59,17 @@ class Lease:
         """What the lease counts against the budget: its size, or what its server really holds."""
         return max(self.bytes, self.server.used())
 
-    def public(self, holder: bool = False) -> dict[str, object]:
-        """The lease as shown; its full id (which can renew or release it) only to its holder."""
-        shown = self.lease_id if holder else self.lease_id[:6] + "…"
+    def view(self) -> LeaseView:
+        """The lease as anyone may see it: its id cut short (the full id renews or releases it)."""
+        return LeaseView(**self._shown(self.lease_id[:6] + "…"))
+
+    def held(self) -> HeldLease:
+        """The lease as its holder sees it, with its full id."""
+        return HeldLease(**self._shown(self.lease_id))
+
+    def _shown(self, lease_id: str) -> dict[str, Any]:
         transport = "sealed" if isinstance(self.gate, SealedGate) else "plain"
-        return {"lease_id": shown, "holder": self.holder, "bytes": self.bytes, "used": self.server.used(),
+        return {"lease_id": lease_id, "holder": self.holder, "bytes": self.bytes, "used": self.server.used(),
                 "endpoint": self.endpoint, "transport": transport,
                 "expires_in": round(max(0.0, self.expires - time.monotonic()), 1),
                 "refused_connections": self.gate.refused if self.gate else 0}

@@ -15,6 +15,7 @@ import pytest
 
 from hearth.ggml.hello import RpcVersion
 from hearth.identity import ForgedNode, NodeIdentity, b64, unb64
+from hearth.node_api.client import NodeClient
 from hearth.orchestrator.peers import check
 
 HERE = RpcVersion(7, 0, 0)
@@ -37,8 +38,8 @@ def fake_agent(identity: NodeIdentity, rpc: str, claim: str | None = None, sign_
 
 def run_check(transport: httpx.MockTransport) -> object:
     async def go() -> object:
-        async with httpx.AsyncClient(transport=transport) as client:
-            return await check(client, "192.0.2.7", 11436, "static", HERE)
+        async with NodeClient(transport=transport) as nodes:
+            return await check(nodes, "192.0.2.7", 11436, "static", HERE)
 
     return asyncio.run(go())
 

@@ -23,13 +23,14 @@ class Node:
 
 
 @contextlib.contextmanager
-def running_node(home: Path, *args: str, name: str = "test node") -> Iterator[Node]:
-    """`hearth node` on 127.0.0.1 with its own data folder; stopped (and waited for) on the way out."""
+def running_node(home: Path, *args: str, name: str = "test node", **env: str) -> Iterator[Node]:
+    """`hearth node` on 127.0.0.1 with its own data folder (and HEARTH_* settings in `env`);
+    stopped (and waited for) on the way out."""
     port = free_port()
     log_path = home / f"node-{port}.log"
     log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen([*HEARTH, "node", "--port", str(port), "--name", name, *args],
-                            env=hearth_env(home), stdout=log, stderr=subprocess.STDOUT)
+                            env=hearth_env(home, **env), stdout=log, stderr=subprocess.STDOUT)
     log.close()
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,0 +1,184 @@
+"""The node control API on the wire: its paths and its messages, one definition for both ends.
+
+The agent (hearth.rpc_pool.agent) serves these paths with these models and the client
+(hearth.node_api.client) asks them, so the two cannot drift apart. Answers come from another
+machine, so every model that the client parses is strict about what it relies on: a lease id
+that goes back into a URL path, an endpoint it connects to, a status whose record is checked by
+the discovery parser. Fields a node adds later are ignored (a newer node still talks to us).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hearth.discovery.records import DeviceInfo, PeerRecord, parse_record
+
+STATUS = "/v1/node"
+"""GET: the node as the LAN sees it, its budget and its leases (ids shortened)."""
+PROVE = "/v1/node/prove"
+"""POST: sign a nonce with the key the node id names."""
+LEASES = "/v1/leases"
+"""POST: take a lease (201)."""
+LEASE = "/v1/leases/{lease_id}"
+"""DELETE: give a lease back (204)."""
+HEARTBEAT = "/v1/leases/{lease_id}/heartbeat"
+"""POST: keep a lease alive."""
+
+LEASE_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+LeaseId = Annotated[str, Field(min_length=8, max_length=64, pattern=LEASE_ID_PATTERN)]
+"""A full lease id: safe to put into a URL path as it is."""
+NONCE_CHARS = (22, 100)
+"""16 to 64 random bytes, base64url."""
+
+
+def lease_path(lease_id: str) -> str:
+    return LEASE.format(lease_id=lease_id)
+
+
+def heartbeat_path(lease_id: str) -> str:
+    return HEARTBEAT.format(lease_id=lease_id)
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """Where a node's agent listens. IPv6 hosts are written in brackets in URLs and endpoints."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self}"
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """'HOST:PORT' or '[V6]:PORT' with an IP address for HOST -> (host, port); ValueError otherwise."""
+    host, sep, port = endpoint.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"endpoint {endpoint[:60]!r}: an IPv6 address needs brackets")
+    if not sep or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint {endpoint[:60]!r} is not HOST:PORT")
+    return str(ipaddress.ip_address(host)), int(port)  # ValueError for anything but an IP address
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ProveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nonce: str = Field(min_length=NONCE_CHARS[0], max_length=NONCE_CHARS[1],
+                       description="16 to 64 random bytes, base64url")
+
+
+B64URL_PATTERN = r"^[A-Za-z0-9_-]*$"
+
+
+class ProveAnswer(_Message):
+    node_id: str = Field(max_length=64)
+    public_key: str = Field(max_length=128, pattern=B64URL_PATTERN)
+    """base64url"""
+    signature: str = Field(max_length=256, pattern=B64URL_PATTERN)
+    """base64url, over the proof context and the nonce"""
+
+
+class LeaseRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bytes: int = Field(ge=0, le=2**50, description="memory the lease will use (model share + KV)")
+
+
+class LeaseView(_Message):
+    """A lease as anyone may see it: the id cut short, since the full id renews or releases it."""
+
+    lease_id: str = Field(max_length=64)
+    holder: str = Field(max_length=128)
+    """The lessee: its node id when paired, else its address."""
+    bytes: int = Field(ge=0)
+    used: int = Field(ge=0)
+    endpoint: str = Field(max_length=64)
+    transport: Literal["plain", "sealed"]
+    expires_in: float = Field(ge=0)
+    refused_connections: int = Field(ge=0)
+
+
+class HeldLease(LeaseView):
+    """A lease as its holder sees it (the answer to a heartbeat): the full id, a usable endpoint."""
+
+    lease_id: LeaseId
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        split_endpoint(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return split_endpoint(self.endpoint)[0]
+
+    @property
+    def port(self) -> int:
+        return split_endpoint(self.endpoint)[1]
+
+
+class Granted(HeldLease):
+    """The answer to a lease request."""
+
+    rpc_version: str = Field(max_length=32)
+    node_id: str = Field(max_length=64)
+
+
+RECORD_KEYS = ("id", "name", "v", "rpc", "port", "dev", "full")
+
+
+class NodeStatus(_Message):
+    """The record's properties (strings, as in the mDNS record), then what only the API tells.
+    Beyond the record every field may be missing: a node of another hearth version must still
+    get its record checked, and a clear "update hearth" when its RPC version differs."""
+
+    id: str = Field(max_length=64)
+    name: str = Field(max_length=128)
+    v: str = Field(max_length=64)
+    rpc: str = Field(max_length=32)
+    port: str = Field(max_length=8)
+    dev: str = Field(max_length=1024)
+    full: str | None = Field(default=None, max_length=1)
+    public_key: str | None = Field(default=None, max_length=128)
+    budget: int | None = Field(default=None, ge=0)
+    leased_bytes: int | None = Field(default=None, ge=0)
+    max_leases: int | None = Field(default=None, ge=0)
+    per_holder: int | None = Field(default=None, ge=0)
+    min_lease_bytes: int | None = Field(default=None, ge=0)
+    devices: list[DeviceInfo] = Field(default_factory=list, max_length=64)
+    leases: list[LeaseView] = Field(default_factory=list, max_length=1024)
+
+    @classmethod
+    def of(cls, record: PeerRecord, **detail: object) -> NodeStatus:
+        return cls.model_validate({**record.to_properties(), "devices": list(record.devices), **detail})
+
+    def record(self, address: str) -> PeerRecord:
+        """The discovery record this status carries, checked by the discovery parser (RecordError)."""
+        props = {k: getattr(self, k) for k in RECORD_KEYS}
+        return parse_record({k.encode(): v.encode() for k, v in props.items() if v is not None}, [address])
+
+
+class ErrorDetail(_Message):
+    message: str = Field(max_length=4096)
+    type: str | None = Field(default=None, max_length=64)
+    param: str | None = Field(default=None, max_length=256)
+    code: str | None = Field(default=None, max_length=64)
+
+
+class ErrorBody(_Message):
+    """hearth's error body (OpenAI-shaped, hearth.net.http_errors)."""
+
+    error: ErrorDetail
