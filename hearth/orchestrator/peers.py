@@ -18,6 +18,7 @@ from hearth.identity import ForgedNode, NodeIdentity, verify_proof
 from hearth.node_api.client import NodeClient
 from hearth.node_api.wire import NodeAddress
 from hearth.pairing.trust import TrustedPeer, TrustStore
+from hearth.radius import Radius
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,8 @@ class Peer:
     verified: bool
     compatible: bool
     problem: str | None = None
-    radius: str = "local"
-    """'local' (this LAN) or 'trusted' (paired)."""
+    radius: Radius = Radius.HOUSEHOLD
+    """HOUSEHOLD (found on this LAN or given with --peer) or TRUSTED (paired)."""
     secret: bytes | None = None
     """The pairing secret, for sealed tunnels to a paired node without WireGuard."""
 
@@ -54,7 +55,7 @@ class Peer:
         return {"node_id": r.node_id, "name": r.name, "address": self.address, "port": r.port,
                 "version": r.version, "rpc_version": str(r.rpc), "free_bytes": r.free_bytes,
                 "devices": [vars(d) for d in r.devices], "source": self.source, "verified": self.verified,
-                "compatible": self.compatible, "problem": self.problem, "radius": self.radius, "full": r.full}
+                "compatible": self.compatible, "problem": self.problem, "radius": self.radius.value, "full": r.full}
 
 
 async def check(nodes: NodeClient, address: str, port: int, source: str, local_rpc: RpcVersion,
@@ -94,7 +95,7 @@ async def check_paired(nodes: NodeClient, local_rpc: RpcVersion, paired: Trusted
     for address in places:
         res = await checked_or_problem(nodes, address, info.agent_port, "paired", local_rpc, paired.node_id)
         if isinstance(res, Peer):
-            return replace(res, radius="trusted", secret=paired.secret_bytes)
+            return replace(res, radius=Radius.TRUSTED, secret=paired.secret_bytes)
         problems.append(res)
     return "; ".join(problems) or f"{info.name}: no address to reach it"
 
@@ -127,7 +128,7 @@ async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str
         results = await asyncio.gather(
             *(check_paired(nodes, local_rpc, t, via_tunnel) for t in paired),
             *(checked_or_problem(nodes, a, p, s, local_rpc, c) for a, p, s, c in hints))
-    answered = [r.record.node_id for r in results if not isinstance(r, str) and r.radius == "trusted"]
+    answered = [r.record.node_id for r in results if not isinstance(r, str) and r.radius is Radius.TRUSTED]
     if trust is not None and answered:
         await asyncio.to_thread(trust.seen, *answered)
     peers: dict[str, Peer] = {}

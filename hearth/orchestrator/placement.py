@@ -15,6 +15,7 @@ from hearth.orchestrator.peers import Peer
 from hearth.orchestrator.planner import Assignment, Plan
 from hearth.pairing.signed import NotPaired, Unsigned
 from hearth.pairing.trust import TrustStore
+from hearth.radius import Radius
 from hearth.tunnel.sealed import SealedDialer, lease_key
 
 HEARTBEAT_S = 3.0
@@ -96,7 +97,7 @@ class Placement:
             await self.release()
             raise failures[0]
         self._tasks = [asyncio.create_task(self._heartbeats())]
-        if self.trust is not None and any(h.peer.radius == "trusted" for h in self.held):
+        if self.trust is not None and any(h.peer.radius is Radius.TRUSTED for h in self.held):
             self._tasks.append(asyncio.create_task(self._watch_trust()))
 
     async def _heartbeats(self) -> None:
@@ -112,7 +113,7 @@ class Placement:
             return set()
         paired = {p.node_id for p in self.trust.all()}
         return {h.peer.record.node_id for h in self.held
-                if h.peer.radius == "trusted" and h.peer.record.node_id not in paired}
+                if h.peer.radius is Radius.TRUSTED and h.peer.record.node_id not in paired}
 
     async def _watch_trust(self, interval: float = 0.2) -> None:
         """`hearth unpair` here: stop using that peer at once (its sealed tunnels close now; over
