@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdoc import write_section  # noqa: E402
 
+from hearth.engine.events import EngineEvent, Token  # noqa: E402
 from hearth.engine.worker import Engine  # noqa: E402
 from hearth.models.pull import resolve  # noqa: E402
 from hearth.models.store import ModelStore  # noqa: E402
@@ -67,10 +68,10 @@ def main() -> int:
             self.first: float | None = None
             self.text: list[str] = []
 
-        def __call__(self, msg: dict[str, object]) -> None:
-            if msg["event"] == "token":
+        def __call__(self, event: EngineEvent) -> None:
+            if isinstance(event, Token):
                 self.first = self.first or time.perf_counter()
-                self.text.append(str(msg["text"]))
+                self.text.append(event.text)
 
     def hearth(messages: list[dict[str, str]], cached: bool) -> tuple[float, str]:
         if not cached:

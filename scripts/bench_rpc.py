@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from benchdoc import write_section  # noqa: E402
 
+from hearth.engine.events import Token  # noqa: E402
 from hearth.engine.supervisor import EngineConfig, EngineProcess  # noqa: E402
 from hearth.ggml.process import RpcServerProcess  # noqa: E402
 from hearth.models.pull import resolve  # noqa: E402
@@ -122,7 +123,7 @@ async def generate(cfg: EngineConfig, tokens: int) -> Gen:
         n = 0
         async for ev in engine.request("chat", messages=ASK, max_tokens=tokens, temperature=0.0, top_p=1.0,
                                        seed=1, stop=[]):
-            if ev["event"] == "token":
+            if isinstance(ev, Token):
                 last = time.perf_counter()
                 first = first or last
                 n += 1

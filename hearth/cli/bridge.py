@@ -12,6 +12,7 @@ import threading
 from collections.abc import Generator
 from typing import Any
 
+from hearth.engine.events import ReplyEvent
 from hearth.orchestrator.engines import EnginePool
 
 _END = object()
@@ -27,7 +28,7 @@ class EngineBridge:
     def call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def stream(self, model: str, op: str, **fields: Any) -> Generator[dict[str, Any], None, None]:
+    def stream(self, model: str, op: str, **fields: Any) -> Generator[ReplyEvent, None, None]:
         """Yield the request's events; closing the iterator cancels the request."""
         out: queue.Queue[Any] = queue.Queue()
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn
 
 from hearth.cli.bridge import EngineBridge
+from hearth.engine.events import Done, Token
 from hearth.errors import HearthError
 from hearth.orchestrator.engines import EnginePool
 
@@ -45,26 +46,26 @@ def one_shot(pool: EnginePool, model: str, prompt: str, system: str | None,
     try:
         _load(bridge, model, err)
         parts: list[str] = []
-        done: dict[str, Any] = {}
+        done: Done | None = None
         t0 = time.perf_counter()
         messages = _messages(system, [{"role": "user", "content": prompt}])
         for ev in bridge.stream(model, "chat", messages=messages, **sampling):
-            if ev["event"] == "token":
-                parts.append(ev["text"])
+            if isinstance(ev, Token):
+                parts.append(ev.text)
                 if not as_json:
-                    _write(ev["text"])
-            elif ev["event"] == "done":
+                    _write(ev.text)
+            elif isinstance(ev, Done):
                 done = ev
         if as_json:
             engine = bridge.pool.engine
             out.print_json(json.dumps({
                 "model": engine.config.model_name if engine else model,
                 "text": "".join(parts),
-                "finish_reason": done.get("finish_reason"),
-                "prompt_tokens": done.get("prompt_tokens"),
-                "completion_tokens": done.get("completion_tokens"),
-                "tokens_per_s": done.get("decode_tokens_per_s"),
-                "ttft_ms": done.get("ttft_ms"),
+                "finish_reason": done.finish_reason if done else None,
+                "prompt_tokens": done.prompt_tokens if done else None,
+                "completion_tokens": done.completion_tokens if done else None,
+                "tokens_per_s": done.decode_tokens_per_s if done else None,
+                "ttft_ms": done.ttft_ms if done else None,
                 "wall_s": round(time.perf_counter() - t0, 3),
             }))
         else:
@@ -117,9 +118,9 @@ def interactive(pool: EnginePool, model: str, system: str | None, sampling: dict
             events = bridge.stream(model, "chat", messages=_messages(system, history), **sampling)
             try:
                 for ev in events:
-                    if ev["event"] == "token":
-                        reply.append(ev["text"])
-                        _write(ev["text"])
+                    if isinstance(ev, Token):
+                        reply.append(ev.text)
+                        _write(ev.text)
             except KeyboardInterrupt:
                 events.close()
                 out.print("\n[dim](stopped)[/]", end="")

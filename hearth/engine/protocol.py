@@ -1,8 +1,8 @@
-"""Messages between the supervisor and the engine child: one JSON object per line.
+"""Framing between the supervisor and the engine child: one JSON object per line.
 
-Parent -> child: {"op": "complete"|"chat"|"embed"|"cancel", "id": str, ...}
-Child -> parent: {"event": "progress"|"ready"|"start"|"token"|"done"|"vectors"|"embedding"|"error"|"fatal",
-                  "id": ...}
+Parent -> child (requests, plain dicts): {"op": "complete"|"chat"|"embed"|"cancel", "id": str, ...}
+Child -> parent (events): typed, see hearth.engine.events, which builds on the framing here.
+Both ends always come from the same install, so neither side negotiates versions.
 """
 
 from __future__ import annotations
@@ -11,23 +11,44 @@ import json
 from typing import Any
 
 OPS = frozenset({"complete", "chat", "embed", "cancel"})
-EVENTS = frozenset({"progress", "ready", "start", "token", "done", "vectors", "embedding", "error",
-                    "fatal"})
 
 
 class ProtocolError(ValueError):
     """A line that is not a well-formed message."""
 
 
-def encode(msg: dict[str, Any]) -> bytes:
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+def _no_constants(name: str) -> float:
+    raise ProtocolError(f"not JSON: {name} is not a number JSON allows")
 
 
-def decode(line: bytes, allowed: frozenset[str], key: str) -> dict[str, Any]:
+def dump_line(msg: dict[str, Any], *, allow_nan: bool = True) -> bytes:
+    """One compact JSON line. With allow_nan False, NaN and infinities raise ValueError."""
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan).encode() + b"\n"
+
+
+def load_object(line: bytes | str, *, allow_nan: bool = True) -> dict[str, Any]:
+    """The JSON object on one line, or ProtocolError."""
     try:
-        msg = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        msg = json.loads(line, parse_constant=None if allow_nan else _no_constants)
+    except ProtocolError:
+        raise
+    except ValueError as exc:  # bad JSON, bad UTF-8, an integer over Python's digit limit
         raise ProtocolError(f"not JSON: {exc}") from exc
-    if not isinstance(msg, dict) or msg.get(key) not in allowed:
-        raise ProtocolError(f"expected an object with {key!r} in {sorted(allowed)}")
+    except RecursionError as exc:
+        raise ProtocolError("not JSON: nested too deeply") from exc
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"expected a JSON object, got {type(msg).__name__}")
+    return msg
+
+
+def encode_request(msg: dict[str, Any]) -> bytes:
+    return dump_line(msg)
+
+
+def decode_request(line: bytes | str) -> dict[str, Any]:
+    """A request for the child: an object whose 'op' is one of OPS (its fields are checked
+    where they are used)."""
+    msg = load_object(line)
+    if msg.get("op") not in OPS:
+        raise ProtocolError(f"expected an object with 'op' in {sorted(OPS)}")
     return msg

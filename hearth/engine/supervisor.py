@@ -18,7 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hearth.engine.protocol import EVENTS, ProtocolError, decode, encode
+from hearth.engine.events import (
+    MAX_LINE,
+    Done,
+    Embedding,
+    EngineEvent,
+    Error,
+    Fatal,
+    Progress,
+    Ready,
+    ReplyEvent,
+    decode,
+)
+from hearth.engine.protocol import ProtocolError, encode_request
 from hearth.errors import ContextOverflow, EngineCrashed, EngineFailed, HearthError, InvalidRequest
 
 _ERRORS: dict[str, type[HearthError]] = {
@@ -26,8 +38,15 @@ _ERRORS: dict[str, type[HearthError]] = {
     "invalid_request": InvalidRequest,
 }
 LOAD_TIMEOUT_S = 300.0
-_STREAM_LIMIT = 16 * 1024 * 1024  # one event a line; the longest is a group of embedding vectors
+_STREAM_LIMIT = MAX_LINE  # one event a line; the longest is a group of embedding vectors
 log = logging.getLogger("hearth.engine")
+
+
+@dataclass(frozen=True)
+class _Crashed:
+    """Put on each waiting request's queue when the child is gone; never on the wire."""
+
+    returncode: int
 
 
 @dataclass(frozen=True)
@@ -51,7 +70,7 @@ class EngineProcess:
         self.config = config
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._queues: dict[str, asyncio.Queue[ReplyEvent | Error | _Crashed]] = {}
         self._ids = itertools.count(1)
         self.n_ctx = 0
         self.load_ms = 0.0
@@ -89,18 +108,18 @@ class EngineProcess:
             except TimeoutError as exc:
                 await self.stop()
                 raise EngineFailed(f"The engine did not load {cfg.model_name} within {LOAD_TIMEOUT_S:.0f} s.") from exc
-            msg = self._decode(line)
-            if msg is not None and msg["event"] == "progress":
+            event = self._decode(line)
+            if isinstance(event, Progress):
                 if on_progress is not None:
-                    on_progress(float(msg["fraction"]))
+                    on_progress(event.fraction)
                 continue
             break
-        if msg is None or msg["event"] != "ready":
-            detail = msg.get("message") if msg else await self._stderr_tail()
+        if not isinstance(event, Ready):
+            detail = event.message if isinstance(event, Fatal | Error) else await self._stderr_tail()
             await self.stop()
             raise EngineFailed(f"The engine could not start {cfg.model_name}: {detail}")
-        self.n_ctx = int(msg["n_ctx"])
-        self.load_ms = float(msg["load_ms"])
+        self.n_ctx = event.n_ctx
+        self.load_ms = event.load_ms
         self._reader = asyncio.create_task(self._read_events())
 
     async def _stderr_tail(self) -> str:
@@ -112,25 +131,26 @@ class EngineProcess:
             tail = log.read().decode(errors="replace")[-2000:].strip()
         return tail or f"no output (see {self.config.log_path})"
 
-    @staticmethod
-    def _decode(line: bytes) -> dict[str, Any] | None:
+    def _decode(self, line: bytes) -> EngineEvent | None:
+        """The event on a line; None at the end of the stream or for a malformed line (logged)."""
         if not line:
             return None
         try:
-            return decode(line, EVENTS, "event")
-        except ProtocolError:
+            return decode(line)
+        except ProtocolError as exc:
+            log.warning("engine %s sent a malformed line (%s); ignoring it", self.pid, exc)
             return None
 
     async def _read_events(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         try:
             while line := await self._proc.stdout.readline():
-                msg = self._decode(line)
-                if msg is None:
-                    continue
-                queue = self._queues.get(str(msg.get("id")))
+                event = self._decode(line)
+                if event is None or isinstance(event, Progress | Ready | Fatal) or event.id is None:
+                    continue  # only a request's events go on; the others belong to start()
+                queue = self._queues.get(event.id)
                 if queue is not None:
-                    queue.put_nowait(msg)
+                    queue.put_nowait(event)
         except ValueError as exc:  # a line over the limit: the protocol is broken, end the child
             log.error("engine %s sent an oversized line (%s); stopping it", self.pid, exc)
         finally:
@@ -138,10 +158,10 @@ class EngineProcess:
                 self._proc.kill()
             code = await self._proc.wait()
             for queue in self._queues.values():
-                queue.put_nowait({"event": "crashed", "returncode": code})
+                queue.put_nowait(_Crashed(code))
 
-    async def request(self, op: str, **fields: Any) -> AsyncGenerator[dict[str, Any], None]:
-        """Send one request and yield its events until 'done' or 'embedding'.
+    async def request(self, op: str, **fields: Any) -> AsyncGenerator[ReplyEvent, None]:
+        """Send one request and yield its events until Done or Embedding; an Error is raised.
 
         Leaving the iteration early (client gone, Ctrl-C) cancels the generation in the child.
         """
@@ -149,27 +169,25 @@ class EngineProcess:
             raise EngineCrashed("The engine is not running; the next request starts a new one.")
         assert self._proc is not None and self._proc.stdin is not None
         rid = str(next(self._ids))
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[ReplyEvent | Error | _Crashed] = asyncio.Queue()
         self._queues[rid] = queue
         finished = False
         try:
-            self._proc.stdin.write(encode({"op": op, "id": rid, **fields}))
+            self._proc.stdin.write(encode_request({"op": op, "id": rid, **fields}))
             await self._proc.stdin.drain()
             while True:
-                msg = await queue.get()
-                event = msg["event"]
-                if event == "crashed":
+                event = await queue.get()
+                if isinstance(event, _Crashed):
                     finished = True
                     raise EngineCrashed(
-                        f"The engine process exited (code {msg['returncode']}) during the request; "
+                        f"The engine process exited (code {event.returncode}) during the request; "
                         "the next request starts a new one."
                     )
-                if event == "error":
+                if isinstance(event, Error):
                     finished = True
-                    cls = _ERRORS.get(str(msg.get("code")), EngineFailed)
-                    raise cls(str(msg.get("message")))
-                yield msg
-                if event in ("done", "embedding"):
+                    raise _ERRORS.get(event.code, EngineFailed)(event.message)
+                yield event
+                if isinstance(event, Done | Embedding):
                     finished = True
                     return
         except (BrokenPipeError, ConnectionResetError) as exc:
@@ -179,7 +197,7 @@ class EngineProcess:
             self._queues.pop(rid, None)
             if not finished and self.alive:
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
-                    self._proc.stdin.write(encode({"op": "cancel", "id": rid}))
+                    self._proc.stdin.write(encode_request({"op": "cancel", "id": rid}))
 
     def kill(self) -> None:
         """End the child at once; a request in flight then fails with EngineCrashed."""

@@ -20,8 +20,22 @@ from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
 from hearth.engine.chat_tokens import TemplateMismatch, partition, split_rendered
+from hearth.engine.events import (
+    Done,
+    Embedding,
+    EngineEvent,
+    Error,
+    Fatal,
+    FinishReason,
+    Progress,
+    Ready,
+    Start,
+    Token,
+    Vectors,
+    encode,
+)
 from hearth.engine.load import model_params
-from hearth.engine.protocol import OPS, ProtocolError, decode, encode
+from hearth.engine.protocol import ProtocolError, decode_request
 from hearth.engine.templates import template_for
 from hearth.engine.textstream import TextStream
 
@@ -39,8 +53,8 @@ class Emitter:
         self._stream = stream
         self._lock = threading.Lock()
 
-    def __call__(self, msg: dict[str, Any]) -> None:
-        data = encode(msg)
+    def __call__(self, event: EngineEvent) -> None:
+        data = encode(event)
         with self._lock:
             self._stream.write(data)
             self._stream.flush()
@@ -202,7 +216,7 @@ class Engine:
         Token events carry the ids they cover, so that after a failure the supervisor can resume
         on a new engine from exactly where this one stopped: a request with `resume` (ids
         generated so far) and `resumed_text` (what the client already has)."""
-        rid = req["id"]
+        rid = str(req["id"])
         prompt, stop = self._prepare(req)
         n_prompt = len(prompt)
         resume = [int(t) for t in req.get("resume") or []]
@@ -214,7 +228,7 @@ class Engine:
         sampler = self._sampler(float(req.get("temperature", 0.8)), float(req.get("top_p", 0.95)),
                                 secrets.randbits(32) if seed is None else int(seed))
         t0 = time.perf_counter()
-        out({"event": "start", "id": rid, "prompt_tokens": n_prompt})
+        out(Start(rid, n_prompt))
         # The prompt as one run of batches, then each generated token on its own: a resumed
         # reply rebuilds the lost engine's KV cache exactly as that engine built it.
         ready = self._evaluate(prompt, cancelled)
@@ -229,26 +243,25 @@ class Engine:
             full = self.llm.detokenize(resume).decode("utf-8", errors="ignore")
             had = str(req.get("resumed_text") or "")
             if full.startswith(had) and len(full) > len(had):
-                out({"event": "token", "id": rid, "text": full[len(had):], "ids": []})
+                out(Token(rid, full[len(had):], ()))
         finish, n, stats = self._decode(rid, sampler, stop, limit, cancelled if ready else None, out)
-        out({
-            "event": "done", "id": rid, "finish_reason": finish,
-            "prompt_tokens": n_prompt, "completion_tokens": n + len(resume),
-            "ttft_ms": round(((stats[0] or time.perf_counter()) - t0) * 1000, 3),
-            "total_ms": round((time.perf_counter() - t0) * 1000, 3),
-            "decode_tokens_per_s": round((n - 1) / (stats[1] - stats[0]), 3)
+        out(Done(
+            rid, finish, prompt_tokens=n_prompt, completion_tokens=n + len(resume),
+            ttft_ms=round(((stats[0] or time.perf_counter()) - t0) * 1000, 3),
+            total_ms=round((time.perf_counter() - t0) * 1000, 3),
+            decode_tokens_per_s=round((n - 1) / (stats[1] - stats[0]), 3)
             if n > 1 and stats[0] is not None and stats[1] is not None and stats[1] > stats[0] else None,
-        })
+        ))
 
-    def _decode(self, rid: str, sampler: Any, stop: list[str], limit: int,
-                cancelled: threading.Event | None, out: Emitter) -> tuple[str, int, tuple[float | None, float | None]]:
+    def _decode(self, rid: str, sampler: Any, stop: list[str], limit: int, cancelled: threading.Event | None,
+                out: Emitter) -> tuple[FinishReason, int, tuple[float | None, float | None]]:
         """Sample up to `limit` tokens; returns the finish reason, the tokens generated and the
         times of the first and last. `cancelled` None means the request was cancelled already."""
         if cancelled is None:
             return "cancelled", 0, (None, None)
         text = TextStream(stop)
         unsent: list[int] = []
-        finish = "length"
+        finish: FinishReason = "length"
         n = 0
         t_first = t_last = None
         while n < limit:
@@ -264,7 +277,7 @@ class Engine:
             t_last = time.perf_counter()
             t_first = t_first or t_last
             if piece:
-                out({"event": "token", "id": rid, "text": piece, "ids": unsent})
+                out(Token(rid, piece, tuple(unsent)))
                 unsent = []
             if stopped:
                 return "stop", n, (t_first, t_last)
@@ -272,7 +285,7 @@ class Engine:
                 self.llm.eval([token])
         tail = text.finish()
         if tail:
-            out({"event": "token", "id": rid, "text": tail, "ids": unsent})
+            out(Token(rid, tail, tuple(unsent)))
         return finish, n, (t_first, t_last)
 
     def embed(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
@@ -286,6 +299,7 @@ class Engine:
                 n_threads=self.n_threads, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
                 verbose=False,
             )
+        rid = str(req["id"])
         inputs: list[str] = req["input"]
         counts = [len(self._embedder.tokenize(s.encode("utf-8"), add_bos=True, special=False)) for s in inputs]
         for i, n in enumerate(counts):
@@ -296,17 +310,17 @@ class Engine:
             if cancelled.is_set():
                 return
             vectors = self._embedder.embed(inputs[i:i + EMBED_GROUP], normalize=True)
-            out({"event": "vectors", "id": req["id"], "index": i, "data": vectors})
-        out({"event": "embedding", "id": req["id"], "prompt_tokens": sum(counts)})
+            out(Vectors(rid, i, tuple(tuple(v) for v in vectors)))
+        out(Embedding(rid, sum(counts)))
 
 
 def _reader(inbox: queue.Queue[dict[str, Any] | None], cancels: dict[str, threading.Event],
             out: Emitter) -> None:
     for line in sys.stdin.buffer:
         try:
-            msg = decode(line, OPS, "op")
+            msg = decode_request(line)
         except ProtocolError as exc:
-            out({"event": "error", "id": None, "code": "protocol", "message": str(exc)})
+            out(Error(None, "protocol", str(exc)))
             continue
         if msg["op"] == "cancel":
             ev = cancels.get(str(msg.get("id")))
@@ -343,15 +357,14 @@ def main(argv: list[str] | None = None) -> int:
             pct = int(fraction * 100)
             if pct > steps["last"]:  # at most 101 events
                 steps["last"] = pct
-                out({"event": "progress", "fraction": round(fraction, 3)})
+                out(Progress(round(fraction, 3)))
 
         engine = Engine(args.model, args.n_ctx, args.threads, rpc=args.rpc, split=split,
                         progress=progress)
     except Exception as exc:  # report any load failure to the parent, then exit
-        out({"event": "fatal", "message": f"Could not load {args.model}: {exc}"})
+        out(Fatal(f"Could not load {args.model}: {exc}"))
         return 1
-    out({"event": "ready", "pid": os.getpid(), "n_ctx": engine.n_ctx,
-                      "load_ms": round((time.perf_counter() - t0) * 1000, 1)})
+    out(Ready(os.getpid(), engine.n_ctx, round((time.perf_counter() - t0) * 1000, 1)))
 
     inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
     cancels: dict[str, threading.Event] = {}
@@ -364,10 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 engine.generate(req, cancels[rid], out)
         except RequestError as exc:
-            out({"event": "error", "id": rid, "code": exc.code, "message": exc.message})
+            out(Error(rid, exc.code, exc.message))
         except (KeyError, TypeError, ValueError) as exc:
-            out({"event": "error", "id": rid, "code": "engine_error",
-                              "message": f"{type(exc).__name__}: {exc}"})
+            out(Error(rid, "engine_error", f"{type(exc).__name__}: {exc}"))
         finally:
             cancels.pop(rid, None)
     return 0

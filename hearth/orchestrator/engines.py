@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
+from hearth.engine.events import ReplyEvent, Start, Token
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import EngineCrashed, HearthError, QueueFull
 from hearth.ggml.hello import RpcVersion
@@ -233,7 +234,7 @@ class EnginePool:
         async with self.queue.slot():
             return await self._engine_for(model, on_progress)
 
-    async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[dict[str, Any], None]:
+    async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[ReplyEvent, None]:
         """Wait for the engine, then yield the request's events (see EngineProcess.request).
 
         If a pooled engine dies mid-stream, the stream goes on: a new placement is planned
@@ -249,13 +250,13 @@ class EnginePool:
                 resume = {"resume": ids, "resumed_text": "".join(sent)} if ids and op != "embed" else {}
                 try:
                     async for event in engine.request(op, **fields, **resume):
-                        if event["event"] == "start":
+                        if isinstance(event, Start):
                             if started:
                                 continue
                             started = True
-                        elif event["event"] == "token":
-                            ids.extend(event.get("ids", ()))
-                            sent.append(event["text"])
+                        elif isinstance(event, Token):
+                            ids.extend(event.ids)
+                            sent.append(event.text)
                         yield event
                     return
                 except EngineCrashed:

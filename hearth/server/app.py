@@ -24,6 +24,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth import __version__
+from hearth.engine.events import Done, Embedding, Token, Vectors
 from hearth.errors import EngineFailed, HearthError, InvalidRequest, ModelNotFound, Unauthorized
 from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
 from hearth.orchestrator.engines import EnginePool
@@ -147,7 +148,7 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
         return JSONResponse({
             "id": rid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": None, "finish_reason": done["finish_reason"]}],
+                         "logprobs": None, "finish_reason": done.finish_reason}],
             "usage": _usage(done), "hearth": _timings(done),
         })
 
@@ -169,7 +170,7 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
         text, done = await until_disconnect(request, collect(events))
         return JSONResponse(base | {
             "object": "text_completion",
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": done["finish_reason"]}],
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": done.finish_reason}],
             "usage": _usage(done), "hearth": _timings(done),
         })
 
@@ -209,10 +210,10 @@ def sse_response(events: Events, base: dict[str, Any],
                 yield opening
             try:
                 async for ev in events:
-                    if ev["event"] == "token":
-                        yield sse(base | {"choices": [choice(ev["text"], None)]})
-                    elif ev["event"] == "done":
-                        yield sse(base | {"choices": [choice(None, ev["finish_reason"])]})
+                    if isinstance(ev, Token):
+                        yield sse(base | {"choices": [choice(ev.text, None)]})
+                    elif isinstance(ev, Done):
+                        yield sse(base | {"choices": [choice(None, ev.finish_reason)]})
                         if include_usage:
                             yield sse(base | {"choices": [], "usage": _usage(ev)})
             except HearthError as exc:
@@ -228,10 +229,10 @@ async def embed_all(events: Events) -> tuple[list[list[float]], int]:
     vectors: list[list[float]] = []
     async with contextlib.aclosing(events):
         async for ev in events:
-            if ev["event"] == "vectors":
-                vectors.extend(ev["data"])
-            elif ev["event"] == "embedding":
-                return vectors, int(ev["prompt_tokens"])
+            if isinstance(ev, Vectors):
+                vectors.extend(list(v) for v in ev.data)
+            elif isinstance(ev, Embedding):
+                return vectors, ev.prompt_tokens
     raise EngineFailed("The engine returned no embedding.")
 
 
@@ -240,10 +241,10 @@ def _base64_floats(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-def _usage(done: dict[str, Any]) -> dict[str, int]:
-    p, c = int(done["prompt_tokens"]), int(done["completion_tokens"])
+def _usage(done: Done) -> dict[str, int]:
+    p, c = done.prompt_tokens, done.completion_tokens
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
-def _timings(done: dict[str, Any]) -> dict[str, Any]:
-    return {"ttft_ms": done.get("ttft_ms"), "decode_tokens_per_s": done.get("decode_tokens_per_s")}
+def _timings(done: Done) -> dict[str, Any]:
+    return {"ttft_ms": done.ttft_ms, "decode_tokens_per_s": done.decode_tokens_per_s}

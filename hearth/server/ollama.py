@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from hearth import __version__
+from hearth.engine.events import Done, Token
 from hearth.errors import HearthError
 from hearth.server.guard import check_request
 from hearth.server.schemas import OllamaChatRequest, OllamaGenerateRequest
@@ -28,15 +29,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _final(done: dict[str, Any], started: float) -> dict[str, Any]:
+def _final(done: Done, started: float) -> dict[str, Any]:
     total_ns = int((time.perf_counter() - started) * 1e9)
     return {
         "done": True,
-        "done_reason": done["finish_reason"],
+        "done_reason": done.finish_reason,
         "total_duration": total_ns,
-        "prompt_eval_count": done["prompt_tokens"],
-        "eval_count": done["completion_tokens"],
-        "eval_duration": int(max(0.0, float(done["total_ms"]) - float(done["ttft_ms"])) * 1e6),
+        "prompt_eval_count": done.prompt_tokens,
+        "eval_count": done.completion_tokens,
+        "eval_duration": int(max(0.0, done.total_ms - done.ttft_ms) * 1e6),
     }
 
 
@@ -58,9 +59,9 @@ async def _respond(request: Request, events: Events, model: str, piece: Callable
         async with contextlib.aclosing(events), noting_departure("a streamed reply"):
             try:
                 async for ev in events:
-                    if ev["event"] == "token":
-                        yield _ndjson({"model": model, "created_at": _now(), **piece(ev["text"]), "done": False})
-                    elif ev["event"] == "done":
+                    if isinstance(ev, Token):
+                        yield _ndjson({"model": model, "created_at": _now(), **piece(ev.text), "done": False})
+                    elif isinstance(ev, Done):
                         yield _ndjson({"model": model, "created_at": _now(), **piece(""), **_final(ev, started)})
             except HearthError as exc:
                 yield _ndjson({"error": exc.message})

@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from fastapi import Request
 
+from hearth.engine.events import Done, ReplyEvent, Token
 from hearth.errors import EngineFailed
 
 if TYPE_CHECKING:
@@ -19,10 +20,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("hearth.http")
-Events = AsyncGenerator[dict[str, Any], None]
+Events = AsyncGenerator[ReplyEvent, None]
 
 
-async def start(events: Events) -> tuple[dict[str, Any], Events]:
+async def start(events: Events) -> tuple[ReplyEvent, Events]:
     """Wait for the first event, so that errors before generation become HTTP statuses."""
     first = await anext(events)
     return first, events
@@ -51,14 +52,14 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
             task.cancel()
 
 
-async def collect(events: Events) -> tuple[str, dict[str, Any]]:
-    """A whole reply: its text and its 'done' event."""
+async def collect(events: Events) -> tuple[str, Done]:
+    """A whole reply: its text and its Done event."""
     parts: list[str] = []
     async with contextlib.aclosing(events):
         async for ev in events:
-            if ev["event"] == "token":
-                parts.append(ev["text"])
-            elif ev["event"] == "done":
+            if isinstance(ev, Token):
+                parts.append(ev.text)
+            elif isinstance(ev, Done):
                 return "".join(parts), ev
     raise EngineFailed("The engine ended the request without finishing it.")
 

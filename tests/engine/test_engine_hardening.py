@@ -4,7 +4,6 @@ tokens, user text never parsed for control tokens, seeds, and a broken pipe that
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +13,8 @@ from typing import Any
 import pytest
 
 from hearth.engine import supervisor
+from hearth.engine.events import Done, EngineEvent, Error, Progress, Ready, Start, Token, decode
+from hearth.engine.protocol import encode_request
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import EngineCrashed
 
@@ -30,32 +31,34 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-m", "hearth.engine.worker", "--model", str(model),
                                       "--n-ctx", "2048", "--threads", "2"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert self.read()["event"] == "progress"
-        while (ev := self.read())["event"] == "progress":
+        assert isinstance(self.read(), Progress)
+        while isinstance(ev := self.read(), Progress):
             pass
-        assert ev["event"] == "ready", ev
+        assert isinstance(ev, Ready), ev
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> EngineEvent:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line, "the engine closed its pipe"
-        return json.loads(line)  # type: ignore[no-any-return]
+        return decode(line)
 
     def send(self, **msg: Any) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(msg).encode() + b"\n")
+        self.proc.stdin.write(encode_request(msg))
         self.proc.stdin.flush()
 
-    def until_done(self, rid: str) -> tuple[str, dict[str, Any]]:
+    def until_done(self, rid: str) -> tuple[str, Done]:
         text = []
         while True:
             ev = self.read()
-            if ev.get("id") != rid:
+            if getattr(ev, "id", None) != rid:
                 continue
-            if ev["event"] == "token":
-                text.append(ev["text"])
-            elif ev["event"] in ("done", "error"):
+            if isinstance(ev, Token):
+                text.append(ev.text)
+            elif isinstance(ev, Done):
                 return "".join(text), ev
+            elif isinstance(ev, Error):
+                raise AssertionError(f"request {rid} failed: {ev}")
 
     def close(self) -> None:
         self.proc.kill()
@@ -75,14 +78,14 @@ def test_cancel_is_honoured_while_text_is_held_back(worker: Worker) -> None:
     text was released, once for over 10 minutes)."""
     worker.send(op="complete", id="a", prompt="1, 2, 3, 4, 5, 6,", max_tokens=48, stop=[], **GREEDY)
     reply, done = worker.until_done("a")
-    assert done["completion_tokens"] == 48 and len(reply) > 40
+    assert done.completion_tokens == 48 and len(reply) > 40
     held = reply + "\x00never"  # every prefix of the reply is a prefix of this stop string
     worker.send(op="complete", id="b", prompt="1, 2, 3, 4, 5, 6,", max_tokens=48, stop=[held], **GREEDY)
-    assert worker.read()["event"] == "start"
+    assert isinstance(worker.read(), Start)
     worker.send(op="cancel", id="b")
     text, done = worker.until_done("b")
-    assert done["finish_reason"] == "cancelled", done
-    assert done["completion_tokens"] < 48 and text == ""
+    assert done.finish_reason == "cancelled", done
+    assert done.completion_tokens < 48 and text == ""
 
 
 def test_max_tokens_counts_tokens_even_when_text_is_held_back(worker: Worker) -> None:
@@ -90,7 +93,7 @@ def test_max_tokens_counts_tokens_even_when_text_is_held_back(worker: Worker) ->
     reply, _ = worker.until_done("c")
     worker.send(op="complete", id="d", prompt="1, 2, 3, 4, 5, 6,", max_tokens=20, stop=[reply + "\x00"], **GREEDY)
     text, done = worker.until_done("d")
-    assert done["completion_tokens"] == 20 and done["finish_reason"] == "length"
+    assert done.completion_tokens == 20 and done.finish_reason == "length"
     assert text == reply  # the held-back text is sent when the reply ends without the stop
 
 
@@ -100,7 +103,7 @@ def test_max_tokens_is_not_exceeded_to_finish_a_character(worker: Worker) -> Non
     worker.send(op="chat", id="s", messages=[{"role": "user", "content": "Say hello"}], max_tokens=16,
                 stop=[], **GREEDY)
     text, done = worker.until_done("s")
-    assert done["completion_tokens"] == 16 and done["finish_reason"] == "length", done
+    assert done.completion_tokens == 16 and done.finish_reason == "length", done
     assert text and "\ufffd" not in text
 
 
@@ -110,7 +113,7 @@ def test_a_closed_pipe_stops_the_request_in_hand(smollm2_path: Path) -> None:
     w = Worker(smollm2_path)
     try:
         w.send(op="complete", id="e", prompt="1, 2, 3, 4, 5, 6,", max_tokens=1500, stop=[], **GREEDY)
-        assert w.read()["event"] == "start"
+        assert isinstance(w.read(), Start)
         assert w.proc.stdin is not None
         w.proc.stdin.close()
         assert w.proc.wait(timeout=10) == 0

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from hearth.engine.events import Done, Token
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import ContextOverflow, EngineCrashed, EngineFailed
 from hearth.models.store import ModelStore
@@ -25,13 +26,14 @@ def _config(path: Path, home: Path) -> EngineConfig:
     return EngineConfig("smollm2-135m", path, 2048, 2, home / "logs" / "engine.log")
 
 
-async def _text(events: Any) -> tuple[str, dict[str, Any]]:
-    parts, done = [], {}
+async def _text(events: Any) -> tuple[str, Done]:
+    parts, done = [], None
     async for ev in events:
-        if ev["event"] == "token":
-            parts.append(ev["text"])
-        elif ev["event"] == "done":
+        if isinstance(ev, Token):
+            parts.append(ev.text)
+        elif isinstance(ev, Done):
             done = ev
+    assert done is not None, "the reply never finished"
     return "".join(parts), done
 
 
@@ -41,14 +43,14 @@ def test_stream_cancel_and_crash(smollm2_path: Path, tmp_path: Path) -> None:
         await engine.start()
         try:
             full, done = await _text(engine.request("chat", messages=ASK, max_tokens=24, **GREEDY))
-            assert done["completion_tokens"] == 24 and done["finish_reason"] == "length"
-            assert done["prompt_tokens"] > 5 and full
+            assert done.completion_tokens == 24 and done.finish_reason == "length"
+            assert done.prompt_tokens > 5 and full
 
             # Leave a stream early: the child cancels it and serves the next request normally.
             events = engine.request("chat", messages=ASK, max_tokens=500, **GREEDY)
             got = 0
             async for ev in events:
-                got += ev["event"] == "token"
+                got += isinstance(ev, Token)
                 if got == 3:
                     break
             await events.aclose()
@@ -62,7 +64,7 @@ def test_stream_cancel_and_crash(smollm2_path: Path, tmp_path: Path) -> None:
             events = engine.request("chat", messages=ASK, max_tokens=500, **GREEDY)
             with pytest.raises(EngineCrashed, match="exited"):
                 async for ev in events:
-                    if ev["event"] == "token":
+                    if isinstance(ev, Token):
                         assert engine.pid is not None
                         os.kill(engine.pid, signal.SIGKILL)
             assert not engine.alive
@@ -119,7 +121,7 @@ def test_worker_survives_garbage_on_its_pipe(smollm2_path: Path, tmp_path: Path)
             engine._proc.stdin.write(b"this is not json\n{\"op\": \"explode\"}\n")
             await engine._proc.stdin.drain()
             text, done = await _text(engine.request("complete", prompt="Hello", max_tokens=3, **GREEDY))
-            assert done["completion_tokens"] == 3 and engine.alive
+            assert done.completion_tokens == 3 and engine.alive
         finally:
             await engine.stop()
 
@@ -160,17 +162,19 @@ def test_resume_continues_exactly_where_a_stream_stopped(smollm2_path: Path, tmp
         await engine.start()
         try:
             events = [ev async for ev in engine.request("chat", messages=ASK, max_tokens=40, **GREEDY)]
-            tokens = [ev for ev in events if ev["event"] == "token"]
-            full = "".join(ev["text"] for ev in tokens)
-            ids = [i for ev in tokens for i in ev["ids"]]
-            assert len(ids) == events[-1]["completion_tokens"] == 40
+            tokens = [ev for ev in events if isinstance(ev, Token)]
+            full = "".join(ev.text for ev in tokens)
+            ids = [i for ev in tokens for i in ev.ids]
+            last = events[-1]
+            assert isinstance(last, Done) and len(ids) == last.completion_tokens == 40
             for cut in (1, 7, 25):
-                had = "".join(ev["text"] for ev in tokens[:cut])
-                resume = [i for ev in tokens[:cut] for i in ev["ids"]]
+                had = "".join(ev.text for ev in tokens[:cut])
+                resume = [i for ev in tokens[:cut] for i in ev.ids]
                 rest = [ev async for ev in engine.request("chat", messages=ASK, max_tokens=40, resume=resume,
                                                           resumed_text=had, **GREEDY)]
-                assert had + "".join(ev["text"] for ev in rest if ev["event"] == "token") == full
-                assert rest[-1]["completion_tokens"] == 40 and rest[-1]["prompt_tokens"] == events[-1]["prompt_tokens"]
+                assert had + "".join(ev.text for ev in rest if isinstance(ev, Token)) == full
+                end = rest[-1]
+                assert isinstance(end, Done) and end.completion_tokens == 40 and end.prompt_tokens == last.prompt_tokens
         finally:
             await engine.stop()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hearth.engine.events import Token
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import HearthError
 from hearth.ggml.hello import probe
@@ -37,7 +38,7 @@ async def reply_through(model: Path, endpoint: str, log: Path) -> str:
     await engine.start()
     try:
         events = [ev async for ev in engine.request("chat", messages=ASK, **GREEDY)]
-        return "".join(ev["text"] for ev in events if ev["event"] == "token")
+        return "".join(ev.text for ev in events if isinstance(ev, Token))
     finally:
         await engine.stop()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hearth.engine.events import Token
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.ggml.hello import RpcVersion
 from hearth.ggml.process import RpcServerProcess
@@ -47,7 +48,7 @@ async def reply(config: EngineConfig, servers: list[RpcServerProcess] | None = N
             assert s.pid is not None
             # While the engine is loaded, each server holds its share of the weights (MB, not KB).
             assert rss_kib(s.pid) - IDLE_RSS[s.pid] > 10_000, "the layers did not go to the RPC server"
-        parts = [ev["text"] async for ev in engine.request("chat", messages=ASK, **GREEDY) if ev["event"] == "token"]
+        parts = [ev.text async for ev in engine.request("chat", messages=ASK, **GREEDY) if isinstance(ev, Token)]
         return "".join(parts)
     finally:
         await engine.stop()
