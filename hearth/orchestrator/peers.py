@@ -16,7 +16,9 @@ import httpx
 from hearth.discovery.records import PeerRecord, RecordError, parse_record
 from hearth.errors import HearthError
 from hearth.ggml.hello import RpcVersion
-from hearth.identity import ForgedNode, NodeIdentity, b64, unb64, verify_proof
+from hearth.identity import ForgedNode, NodeIdentity, verify_proof
+from hearth.net import b64
+from hearth.net.endpoint import Endpoint
 from hearth.pairing.signed import SignedAuth
 from hearth.pairing.trust import TrustedPeer, TrustStore
 
@@ -44,8 +46,7 @@ class Peer:
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.record.port}"
+        return f"http://{Endpoint(self.address, self.record.port)}"
 
     def to_json(self) -> dict[str, Any]:
         r = self.record
@@ -63,15 +64,14 @@ def _props(status: dict[str, Any]) -> dict[bytes, bytes | None]:
 async def check(client: httpx.AsyncClient, address: str, port: int, source: str, local_rpc: RpcVersion,
                 claimed: str | None = None) -> Peer:
     """Fresh status from the node's control API, then proof that it holds the key its id names."""
-    host = f"[{address}]" if ":" in address else address
-    base = f"http://{host}:{port}"
+    base = f"http://{Endpoint(address, port)}"
     status = (await client.get(f"{base}/v1/node")).raise_for_status().json()
     record = parse_record(_props(status), [address])
     if claimed is not None and claimed != record.node_id:
         raise ForgedNode(f"{address}:{port} advertised node {claimed} but its agent is {record.node_id}.")
     nonce = os.urandom(32)
-    proof = (await client.post(f"{base}/v1/node/prove", json={"nonce": b64(nonce)})).raise_for_status().json()
-    verify_proof(record.node_id, unb64(str(proof["public_key"])), nonce, unb64(str(proof["signature"])))
+    proof = (await client.post(f"{base}/v1/node/prove", json={"nonce": b64.encode(nonce)})).raise_for_status().json()
+    verify_proof(record.node_id, b64.decode(str(proof["public_key"])), nonce, b64.decode(str(proof["signature"])))
     compatible = local_rpc.serves(record.rpc)
     problem = None if compatible else (
         f"speaks ggml RPC {record.rpc}, this build {local_rpc}: update hearth on one of them")
@@ -87,15 +87,11 @@ async def checked_or_problem(client: httpx.AsyncClient, address: str, port: int,
         return f"{address}:{port} ({source}): {detail}"
 
 
-def endpoint_host(endpoint: str) -> str:
-    return endpoint.rpartition(":")[0].strip("[]")
-
-
 async def check_paired(client: httpx.AsyncClient, local_rpc: RpcVersion, paired: TrustedPeer,
                        via_tunnel: bool) -> Peer | str:
     """A paired node through the tunnel (when this machine has one), else at its LAN endpoint."""
     info = paired.info
-    places = ([info.tunnel_address] if via_tunnel else []) + [endpoint_host(e) for e in info.endpoints[:1]]
+    places = ([info.tunnel_address] if via_tunnel else []) + [Endpoint.parse(e).host for e in info.endpoints[:1]]
     problems = []
     for address in places:
         res = await checked_or_problem(client, address, info.agent_port, "paired", local_rpc, paired.node_id)
@@ -131,8 +127,8 @@ async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str
         finally:
             await asyncio.to_thread(browser.close)
     for spec in static or []:
-        host, _, port = spec.rpartition(":")
-        hints.append((host.strip("[]"), int(port), "static", None))
+        static_at = Endpoint.parse(spec)
+        hints.append((static_at.host, static_at.port, "static", None))
     async with signed_client(identity) as client:
         results = await asyncio.gather(
             *(check_paired(client, local_rpc, t, via_tunnel) for t in paired),

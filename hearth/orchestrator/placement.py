@@ -11,7 +11,8 @@ import httpx
 
 from hearth.errors import HearthError
 from hearth.identity import NodeIdentity
-from hearth.orchestrator.peers import Peer, endpoint_host, signed_client
+from hearth.net.endpoint import Endpoint
+from hearth.orchestrator.peers import Peer, signed_client
 from hearth.orchestrator.planner import Assignment, Plan
 from hearth.pairing.trust import TrustStore
 from hearth.tunnel.sealed import SealedDialer, lease_key
@@ -72,8 +73,8 @@ class Placement:
                 return Held(peer, lease_id, endpoint, a.bytes)
             if peer.secret is None:
                 raise LeaseFailed(f"{peer.record.name} offers a sealed tunnel, but it is not paired with this machine.")
-            dialer = SealedDialer(endpoint_host(endpoint), int(endpoint.rpartition(":")[2]),
-                                  lease_key(peer.secret, lease_id))
+            gate = Endpoint.parse(endpoint)
+            dialer = SealedDialer(gate.host, gate.port, lease_key(peer.secret, lease_id))
             await dialer.start()
             return Held(peer, lease_id, dialer.endpoint, a.bytes, dialer)
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from hearth.errors import HearthError
 from hearth.ggml.hello import RpcVersion
 from hearth.ggml.process import RpcServer, RpcServerProcess
+from hearth.net.endpoint import Endpoint
 from hearth.rpc_pool.cache import RpcCache
 from hearth.rpc_pool.policy import LeasePolicy
 from hearth.rpc_pool.relay import Relay
@@ -161,7 +162,7 @@ class LeaseManager:
                     gate = Relay(self.bind, admit, server.port, self.device)
                 if gate is not None:
                     port = await gate.start()
-                    endpoint = f"[{self.bind}]:{port}" if ":" in self.bind else f"{self.bind}:{port}"
+                    endpoint = str(Endpoint(self.bind, port))
                 if self._closed:
                     raise LeaseRefused("This node is shutting down; ask another node.")
             except BaseException:

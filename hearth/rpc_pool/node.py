@@ -23,7 +23,6 @@ from hearth.settings import Settings
 from hearth.tunnel.wireguard import WireGuardInterface
 
 log = logging.getLogger("hearth.node")
-DEFAULT_NODE_PORT = 11436
 GRACE_S = 0.3
 
 

@@ -14,7 +14,9 @@ import httpx
 import pytest
 
 from hearth.ggml.hello import RpcVersion
-from hearth.identity import ForgedNode, NodeIdentity, b64, unb64
+from hearth.identity import ForgedNode, NodeIdentity
+from hearth.net.b64 import decode as unb64
+from hearth.net.b64 import encode as b64
 from hearth.orchestrator.peers import check
 
 HERE = RpcVersion(7, 0, 0)
