@@ -64,6 +64,12 @@ def _check_port(port: object) -> int:
     return port
 
 
+def join_host_port(host: str, port: int | str) -> str:
+    """HOST:PORT, an IPv6 host in brackets. Checks nothing, so a message about an address that
+    failed (a bad --bind) can still show it; Endpoint is the checked form."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _parse_port(text: str) -> int:
     if not digits(text) or len(text) > 5 or not 0 < int(text) < 65536:
         raise ValueError(f"port {text[:12]!r} is not a number from 1 to 65535")
@@ -83,7 +89,7 @@ class Endpoint:
         _check_port(self.port)
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
     @property
     def address(self) -> Address | None:

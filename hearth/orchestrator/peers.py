@@ -18,7 +18,7 @@ from hearth.errors import HearthError
 from hearth.ggml.hello import RpcVersion
 from hearth.identity import ForgedNode, NodeIdentity, verify_proof
 from hearth.net import b64
-from hearth.net.endpoint import Endpoint
+from hearth.net.endpoint import Endpoint, join_host_port
 from hearth.pairing.signed import SignedAuth
 from hearth.pairing.trust import TrustedPeer, TrustStore
 
@@ -68,7 +68,8 @@ async def check(client: httpx.AsyncClient, address: str, port: int, source: str,
     status = (await client.get(f"{base}/v1/node")).raise_for_status().json()
     record = parse_record(_props(status), [address])
     if claimed is not None and claimed != record.node_id:
-        raise ForgedNode(f"{address}:{port} advertised node {claimed} but its agent is {record.node_id}.")
+        where = join_host_port(address, port)
+        raise ForgedNode(f"{where} advertised node {claimed} but its agent is {record.node_id}.")
     nonce = os.urandom(32)
     proof = (await client.post(f"{base}/v1/node/prove", json={"nonce": b64.encode(nonce)})).raise_for_status().json()
     verify_proof(record.node_id, b64.decode(str(proof["public_key"])), nonce, b64.decode(str(proof["signature"])))
@@ -84,7 +85,7 @@ async def checked_or_problem(client: httpx.AsyncClient, address: str, port: int,
         return await check(client, address, port, source, local_rpc, claimed)
     except (httpx.HTTPError, RecordError, ForgedNode, ValueError, KeyError) as exc:
         detail = exc.message if isinstance(exc, HearthError) else f"{type(exc).__name__}: {exc}"
-        return f"{address}:{port} ({source}): {detail}"
+        return f"{join_host_port(address, port)} ({source}): {detail}"
 
 
 async def check_paired(client: httpx.AsyncClient, local_rpc: RpcVersion, paired: TrustedPeer,

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hearth.net.endpoint import Endpoint
+from hearth.net.endpoint import Endpoint, join_host_port
 from hearth.net.pump import pump
 from hearth.pairing.codes import MAX_NAMEPLATE
 from hearth.pairing.exchange import DEFAULT_TTL_S, PairingFailed, check_pake
@@ -102,7 +102,8 @@ class Rendezvous:
         try:
             self._server = await asyncio.start_server(self._accept, self.bind, self.port, limit=MAX_LINE + 1)
         except OSError as exc:
-            raise PairingFailed(f"Cannot listen on {self.bind}:{self.port}: {exc.strerror or exc}.") from exc
+            where = join_host_port(self.bind, self.port)
+            raise PairingFailed(f"Cannot listen on {where}: {exc.strerror or exc}.") from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
@@ -204,7 +205,8 @@ async def meet(address: str, port: int, nameplate: int, side: str, first: dict[s
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port, limit=MAX_LINE + 1), 10.0)
     except (OSError, TimeoutError) as exc:
-        raise PairingFailed(f"Cannot reach the rendezvous at {address}:{port}: {exc or 'timed out'}") from exc
+        where = join_host_port(address, port)
+        raise PairingFailed(f"Cannot reach the rendezvous at {where}: {exc or 'timed out'}") from exc
     try:
         await send(writer, {"t": "meet", "nameplate": nameplate, "side": side})
         if first is not None:
@@ -214,7 +216,7 @@ async def meet(address: str, port: int, nameplate: int, side: str, first: dict[s
             raise PairingFailed("The rendezvous answered something other than 'met'.")
     except (ConnectionError, OSError) as exc:
         writer.close()
-        raise PairingFailed(f"The rendezvous at {address}:{port} hung up: {exc}") from exc
+        raise PairingFailed(f"The rendezvous at {join_host_port(address, port)} hung up: {exc}") from exc
     except BaseException:
         writer.close()
         raise

@@ -15,6 +15,7 @@ from hearth.discovery.records import DeviceInfo, PeerRecord
 from hearth.errors import HearthError, InvalidRequest
 from hearth.ggml.process import local_rpc_version
 from hearth.identity import NodeIdentity
+from hearth.net.endpoint import join_host_port
 from hearth.net.pump import listening_socket
 from hearth.net.webserve import web_server
 from hearth.pairing.trust import TrustedPeer, TrustStore
@@ -143,7 +144,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
     try:
         sock = listening_socket(serve_on, port, device)
     except OSError as exc:
-        raise HearthError(f"Cannot listen on {serve_on}:{port}: {exc.strerror or exc}. Is another "
+        raise HearthError(f"Cannot listen on {join_host_port(serve_on, port)}: {exc.strerror or exc}. Is another "
                           "`hearth node` running? Stop it or choose another --port.") from exc
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
@@ -156,7 +157,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
 
         advertiser = await asyncio.to_thread(
             Advertiser, node_record(identity, name, port, bind, rpc, devices, manager), bind)
-    log.info("node %s (%s) on %s:%s, admitting %s", name, identity.node_id, serve_on, port, admit)
+    log.info("node %s (%s) on %s, admitting %s", name, identity.node_id, join_host_port(serve_on, port), admit)
     watcher = asyncio.create_task(watch_trust(trust, manager, wg)) if admit == "paired" else None
     if ready is not None:
         ready.set()

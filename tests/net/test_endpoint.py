@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearth.net.endpoint import MAX_TEXT, Endpoint
+from hearth.net.endpoint import MAX_TEXT, Endpoint, join_host_port
 
 ports = st.integers(1, 65535)
 ipv4 = st.ip_addresses(v=4).map(str)
@@ -56,6 +56,12 @@ def test_examples() -> None:
     assert Endpoint.parse("den.local:11437").address is None
     assert Endpoint.parse("[fe80::1%eth0]:51820") == Endpoint("fe80::1%eth0", 51820)
     assert str(Endpoint("fe80::1%eth0", 51820)) == "[fe80::1%eth0]:51820"
+
+
+def test_messages_write_even_a_bad_address_the_same_way() -> None:
+    assert join_host_port("::1", 8080) == "[::1]:8080" == str(Endpoint("::1", 8080))
+    assert join_host_port("den.local", 0) == "den.local:0"
+    assert join_host_port("not an address", 70000) == "not an address:70000"  # for the error that says so
 
 
 @pytest.mark.parametrize("text, problem", [
