@@ -48,6 +48,9 @@ def _check_host(host: object) -> str:
         zone = getattr(addr, "scope_id", None)
         if zone is not None and not _ZONE_RE.fullmatch(zone):
             raise ValueError(f"the IPv6 zone {zone[:20]!r} is not an interface name or number")
+        mapped = getattr(addr, "ipv4_mapped", None)
+        if mapped is not None and zone is None:  # as a dual-stack socket reports an IPv4 peer
+            return f"::ffff:{mapped}"  # (Python before 3.13 would write ::ffff:102:304)
         return str(addr)
     if ":" in host:
         raise ValueError(f"{host[:64]!r} is not an IPv6 address")

@@ -128,8 +128,12 @@ async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str
         finally:
             await asyncio.to_thread(browser.close)
     for spec in static or []:
-        static_at = Endpoint.parse(spec)
-        hints.append((static_at.host, static_at.port, "static", None))
+        try:
+            at = Endpoint.parse(spec)
+        except ValueError as exc:
+            problems.append(f"static peer: {exc}")
+            continue
+        hints.append((at.host, at.port, "static", None))
     async with signed_client(identity) as client:
         results = await asyncio.gather(
             *(check_paired(client, local_rpc, t, via_tunnel) for t in paired),
