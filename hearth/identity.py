@@ -34,14 +34,6 @@ def node_id_of(public_key: bytes) -> str:
     return base64.b32encode(digest).decode().lower()[:NODE_ID_LEN]
 
 
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 @dataclass(frozen=True)
 class NodeIdentity:
     signing_key: SigningKey

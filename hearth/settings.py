@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hearth.errors import InvalidRequest
+from hearth.ports import DEFAULT_SERVE_PORT, DEFAULT_WG_PORT
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -37,7 +38,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     """Address `hearth serve` binds to; anything but loopback needs an API key."""
 
-    port: int = Field(default=11435, ge=0, le=65535)
+    port: int = Field(default=DEFAULT_SERVE_PORT, ge=0, le=65535)
     """Port `hearth serve` listens on."""
 
     api_key: SecretStr | None = None
@@ -80,7 +81,7 @@ class Settings(BaseSettings):
     """The circle's WireGuard interface. Namespaces on one machine share /var/run/wireguard, so
     each needs its own name."""
 
-    wg_port: int = Field(default=51820, ge=1, le=65535)
+    wg_port: int = Field(default=DEFAULT_WG_PORT, ge=1, le=65535)
     """UDP port of the circle's WireGuard interface."""
 
     header_timeout: float = Field(default=10.0, gt=0, le=3600)

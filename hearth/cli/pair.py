@@ -10,16 +10,15 @@ from rich.markup import escape
 
 from hearth.cli.common import err, out, settings, until_signal
 from hearth.errors import InvalidRequest
-from hearth.units import digits
+from hearth.net.endpoint import Endpoint, join_host_port
+from hearth.ports import DEFAULT_NODE_PORT, DEFAULT_PAIR_PORT, DEFAULT_RENDEZVOUS_PORT
 
 
-def host_port(spec: str, option: str, default_port: int) -> tuple[str, int]:
-    host, sep, port = spec.rpartition(":")
-    if not sep:
-        host, port = spec, str(default_port)
-    if not host or not digits(port) or not 0 < int(port) < 65536:
-        raise InvalidRequest(f"{option} {spec!r}: write it as HOST:PORT, e.g. 192.168.1.20:{default_port}.")
-    return host.strip("[]"), int(port)
+def endpoint(spec: str, option: str, default_port: int) -> Endpoint:
+    try:
+        return Endpoint.parse(spec, default_port)
+    except ValueError as exc:
+        raise InvalidRequest(f"{option} {exc}; e.g. 192.168.1.20:{default_port}.") from None
 
 
 def pair(
@@ -30,11 +29,12 @@ def pair(
         help="Meet through a rendezvous HOST:PORT both machines reach (`hearth rendezvous`).")] = None,
     bind: Annotated[str | None, typer.Option(
         help="Address to wait on (default: this machine's LAN address).")] = None,
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to wait on.")] = 11437,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to wait on.")] = DEFAULT_PAIR_PORT,
     name: Annotated[str | None, typer.Option(
         help="Name the peer will know this machine by (default: the name `hearth node` last ran under with "
              "this HEARTH_HOME, else the host name).")] = None,
-    node_port: Annotated[int, typer.Option(min=1, max=65535, help="This machine's `hearth node` port.")] = 11436,
+    node_port: Annotated[int, typer.Option(
+        min=1, max=65535, help="This machine's `hearth node` port.")] = DEFAULT_NODE_PORT,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask to compare the verifier (scripts).")] = False,
     wait: Annotated[float, typer.Option(min=0.0, max=60.0, help="Seconds to look for the code's machine.")] = 5.0,
 ) -> None:
@@ -54,12 +54,12 @@ def pair(
     if to and via:
         raise InvalidRequest("--to and --via are two ways to reach the other machine; give one.")
     identity = NodeIdentity.load_or_create(config.home)
-    meet_at = host_port(via, "--via", 11438) if via else None
+    meet_at = endpoint(via, "--via", DEFAULT_RENDEZVOUS_PORT) if via else None
     if code is None:
         host = flow.Host(label, flow.host_address(bind, meet_at), port, node_port, meet_at)
         result = until_signal(flow.host(config, identity, host, _show), "hearth pair")
     else:
-        target = host_port(to, "--to", 11437) if to else None
+        target = endpoint(to, "--to", DEFAULT_PAIR_PORT) if to else None
         guest = flow.Guest(label, code, node_port, target, meet_at, wait, bind)
         result = until_signal(flow.guest(config, identity, guest), "hearth pair")
     out.print(f"Verifier: [bold]{result.verifier}[/]  (the other screen must show the same three words)")
@@ -81,10 +81,10 @@ def _show(notice: object) -> None:
 
     if isinstance(notice, CodeReady):
         out.print(f"Pairing code: [bold]{notice.code}[/]   (one use, expires in 5 minutes)")
-        via = f" --via {notice.via[0]}:{notice.via[1]}" if notice.via else ""
+        via = f" --via {notice.via}" if notice.via else ""
         out.print(f"On the other machine run: hearth pair {notice.code}{via}")
     elif isinstance(notice, Waiting):
-        err.print(f"waiting on {notice.address}:{notice.port}…")
+        err.print(f"waiting on {join_host_port(notice.address, notice.port)}…")
 
 
 def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name, host name or node id.")]) -> None:
@@ -99,7 +99,7 @@ def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name, hos
 
 def rendezvous(
     bind: Annotated[str, typer.Option(help="Address both machines can reach (never 0.0.0.0).")],
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 11438,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = DEFAULT_RENDEZVOUS_PORT,
 ) -> None:
     """Let two machines that cannot see each other pair through this one (it never sees the key).
 
@@ -114,7 +114,7 @@ def rendezvous(
     async def main() -> None:
         server = Rendezvous(address, port)
         await server.start()
-        err.print(f"hearth rendezvous on {address}:{server.port}")
+        err.print(f"hearth rendezvous on {join_host_port(address, server.port)}")
         try:
             await asyncio.Event().wait()
         finally:

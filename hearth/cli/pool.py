@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, out, policy, settings, store
+from hearth.ports import DEFAULT_NODE_PORT
 from hearth.units import human
 
 
@@ -57,7 +58,7 @@ def plan(
 
 def node(
     bind: Annotated[str, typer.Option(help="This machine's address to serve on (never 0.0.0.0).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Control API port.")] = 11436,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Control API port.")] = DEFAULT_NODE_PORT,
     name: Annotated[str | None, typer.Option(help="Name shown to the household (default: host name).")] = None,
     max_memory: Annotated[str | None, typer.Option(help="Most memory hearth may use here, e.g. 12G.")] = None,
     peer: Annotated[list[str] | None, typer.Option(help="A static peer HOST:PORT, where mDNS cannot reach.")] = None,
@@ -89,7 +90,7 @@ def peers(
     table = Table("name", "node id", "address", "radius", "free", "rpc", "state")
     for p in report.found:
         state = ("full" if p.record.full else "ready") if p.usable else (p.problem or "unverified")
-        table.add_row(p.record.name, p.record.node_id, f"{p.address}:{p.record.port}", p.radius,
+        table.add_row(p.record.name, p.record.node_id, str(p.agent), p.radius,
                       human(p.record.free_bytes), str(p.record.rpc), state)
     for t in report.missing:
         table.add_row(t.info.name, t.node_id, t.info.tunnel_address, "trusted", "-", "-", "unreachable")

@@ -10,11 +10,12 @@ from rich.markup import escape
 
 from hearth.cli.common import MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, policy, settings
 from hearth.errors import InvalidRequest
+from hearth.ports import DEFAULT_SERVE_PORT
 
 
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 11435).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help=f"Port (default {DEFAULT_SERVE_PORT}).")] = None,
     api_key: Annotated[str | None, typer.Option(
         help="Bearer key clients must send; required beyond loopback. Visible to other users of this "
              "machine (in `ps`): prefer --api-key-file or HEARTH_API_KEY.", show_default=False)] = None,

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from hearth.errors import InvalidRequest
+from hearth.net.endpoint import Endpoint
+from hearth.ports import DEFAULT_NODE_PORT
 
 
 def save_static_peers(home: Path, peers: list[str]) -> None:
@@ -24,8 +26,8 @@ def load_static_peers(home: Path) -> list[str]:
 
 
 def check_peer(spec: str) -> str:
-    """A static peer as HOST:PORT (the node agent's control API)."""
-    host, sep, port = spec.rpartition(":")
-    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InvalidRequest(f"--peer {spec!r}: write it as HOST:PORT, e.g. 192.168.1.20:11436.")
-    return spec
+    """A static peer as HOST:PORT (the node agent's control API), written the one way."""
+    try:
+        return str(Endpoint.parse(spec))
+    except ValueError as exc:
+        raise InvalidRequest(f"--peer {exc}; e.g. 192.168.1.20:{DEFAULT_NODE_PORT}.") from None

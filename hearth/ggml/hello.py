@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from hearth.errors import LinkFailed
+from hearth.net.endpoint import join_host_port
 from hearth.units import digits
 
 RPC_CMD_HELLO = 14
@@ -70,4 +71,5 @@ def probe(host: str, port: int, timeout: float = 3.0) -> RpcVersion:
                 buf += chunk
         return parse_hello_response(buf)
     except (OSError, ValueError) as exc:
-        raise RpcUnreachable(f"The RPC server at {host}:{port} did not answer the handshake ({exc}).") from exc
+        where = join_host_port(host, port)
+        raise RpcUnreachable(f"The RPC server at {where} did not answer the handshake ({exc}).") from exc

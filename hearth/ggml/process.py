@@ -25,6 +25,7 @@ from typing import IO, Protocol
 from hearth.errors import HearthError
 from hearth.ggml.hello import RpcUnreachable, RpcVersion, probe
 from hearth.ggml.server import check_endpoint
+from hearth.net.endpoint import Endpoint
 
 MIB = 1024 * 1024
 SLACK_BYTES = 160 * MIB
@@ -105,7 +106,7 @@ class RpcServerProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
+        return str(Endpoint(self.host, self._port))
 
     @property
     def pid(self) -> int | None:

@@ -9,23 +9,16 @@ pipe, so the server ends with the node however the node ends (kill -9 too).
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import sys
 import threading
 
-from hearth.units import digits
+from hearth.net.endpoint import Endpoint
 
 
-def check_endpoint(endpoint: str) -> tuple[str, int]:
-    """host:port with a concrete address; the wildcard is refused (never expose the server)."""
-    host, sep, port = endpoint.rpartition(":")
-    if not sep or not digits(port) or not 0 < int(port) < 65536:
-        raise ValueError(f"{endpoint!r} is not host:port")
-    addr = ipaddress.ip_address(host.strip("[]"))
-    if addr.is_unspecified:
-        raise ValueError("the RPC server must bind a specific address, never 0.0.0.0 or ::")
-    return str(addr), int(port)
+def check_endpoint(endpoint: str) -> Endpoint:
+    """IP:PORT with a specific address: the wildcard is refused (never expose the server)."""
+    return Endpoint.parse(endpoint, ip=True, concrete=True)
 
 
 def exit_at_stdin_eof() -> threading.Thread:

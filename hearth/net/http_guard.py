@@ -18,6 +18,7 @@ from typing import Protocol
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth.errors import HearthError
+from hearth.net.endpoint import Endpoint
 
 
 class HostNotAllowed(HearthError):
@@ -29,15 +30,13 @@ class HostNotAllowed(HearthError):
 
 
 def host_name(header: str) -> str:
-    """The host part of a Host header, lower-case, without port, brackets or a trailing dot."""
+    """The host part of a Host header, lower-case, without port, brackets or a trailing dot.
+    A header that is not HOST[:PORT] comes back as it is, and so matches no allowed name."""
     value = header.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        return value[1:end] if end > 0 else value
-    name, sep, port = value.rpartition(":")
-    if sep and port.isdigit() and ":" not in name:
-        value = name
-    return value.rstrip(".")
+    try:
+        return Endpoint.parse(value, default_port=80).host.rstrip(".")
+    except ValueError:  # not HOST[:PORT]: compared as sent, it matches no allowed name
+        return value.rstrip(".")
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -21,10 +21,12 @@ from pydantic import BaseModel, ValidationError
 
 from hearth.discovery.records import PeerRecord, RecordError
 from hearth.errors import HearthError, InvalidRequest, NodeAnswerInvalid, NodeRefused, NodeUnreachable
-from hearth.identity import NodeIdentity, b64, unb64
+from hearth.identity import NodeIdentity
+from hearth.net import b64
+from hearth.net.endpoint import Endpoint
 from hearth.node_api import wire
 from hearth.node_api.errors import REFUSALS
-from hearth.node_api.wire import Granted, HeldLease, NodeAddress, NodeStatus, ProveAnswer
+from hearth.node_api.wire import Granted, HeldLease, NodeStatus, ProveAnswer
 from hearth.pairing.signed import SignedAuth
 
 DEFAULT_TIMEOUT = 5.0
@@ -137,13 +139,13 @@ class NodeClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, node: NodeAddress, path: str, expect: int, body: BaseModel | None = None,
+    async def _call(self, method: str, node: Endpoint, path: str, expect: int, body: BaseModel | None = None,
                     timeout: float | None = None) -> bytes:
         what = f"{method} {path}"
         wait = self.timeout if timeout is None else timeout
         payload = body.model_dump() if body is not None else None
         try:
-            async with self._http.stream(method, node.url + path, json=payload, timeout=wait) as response:
+            async with self._http.stream(method, f"http://{node}{path}", json=payload, timeout=wait) as response:
                 answer = await _read(response)
         except httpx.RequestError as exc:
             raise _transport(exc, wait) from exc
@@ -151,7 +153,7 @@ class NodeClient:
             raise _refusal(response.status_code, answer, what)
         return answer
 
-    async def status(self, node: NodeAddress, *, timeout: float | None = None) -> Status:
+    async def status(self, node: Endpoint, *, timeout: float | None = None) -> Status:
         """The node as it says it is; its record checked as strictly as an mDNS record."""
         detail = _parse(NodeStatus, await self._call("GET", node, wire.STATUS, 200, timeout=timeout),
                         f"GET {wire.STATUS}")
@@ -161,26 +163,26 @@ class NodeClient:
             raise NodeAnswerInvalid(f"The node's status is not a valid record: {exc.message}") from exc
         return Status(record, detail)
 
-    async def prove(self, node: NodeAddress, nonce: bytes, *, timeout: float | None = None) -> Proof:
+    async def prove(self, node: Endpoint, nonce: bytes, *, timeout: float | None = None) -> Proof:
         """The node's signature over `nonce` (16 to 64 random bytes) with the key it claims."""
         answer = _parse(ProveAnswer, await self._call("POST", node, wire.PROVE, 200,
-                                                      wire.ProveRequest(nonce=b64(nonce)), timeout),
+                                                      wire.ProveRequest(nonce=b64.encode(nonce)), timeout),
                         f"POST {wire.PROVE}")
         try:
-            return Proof(answer.node_id, unb64(answer.public_key), unb64(answer.signature))
+            return Proof(answer.node_id, b64.decode(answer.public_key), b64.decode(answer.signature))
         except ValueError as exc:  # binascii.Error is a ValueError
             raise NodeAnswerInvalid("The node's proof is not base64url: update hearth so that both machines "
                                     "run the same version.") from exc
 
-    async def lease(self, node: NodeAddress, size: int, *, timeout: float | None = None) -> Granted:
+    async def lease(self, node: Endpoint, size: int, *, timeout: float | None = None) -> Granted:
         """A lease of `size` bytes: an RPC server on the node and where to reach it."""
         body = await self._call("POST", node, wire.LEASES, 201, wire.LeaseRequest(bytes=size), timeout)
         return _parse(Granted, body, f"POST {wire.LEASES}")
 
-    async def heartbeat(self, node: NodeAddress, lease_id: str, *, timeout: float | None = None) -> HeldLease:
+    async def heartbeat(self, node: Endpoint, lease_id: str, *, timeout: float | None = None) -> HeldLease:
         """Keep the lease alive (LeaseNotFound: it has ended, and the node may be leased again)."""
         path = wire.heartbeat_path(_lease_id(lease_id))
         return _parse(HeldLease, await self._call("POST", node, path, 200, timeout=timeout), f"POST {path}")
 
-    async def release(self, node: NodeAddress, lease_id: str, *, timeout: float | None = None) -> None:
+    async def release(self, node: Endpoint, lease_id: str, *, timeout: float | None = None) -> None:
         await self._call("DELETE", node, wire.lease_path(_lease_id(lease_id)), 204, timeout=timeout)

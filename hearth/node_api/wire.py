@@ -9,13 +9,12 @@ the discovery parser. Fields a node adds later are ignored (a newer node still t
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hearth.discovery.records import DeviceInfo, PeerRecord, parse_record
+from hearth.net.endpoint import Endpoint
 
 STATUS = "/v1/node"
 """GET: the node as the LAN sees it, its budget and its leases (ids shortened)."""
@@ -41,33 +40,6 @@ def lease_path(lease_id: str) -> str:
 
 def heartbeat_path(lease_id: str) -> str:
     return HEARTBEAT.format(lease_id=lease_id)
-
-
-@dataclass(frozen=True)
-class NodeAddress:
-    """Where a node's agent listens. IPv6 hosts are written in brackets in URLs and endpoints."""
-
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self}"
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    """'HOST:PORT' or '[V6]:PORT' with an IP address for HOST -> (host, port); ValueError otherwise."""
-    host, sep, port = endpoint.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"endpoint {endpoint[:60]!r}: an IPv6 address needs brackets")
-    if not sep or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
-        raise ValueError(f"endpoint {endpoint[:60]!r} is not HOST:PORT")
-    return str(ipaddress.ip_address(host)), int(port)  # ValueError for anything but an IP address
 
 
 class _Message(BaseModel):
@@ -118,16 +90,16 @@ class HeldLease(LeaseView):
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, value: str) -> str:
-        split_endpoint(value)
+        Endpoint.parse(value, ip=True)  # ValueError: pydantic names the field
         return value
 
     @property
     def host(self) -> str:
-        return split_endpoint(self.endpoint)[0]
+        return Endpoint.parse(self.endpoint, ip=True).host
 
     @property
     def port(self) -> int:
-        return split_endpoint(self.endpoint)[1]
+        return Endpoint.parse(self.endpoint, ip=True).port
 
 
 class Granted(HeldLease):

@@ -15,8 +15,8 @@ from hearth.discovery.records import PeerRecord
 from hearth.errors import HearthError
 from hearth.ggml.hello import RpcVersion
 from hearth.identity import ForgedNode, NodeIdentity, verify_proof
+from hearth.net.endpoint import Endpoint, join_host_port
 from hearth.node_api.client import NodeClient
-from hearth.node_api.wire import NodeAddress
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.radius import Radius
 
@@ -43,12 +43,12 @@ class Peer:
         return self.record.addresses[0]
 
     @property
-    def agent(self) -> NodeAddress:
-        return NodeAddress(self.address, self.record.port)
+    def agent(self) -> Endpoint:
+        return Endpoint(self.address, self.record.port)
 
     @property
     def base_url(self) -> str:
-        return self.agent.url
+        return f"http://{self.agent}"
 
     def to_json(self) -> dict[str, Any]:
         r = self.record
@@ -61,7 +61,7 @@ class Peer:
 async def check(nodes: NodeClient, address: str, port: int, source: str, local_rpc: RpcVersion,
                 claimed: str | None = None) -> Peer:
     """Fresh status from the node's control API, then proof that it holds the key its id names."""
-    node = NodeAddress(address, port)
+    node = Endpoint(address, port)
     record = (await nodes.status(node)).record
     if claimed is not None and claimed != record.node_id:
         raise ForgedNode(f"{node} advertised node {claimed} but its agent is {record.node_id}.")
@@ -79,18 +79,14 @@ async def checked_or_problem(nodes: NodeClient, address: str, port: int, source:
     try:
         return await check(nodes, address, port, source, local_rpc, claimed)
     except HearthError as exc:
-        return f"{NodeAddress(address, port)} ({source}): {exc.message}"
-
-
-def endpoint_host(endpoint: str) -> str:
-    return endpoint.rpartition(":")[0].strip("[]")
+        return f"{join_host_port(address, port)} ({source}): {exc.message}"
 
 
 async def check_paired(nodes: NodeClient, local_rpc: RpcVersion, paired: TrustedPeer,
                        via_tunnel: bool) -> Peer | str:
     """A paired node through the tunnel (when this machine has one), else at its LAN endpoint."""
     info = paired.info
-    places = ([info.tunnel_address] if via_tunnel else []) + [endpoint_host(e) for e in info.endpoints[:1]]
+    places = ([info.tunnel_address] if via_tunnel else []) + [Endpoint.parse(e).host for e in info.endpoints[:1]]
     problems = []
     for address in places:
         res = await checked_or_problem(nodes, address, info.agent_port, "paired", local_rpc, paired.node_id)
@@ -122,8 +118,12 @@ async def discover(local_rpc: RpcVersion, *, wait: float = 2.0, static: list[str
         finally:
             await asyncio.to_thread(browser.close)
     for spec in static or []:
-        host, _, port = spec.rpartition(":")
-        hints.append((host.strip("[]"), int(port), "static", None))
+        try:
+            at = Endpoint.parse(spec)
+        except ValueError as exc:
+            problems.append(f"static peer: {exc}")
+            continue
+        hints.append((at.host, at.port, "static", None))
     async with NodeClient(identity) as nodes:
         results = await asyncio.gather(
             *(check_paired(nodes, local_rpc, t, via_tunnel) for t in paired),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from hearth.identity import NodeIdentity, b64
+from hearth.identity import NodeIdentity
+from hearth.net import b64
+from hearth.net.endpoint import Endpoint
 from hearth.pairing.exchange import PairingInfo
 from hearth.pairing.trust import TrustedPeer
 from hearth.settings import Settings
@@ -57,6 +59,6 @@ def bring_up(settings: Settings, identity: NodeIdentity, trusted: list[TrustedPe
 def my_info(settings: Settings, identity: NodeIdentity, name: str, lan_address: str, agent_port: int) -> PairingInfo:
     """What this machine tells a peer it pairs with."""
     wg_key = public_key(load_or_create_key(settings.home))
-    endpoint = f"[{lan_address}]:{settings.wg_port}" if ":" in lan_address else f"{lan_address}:{settings.wg_port}"
-    return PairingInfo(name, b64(identity.public_key), wg_key, tunnel_address(identity.public_key), (endpoint,),
+    endpoint = str(Endpoint(lan_address, settings.wg_port))
+    return PairingInfo(name, b64.encode(identity.public_key), wg_key, tunnel_address(identity.public_key), (endpoint,),
                        agent_port)

@@ -17,11 +17,8 @@ replayed transcript fail. Both sides show the same short verifier for people to 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -36,9 +33,11 @@ from spake2.spake2 import SPAKEError
 
 from hearth.errors import RefusedByPeer
 from hearth.identity import node_id_of
+from hearth.net import b64
+from hearth.net.endpoint import Endpoint
 from hearth.pairing.codes import WORDS
+from hearth.ports import DEFAULT_NODE_PORT
 from hearth.tunnel.wireguard import tunnel_address
-from hearth.units import digits
 
 DEFAULT_TTL_S = 300.0
 ID_A, ID_B = b"hearth-pair-host", b"hearth-pair-guest"
@@ -70,13 +69,13 @@ class PairingInfo:
     tunnel_address: str
     endpoints: tuple[str, ...]
     """host:port of the WireGuard socket; the host is also where the agent answers without WireGuard."""
-    agent_port: int = 11436
+    agent_port: int = DEFAULT_NODE_PORT
     hostname: str = ""
     """The machine's host name, so `hearth unpair` accepts it besides `name` ("" from older peers)."""
 
     @property
     def node_id(self) -> str:
-        return node_id_of(_b64d(self.identity_key))
+        return node_id_of(b64.decode(self.identity_key))
 
     @classmethod
     def parse(cls, data: Any) -> PairingInfo:
@@ -96,7 +95,7 @@ class PairingInfo:
             raise PairingFailed("The peer's host name is not 1-63 letters, digits, spaces or . ' - _")
         for label, key in (("identity", info.identity_key), ("WireGuard", info.wireguard_key)):
             try:
-                raw = _b64d(key)
+                raw = b64.decode(key)
             except ValueError as exc:
                 raise PairingFailed(f"The peer's {label} key is not base64.") from exc
             if len(raw) != 32:
@@ -104,35 +103,21 @@ class PairingInfo:
         if len(info.endpoints) > 8 or any(len(e) > 64 for e in info.endpoints) or len(info.tunnel_address) > 64:
             raise PairingFailed("The peer's addresses are too long or too many.")
         # Derived from the identity key, so no peer can claim another's address in the circle.
-        if info.tunnel_address != tunnel_address(_b64d(info.identity_key)):
+        if info.tunnel_address != tunnel_address(b64.decode(info.identity_key)):
             raise PairingFailed("The peer's tunnel address is not the one its identity key gives.")
         for endpoint in info.endpoints:
-            host, _, port = endpoint.rpartition(":")
             try:
-                ipaddress.ip_address(host.strip("[]"))
+                Endpoint.parse(endpoint, ip=True)
             except ValueError as exc:
-                raise PairingFailed(f"The peer's endpoint {endpoint[:64]!r} is not IP:PORT.") from exc
-            if not digits(port) or not 0 < int(port) < 65536:
-                raise PairingFailed(f"The peer's endpoint {endpoint[:64]!r} is not IP:PORT.")
+                raise PairingFailed(f"The peer's endpoint is not IP:PORT: {exc}") from exc
         return info
-
-
-def _b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode()
-
-
-def _b64d(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text.encode("ascii") + b"=" * (-len(text) % 4))
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        raise ValueError("not base64") from exc
 
 
 def _field(msg: Any, name: str) -> bytes:
     if not isinstance(msg, dict) or not isinstance(msg.get(name), str) or len(msg[name]) > 4096:
         raise PairingFailed(f"Malformed pairing message: no {name!r}.")
     try:
-        return _b64d(msg[name])
+        return b64.decode(msg[name])
     except ValueError as exc:
         raise PairingFailed(f"Malformed pairing message: {name!r} is not base64.") from exc
 
@@ -187,7 +172,7 @@ def _mac(key: bytes, side: bytes, transcript: bytes) -> bytes:
 
 
 def _seal(key: bytes, info: PairingInfo) -> str:
-    return _b64e(bytes(SecretBox(_subkey(key, "box")).encrypt(json.dumps(asdict(info)).encode())))
+    return b64.encode(bytes(SecretBox(_subkey(key, "box")).encrypt(json.dumps(asdict(info)).encode())))
 
 
 def _open(key: bytes, box: bytes) -> PairingInfo:
@@ -241,7 +226,8 @@ class PairingHost:
                 raise NotAnAttempt(exc.message) from exc
             self.state = "used"  # our answer lets the guest test one guess: the attempt is spent
             self._transcript = mine + theirs
-            return {"t": "pake", "msg": _b64e(mine), "confirm": _b64e(_mac(self._key, ID_A, self._transcript))}
+            confirm = _mac(self._key, ID_A, self._transcript)
+            return {"t": "pake", "msg": b64.encode(mine), "confirm": b64.encode(confirm)}
         if self.state == "used" and kind == "confirm":
             if not hmac.compare_digest(_field(msg, "confirm"), _mac(self._key, ID_B, self._transcript)):
                 raise PairingFailed("Wrong code: the guest did not derive the same key. The code is burned.")
@@ -272,7 +258,7 @@ class PairingGuest:
             raise PairingFailed("This pairing already started.")
         self.state = "sent"
         self._mine = self._spake.start()
-        return {"t": "pake", "nameplate": self.nameplate, "msg": _b64e(self._mine)}
+        return {"t": "pake", "nameplate": self.nameplate, "msg": b64.encode(self._mine)}
 
     def receive(self, msg: Any) -> dict[str, Any] | None:
         try:
@@ -290,7 +276,7 @@ class PairingGuest:
             if not hmac.compare_digest(_field(msg, "confirm"), _mac(self._key, ID_A, self._transcript)):
                 raise PairingFailed("Wrong code: the host derived another key. Check the code and ask for a new one.")
             self.state = "confirmed"
-            return {"t": "confirm", "confirm": _b64e(_mac(self._key, ID_B, self._transcript)),
+            return {"t": "confirm", "confirm": b64.encode(_mac(self._key, ID_B, self._transcript)),
                     "box": _seal(self._key, self.me)}
         if self.state == "confirmed" and kind == "box":
             self.peer = _open(self._key, _field(msg, "box"))

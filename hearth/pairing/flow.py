@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from hearth.errors import HearthError
 from hearth.identity import NodeIdentity
 from hearth.net.bind import check_bind
+from hearth.net.endpoint import Endpoint
 from hearth.pairing import circle
 from hearth.pairing.addresses import lan_address
 from hearth.pairing.codes import make_code, parse_code
@@ -39,7 +40,7 @@ class CodeReady:
     """The code to read out, and how the other machine should reach this one."""
 
     code: str
-    via: tuple[str, int] | None
+    via: Endpoint | None
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Host:
     address: str
     port: int
     node_port: int
-    via: tuple[str, int] | None = None
+    via: Endpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,15 @@ class Guest:
     label: str
     code: str
     node_port: int
-    to: tuple[str, int] | None = None
-    via: tuple[str, int] | None = None
+    to: Endpoint | None = None
+    via: Endpoint | None = None
     wait: float = 5.0
     bind: str | None = None
 
 
-def host_address(bind: str | None, via: tuple[str, int] | None) -> str:
+def host_address(bind: str | None, via: Endpoint | None) -> str:
     """The address a host waits on: --bind, else this machine's address toward the rendezvous or the LAN."""
-    return check_bind(bind or lan_address(via[0] if via else MDNS_GROUP))
+    return check_bind(bind or lan_address(via.host if via else MDNS_GROUP))
 
 
 def _me(settings: Settings, identity: NodeIdentity, label: str, address: str, node_port: int) -> PairingInfo:
@@ -91,7 +92,7 @@ async def host(settings: Settings, identity: NodeIdentity, h: Host, notify: Call
     session = PairingHost(parse_code(code)[1], nameplate, me, now=time.time())
     notify(CodeReady(code, h.via))
     if h.via is not None:
-        reader, writer, _ = await meet(h.via[0], h.via[1], nameplate, "host")
+        reader, writer, _ = await meet(h.via.host, h.via.port, nameplate, "host")
         try:
             return await host_session(session, reader, writer)
         finally:
@@ -137,8 +138,8 @@ async def guest(settings: Settings, identity: NodeIdentity, g: Guest) -> Paired:
         return _me(settings, identity, g.label, g.bind or lan_address(toward), g.node_port)
 
     if g.via is not None:
-        session = PairingGuest(code, nameplate, me(g.via[0]))
-        reader, writer, _ = await meet(g.via[0], g.via[1], nameplate, "guest", first=session.start())
+        session = PairingGuest(code, nameplate, me(g.via.host))
+        reader, writer, _ = await meet(g.via.host, g.via.port, nameplate, "guest", first=session.start())
         try:
             return await guest_session(session, reader, writer)
         finally:
@@ -151,8 +152,8 @@ async def guest(settings: Settings, identity: NodeIdentity, g: Guest) -> Paired:
         if found is None:
             raise PairingFailed(f"No machine on this network waits with code number {nameplate}; "
                                 "check the code, or give --to HOST:PORT.")
-        target = (found.address, found.port)
-    return await join(PairingGuest(code, nameplate, me(target[0])), *target)
+        target = Endpoint(found.address, found.port)
+    return await join(PairingGuest(code, nameplate, me(target.host)), target.host, target.port)
 
 
 @dataclass(frozen=True)

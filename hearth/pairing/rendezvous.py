@@ -38,12 +38,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hearth.net.endpoint import Endpoint, join_host_port
+from hearth.net.pump import pump
 from hearth.pairing.codes import MAX_NAMEPLATE
 from hearth.pairing.exchange import DEFAULT_TTL_S, PairingFailed, check_pake
 from hearth.pairing.limits import ConnectionLimit, RateLimit, client_key
 from hearth.pairing.transport import MAX_LINE, decode, receive, receive_line, send
+from hearth.ports import DEFAULT_RENDEZVOUS_PORT
 
-DEFAULT_RENDEZVOUS_PORT = 11438
 GUESSES_PER_MINUTE = 10
 HOSTS_PER_ADDRESS = 4
 CONNECTIONS_PER_ADDRESS = 8
@@ -66,9 +68,7 @@ def parse_meet(msg: Any) -> tuple[int, str]:
 
 def _observed(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
-    if not peer:
-        return ""
-    return f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+    return str(Endpoint(peer[0], peer[1])) if peer else ""
 
 
 @dataclass
@@ -80,18 +80,6 @@ class _Waiting:
     watch: asyncio.Task[bytes]
     """Reads the host's socket while it waits: it must stay silent, so a read ending means it left."""
     taken: bool = False
-
-
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while data := await src.read(1 << 16):
-            dst.write(data)
-            await dst.drain()
-    except (ConnectionError, OSError):
-        pass  # one side hung up: the splice ends and both are closed
-    finally:
-        with contextlib.suppress(OSError, RuntimeError):
-            dst.write_eof()
 
 
 class Rendezvous:
@@ -114,7 +102,8 @@ class Rendezvous:
         try:
             self._server = await asyncio.start_server(self._accept, self.bind, self.port, limit=MAX_LINE + 1)
         except OSError as exc:
-            raise PairingFailed(f"Cannot listen on {self.bind}:{self.port}: {exc.strerror or exc}.") from exc
+            where = join_host_port(self.bind, self.port)
+            raise PairingFailed(f"Cannot listen on {where}: {exc.strerror or exc}.") from exc
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
@@ -191,7 +180,8 @@ class Rendezvous:
             host.writer.write(line)
             await send(writer, {"t": "met", "observed": _observed(writer)})
             self.spliced += 1
-            await asyncio.gather(_pipe(reader, host.writer), _pipe(host.reader, writer))
+            # A hang-up ends its direction with a half-close; _serve's finally closes both sockets.
+            await asyncio.gather(pump(reader, host.writer), pump(host.reader, writer))
         except (ConnectionError, OSError) as exc:
             raise PairingFailed(f"The other side hung up: {exc}") from exc
         finally:
@@ -215,7 +205,8 @@ async def meet(address: str, port: int, nameplate: int, side: str, first: dict[s
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port, limit=MAX_LINE + 1), 10.0)
     except (OSError, TimeoutError) as exc:
-        raise PairingFailed(f"Cannot reach the rendezvous at {address}:{port}: {exc or 'timed out'}") from exc
+        where = join_host_port(address, port)
+        raise PairingFailed(f"Cannot reach the rendezvous at {where}: {exc or 'timed out'}") from exc
     try:
         await send(writer, {"t": "meet", "nameplate": nameplate, "side": side})
         if first is not None:
@@ -225,7 +216,7 @@ async def meet(address: str, port: int, nameplate: int, side: str, first: dict[s
             raise PairingFailed("The rendezvous answered something other than 'met'.")
     except (ConnectionError, OSError) as exc:
         writer.close()
-        raise PairingFailed(f"The rendezvous at {address}:{port} hung up: {exc}") from exc
+        raise PairingFailed(f"The rendezvous at {join_host_port(address, port)} hung up: {exc}") from exc
     except BaseException:
         writer.close()
         raise

@@ -23,7 +23,8 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from hearth.errors import RefusedByPeer
-from hearth.identity import NodeIdentity, b64, unb64
+from hearth.identity import NodeIdentity
+from hearth.net import b64
 from hearth.units import digits
 
 CONTEXT = b"hearth-request\x00"
@@ -57,18 +58,18 @@ def message(method: str, path: str, stamp: str, nonce: str, body: bytes) -> byte
 def sign(identity: NodeIdentity, method: str, path: str, body: bytes, now: float | None = None,
          nonce: bytes | None = None) -> dict[str, str]:
     stamp = str(int(time.time() if now is None else now))
-    nonce_s = b64(nonce if nonce is not None else os.urandom(16))
+    nonce_s = b64.encode(nonce if nonce is not None else os.urandom(16))
     sig = identity.signing_key.sign(message(method, path, stamp, nonce_s, body)).signature
-    return {"x-hearth-key": b64(identity.public_key), "x-hearth-time": stamp, "x-hearth-nonce": nonce_s,
-            "x-hearth-signature": b64(bytes(sig))}
+    return {"x-hearth-key": b64.encode(identity.public_key), "x-hearth-time": stamp, "x-hearth-nonce": nonce_s,
+            "x-hearth-signature": b64.encode(bytes(sig))}
 
 
 def _decode(value: str, size: int, what: str) -> bytes:
     try:
         if not _B64_RE.match(value):
             raise ValueError(value)
-        raw = unb64(value)
-    except ValueError as exc:  # binascii.Error is a ValueError
+        raw = b64.decode(value)
+    except ValueError as exc:
         raise Unsigned(f"The {what} header is not base64url.") from exc
     if len(raw) != size:
         raise Unsigned(f"The {what} header is not {size} bytes.")
@@ -102,7 +103,7 @@ class Verifier(Generic[T]):
             VerifyKey(key).verify(message(method, path, stamp, nonce_s, body), signature)
         except (BadSignatureError, ValueError) as exc:
             raise Unsigned("The request's signature does not verify.") from exc
-        peer = self.lookup(b64(key))
+        peer = self.lookup(b64.encode(key))
         if peer is None:
             raise NotPaired("This node has not paired with the key that signed the request.")
         self._seen = {n: t for n, t in self._seen.items() if t >= now}

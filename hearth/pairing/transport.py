@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hearth.net.endpoint import join_host_port
 from hearth.pairing.exchange import NotAnAttempt, PairingFailed, PairingGuest, PairingHost, PairingInfo
 from hearth.pairing.limits import ConnectionLimit, client_key
 
@@ -23,7 +24,6 @@ STEP_TIMEOUT_S = 30.0
 FIRST_MESSAGE_TIMEOUT_S = 10.0
 MAX_CONNECTIONS_PER_ADDRESS = 4
 MAX_CONNECTIONS = 32
-DEFAULT_PAIR_PORT = 11437
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,8 @@ async def serve_host(host: PairingHost, bind: str, port: int, ready: asyncio.Eve
     try:
         server = await asyncio.start_server(accept, host=bind, port=port, limit=MAX_LINE + 1)
     except OSError as exc:
-        raise PairingFailed(f"Cannot wait for the other machine on {bind}:{port}: {exc.strerror or exc}; "
+        where = join_host_port(bind, port)
+        raise PairingFailed(f"Cannot wait for the other machine on {where}: {exc.strerror or exc}; "
                             "choose another --port or --bind.") from exc
     if ready is not None:
         ready.set()
@@ -189,7 +190,8 @@ async def join(guest: PairingGuest, host: str, port: int, timeout: float = 10.0)
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=MAX_LINE + 1), timeout)
     except (OSError, TimeoutError) as exc:
-        raise PairingFailed(f"Cannot reach the pairing host at {host}:{port}: {exc or 'timed out'}") from exc
+        where = join_host_port(host, port)
+        raise PairingFailed(f"Cannot reach the pairing host at {where}: {exc or 'timed out'}") from exc
     try:
         return await guest_session(guest, reader, writer)
     finally:

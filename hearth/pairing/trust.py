@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hearth.errors import HearthError
-from hearth.identity import b64, unb64
+from hearth.net import b64
 from hearth.pairing.exchange import PairingFailed, PairingInfo
 
 
@@ -39,7 +39,7 @@ class TrustedPeer:
 
     @property
     def secret_bytes(self) -> bytes:
-        return unb64(self.secret)
+        return b64.decode(self.secret)
 
     def to_json(self) -> dict[str, Any]:
         return {"info": asdict(self.info), "paired_at": self.paired_at, "secret": self.secret,
@@ -96,7 +96,7 @@ class TrustStore:
 
     def add(self, info: PairingInfo, secret: bytes, now: float | None = None) -> TrustedPeer:
         """Pairing again with the same identity replaces the old entry (new keys, new address)."""
-        peer = TrustedPeer(info, time.time() if now is None else now, b64(secret))
+        peer = TrustedPeer(info, time.time() if now is None else now, b64.encode(secret))
         self._update(lambda peers: [p for p in peers if p.node_id != info.node_id] + [peer])
         return peer
 

@@ -21,7 +21,8 @@ from hearth import __version__
 from hearth.discovery.records import DeviceInfo, PeerRecord
 from hearth.errors import HearthError, InvalidRequest
 from hearth.ggml.hello import RpcVersion
-from hearth.identity import NodeIdentity, b64, unb64
+from hearth.identity import NodeIdentity
+from hearth.net import b64
 from hearth.net.http_errors import hearth_error_response, install_error_handlers
 from hearth.node_api import wire
 from hearth.node_api.wire import Granted, HeldLease, LeaseId, LeaseRequest, NodeStatus, ProveAnswer, ProveRequest
@@ -150,7 +151,7 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
     @app.get(wire.STATUS)
     async def status() -> NodeStatus:
         r = record()
-        return NodeStatus.of(r, public_key=b64(identity.public_key), budget=manager.budget,
+        return NodeStatus.of(r, public_key=b64.encode(identity.public_key), budget=manager.budget,
                              leased_bytes=manager.leased_bytes, max_leases=manager.max_leases,
                              per_holder=manager.policy.per_holder, min_lease_bytes=manager.policy.min_bytes,
                              leases=[lease.view() for lease in manager.leases.values()])
@@ -158,13 +159,13 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
     @app.post(wire.PROVE)
     async def prove(body: ProveRequest) -> ProveAnswer:
         try:
-            nonce = unb64(body.nonce)
+            nonce = b64.decode(body.nonce)
         except ValueError as exc:
             raise InvalidRequest("nonce is not base64url", param="nonce") from exc
         if not 16 <= len(nonce) <= 64:
             raise InvalidRequest("nonce must be 16 to 64 bytes", param="nonce")
-        return ProveAnswer(node_id=identity.node_id, public_key=b64(identity.public_key),
-                           signature=b64(identity.prove(nonce)))
+        return ProveAnswer(node_id=identity.node_id, public_key=b64.encode(identity.public_key),
+                           signature=b64.encode(identity.prove(nonce)))
 
     @app.post(wire.LEASES, status_code=201)
     async def lease(body: LeaseRequest, caller: Caller = by_caller) -> Granted:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from hearth.ggml.hello import RpcVersion
 from hearth.ggml.process import RpcServer, RpcServerProcess
+from hearth.net.endpoint import Endpoint
 from hearth.node_api.errors import LeaseNotFound, LeaseRefused
 from hearth.node_api.wire import HeldLease, LeaseView
 from hearth.rpc_pool.cache import RpcCache
@@ -152,7 +153,7 @@ class LeaseManager:
                     gate = Relay(self.bind, admit, server.port, self.device)
                 if gate is not None:
                     port = await gate.start()
-                    endpoint = f"[{self.bind}]:{port}" if ":" in self.bind else f"{self.bind}:{port}"
+                    endpoint = str(Endpoint(self.bind, port))
                 if self._closed:
                     raise LeaseRefused("This node is shutting down; ask another node.")
             except BaseException:

@@ -15,6 +15,7 @@ from hearth.errors import HearthError, InvalidRequest
 from hearth.ggml.process import local_rpc_version
 from hearth.identity import NodeIdentity
 from hearth.net.bind import check_bind
+from hearth.net.endpoint import join_host_port
 from hearth.net.pump import listening_socket
 from hearth.net.webserve import web_server
 from hearth.pairing.trust import TrustedPeer, TrustStore
@@ -24,7 +25,6 @@ from hearth.tunnel.wireguard import WireGuardInterface
 from hearth.units import parse_size
 
 log = logging.getLogger("hearth.node")
-DEFAULT_NODE_PORT = 11436
 GRACE_S = 0.3
 
 
@@ -119,7 +119,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
     try:
         sock = listening_socket(serve_on, port, device)
     except OSError as exc:
-        raise HearthError(f"Cannot listen on {serve_on}:{port}: {exc.strerror or exc}. Is another "
+        raise HearthError(f"Cannot listen on {join_host_port(serve_on, port)}: {exc.strerror or exc}. Is another "
                           "`hearth node` running? Stop it or choose another --port.") from exc
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not serving.done():
@@ -132,7 +132,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
 
         advertiser = await asyncio.to_thread(
             Advertiser, node_record(identity, name, port, bind, rpc, devices, manager), bind)
-    log.info("node %s (%s) on %s:%s, admitting %s", name, identity.node_id, serve_on, port, admit)
+    log.info("node %s (%s) on %s, admitting %s", name, identity.node_id, join_host_port(serve_on, port), admit)
     watcher = asyncio.create_task(watch_trust(trust, manager, wg)) if admit == "paired" else None
     if ready is not None:
         ready.set()
@@ -168,7 +168,7 @@ def serve_node(settings: Settings, bind: str, port: int, name: str | None, max_m
         raise InvalidRequest(f"--admit {admit!r}: choose 'household' or 'paired'.")
     check_rpc_backend()
     limit = f", at most {max_memory}" if max_memory else ""
-    say(f"hearth node {label} on {address}:{port}, admitting {admit}{limit}")
+    say(f"hearth node {label} on {join_host_port(address, port)}, admitting {admit}{limit}")
     stop_cleanly_on_sigterm("hearth node")
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(run_node(settings, address, port, label, cap, statics, admit, cache_size=cache_cap))

@@ -10,9 +10,8 @@ RPC server behind serves them one at a time.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-from hearth.net.pump import CHUNK, listening_socket, nodelay
+from hearth.net.pump import listening_socket, nodelay, pump
 
 
 class Relay:
@@ -48,26 +47,19 @@ class Relay:
         nodelay(up_writer)
         self._live.update((writer, up_writer))
         try:
-            await asyncio.gather(self._pump(reader, up_writer, True), self._pump(up_reader, writer, False))
+            # A hang-up ends its direction with a half-close; this finally closes both sides.
+            await asyncio.gather(pump(reader, up_writer, count=self._count_in),
+                                 pump(up_reader, writer, count=self._count_out))
         finally:
             for w in (writer, up_writer):
                 self._live.discard(w)
                 w.close()
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, inbound: bool) -> None:
-        try:
-            while data := await src.read(CHUNK):
-                if inbound:
-                    self.bytes_in += len(data)
-                else:
-                    self.bytes_out += len(data)
-                dst.write(data)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass  # either side hung up: the gather's finally closes both
-        finally:
-            with contextlib.suppress(OSError, RuntimeError):
-                dst.write_eof()
+    def _count_in(self, n: int) -> None:
+        self.bytes_in += n
+
+    def _count_out(self, n: int) -> None:
+        self.bytes_out += n
 
     async def close(self) -> None:
         """Stop accepting and cut every live connection (a revoked peer's traffic stops here)."""

@@ -14,6 +14,7 @@ from typing import Any
 from hearth import __version__
 from hearth.errors import HearthError, InsecureBind, InvalidRequest
 from hearth.net.bind import is_loopback
+from hearth.net.endpoint import Endpoint, join_host_port
 from hearth.net.pump import listening_socket
 from hearth.net.webserve import loop_factory, stop_cleanly_on_sigterm, web_server
 from hearth.orchestrator.engines import EnginePool
@@ -63,16 +64,17 @@ def serve(settings: Settings, policy: PoolPolicy, model: str | None, say: Callab
     try:
         sock = listening_socket(settings.host, settings.port)
     except OSError as exc:
-        raise HearthError(f"Cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}. Is another "
-                          "`hearth serve` running? Stop it or choose another --port.") from exc
+        where = join_host_port(settings.host, settings.port)
+        raise HearthError(f"Cannot listen on {where}: {exc.strerror or exc}. Is another `hearth serve` "
+                          "running? Stop it or choose another --port.") from exc
     port = sock.getsockname()[1]
 
     async def main() -> None:
         if model:
             with status(f"Loading {model}…"):
                 await pool.load(model)
-        say(f"hearth {__version__} serving on http://{settings.host}:{port} "
-            f"(OpenAI base URL http://{settings.host}:{port}/v1)")
+        url = f"http://{Endpoint(settings.host, port)}"
+        say(f"hearth {__version__} serving on {url} (OpenAI base URL {url}/v1)")
         await server.serve(sockets=[sock])
 
     stop_cleanly_on_sigterm("hearth serve")

@@ -26,16 +26,17 @@ seconds and counts it in `refused`; not a byte of it reaches the RPC server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import struct
+from collections.abc import AsyncIterator
 
 from nacl import bindings as sodium
 from nacl.exceptions import CryptoError
 
 from hearth.errors import LinkFailed
-from hearth.net.pump import CHUNK, nodelay
+from hearth.net.endpoint import Endpoint
+from hearth.net.pump import CHUNK, chunks, nodelay, pump
 
 ABYTES: int = sodium.crypto_secretstream_xchacha20poly1305_ABYTES
 HEADERBYTES: int = sodium.crypto_secretstream_xchacha20poly1305_HEADERBYTES
@@ -217,37 +218,29 @@ class _Tunnel:
 
     async def _pump(self, plain: Stream, sealed: Stream, sealer: Sealer, opener: Opener,
                     writers: list[asyncio.StreamWriter]) -> None:
-        await asyncio.gather(self._seal(plain[0], sealed[1], sealer, writers),
-                             self._open(sealed[0], plain[1], opener, writers))
-
-    async def _seal(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, sealer: Sealer,
-                    writers: list[asyncio.StreamWriter]) -> None:
-        try:
-            while data := await src.read(MAX_PLAIN):
-                self.bytes_out += len(data)
-                dst.write(sealer.seal(data))
-                await dst.drain()
-            dst.write(sealer.seal(b"", final=True))
-            await dst.drain()
-            with contextlib.suppress(RuntimeError):  # uvloop: write_eof after close
-                dst.write_eof()
-        except LINK_ERRORS:
+        # Any link error aborts both sides: a cut must not reach the RPC server as a clean end.
+        def abort() -> None:
             _abort(writers)
 
-    async def _open(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, opener: Opener,
-                    writers: list[asyncio.StreamWriter]) -> None:
-        try:
-            final = False
-            while not final:
-                data, final = opener.open(await read_frame(src))
-                if data:
-                    self.bytes_in += len(data)
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(RuntimeError):
-                dst.write_eof()
-        except LINK_ERRORS:  # a bad frame or an EOF without TAG_FINAL: drop both sides
-            _abort(writers)
+        await asyncio.gather(pump(self._sealed(plain[0], sealer), sealed[1], broken=abort, breaks=LINK_ERRORS),
+                             pump(self._opened(sealed[0], opener), plain[1], broken=abort, breaks=LINK_ERRORS))
+
+    async def _sealed(self, src: asyncio.StreamReader, sealer: Sealer) -> AsyncIterator[bytes]:
+        """Plaintext read from `src` as frames, then the final frame at its EOF."""
+        async for data in chunks(src, MAX_PLAIN):
+            self.bytes_out += len(data)
+            yield sealer.seal(data)
+        yield sealer.seal(b"", final=True)
+
+    async def _opened(self, src: asyncio.StreamReader, opener: Opener) -> AsyncIterator[bytes]:
+        """Plaintext of the frames read from `src` up to the final one; a bad frame or an EOF
+        without it (truncation) raises."""
+        final = False
+        while not final:
+            data, final = opener.open(await read_frame(src))
+            if data:
+                self.bytes_in += len(data)
+                yield data
 
     async def close(self) -> None:
         """Stop accepting and abort every live connection at once."""
@@ -314,7 +307,7 @@ class SealedDialer(_Tunnel):
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return str(Endpoint("127.0.0.1", self.port))
 
     async def start(self) -> int:
         return await self._listen("127.0.0.1")

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from hearth.errors import HearthError, LinkFailed
+from hearth.net.endpoint import Endpoint
+from hearth.ports import DEFAULT_WG_PORT
 
 log = logging.getLogger("hearth.wireguard")
 
 TUNNEL_NET = ipaddress.IPv4Network("10.99.0.0/16")
-DEFAULT_WG_PORT = 51820
 UAPI_DIR = Path("/var/run/wireguard")
 KEEPALIVE_S = 25
 CAP_NET_ADMIN = 12
@@ -102,11 +103,6 @@ class WgPeer:
     tunnel_address: str
     endpoint: str | None
     """host:port of the peer's WireGuard socket, as it announced it."""
-
-
-def _split_endpoint(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class WireGuardInterface:
@@ -190,7 +186,7 @@ class WireGuardInterface:
         config = self._config()
         peers = []
         for key, p in config.peers.items():
-            endpoint = f"{p.endpoint_host}:{p.endpoint_port}" if p.endpoint_host else None
+            endpoint = str(Endpoint(str(p.endpoint_host), int(p.endpoint_port))) if p.endpoint_host else None
             address = str(p.allowed_ips[0].ip) if p.allowed_ips else ""
             peers.append(WgPeer(str(key), address, endpoint))
         return peers
@@ -212,8 +208,8 @@ class WireGuardInterface:
         for p in wanted:
             if p.endpoint is None:
                 continue  # wireguard-tools needs an endpoint; the peer reaches us and we learn it
-            host, port = _split_endpoint(p.endpoint)
-            config.add_peer(WireguardPeer(public_key=p.public_key, endpoint_host=host, endpoint_port=port,
+            at = Endpoint.parse(p.endpoint)
+            config.add_peer(WireguardPeer(public_key=p.public_key, endpoint_host=at.host, endpoint_port=at.port,
                                           persistent_keepalive=KEEPALIVE_S,
                                           allowed_ips=[f"{p.tunnel_address}/32"]))
         device = WireguardDevice.get(self.name)

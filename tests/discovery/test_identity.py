@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearth.identity import ForgedNode, NodeIdentity, b64, node_id_of, unb64, verify_proof
+from hearth.identity import ForgedNode, NodeIdentity, node_id_of, verify_proof
+from hearth.net.b64 import decode as unb64
+from hearth.net.b64 import encode as b64
 
 
 def test_identity_is_created_once_with_0600(tmp_path: Path) -> None:

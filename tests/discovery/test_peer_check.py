@@ -14,9 +14,11 @@ import httpx
 import pytest
 
 from hearth.ggml.hello import RpcVersion
-from hearth.identity import ForgedNode, NodeIdentity, b64, unb64
+from hearth.identity import ForgedNode, NodeIdentity
+from hearth.net.b64 import decode as unb64
+from hearth.net.b64 import encode as b64
 from hearth.node_api.client import NodeClient
-from hearth.orchestrator.peers import check
+from hearth.orchestrator.peers import check, discover
 
 HERE = RpcVersion(7, 0, 0)
 
@@ -62,3 +64,10 @@ def test_a_node_claiming_another_id_or_key_is_refused(tmp_path: Path) -> None:
         run_check(fake_agent(node, "7.0.0", claim=other.node_id))
     with pytest.raises(ForgedNode):
         run_check(fake_agent(node, "7.0.0", sign_with=other))
+
+
+def test_a_malformed_static_peer_is_a_problem_not_a_crash() -> None:
+    """An IPv6 static peer without brackets cannot be told from its port; it is reported, with the fix."""
+    peers, problems = asyncio.run(discover(HERE, browse=False, static=["::1:11436", "den:"]))
+    assert peers == [] and len(problems) == 2
+    assert "in brackets" in problems[0] and "port ''" in problems[1]

@@ -13,11 +13,14 @@ import httpx
 
 from hearth.discovery.records import DeviceInfo, PeerRecord
 from hearth.ggml.hello import RpcVersion
-from hearth.identity import NodeIdentity, b64, unb64
+from hearth.identity import NodeIdentity
+from hearth.net.b64 import decode as unb64
+from hearth.net.b64 import encode as b64
+from hearth.net.endpoint import Endpoint
 from hearth.node_api import wire
 from hearth.node_api.client import NodeClient
 
-NODE = wire.NodeAddress("192.0.2.7", 11436)
+NODE = Endpoint("192.0.2.7", 11436)
 LEASE_ID = "AbCdEfGhIjKlMnOpQrStUvWx"
 Handler = Callable[[httpx.Request], httpx.Response]
 

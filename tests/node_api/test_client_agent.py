@@ -12,10 +12,11 @@ import pytest
 
 from hearth.errors import NodeUnreachable
 from hearth.ggml.hello import RpcVersion, probe
-from hearth.identity import NodeIdentity, b64, verify_proof
+from hearth.identity import NodeIdentity, verify_proof
+from hearth.net.b64 import encode as b64
+from hearth.net.endpoint import Endpoint
 from hearth.node_api.client import NodeClient
 from hearth.node_api.errors import LeaseNotFound, LeaseRefused
-from hearth.node_api.wire import NodeAddress
 from hearth.orchestrator.peers import check
 from hearth.pairing.exchange import PairingInfo
 from hearth.pairing.signed import NotPaired, Unsigned
@@ -27,18 +28,18 @@ from tests.rpc_pool.nodes import running_node
 pytestmark = pytest.mark.slow
 
 
-def at(url: str) -> NodeAddress:
+def at(url: str) -> Endpoint:
     host, _, port = url.removeprefix("http://").rpartition(":")
-    return NodeAddress(host, int(port))
+    return Endpoint(host, int(port))
 
 
 @pytest.fixture
-def household(tmp_path: Path) -> Iterator[NodeAddress]:
+def household(tmp_path: Path) -> Iterator[Endpoint]:
     with running_node(tmp_path, "--max-memory", "300M") as node:
         yield at(node.url)
 
 
-def test_status_proof_and_a_lease_cycle(household: NodeAddress) -> None:
+def test_status_proof_and_a_lease_cycle(household: Endpoint) -> None:
     async def go() -> None:
         async with NodeClient() as nodes:
             status = await nodes.status(household)
@@ -74,7 +75,7 @@ def test_nothing_listening_is_unreachable() -> None:
     async def go() -> None:
         async with NodeClient(timeout=2.0) as nodes:
             with pytest.raises(NodeUnreachable, match="is `hearth node` running"):
-                await nodes.status(NodeAddress("127.0.0.1", free_port()))
+                await nodes.status(Endpoint("127.0.0.1", free_port()))
 
     asyncio.run(go())
 
@@ -86,7 +87,7 @@ def test_a_paired_only_node_answers_its_paired_peer_alone(tmp_path: Path) -> Non
                        ("127.0.0.1:51820",))
     TrustStore(bee).add(info, os.urandom(32))
 
-    async def go(node: NodeAddress) -> None:
+    async def go(node: Endpoint) -> None:
         async with NodeClient(ant) as nodes:
             status = await nodes.status(node)
             assert status.record.name == "bee"

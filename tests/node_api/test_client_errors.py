@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from hearth.errors import HearthError, InvalidRequest, NodeAnswerInvalid, NodeRefused, NodeUnreachable
-from hearth.identity import NodeIdentity, b64, verify_proof
+from hearth.identity import NodeIdentity, verify_proof
+from hearth.net.b64 import encode as b64
 from hearth.node_api import wire
 from hearth.node_api.client import MAX_ANSWER, NodeClient, Proof, Status
 from hearth.node_api.errors import LeaseNotFound, LeaseRefused

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from hearth.errors import InvalidRequest
-from hearth.identity import NodeIdentity, b64
+from hearth.identity import NodeIdentity
+from hearth.net.b64 import encode as b64
 from hearth.pairing.codes import make_code, parse_code
 from hearth.pairing.exchange import NotAnAttempt, PairingFailed, PairingGuest, PairingHost, PairingInfo
 from hearth.tunnel.wireguard import tunnel_address

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from hearth.identity import NodeIdentity, b64
+from hearth.identity import NodeIdentity
+from hearth.net.b64 import encode as b64
 from hearth.pairing import rendezvous as rendezvous_module
 from hearth.pairing.codes import make_code, parse_code
 from hearth.pairing.exchange import PairingFailed, PairingGuest, PairingHost, PairingInfo

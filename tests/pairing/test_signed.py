@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hearth.identity import NodeIdentity, b64
+from hearth.identity import NodeIdentity
+from hearth.net.b64 import encode as b64
 from hearth.pairing.signed import NotPaired, Unsigned, Verifier, sign
 
 

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hearth.identity import NodeIdentity, b64
+from hearth.identity import NodeIdentity
+from hearth.net.b64 import encode as b64
 from hearth.pairing import transport
 from hearth.pairing.codes import make_code, parse_code
 from hearth.pairing.exchange import PairingFailed, PairingGuest, PairingHost, PairingInfo

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from hearth.errors import HearthError
-from hearth.identity import NodeIdentity, b64
+from hearth.identity import NodeIdentity
+from hearth.net.b64 import encode as b64
 from hearth.pairing.exchange import PairingInfo
 from hearth.pairing.trust import PeerNotPaired, TrustStore
 from hearth.tunnel.wireguard import tunnel_address

@@ -13,7 +13,9 @@ import httpx
 import pytest
 
 from hearth.ggml.hello import probe
-from hearth.identity import b64, unb64, verify_proof
+from hearth.identity import verify_proof
+from hearth.net.b64 import decode as unb64
+from hearth.net.b64 import encode as b64
 from tests.conftest import HEARTH, free_port, hearth_env, wait_answering
 
 pytestmark = pytest.mark.slow

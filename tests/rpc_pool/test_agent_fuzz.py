@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from hearth.discovery.records import DeviceInfo
 from hearth.ggml.hello import RpcVersion
-from hearth.identity import NodeIdentity, b64
+from hearth.identity import NodeIdentity
+from hearth.net.b64 import encode as b64
 from hearth.pairing.exchange import PairingInfo
 from hearth.pairing.signed import Verifier, sign
 from hearth.pairing.trust import TrustedPeer

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from hearth.ggml.hello import HELLO_RSP_SIZE, RpcUnreachable, RpcVersion, parse_hello_response, probe
 from hearth.ggml.server import check_endpoint
+from hearth.net.endpoint import Endpoint
 
 
 def test_version_rules() -> None:
@@ -69,5 +70,5 @@ def test_rpc_server_endpoints_must_be_specific(endpoint: str) -> None:
 
 
 def test_rpc_server_endpoint_ok() -> None:
-    assert check_endpoint("127.0.0.1:50052") == ("127.0.0.1", 50052)
-    assert check_endpoint("[::1]:50052") == ("::1", 50052)
+    assert check_endpoint("127.0.0.1:50052") == Endpoint("127.0.0.1", 50052)
+    assert check_endpoint("[::1]:50052") == Endpoint("::1", 50052)
