@@ -19,18 +19,24 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   └── LeaseRefused              node_api.errors (also a RefusedByPeer)
     ├── RefusedByPeer                 another machine said no; its owner decides
     │   ├── LeaseRefused              node_api.errors: the node is full or this lessee holds its share (HTTP 409)
-    │   ├── LeaseFailed               orchestrator.placement: a lease the plan needs (HTTP 503)
     │   ├── LeaseNotFound             node_api.errors: the lease expired; plan again (HTTP 404)
     │   ├── NodeRefused               a node's refusal this build has no class for: update hearth (HTTP 502)
-    │   ├── Unsigned, NotPaired       pairing.signed: pair first (`hearth pair`)
-    │   └── PairingFailed             pairing.exchange: check the code and try again (exit 7)
-    │       └── NotAnAttempt          never reached the key exchange: the code is still usable
+    │   ├── LeaseDenied               orchestrator.placement (also a LeaseFailed)
+    │   └── Unsigned, NotPaired       pairing.signed: pair first (`hearth pair`)
     ├── LinkFailed                    a connection to another machine failed: check it, reconnect
     │   ├── NodeUnreachable           a node's agent did not answer: is `hearth node` running? (HTTP 503)
     │   ├── NodeAnswerInvalid         something else answers at the node's address (HTTP 502)
+    │   ├── LeaseUnanswered           orchestrator.placement (also a LeaseFailed)
+    │   ├── PairingUnreachable        pairing.exchange (also a PairingFailed)
     │   ├── RpcUnreachable            ggml.hello: is the node's RPC server up?
-    │   ├── TunnelUnavailable         tunnel.wireguard: install WireGuard or use the sealed tunnel (exit 8)
     │   └── SealedError               tunnel.sealed: same pairing secret on both sides?
+    ├── LeaseFailed                   orchestrator.placement: a lease the plan needs (HTTP 503)
+    │   ├── LeaseUnanswered           the node was silent: check its `hearth node` (also a LinkFailed)
+    │   └── LeaseDenied               the node said no: plan without it (also a RefusedByPeer)
+    ├── PairingFailed                 pairing.exchange: check the code and try again (exit 7)
+    │   ├── PairingUnreachable        the other machine or rendezvous: check --to/--via (also a LinkFailed)
+    │   └── NotAnAttempt              never reached the key exchange: the code is still usable
+    ├── TunnelUnavailable             tunnel.wireguard: install WireGuard or use the sealed tunnel (exit 8)
     ├── EngineCrashed                 the next request starts a fresh engine (HTTP 503)
     ├── EngineFailed                  the engine could not load or run (the message says why)
     ├── BackendMissing                rebuild llama-cpp-python with RPC (exit 4)

@@ -31,6 +31,12 @@ MaxMemOpt = Annotated[str | None, typer.Option(help="Most memory hearth may use 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
+def say(text: str) -> None:
+    """A line for the person on stderr, printed as plain text: addresses such as [fd00::5]:11436
+    would otherwise be read as rich markup and vanish."""
+    err.print(text, markup=False, highlight=False)
+
+
 def settings(**overrides: Any) -> Settings:
     """Settings from the environment and the flags, the data folder checked, logging set up."""
     try:

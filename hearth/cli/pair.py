@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from hearth.cli.common import err, out, settings, until_signal
+from hearth.cli.common import err, out, say, settings, until_signal
 from hearth.errors import InvalidRequest
 from hearth.net.endpoint import Endpoint, join_host_port
 from hearth.ports import DEFAULT_NODE_PORT, DEFAULT_PAIR_PORT, DEFAULT_RENDEZVOUS_PORT
@@ -45,6 +44,7 @@ def pair(
     waiting (exit 130 or 143) and the code is gone with it."""
     from hearth.identity import NodeIdentity
     from hearth.pairing import flow
+    from hearth.pairing.codes import parse_code
     from hearth.pairing.names import NAME_RE, default_label
 
     config = settings()
@@ -53,25 +53,26 @@ def pair(
         raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
     if to and via:
         raise InvalidRequest("--to and --via are two ways to reach the other machine; give one.")
+    parsed = parse_code(code) if code is not None else None  # a wrong code is the first thing to hear of
     identity = NodeIdentity.load_or_create(config.home)
     meet_at = endpoint(via, "--via", DEFAULT_RENDEZVOUS_PORT) if via else None
-    if code is None:
+    if parsed is None:
         host = flow.Host(label, flow.host_address(bind, meet_at), port, node_port, meet_at)
         result = until_signal(flow.host(config, identity, host, _show), "hearth pair")
     else:
         target = endpoint(to, "--to", DEFAULT_PAIR_PORT) if to else None
-        guest = flow.Guest(label, code, node_port, target, meet_at, wait, bind)
+        guest = flow.Guest(label, *parsed, node_port, target, meet_at, wait, bind)
         result = until_signal(flow.guest(config, identity, guest), "hearth pair")
     out.print(f"Verifier: [bold]{result.verifier}[/]  (the other screen must show the same three words)")
     if not yes and not typer.confirm("Do both screens show these words?", default=False, err=True):
         raise InvalidRequest("Not paired: the verifier was not confirmed.")
-    kept = flow.keep(config, identity, result)
-    peer = kept.peer.info
+    peer = flow.keep(config, identity, result).info
     out.print(f"[green]✓[/] paired with {escape(peer.name)} ({peer.node_id}), tunnel address {peer.tunnel_address}")
-    if kept.problem:
-        err.print(f"[yellow]WireGuard:[/] {escape(kept.problem)}")
-    if kept.wireguard:
-        out.print(f"WireGuard {kept.wireguard} now has {kept.peers} peer(s).")
+    joined = flow.join_circle(config, identity)
+    if joined.problem:
+        err.print(f"[yellow]WireGuard:[/] {escape(joined.problem)}")
+    if joined.wireguard:
+        out.print(f"WireGuard {joined.wireguard} now has {joined.peers} peer(s).")
     else:
         out.print("Trusted pooling with this peer uses the sealed tunnel (no WireGuard here).")
 
@@ -82,9 +83,9 @@ def _show(notice: object) -> None:
     if isinstance(notice, CodeReady):
         out.print(f"Pairing code: [bold]{notice.code}[/]   (one use, expires in 5 minutes)")
         via = f" --via {notice.via}" if notice.via else ""
-        out.print(f"On the other machine run: hearth pair {notice.code}{via}")
+        out.print(f"On the other machine run: hearth pair {notice.code}{escape(via)}")
     elif isinstance(notice, Waiting):
-        err.print(f"waiting on {join_host_port(notice.address, notice.port)}…")
+        say(f"waiting on {join_host_port(notice.address, notice.port)}…")
 
 
 def unpair(peer: Annotated[str, typer.Argument(help="The paired peer's name, host name or node id.")]) -> None:
@@ -106,18 +107,9 @@ def rendezvous(
     SIGTERM stops it with exit 0 (a service asked to stop); SIGINT with 130."""
     import signal
 
-    from hearth.net.bind import check_bind
-    from hearth.pairing.rendezvous import Rendezvous
+    from hearth.pairing.flow import rendezvous as run_rendezvous
 
-    address = check_bind(bind)
+    def ready(address: str, bound: int) -> None:
+        say(f"hearth rendezvous on {join_host_port(address, bound)}")
 
-    async def main() -> None:
-        server = Rendezvous(address, port)
-        await server.start()
-        err.print(f"hearth rendezvous on {join_host_port(address, server.port)}")
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.close()
-
-    until_signal(main(), "hearth rendezvous", clean_exit=(signal.SIGTERM,))
+    until_signal(run_rendezvous(bind, port, ready), "hearth rendezvous", clean_exit=(signal.SIGTERM,))

@@ -10,8 +10,9 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, out, policy, settings, store
+from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, out, policy, say, settings, store
 from hearth.ports import DEFAULT_NODE_PORT
+from hearth.radius import Radius
 from hearth.units import human
 
 
@@ -71,7 +72,7 @@ def node(
     """Run this machine's agent: advertise it and lend its memory to the household's models."""
     from hearth.rpc_pool.node import serve_node
 
-    serve_node(settings(), bind, port, name, max_memory, peer or [], admit, cache_size, say=err.print)
+    serve_node(settings(), bind, port, name, max_memory, peer or [], admit, cache_size, say=say)
 
 
 def peers(
@@ -90,10 +91,10 @@ def peers(
     table = Table("name", "node id", "address", "radius", "free", "rpc", "state")
     for p in report.found:
         state = ("full" if p.record.full else "ready") if p.usable else (p.problem or "unverified")
-        table.add_row(p.record.name, p.record.node_id, str(p.agent), p.radius,
+        table.add_row(escape(p.record.name), p.record.node_id, escape(str(p.agent)), p.radius,
                       human(p.record.free_bytes), str(p.record.rpc), state)
     for t in report.missing:
-        table.add_row(t.info.name, t.node_id, t.info.tunnel_address, "trusted", "-", "-", "unreachable")
+        table.add_row(escape(t.info.name), t.node_id, t.info.tunnel_address, Radius.TRUSTED, "-", "-", "unreachable")
     out.print(table if report.found or report.missing else
               "No peers found. Run `hearth node --bind ADDR` on the other machines, or pair one with `hearth pair`.")
     for problem in report.problems:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from hearth.cli.common import MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, policy, settings
+from hearth.cli.common import MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, policy, say, settings
 from hearth.errors import InvalidRequest
 from hearth.ports import DEFAULT_SERVE_PORT
 
@@ -40,5 +40,6 @@ def serve(
         if readable:
             err.print(f"[yellow]warning:[/] {escape(str(api_key_file))} can be read by other users; `chmod 600` it.")
     config = settings(host=host, port=port, api_key=api_key)
+    launch.check_exposure(config)  # before anything else is judged: the most important refusal
     chosen = policy(config, radius, pool_, peer, max_memory)
-    launch.serve(config, chosen, model, say=err.print, status=err.status)
+    launch.serve(config, chosen, model, say=say, status=err.status)

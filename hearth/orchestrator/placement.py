@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hearth.errors import HearthError, NodeUnreachable, RefusedByPeer
+from hearth.errors import HearthError, LinkFailed, NodeRefused, NodeUnreachable, RefusedByPeer
 from hearth.identity import NodeIdentity
 from hearth.node_api.client import NodeClient
 from hearth.orchestrator.peers import Peer
@@ -22,11 +22,19 @@ HEARTBEAT_S = 3.0
 log = logging.getLogger("hearth.pool")
 
 
-class LeaseFailed(RefusedByPeer):
-    """A node refused or could not grant a lease the plan needs."""
+class LeaseFailed(HearthError):
+    """A lease the plan needs could not be had; the leaves say whether the node was silent or said no."""
 
     http_status = 503
     code = "lease_failed"
+
+
+class LeaseUnanswered(LeaseFailed, LinkFailed):
+    """The node did not answer the lease request: check that its `hearth node` runs, or plan without it."""
+
+
+class LeaseDenied(LeaseFailed, RefusedByPeer):
+    """The node answered no (full, this machine holds its share, or not paired): plan without it."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ async def _answers(nodes: NodeClient, h: Held, timeout: float | None = None) -> 
         await nodes.heartbeat(h.peer.agent, h.lease_id, timeout=timeout)
     except LOST:
         return False
+    except NodeRefused as exc:  # a refusal this build cannot name: 401/403 mean it will not have us
+        return exc.status not in (401, 403)
     except HearthError:  # LeaseNotFound, or an answer this build cannot read: the agent is there
         return True
     return True
@@ -78,13 +88,14 @@ class Placement:
             try:
                 granted = await self._nodes.lease(peer.agent, a.bytes)
             except NodeUnreachable as exc:
-                raise LeaseFailed(f"{peer.record.name} did not answer the lease request: {exc.message}") from exc
+                raise LeaseUnanswered(f"{peer.record.name} did not answer the lease request: {exc.message}") from exc
             except HearthError as exc:
-                raise LeaseFailed(f"{peer.record.name} refused a lease: {exc.message}") from exc
+                raise LeaseDenied(f"{peer.record.name} refused a lease: {exc.message}") from exc
             if granted.transport != "sealed":
                 return Held(peer, granted.lease_id, granted.endpoint, a.bytes)
             if peer.secret is None:
-                raise LeaseFailed(f"{peer.record.name} offers a sealed tunnel, but it is not paired with this machine.")
+                raise LeaseDenied(f"{peer.record.name} offers a sealed tunnel, but it is not paired with this machine; "
+                                  "pair with it (`hearth pair`) or plan without it.")
             dialer = SealedDialer(granted.host, granted.port, lease_key(peer.secret, granted.lease_id))
             await dialer.start()
             return Held(peer, granted.lease_id, dialer.endpoint, a.bytes, dialer)

@@ -31,7 +31,7 @@ from spake2.ed25519_basic import NotOnCurve
 from spake2.ed25519_group import Ed25519Group
 from spake2.spake2 import SPAKEError
 
-from hearth.errors import RefusedByPeer
+from hearth.errors import HearthError, LinkFailed
 from hearth.identity import node_id_of
 from hearth.net import b64
 from hearth.net.endpoint import Endpoint
@@ -44,13 +44,17 @@ ID_A, ID_B = b"hearth-pair-host", b"hearth-pair-guest"
 _NAME_RE = re.compile(r"^[\w .'-]{1,63}$")
 
 
-class PairingFailed(RefusedByPeer):
-    """The pairing did not complete; the message says why (wrong code, expired, malformed)."""
+class PairingFailed(HearthError):
+    """The pairing did not complete; the message says why (wrong code, expired, malformed) and what to try."""
 
     http_status = 403
     error_type = "permission_error"
     code = "pairing_failed"
     exit_code = 7
+
+
+class PairingUnreachable(PairingFailed, LinkFailed):
+    """The other machine or the rendezvous could not be reached, or hung up: check the address and try again."""
 
 
 class NotAnAttempt(PairingFailed):

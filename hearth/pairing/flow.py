@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,7 +17,7 @@ from dataclasses import dataclass, replace
 
 from hearth.errors import HearthError
 from hearth.identity import NodeIdentity
-from hearth.net.bind import check_bind
+from hearth.net.bind import check_bind, is_loopback
 from hearth.net.endpoint import Endpoint
 from hearth.pairing import circle
 from hearth.pairing.addresses import lan_address
@@ -65,9 +64,10 @@ class Host:
 
 @dataclass(frozen=True)
 class Guest:
-    """What `hearth pair CODE` was given."""
+    """What `hearth pair CODE` was given (the code as `codes.parse_code` returns it)."""
 
     label: str
+    nameplate: int
     code: str
     node_port: int
     to: Endpoint | None = None
@@ -114,7 +114,7 @@ async def host(settings: Settings, identity: NodeIdentity, h: Host, notify: Call
 @contextlib.asynccontextmanager
 async def _advertised(nameplate: int, h: Host, lan: bool) -> AsyncIterator[None]:
     """The waiting host's mDNS record, closed however the wait ends (a signal included)."""
-    if not lan or ipaddress.ip_address(h.address).is_loopback:
+    if not lan or is_loopback(h.address):
         yield
         return
     from hearth.discovery.mdns import PairingAdvertiser
@@ -132,7 +132,7 @@ async def _advertised(nameplate: int, h: Host, lan: bool) -> AsyncIterator[None]
 
 
 async def guest(settings: Settings, identity: NodeIdentity, g: Guest) -> Paired:
-    nameplate, code = parse_code(g.code)
+    nameplate, code = g.nameplate, g.code
 
     def me(toward: str) -> PairingInfo:
         return _me(settings, identity, g.label, g.bind or lan_address(toward), g.node_port)
@@ -157,12 +157,11 @@ async def guest(settings: Settings, identity: NodeIdentity, g: Guest) -> Paired:
 
 
 @dataclass(frozen=True)
-class Kept:
-    """A stored pairing and the tunnel its traffic will use."""
+class Circle:
+    """The tunnel the circle's traffic uses after a change of peers."""
 
-    peer: TrustedPeer
     wireguard: str | None
-    """'NAME ADDRESS' of the WireGuard interface now holding the peer; None: the sealed tunnel."""
+    """'NAME ADDRESS' of the WireGuard interface holding the peers; None: the sealed tunnel."""
     peers: int
     problem: str | None = None
     """Why WireGuard could not be used, when it was wanted."""
@@ -179,19 +178,23 @@ def check_address_free(trust: TrustStore, identity: NodeIdentity, peer: PairingI
                             f"them needs a new identity (move {settings.home / 'identity'} away).")
 
 
-def keep(settings: Settings, identity: NodeIdentity, result: Paired) -> Kept:
-    """Store the confirmed peer, then give the WireGuard circle its peers where this machine can."""
+def keep(settings: Settings, identity: NodeIdentity, result: Paired) -> TrustedPeer:
+    """Store the confirmed peer (after both people compared the verifier)."""
     trust = TrustStore(settings.home)
     check_address_free(trust, identity, result.peer, settings)
-    stored = trust.add(result.peer, result.secret)
-    everyone = trust.all()
+    return trust.add(result.peer, result.secret)
+
+
+def join_circle(settings: Settings, identity: NodeIdentity) -> Circle:
+    """Give the WireGuard interface every paired peer, where this machine can run WireGuard."""
+    everyone = TrustStore(settings.home).all()
     try:
         if circle.choose(settings) == "wireguard":
             wg = circle.bring_up(settings, identity, everyone)
-            return Kept(stored, f"{wg.name} {wg.address}", len(everyone))
+            return Circle(f"{wg.name} {wg.address}", len(everyone))
     except HearthError as exc:
-        return Kept(stored, None, len(everyone), problem=exc.message)
-    return Kept(stored, None, len(everyone))
+        return Circle(None, len(everyone), problem=exc.message)
+    return Circle(None, len(everyone))
 
 
 @dataclass(frozen=True)
@@ -216,3 +219,17 @@ def unpair(settings: Settings, name_or_id: str, node_grace: float = 0.5) -> Unpa
     except (OSError, RuntimeError) as exc:
         return Unpaired(removed, f"could not update WireGuard {wg.name}: {exc}")
     return Unpaired(removed)
+
+
+async def rendezvous(bind: str, port: int, on_ready: Callable[[str, int], None]) -> None:
+    """`hearth rendezvous`: splice pairing machines until cancelled (SIGINT, SIGTERM)."""
+    from hearth.pairing.rendezvous import Rendezvous
+
+    address = check_bind(bind)
+    server = Rendezvous(address, port)
+    await server.start()
+    on_ready(address, server.port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()

@@ -41,7 +41,7 @@ from typing import Any
 from hearth.net.endpoint import Endpoint, join_host_port
 from hearth.net.pump import pump
 from hearth.pairing.codes import MAX_NAMEPLATE
-from hearth.pairing.exchange import DEFAULT_TTL_S, PairingFailed, check_pake
+from hearth.pairing.exchange import DEFAULT_TTL_S, PairingFailed, PairingUnreachable, check_pake
 from hearth.pairing.limits import ConnectionLimit, RateLimit, client_key
 from hearth.pairing.transport import MAX_LINE, decode, receive, receive_line, send
 from hearth.ports import DEFAULT_RENDEZVOUS_PORT
@@ -57,7 +57,7 @@ PAKE_TIMEOUT_S = 5.0
 def parse_meet(msg: Any) -> tuple[int, str]:
     """(nameplate, side) from a meet message, or PairingFailed."""
     if not isinstance(msg, dict) or msg.get("t") != "meet":
-        raise PairingFailed("Expected a meet message.")
+        raise PairingFailed("Expected a meet message: is the other side a hearth of the same version?")
     nameplate, side = msg.get("nameplate"), msg.get("side")
     if type(nameplate) is not int or not 0 < nameplate <= MAX_NAMEPLATE:
         raise PairingFailed(f"The meet message's nameplate is not a number from 1 to {MAX_NAMEPLATE}.")
@@ -206,17 +206,20 @@ async def meet(address: str, port: int, nameplate: int, side: str, first: dict[s
         reader, writer = await asyncio.wait_for(asyncio.open_connection(address, port, limit=MAX_LINE + 1), 10.0)
     except (OSError, TimeoutError) as exc:
         where = join_host_port(address, port)
-        raise PairingFailed(f"Cannot reach the rendezvous at {where}: {exc or 'timed out'}") from exc
+        raise PairingUnreachable(f"Cannot reach the rendezvous at {where}: {exc or 'timed out'}; check --via, "
+                                 "and that `hearth rendezvous` runs there.") from exc
     try:
         await send(writer, {"t": "meet", "nameplate": nameplate, "side": side})
         if first is not None:
             await send(writer, first)
         met = await receive(reader, timeout=timeout if side == "host" else 10.0)
         if not isinstance(met, dict) or met.get("t") != "met":
-            raise PairingFailed("The rendezvous answered something other than 'met'.")
+            raise PairingFailed("The rendezvous answered something other than 'met': is --via a `hearth rendezvous` "
+                                "of the same version?")
     except (ConnectionError, OSError) as exc:
         writer.close()
-        raise PairingFailed(f"The rendezvous at {join_host_port(address, port)} hung up: {exc}") from exc
+        where = join_host_port(address, port)
+        raise PairingUnreachable(f"The rendezvous at {where} hung up: {exc}; try again.") from exc
     except BaseException:
         writer.close()
         raise

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from hearth.net.endpoint import join_host_port
-from hearth.pairing.exchange import NotAnAttempt, PairingFailed, PairingGuest, PairingHost, PairingInfo
+from hearth.pairing.exchange import (
+    NotAnAttempt,
+    PairingFailed,
+    PairingGuest,
+    PairingHost,
+    PairingInfo,
+    PairingUnreachable,
+)
 from hearth.pairing.limits import ConnectionLimit, client_key
 
 MAX_LINE = 16 * 1024
@@ -191,7 +198,8 @@ async def join(guest: PairingGuest, host: str, port: int, timeout: float = 10.0)
         reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=MAX_LINE + 1), timeout)
     except (OSError, TimeoutError) as exc:
         where = join_host_port(host, port)
-        raise PairingFailed(f"Cannot reach the pairing host at {where}: {exc or 'timed out'}") from exc
+        raise PairingUnreachable(f"Cannot reach the pairing host at {where}: {exc or 'timed out'}; check --to, "
+                                 "and that `hearth pair` still waits there.") from exc
     try:
         return await guest_session(guest, reader, writer)
     finally:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hearth.errors import HearthError, LinkFailed
+from hearth.errors import HearthError
 from hearth.net.endpoint import Endpoint
 from hearth.ports import DEFAULT_WG_PORT
 
@@ -35,7 +35,7 @@ KEEPALIVE_S = 25
 CAP_NET_ADMIN = 12
 
 
-class TunnelUnavailable(LinkFailed):
+class TunnelUnavailable(HearthError):
     """WireGuard cannot be set up here; the message says what is missing and offers the fallback."""
 
     code = "tunnel_unavailable"
