@@ -21,11 +21,6 @@ class Radius(StrEnum):
     TRUSTED = "trusted"
     PUBLIC = "public"
 
-    def includes(self, other: Radius) -> bool:
-        """Whether a request with this radius may use something in `other`'s circle."""
-        order = list(Radius)
-        return order.index(other) <= order.index(self)
-
 
 DEPRECATED = {"local": Radius.MACHINE}
 """Old spellings still accepted by --radius: 'local' meant this machine (it reads like 'the LAN')."""
@@ -50,7 +45,21 @@ def parse_radius(text: str, option: str = "--radius") -> Radius:
     return radius
 
 
+ADMIT_DEPRECATED = {"paired": Radius.TRUSTED}
+"""`hearth node --admit paired` was the old spelling of `--admit trusted`."""
+
+
+def parse_admit(text: str) -> Radius:
+    """Who may lease from a node: HOUSEHOLD (anyone on this LAN) or TRUSTED (paired peers only)."""
+    value = text.strip().lower()
+    radius = ADMIT_DEPRECATED.get(value) or (Radius(value) if value in ("household", "trusted") else None)
+    if radius is None:
+        raise InvalidRequest(f"--admit {text!r}: choose 'household' or 'trusted' (paired peers only).")
+    return radius
+
+
 def deprecation(text: str, option: str = "--radius") -> str | None:
     """The note to show when `text` is an old spelling, else None."""
-    new = DEPRECATED.get(text.strip().lower())
-    return None if new is None else f"{option} {text} is deprecated; write {option} {new.value} (this machine only)."
+    old = DEPRECATED if option == "--radius" else ADMIT_DEPRECATED
+    new = old.get(text.strip().lower())
+    return None if new is None else f"{option} {text} is deprecated; write {option} {new.value}."

@@ -43,6 +43,7 @@ from benchdoc import write_section  # noqa: E402
 
 from hearth.net.pump import nodelay  # noqa: E402
 from hearth.node_api.wire import STATUS  # noqa: E402
+from hearth.ports import DEFAULT_NODE_PORT, DEFAULT_PAIR_PORT  # noqa: E402
 from hearth.tunnel.sealed import SealedDialer, SealedGate, lease_key  # noqa: E402
 
 MIB = 1 << 20
@@ -251,21 +252,21 @@ def models(tmp: Path, runs: int, tokens: int, a2: str, procs: list[subprocess.Po
 
     ns1, ns2 = f"{PREFIX}1", f"{PREFIX}2"
     ant, bee = machine(ns1, "hh-ant", True), machine(ns2, "hh-bee", False)  # household: unpaired, plain relay
-    results = [pooled("household, plain relay (namespaces)", ant, bee, f"http://{a2}:11436{STATUS}",
-                      ["--bind", a2], ["--peer", f"{a2}:11436"])]
+    results = [pooled("household, plain relay (namespaces)", ant, bee, f"http://{a2}:{DEFAULT_NODE_PORT}{STATUS}",
+                      ["--bind", a2], ["--peer", f"{a2}:{DEFAULT_NODE_PORT}"])]
     # trusted, paired by code: as tests/tunnel/test_trusted_lan.py (WireGuard) and test_trusted_sealed.py (loopback)
     for tunnel, where, (n1, n2), bind in (("wireguard", "namespaces", (ns1, ns2), a2),
                                           ("sealed", "namespaces", (ns1, ns2), a2),
                                           ("sealed", "loopback", (None, None), "127.0.0.1")):
         ant = machine(n1, f"{tunnel}-{where}-ant", True, HEARTH_TUNNEL=tunnel, HEARTH_WG_INTERFACE=f"{PREFIX}w1")
         bee = machine(n2, f"{tunnel}-{where}-bee", False, HEARTH_TUNNEL=tunnel, HEARTH_WG_INTERFACE=f"{PREFIX}w2")
-        pair_port, node_port = (11437, 11436) if n1 else (free_port(), free_port())
+        pair_port, node_port = (DEFAULT_PAIR_PORT, DEFAULT_NODE_PORT) if n1 else (free_port(), free_port())
         pair(bee, ant, procs, bind, pair_port, node_port)
         peer = json.loads((ant.home / "trust" / "peers.json").read_text())[0]["info"]
         host = peer["tunnel_address"] if tunnel == "wireguard" else bind
         label = f"trusted, {'WireGuard' if tunnel == 'wireguard' else 'sealed tunnel'} ({where})"
         results.append(pooled(label, ant, bee, f"http://{host}:{node_port}{STATUS}",
-                              ["--bind", bind, "--port", str(node_port), "--admit", "paired"], ["--radius", "trusted"]))
+                              ["--bind", bind, "--port", str(node_port), "--admit", "trusted"], ["--radius", "trusted"]))
     return results
 
 

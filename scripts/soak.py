@@ -33,6 +33,7 @@ import httpx
 from soak_report import HEADER_TIMEOUT, render
 
 from hearth.errors import HearthError
+from hearth.net.endpoint import Endpoint
 from hearth.node_api import wire
 from hearth.node_api.client import NodeClient
 
@@ -175,10 +176,10 @@ class Soak:
         """A burst of connections that never finish their headers; how long until each is closed."""
         kind = "slow: partial headers (burst of 40)"
         self.tally.sent[kind] += 40
-        host, port = self.rng.choice([self.serve, self.node]).removeprefix("http://").split(":")
+        at = Endpoint.parse(self.rng.choice([self.serve, self.node]).removeprefix("http://"))
 
         async def one() -> None:
-            reader, writer = await asyncio.open_connection(host, int(port))
+            reader, writer = await asyncio.open_connection(at.host, at.port)
             t0 = time.monotonic()
             writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
             try:
@@ -270,8 +271,7 @@ def after_soak(serve: str, node: str) -> dict[str, Any]:
 
 async def lease_after_soak(url: str, facts: dict[str, Any]) -> None:
     """Do abandoned leases drain within 40 s, and is a new lease then granted?"""
-    host, _, port = url.removeprefix("http://").rpartition(":")
-    node, t0 = wire.NodeAddress(host, int(port)), time.monotonic()
+    node, t0 = Endpoint.parse(url.removeprefix("http://")), time.monotonic()
     async with NodeClient(timeout=10) as nodes:
         try:
             while (await nodes.status(node)).detail.leases and time.monotonic() - t0 < 40:

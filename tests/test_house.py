@@ -72,8 +72,8 @@ def test_the_error_tree_in_the_docstring_is_the_real_one() -> None:
 
 def test_category_bases_can_be_caught() -> None:
     from hearth.ggml.hello import RpcUnreachable
+    from hearth.node_api.errors import LeaseRefused
     from hearth.orchestrator.planner import DoesNotFit
-    from hearth.rpc_pool.leases import LeaseRefused
 
     with pytest.raises(hearth.errors.OutOfCapacity):
         raise DoesNotFit("no room", needed=2, available=1)

@@ -115,8 +115,7 @@ def models_show(
 
 def rm(model: Annotated[str, typer.Argument(help="Stored model name.")]) -> None:
     """Remove a model from the store (a running `hearth serve` that has it loaded unloads it within a second)."""
-    from hearth.models.catalogue import lookup
+    from hearth.models.pull import remove
 
-    entry = lookup(model)
-    removed = store(settings()).remove(entry.alias if entry else model)
+    removed = remove(store(settings()), model)
     out.print(f"Removed {removed.name} ({removed.size / 1e6:.1f} MB).")

@@ -9,15 +9,8 @@ from rich.markup import escape
 
 from hearth.cli.common import err, out, say, settings, until_signal
 from hearth.errors import InvalidRequest
-from hearth.net.endpoint import Endpoint, join_host_port
+from hearth.net.endpoint import join_host_port, option_endpoint
 from hearth.ports import DEFAULT_NODE_PORT, DEFAULT_PAIR_PORT, DEFAULT_RENDEZVOUS_PORT
-
-
-def endpoint(spec: str, option: str, default_port: int) -> Endpoint:
-    try:
-        return Endpoint.parse(spec, default_port)
-    except ValueError as exc:
-        raise InvalidRequest(f"{option} {exc}; e.g. 192.168.1.20:{default_port}.") from None
 
 
 def pair(
@@ -45,22 +38,20 @@ def pair(
     from hearth.identity import NodeIdentity
     from hearth.pairing import flow
     from hearth.pairing.codes import parse_code
-    from hearth.pairing.names import NAME_RE, default_label
+    from hearth.pairing.names import check_name, default_label
 
     config = settings()
-    label = name or default_label(config.home)
-    if not NAME_RE.fullmatch(label):
-        raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
+    label = check_name(name or default_label(config.home))
     if to and via:
         raise InvalidRequest("--to and --via are two ways to reach the other machine; give one.")
     parsed = parse_code(code) if code is not None else None  # a wrong code is the first thing to hear of
     identity = NodeIdentity.load_or_create(config.home)
-    meet_at = endpoint(via, "--via", DEFAULT_RENDEZVOUS_PORT) if via else None
+    meet_at = option_endpoint(via, "--via", DEFAULT_RENDEZVOUS_PORT, DEFAULT_RENDEZVOUS_PORT) if via else None
     if parsed is None:
         host = flow.Host(label, flow.host_address(bind, meet_at), port, node_port, meet_at)
         result = until_signal(flow.host(config, identity, host, _show), "hearth pair")
     else:
-        target = endpoint(to, "--to", DEFAULT_PAIR_PORT) if to else None
+        target = option_endpoint(to, "--to", DEFAULT_PAIR_PORT, DEFAULT_PAIR_PORT) if to else None
         guest = flow.Guest(label, *parsed, node_port, target, meet_at, wait, bind)
         result = until_signal(flow.guest(config, identity, guest), "hearth pair")
     out.print(f"Verifier: [bold]{result.verifier}[/]  (the other screen must show the same three words)")

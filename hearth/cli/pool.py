@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, out, policy, say, settings, store
+from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, out, policy, say, settings
 from hearth.ports import DEFAULT_NODE_PORT
 from hearth.radius import Radius
 from hearth.units import human
@@ -32,20 +32,15 @@ def plan(
     """Show which machines would hold which layers of MODEL, and why.
 
     The household's nodes are found by mDNS (and --peer); --node adds imagined ones."""
-    from hearth.models.facts import cached_facts
-    from hearth.models.pull import resolve
-    from hearth.orchestrator.planner import plan as make_plan
-    from hearth.orchestrator.survey import plan_inputs
+    from hearth.orchestrator.survey import plan_model
 
     config = settings()
-    models = store(config)
-    name, _ = resolve(models, model)
-    facts = cached_facts(models, name)
     chosen = policy(config, radius, pool, peer, max_memory)
-    nodes, problems = asyncio.run(plan_inputs(config, chosen, wait, node or []))
-    for problem in problems:
+    def skipped(problem: str) -> None:
         err.print(f"[yellow]skipped[/] {escape(problem)}")
-    result = make_plan(facts, name, nodes, n_ctx=n_ctx or config.n_ctx, force_pool=pool)
+
+    result = asyncio.run(plan_model(config, model, chosen, wait, node or [], n_ctx, skipped))
+    name = result.model
     if as_json:
         out.print_json(json.dumps(result.to_json()))
         return
@@ -64,8 +59,9 @@ def node(
     max_memory: Annotated[str | None, typer.Option(help="Most memory hearth may use here, e.g. 12G.")] = None,
     peer: Annotated[list[str] | None, typer.Option(help="A static peer HOST:PORT, where mDNS cannot reach.")] = None,
     admit: Annotated[str, typer.Option(
-        help="Who may lease memory here: 'household' (anyone on this LAN) or 'paired' (only peers paired "
-             "with `hearth pair`, via WireGuard or the sealed tunnel; the LAN sees only discovery).")] = "household",
+        help="Who may lease memory here: 'household' (anyone on this LAN) or 'trusted' (only peers paired "
+             "with `hearth pair`, via WireGuard or the sealed tunnel; the LAN sees only discovery). "
+             "'paired' is the old spelling of 'trusted'.")] = "household",
     cache_size: Annotated[str, typer.Option(
         help="Disk for lessees' RPC weight caches (one folder each, oldest evicted first); 0 turns it off.")] = "2G",
 ) -> None:

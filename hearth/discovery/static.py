@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hearth.errors import InvalidRequest
-from hearth.net.endpoint import Endpoint
+from hearth.net.endpoint import option_endpoint
 from hearth.ports import DEFAULT_NODE_PORT
 
 
@@ -25,9 +24,11 @@ def load_static_peers(home: Path) -> list[str]:
     return [str(p) for p in data] if isinstance(data, list) else []
 
 
+def static_peers(home: Path, given: list[str]) -> list[str]:
+    """The peers given now (checked) and those saved by `hearth node --peer`."""
+    return [check_peer(p) for p in given] + load_static_peers(home)
+
+
 def check_peer(spec: str) -> str:
     """A static peer as HOST:PORT (the node agent's control API), written the one way."""
-    try:
-        return str(Endpoint.parse(spec))
-    except ValueError as exc:
-        raise InvalidRequest(f"--peer {exc}; e.g. 192.168.1.20:{DEFAULT_NODE_PORT}.") from None
+    return str(option_endpoint(spec, "--peer", DEFAULT_NODE_PORT))

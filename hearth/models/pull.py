@@ -159,3 +159,9 @@ def known_model(store: ModelStore, name: str) -> bool:
         return lookup(name) is not None or store.get(name) is not None
     except InvalidRequest:
         return False
+
+
+def remove(store: ModelStore, name: str) -> Manifest:
+    """`hearth rm`: remove a stored model by its name or its catalogue alias."""
+    entry = lookup(name)
+    return store.remove(entry.alias if entry else name)

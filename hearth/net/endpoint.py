@@ -14,6 +14,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from hearth.errors import InvalidRequest
 from hearth.units import digits
 
 MAX_HOST = 253
@@ -154,3 +155,11 @@ class Endpoint:
         if concrete and endpoint.is_wildcard:
             raise ValueError(f"{endpoint.host} means every address; give this machine's specific address")
         return endpoint
+
+
+def option_endpoint(text: str, option: str, example_port: int, default_port: int | None = None) -> Endpoint:
+    """HOST:PORT given to a command-line option, or InvalidRequest naming the option and an example."""
+    try:
+        return Endpoint.parse(text, default_port)
+    except ValueError as exc:
+        raise InvalidRequest(f"{option} {exc}; e.g. 192.168.1.20:{example_port}.") from None

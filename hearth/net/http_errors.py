@@ -26,12 +26,16 @@ OLLAMA_PREFIX = "/api/"
 """Routes that speak Ollama's API answer errors in its shape: {"error": "..."}."""
 
 
+def body_for(exc: HearthError, path: str = "") -> dict[str, Any]:
+    """The route's own error shape: Ollama's under /api, OpenAI's everywhere else."""
+    if path.startswith(OLLAMA_PREFIX) or path == OLLAMA_PREFIX.rstrip("/"):
+        return {"error": exc.message}
+    return error_body(exc.message, exc.error_type, exc.code, exc.param)
+
+
 def hearth_error_response(exc: HearthError, path: str = "") -> JSONResponse:
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-    if path.startswith(OLLAMA_PREFIX):
-        return JSONResponse({"error": exc.message}, status_code=exc.http_status, headers=headers)
-    return JSONResponse(error_body(exc.message, exc.error_type, exc.code, exc.param),
-                        status_code=exc.http_status, headers=headers)
+    return JSONResponse(body_for(exc, path), status_code=exc.http_status, headers=headers)
 
 
 _TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth.errors import HearthError
 from hearth.net.endpoint import Endpoint
+from hearth.net.http_errors import body_for
 
 
 class HostNotAllowed(HearthError):
@@ -87,11 +88,7 @@ def parse_allowed_hosts(setting: str) -> list[str]:
 
 
 def _error_body(path: str, exc: HearthError) -> bytes:
-    """The route's own error shape: Ollama's for /api, OpenAI's everywhere else."""
-    if path == "/api" or path.startswith("/api/"):
-        return json.dumps({"error": exc.message}).encode()
-    return json.dumps({"error": {"message": exc.message, "type": exc.error_type, "param": exc.param,
-                                 "code": exc.code}}).encode()
+    return json.dumps(body_for(exc, path)).encode()
 
 
 class HostGuard:

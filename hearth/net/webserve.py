@@ -23,6 +23,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hearth.errors import Stopped
+from hearth.net.http_errors import error_body
 from hearth.net.http_guard import HostGuard, HostRule, PeerTable, parse_allowed_hosts
 from hearth.settings import Settings
 
@@ -33,8 +34,8 @@ MAX_HEADER_BYTES = 64 * 1024
 
 
 def _reply(status: int, reason: str, message: str, code: str) -> bytes:
-    body = json.dumps({"error": {"message": message, "type": "server_error" if status >= 500 else
-                                 "invalid_request_error", "param": None, "code": code}}).encode()
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    body = json.dumps(error_body(message, kind, code)).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
     return head + body

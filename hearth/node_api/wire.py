@@ -94,12 +94,9 @@ class HeldLease(LeaseView):
         return value
 
     @property
-    def host(self) -> str:
-        return Endpoint.parse(self.endpoint, ip=True).host
-
-    @property
-    def port(self) -> int:
-        return Endpoint.parse(self.endpoint, ip=True).port
+    def gate(self) -> Endpoint:
+        """Where the lessee connects (checked to parse when the message was read)."""
+        return Endpoint.parse(self.endpoint, ip=True)
 
 
 class Granted(HeldLease):

@@ -20,12 +20,12 @@ from hearth.models.facts import cached_facts
 from hearth.models.pull import resolve
 from hearth.models.store import ModelStore
 from hearth.node_api.client import NodeClient
-from hearth.orchestrator.peers import Peer, checked_or_problem, discover
+from hearth.orchestrator.peers import Peer, checked_or_problem
 from hearth.orchestrator.placement import Placement
 from hearth.orchestrator.planner import DoesNotFit, Plan
 from hearth.orchestrator.planner import plan as make_plan
 from hearth.orchestrator.policy import PoolPolicy
-from hearth.orchestrator.survey import local_capacity, peer_capacity
+from hearth.orchestrator.survey import local_capacity, peer_capacity, survey_circle
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.radius import Radius
 from hearth.settings import Settings
@@ -92,12 +92,9 @@ class EnginePool:
             self._rpc = await asyncio.to_thread(local_rpc_version)
         identity = NodeIdentity.load_or_create(self.settings.home)
         if self._peers is None or not refresh:
-            trust = TrustStore(self.settings.home) if self.policy.radius is Radius.TRUSTED else None
-            paired = trust.all() if trust is not None else []
-            via_tunnel = bool(paired) and await asyncio.to_thread(self._tunnel_up, identity, paired)
-            found, problems = await discover(self._rpc, wait=self.policy.discover_wait,
-                                             static=list(self.policy.static_peers), identity=identity,
-                                             trust=trust, via_tunnel=via_tunnel)
+            found, problems = await survey_circle(self.settings, self.policy.radius is Radius.TRUSTED,
+                                                  self.policy.discover_wait, list(self.policy.static_peers),
+                                                  rpc=self._rpc, tunnel=self._tunnel_up)
         else:
             async def again(p: Peer) -> Peer | str:
                 res = await checked_or_problem(nodes, p.address, p.record.port, p.source, rpc, p.record.node_id)

@@ -96,7 +96,8 @@ class Placement:
             if peer.secret is None:
                 raise LeaseDenied(f"{peer.record.name} offers a sealed tunnel, but it is not paired with this machine; "
                                   "pair with it (`hearth pair`) or plan without it.")
-            dialer = SealedDialer(granted.host, granted.port, lease_key(peer.secret, granted.lease_id))
+            gate = granted.gate
+            dialer = SealedDialer(gate.host, gate.port, lease_key(peer.secret, granted.lease_id))
             await dialer.start()
             return Held(peer, granted.lease_id, dialer.endpoint, a.bytes, dialer)
 

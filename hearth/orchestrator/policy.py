@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hearth.discovery.static import check_peer, load_static_peers
+from hearth.discovery.static import static_peers
 from hearth.errors import InvalidRequest
 from hearth.radius import Radius
 from hearth.settings import Settings
@@ -31,6 +31,6 @@ def pool_policy(settings: Settings, radius: Radius, force: bool = False, peers: 
     """The policy for this run: the given peers plus those saved by `hearth node --peer`."""
     if force and radius is Radius.MACHINE:
         raise InvalidRequest("--pool and --radius machine contradict each other.")
-    statics = [check_peer(p) for p in peers or []] + load_static_peers(settings.home)
+    statics = static_peers(settings.home, peers or [])
     cap = parse_size(max_memory) if max_memory else None
     return PoolPolicy(radius=radius, force=force, static_peers=tuple(statics), max_memory=cap)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hearth.discovery.static import check_peer, load_static_peers
+from hearth.discovery.static import static_peers
 from hearth.errors import InvalidRequest
+from hearth.ggml.hello import RpcVersion
 from hearth.ggml.process import local_rpc_version
 from hearth.identity import NodeIdentity
+from hearth.models.facts import cached_facts
+from hearth.models.pull import resolve
+from hearth.models.store import ModelStore
 from hearth.orchestrator.peers import Peer, discover
-from hearth.orchestrator.planner import NodeCapacity
+from hearth.orchestrator.planner import NodeCapacity, Plan, plan
 from hearth.orchestrator.policy import PoolPolicy
 from hearth.pairing import circle
 from hearth.pairing.trust import TrustedPeer, TrustStore
@@ -42,30 +47,55 @@ def imagined_node(spec: str) -> NodeCapacity:
     return NodeCapacity(label.strip(), label.strip(), "CPU", parse_size(size))
 
 
-async def survey_circle(settings: Settings, trusted: bool, wait: float,
-                        statics: list[str]) -> tuple[list[Peer], list[str]]:
+Tunnel = Callable[[NodeIdentity, list[TrustedPeer]], bool]
+"""Whether paired peers are reached through WireGuard (the pool brings it up; `hearth peers` only looks)."""
+
+
+def _interface_up(settings: Settings) -> Tunnel:
+    def up(identity: NodeIdentity, _: list[TrustedPeer]) -> bool:
+        return settings.tunnel != "sealed" and circle.interface(settings, identity).exists()
+    return up
+
+
+async def survey_circle(settings: Settings, trusted: bool, wait: float, statics: list[str], *,
+                        rpc: RpcVersion | None = None, tunnel: Tunnel | None = None) -> tuple[list[Peer], list[str]]:
     """The circle's nodes as this machine sees them now, with a line per node that was skipped.
-    Paired peers are reached through WireGuard only when its interface is already up."""
+    Paired peers are reached through WireGuard when `tunnel` says so (default: when its interface
+    is already up)."""
     identity = NodeIdentity.load_or_create(settings.home)
     trust = TrustStore(settings.home) if trusted else None
     paired = trust.all() if trust is not None else []
-    via_tunnel = bool(paired) and settings.tunnel != "sealed" and circle.interface(settings, identity).exists()
-    return await discover(await asyncio.to_thread(local_rpc_version), wait=wait, static=statics,
-                          identity=identity, trust=trust, via_tunnel=via_tunnel)
+    tunnel = tunnel or _interface_up(settings)
+    via_tunnel = bool(paired) and await asyncio.to_thread(tunnel, identity, paired)
+    version = rpc if rpc is not None else await asyncio.to_thread(local_rpc_version)
+    return await discover(version, wait=wait, static=statics, identity=identity, trust=trust, via_tunnel=via_tunnel)
 
 
 async def plan_inputs(settings: Settings, policy: PoolPolicy, wait: float,
                       imagined: list[str]) -> tuple[list[NodeCapacity], list[str]]:
     """The nodes `hearth plan` plans with: this machine, the usable nodes of the policy's radius,
     then the imagined ones; and the problems of nodes that were skipped."""
+    extra = [imagined_node(spec) for spec in imagined]  # a typo is reported before any waiting
     nodes = [await asyncio.to_thread(local_capacity, policy.max_memory)]
     problems: list[str] = []
     trusted = policy.radius is Radius.TRUSTED
     if policy.radius is not Radius.MACHINE and (wait > 0 or policy.static_peers or trusted):
         found, problems = await survey_circle(settings, trusted, wait, list(policy.static_peers))
         nodes += [peer_capacity(p) for p in found if p.usable]
-    nodes += [imagined_node(spec) for spec in imagined]
-    return nodes, problems
+    return nodes + extra, problems
+
+
+async def plan_model(settings: Settings, model: str, policy: PoolPolicy, wait: float, imagined: list[str],
+                     n_ctx: int | None, skipped: Callable[[str], None]) -> Plan:
+    """`hearth plan`: which machines would hold which layers of `model`. Each node left out is told
+    to `skipped` before planning, so it is seen even when the model does not fit."""
+    store = ModelStore(settings.models_dir)
+    name, _ = await asyncio.to_thread(resolve, store, model)
+    facts = await asyncio.to_thread(cached_facts, store, name)
+    nodes, problems = await plan_inputs(settings, policy, wait, imagined)
+    for problem in problems:
+        skipped(problem)
+    return plan(facts, name, nodes, n_ctx=n_ctx or settings.n_ctx, force_pool=policy.force)
 
 
 @dataclass(frozen=True)
@@ -82,7 +112,7 @@ class CircleReport:
 
 
 async def circle_report(settings: Settings, wait: float, peers: list[str]) -> CircleReport:
-    statics = [check_peer(p) for p in peers] + load_static_peers(settings.home)
+    statics = static_peers(settings.home, peers)
     paired = TrustStore(settings.home).all()
     found, problems = await survey_circle(settings, True, wait, statics)
     answered = {p.record.node_id for p in found}

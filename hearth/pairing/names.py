@@ -13,11 +13,20 @@ import re
 import socket
 from pathlib import Path
 
+from hearth.errors import InvalidRequest
+
 NAME_RE = re.compile(r"[\w .'-]{1,63}")
 
 
 def name_file(home: Path) -> Path:
     return home / "identity" / "name"
+
+
+def check_name(label: str, option: str = "--name") -> str:
+    """A name people will read on the other machines: 1 to 63 letters, digits, spaces or . ' - _"""
+    if not NAME_RE.fullmatch(label):
+        raise InvalidRequest(f"{option} takes 1 to 63 letters, digits, spaces or . ' - _")
+    return label
 
 
 def remember_node_name(home: Path, name: str) -> None:

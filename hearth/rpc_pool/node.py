@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
 
 from hearth.discovery.records import DeviceInfo, PeerRecord
 from hearth.discovery.static import check_peer, save_static_peers
-from hearth.errors import HearthError, InvalidRequest
+from hearth.errors import HearthError
 from hearth.ggml.process import local_rpc_version
 from hearth.identity import NodeIdentity
-from hearth.net.bind import check_bind
+from hearth.net.bind import check_bind, is_loopback
 from hearth.net.endpoint import join_host_port
 from hearth.net.pump import listening_socket
 from hearth.net.webserve import web_server
 from hearth.pairing.trust import TrustedPeer, TrustStore
+from hearth.radius import Radius, deprecation, parse_admit
 from hearth.rpc_pool.leases import DEFAULT_CACHE_BYTES, LeaseManager
 from hearth.settings import Settings
 from hearth.tunnel.wireguard import WireGuardInterface
@@ -79,10 +79,10 @@ async def watch_trust(trust: TrustStore, manager: LeaseManager, wg: WireGuardInt
 
 
 async def run_node(settings: Settings, bind: str, port: int, name: str, max_memory: int | None,
-                   static_peers: list[str], admit: str = "household", ready: asyncio.Event | None = None,
+                   static_peers: list[str], admit: Radius = Radius.HOUSEHOLD, ready: asyncio.Event | None = None,
                    cache_size: int = DEFAULT_CACHE_BYTES) -> None:
-    """Serve leases to the household on `bind` (admit='household'), or to paired peers only
-    (admit='paired'): through WireGuard on the tunnel address, or sealed tunnels without it."""
+    """Serve leases to the household on `bind` (admit HOUSEHOLD), or to paired peers only
+    (admit TRUSTED): through WireGuard on the tunnel address, or sealed tunnels without it."""
     from hearth.discovery.mdns import Advertiser
     from hearth.pairing import circle
     from hearth.pairing.signed import Verifier
@@ -98,17 +98,17 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
     trust = TrustStore(settings.home)
     wg: WireGuardInterface | None = None
     serve_on = bind
-    paired_only = Verifier(seen_lookup(trust)) if admit == "paired" else None
-    if admit == "paired":
+    paired_only = Verifier(seen_lookup(trust)) if admit is Radius.TRUSTED else None
+    if admit is Radius.TRUSTED:
         if circle.choose(settings) == "wireguard":
             wg = await asyncio.to_thread(circle.bring_up, settings, identity, trust.all())
             serve_on = wg.address  # nothing of the agent listens on the LAN
     device = wg.name if wg is not None else None
     manager = LeaseManager(serve_on, budget, settings.home / "rpc-cache", settings.home / "logs",
-                           threads=settings.n_threads, sealed=admit == "paired" and wg is None, device=device,
+                           threads=settings.n_threads, sealed=admit is Radius.TRUSTED and wg is None, device=device,
                            cache_limit=cache_size)
     advertiser: Advertiser | None = None
-    loopback = ipaddress.ip_address(bind).is_loopback
+    loopback = is_loopback(bind)
 
     def on_change(record: PeerRecord) -> None:
         if advertiser is not None:
@@ -133,7 +133,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
         advertiser = await asyncio.to_thread(
             Advertiser, node_record(identity, name, port, bind, rpc, devices, manager), bind)
     log.info("node %s (%s) on %s, admitting %s", name, identity.node_id, join_host_port(serve_on, port), admit)
-    watcher = asyncio.create_task(watch_trust(trust, manager, wg)) if admit == "paired" else None
+    watcher = asyncio.create_task(watch_trust(trust, manager, wg)) if admit is Radius.TRUSTED else None
     if ready is not None:
         ready.set()
     try:
@@ -154,21 +154,21 @@ def serve_node(settings: Settings, bind: str, port: int, name: str | None, max_m
 
     from hearth.ggml.native import check_rpc_backend
     from hearth.net.webserve import loop_factory, stop_cleanly_on_sigterm
-    from hearth.pairing.names import NAME_RE, remember_node_name
+    from hearth.pairing.names import check_name, remember_node_name
 
     address = check_bind(bind)
-    label = name or socket.gethostname()
-    if not NAME_RE.fullmatch(label):
-        raise InvalidRequest("--name takes 1 to 63 letters, digits, spaces or . ' - _")
+    label = check_name(name or socket.gethostname())
     remember_node_name(settings.home, label)  # `hearth pair` introduces this machine by it
     cap = parse_size(max_memory) if max_memory else None
     cache_cap = parse_size(cache_size)
     statics = [check_peer(p) for p in peers]
-    if admit not in ("household", "paired"):
-        raise InvalidRequest(f"--admit {admit!r}: choose 'household' or 'paired'.")
+    admitting = parse_admit(admit)
+    note = deprecation(admit, "--admit")
+    if note:
+        say(f"note: {note}")
     check_rpc_backend()
     limit = f", at most {max_memory}" if max_memory else ""
-    say(f"hearth node {label} on {join_host_port(address, port)}, admitting {admit}{limit}")
+    say(f"hearth node {label} on {join_host_port(address, port)}, admitting {admitting}{limit}")
     stop_cleanly_on_sigterm("hearth node")
     with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(run_node(settings, address, port, label, cap, statics, admit, cache_size=cache_cap))
+        runner.run(run_node(settings, address, port, label, cap, statics, admitting, cache_size=cache_cap))

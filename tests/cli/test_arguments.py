@@ -72,7 +72,7 @@ def test_radius_local_still_works_with_a_deprecation_note(tmp_path: Path) -> Non
     old = hearth_here(tmp_path, "plan", "smollm2-135m", "--radius", "local", "--json", "--max-memory", "4G")
     new = hearth_here(tmp_path, "plan", "smollm2-135m", "--radius", "machine", "--json", "--max-memory", "4G")
     assert old.code == new.code == 0, (old.stderr, new.stderr)
-    assert "--radius local is deprecated; write --radius machine" in old.stderr
+    assert "--radius local is deprecated; write --radius machine." in old.stderr
     assert "deprecated" not in new.stderr
     assert old.stdout == new.stdout and '"pooled": false' in new.stdout
 

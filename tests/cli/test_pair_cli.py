@@ -37,6 +37,8 @@ def test_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
                            (["node", "--port", port, "--admit", "paired"], 1), (["serve", "--port", port], 1)):
             r = cli(tmp_path, *args)
             assert r.returncode == code and port in r.stderr and "Traceback" not in r.stderr, r.stderr
+            if "paired" in args:  # the old spelling of --admit trusted still works, with a note
+                assert "--admit paired is deprecated; write --admit trusted." in r.stderr, r.stderr
 
 
 def test_a_wrong_code_fails_both_sides_and_burns_the_code(tmp_path: Path) -> None:

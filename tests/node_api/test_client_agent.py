@@ -50,9 +50,9 @@ def test_status_proof_and_a_lease_cycle(household: Endpoint) -> None:
             verify_proof(status.record.node_id, proof.public_key, nonce, proof.signature)
 
             granted = await nodes.lease(household, 100_000_000)
-            assert granted.transport == "plain" and granted.host == "127.0.0.1"
+            assert granted.transport == "plain" and granted.gate.host == "127.0.0.1"
             assert granted.node_id == status.record.node_id and granted.rpc_version == "7.0.0"
-            assert str(await asyncio.to_thread(probe, granted.host, granted.port)) == "7.0.0"
+            assert str(await asyncio.to_thread(probe, granted.gate.host, granted.gate.port)) == "7.0.0"
             shown = (await nodes.status(household)).detail
             assert shown.leased_bytes == 100_000_000 and shown.leases[0].lease_id == granted.lease_id[:6] + "…"
             alive = await nodes.heartbeat(household, granted.lease_id)
@@ -92,7 +92,7 @@ def test_a_paired_only_node_answers_its_paired_peer_alone(tmp_path: Path) -> Non
             status = await nodes.status(node)
             assert status.record.name == "bee"
             granted = await nodes.lease(node, 1000)
-            assert granted.transport == "sealed" and granted.host == "127.0.0.1"
+            assert granted.transport == "sealed" and granted.gate.host == "127.0.0.1"
             await nodes.heartbeat(node, granted.lease_id)
             await nodes.release(node, granted.lease_id)
         async with NodeClient() as unsigned:
@@ -102,5 +102,5 @@ def test_a_paired_only_node_answers_its_paired_peer_alone(tmp_path: Path) -> Non
             with pytest.raises(NotPaired):
                 await nodes.lease(node, 1000)
 
-    with running_node(bee, "--admit", "paired", "--max-memory", "100M", name="bee", HEARTH_TUNNEL="sealed") as node:
+    with running_node(bee, "--admit", "trusted", "--max-memory", "100M", name="bee", HEARTH_TUNNEL="sealed") as node:
         asyncio.run(go(at(node.url)))

@@ -40,7 +40,7 @@ def test_a_well_behaved_agent_gives_typed_answers(me: NodeIdentity) -> None:
     assert isinstance(proof, Proof)
     verify_proof(me.node_id, proof.public_key, b"n" * 32, proof.signature)
     granted = call("lease", agent(me))
-    assert isinstance(granted, wire.Granted) and (granted.host, granted.port) == ("192.0.2.7", 50123)
+    assert isinstance(granted, wire.Granted) and (granted.gate.host, granted.gate.port) == ("192.0.2.7", 50123)
     assert call("heartbeat", agent(me)) == wire.HeldLease(**held())
     assert call("release", agent(me)) is None
 

@@ -102,7 +102,7 @@ def test_pair_by_code_then_pool_over_wireguard(circle: Household) -> None:
     assert len(wg_peers(h, 1)) == 1 and len(wg_peers(h, 2)) == 1
 
     h.spawn(2, sys.executable, "-m", "hearth.cli.main", "node", "--bind", h.addr(2), "--name", "bee",
-            "--admit", "paired", "--max-memory", "100M", **env(h, 2))
+            "--admit", "trusted", "--max-memory", "100M", **env(h, 2))
     bee = json.loads((h.home(1) / "trust" / "peers.json").read_text())[0]["info"]
     wait_answering(h, 1, f"http://{bee['tunnel_address']}:11436/v1/node")
 

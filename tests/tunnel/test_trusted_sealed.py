@@ -64,7 +64,7 @@ def circle(tmp_path_factory: pytest.TempPathFactory, models_home: Path) -> Itera
     verifier = re.search(r"Verifier: (\S+)", ant_out)
     assert verifier and f"Verifier: {verifier.group(1)}" in bee_out and "sealed tunnel" in ant_out
     log = open(tmp / "node.log", "wb")  # noqa: SIM115
-    node = subprocess.Popen([*HEARTH, "node", "--port", str(node_port), "--name", "bee", "--admit", "paired",
+    node = subprocess.Popen([*HEARTH, "node", "--port", str(node_port), "--name", "bee", "--admit", "trusted",
                              "--max-memory", "100M"], env=env(bee), stdout=log, stderr=subprocess.STDOUT)
     log.close()
     url = f"http://127.0.0.1:{node_port}"
