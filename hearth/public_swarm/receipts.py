@@ -208,9 +208,7 @@ def parse(data: bytes | str) -> Receipt:
     try:
         text = bytes(data).decode("ascii")
         obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, ReceiptInvalid):
-            raise
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ReceiptInvalid(f"A receipt is ASCII JSON; this is not: {str(exc)[:80]}.") from exc
     receipt = from_json(obj)
     if encode(receipt) != bytes(data):
