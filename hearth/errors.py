@@ -9,7 +9,10 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── ContextOverflow           shorten the prompt or raise HEARTH_N_CTX
     │   ├── TooLarge                  a body over the limit (HTTP 413)
     │   ├── UnusableHome              settings: HEARTH_HOME cannot be used
-    │   └── NoLanAddress              pairing.addresses: name the address with --bind
+    │   ├── NoLanAddress              pairing.addresses: name the address with --bind
+    │   ├── PriceAboveCeiling         public_swarm.pricing: raise --max-price or pick a smaller model (HTTP 402)
+    │   └── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
+    │       └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
     ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
     ├── Unauthorized                  send the API key (HTTP 401)
     ├── InsecureBind                  give an API key or bind to loopback (exit 2)
