@@ -94,3 +94,33 @@ def test_eight_requesters_racing_never_go_negative(ledger_url: str) -> None:
     # Only some fit: each requester can afford at most 14 (at least 5 even when all race at once).
     assert 8 * 5 <= outcomes["served"] <= 8 * 14 and outcomes["refused"] >= 8 * 11
     print(f"served {outcomes['served']}, refused {outcomes['refused']}")
+
+
+def test_the_same_key_sent_at_once_from_many_connections_writes_once(ledger_url: str) -> None:
+    """A grant takes no row lock: racing writers of one key meet at the unique (op_key, leg)
+    constraint, and the losers replay the winner's result."""
+    results: list[object] = []
+    errors: list[BaseException] = []
+    ledgers = [Ledger.open(ledger_url, pool_size=1) for _ in range(8)]
+    start = threading.Barrier(len(ledgers))
+
+    def run(led: Ledger) -> None:
+        try:
+            start.wait()
+            results.append(led.grant("alice", 5 * C, "grant-race-0001"))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(led,)) for led in ledgers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert not errors, errors
+        assert len(results) == 8 and len(set(map(repr, results))) == 1
+        assert ledgers[0].balance("alice") == 5 * C
+        assert len(ledgers[0].statement("alice")) == 1
+    finally:
+        for led in ledgers:
+            led.close()
