@@ -11,6 +11,8 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── UnusableHome              settings: HEARTH_HOME cannot be used
     │   ├── NoLanAddress              pairing.addresses: name the address with --bind
     │   ├── PriceAboveCeiling         public_swarm.pricing: raise --max-price or pick a smaller model (HTTP 402)
+    │   ├── LedgerInputInvalid        public_swarm.ledger: a malformed amount, account, hold id or key
+    │   ├── KeyReused                 public_swarm.ledger: an idempotency key sent with other arguments (HTTP 422)
     │   └── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │       └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
     ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
@@ -48,6 +50,10 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     ├── ForgedNode                    identity: a peer could not prove its key; it is ignored
     ├── PeerNotPaired                 pairing.trust: see `hearth peers` for the names (exit 3)
     ├── RecordError                   discovery.records: a malformed record; the peer is ignored
+    ├── LedgerRefused                 public_swarm.ledger: a well-formed operation refused, nothing written (HTTP 409)
+    │   ├── InsufficientCredits       earn credits by contributing, or ask for fewer tokens (HTTP 402)
+    │   ├── HoldNotFound              no hold has that id (HTTP 404)
+    │   └── HoldClosed                the hold was already settled, released or expired
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
     └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error
 """

@@ -22,6 +22,14 @@ if ! command -v wireguard-go >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v
     || echo "Could not install wireguard-go; hearth will offer its encrypted fallback tunnel instead." >&2
 fi
 
+# The public swarm's ledger tests start their own PostgreSQL 15 cluster (tests/public_swarm/postgres.py).
+if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "Installing PostgreSQL 15 (Debian package) for the ledger's tests..." >&2
+  pg_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql-15 >/dev/null; }
+  pg_install || { apt-get update -q >/dev/null && pg_install; } \
+    || echo "Could not install postgresql-15; the ledger's PostgreSQL tests will be skipped." >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

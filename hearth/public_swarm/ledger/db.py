@@ -1,0 +1,300 @@
+"""The credit ledger on a real database: `Ledger.open(url)` and its operations.
+
+Each operation runs in one transaction that locks what it checks (the requester's account row,
+or the hold's row, `SELECT … FOR UPDATE` on PostgreSQL; `BEGIN IMMEDIATE` serialises SQLite),
+asks `rules` what to write, and writes it. Every operation that a caller starts carries an
+idempotency key: the same key again returns the first result and writes nothing; the same key
+with other arguments raises `KeyReused`. Keys are global to the ledger, so the coordinator should
+make them from its own ids (`job-<id>-hold`) or prefix a requester's keys with the requester.
+
+Used by the coordinator (later): hold a request's maximum cost before dispatching it, settle at
+the tokens served, release on a refusal, expire holds on a timer and at start.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from hearth.public_swarm.ledger import rules
+from hearth.public_swarm.ledger.engine import backend_of, make_engine, upgrade
+from hearth.public_swarm.ledger.errors import HoldClosed, KeyReused, LedgerInputInvalid
+from hearth.public_swarm.ledger.models import accounts, entries, holds
+from hearth.public_swarm.ledger.rules import Entry, Hold, HoldState, Kind, Settlement
+
+T = TypeVar("T")
+EXPIRE_BATCH = 500
+"""Holds one `expire_holds` transaction closes at most (call it again for more)."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """One entry as an account's statement shows it: `amount` is signed (+ in, - out)."""
+
+    id: int
+    at: float
+    kind: Kind
+    amount: int
+    counterparty: str
+    hold_id: str | None
+    key: str
+
+
+class Ledger:
+    """The ledger at one database URL. Thread-safe: each call takes its own pooled connection."""
+
+    def __init__(self, engine: Engine, *, welcome: int = rules.WELCOME_GRANT,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.welcome_amount = rules.check_amount(welcome, "welcome")
+        self.clock = clock
+        self._pg = engine.dialect.name == "postgresql"
+
+    @classmethod
+    def open(cls, url: str, *, welcome: int = rules.WELCOME_GRANT, clock: Callable[[], float] = time.time,
+             pool_size: int = 10) -> Ledger:
+        """Connect to `url` (`sqlite:///path` or `postgresql+psycopg://…`) and migrate it to head."""
+        backend_of(url)
+        engine = make_engine(url, pool_size=pool_size)
+        upgrade(engine)
+        return cls(engine, welcome=welcome, clock=clock)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- operations --------------------------------------------------------------------------
+
+    def grant(self, account: str, amount: int, key: str) -> Entry:
+        """The operator gives `amount` micro-credits to `account`."""
+        rules.check_key(key)
+        planned = rules.plan_grant(account, amount)
+        request = rules.fingerprint("grant", account, amount)
+
+        def body(conn: Connection) -> Entry:
+            self._ensure_account(conn, account)
+            self._write(conn, key, request, planned)
+            return planned[0]
+
+        return self._run(key, request, None, body, lambda conn, row: _entry(row))
+
+    def welcome(self, account: str) -> Entry:
+        """The welcome grant, once per identity: later calls return the first grant's entry."""
+        planned = rules.plan_welcome(account, self.welcome_amount)
+        key, request = rules.welcome_key(account), rules.fingerprint("welcome", account)
+
+        def body(conn: Connection) -> Entry:
+            self._ensure_account(conn, account)
+            self._write(conn, key, request, planned)
+            return planned[0]
+
+        return self._run(key, request, None, body, lambda conn, row: _entry(row))
+
+    def hold(self, requester: str, amount: int, key: str, ttl: float) -> Hold:
+        """Set aside `amount` of the requester's credits for one request, for at most `ttl` seconds.
+        A retry with the same key returns the hold as it is now."""
+        rules.check_key(key)
+        rules.check_account(requester, "requester")
+        rules.check_amount(amount)
+        rules.check_ttl(ttl)
+        request = rules.fingerprint("hold", requester, amount, ttl)
+
+        def lock(conn: Connection) -> None:
+            self._ensure_account(conn, requester)
+            conn.execute(select(accounts.c.id).where(accounts.c.id == requester).with_for_update())
+
+        def body(conn: Connection) -> Hold:
+            now = self.clock()
+            hold, planned = rules.plan_hold(secrets.token_hex(12), requester, amount,
+                                            self._balance(conn, requester), now, ttl)
+            conn.execute(insert(holds).values(id=hold.id, requester=requester, amount=amount,
+                                              expires_at=hold.expires_at, state=hold.state.value, created_at=now))
+            self._write(conn, key, request, planned)
+            return hold
+
+        return self._run(key, request, lock, body, lambda conn, row: self._hold(conn, row.hold_id) or _gone(row))
+
+    def settle(self, hold_id: str, served: int, worker: str, key: str) -> Settlement:
+        """Close a hold at `served` micro-credits: those to `worker`, the rest back to the requester."""
+        rules.check_key(key)
+        rules.check_hold_id(hold_id)
+        rules.check_amount(served, "served", allow_zero=True)
+        rules.check_account(worker, "worker")
+        request = rules.fingerprint("settle", hold_id, served, worker)
+
+        def body(conn: Connection) -> Settlement:
+            closed, settlement, planned = rules.plan_settle(self._hold(conn, hold_id), hold_id, served, worker)
+            self._ensure_account(conn, worker)
+            self._close(conn, closed)
+            self._write(conn, key, request, planned)
+            return settlement
+
+        def replay(conn: Connection, row: Row[Any]) -> Settlement:
+            hold = self._hold(conn, hold_id) or _gone(row)
+            return Settlement(hold_id, worker, served, hold.amount - served)
+
+        return self._run(key, request, self._lock_hold(hold_id), body, replay)
+
+    def release(self, hold_id: str, key: str) -> Hold:
+        """Close a hold with nothing served (the request was refused or dropped): all of it back."""
+        rules.check_key(key)
+        rules.check_hold_id(hold_id)
+        request = rules.fingerprint("release", hold_id)
+
+        def body(conn: Connection) -> Hold:
+            closed, planned = rules.plan_release(self._hold(conn, hold_id), hold_id)
+            self._close(conn, closed)
+            self._write(conn, key, request, planned)
+            return closed
+
+        return self._run(key, request, self._lock_hold(hold_id), body,
+                         lambda conn, row: self._hold(conn, hold_id) or _gone(row))
+
+    def expire_holds(self, now: float | None = None) -> list[Hold]:
+        """Close every open hold past its expiry (up to `EXPIRE_BATCH`), returning its credits.
+        Safe to run from several coordinators at once: each hold expires once."""
+        now = self.clock() if now is None else now
+        with self.engine.begin() as conn:
+            query = (select(holds).where(holds.c.state == HoldState.OPEN.value, holds.c.expires_at <= now)
+                     .order_by(holds.c.expires_at).limit(EXPIRE_BATCH))
+            if self._pg:
+                query = query.with_for_update(skip_locked=True)
+            due = [_hold(r) for r in conn.execute(query)]
+            out = []
+            for closed, planned in rules.plan_expire(due, now):
+                self._close(conn, closed)
+                self._write(conn, rules.expire_key(closed.id), rules.fingerprint("expire", closed.id), planned)
+                out.append(closed)
+            return out
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def balance(self, account: str) -> int:
+        """An account's balance in micro-credits, summed from its entries."""
+        rules.check_any_account(account)
+        with self.engine.connect() as conn:
+            return self._balance(conn, account)
+
+    def statement(self, account: str, limit: int = 50) -> list[Line]:
+        """The account's newest entries first (at most `limit`, 1-1000)."""
+        rules.check_any_account(account)
+        if type(limit) is not int or not 1 <= limit <= 1000:
+            raise LedgerInputInvalid(f"limit must be an integer from 1 to 1000; got {limit!r:.40}",
+                                           param="limit")
+        query = (select(entries).where((entries.c.debit == account) | (entries.c.credit == account))
+                 .order_by(entries.c.id.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [Line(r.id, r.created_at, Kind(r.kind), r.amount if r.credit == account else -r.amount,
+                     r.debit if r.credit == account else r.credit, r.hold_id, r.op_key) for r in rows]
+
+    def holds_of(self, requester: str, *, open_only: bool = True) -> list[Hold]:
+        """A requester's holds, newest first (`hearth credits` shows the open ones)."""
+        rules.check_account(requester, "requester")
+        query = select(holds).where(holds.c.requester == requester).order_by(holds.c.created_at.desc())
+        if open_only:
+            query = query.where(holds.c.state == HoldState.OPEN.value)
+        with self.engine.connect() as conn:
+            return [_hold(r) for r in conn.execute(query)]
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        rules.check_hold_id(hold_id)
+        with self.engine.connect() as conn:
+            return self._hold(conn, hold_id)
+
+    def balances(self) -> dict[str, int]:
+        """Every account's balance (the operator's is minus the credits issued)."""
+        with self.engine.connect() as conn:
+            return _balances(conn)
+
+    def audit(self) -> list[str]:
+        """What is wrong with the books (`rules.audit`); empty when they are right. Run at start."""
+        with self.engine.begin() as conn:  # one transaction: balances and holds from one moment
+            return rules.audit(_balances(conn), [_hold(r) for r in conn.execute(select(holds))])
+
+    # -- inside a transaction ----------------------------------------------------------------
+
+    def _run(self, key: str, request: str, lock: Callable[[Connection], None] | None,
+             body: Callable[[Connection], T], replay: Callable[[Connection, Row[Any]], T]) -> T:
+        """Lock, then replay the key's first result or run `body`, in one transaction. A racing
+        writer of the same key loses on the unique constraint and replays the winner's result."""
+        for attempt in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    if lock is not None:
+                        lock(conn)
+                    first = conn.execute(select(entries).where(entries.c.op_key == key, entries.c.leg == 0)).first()
+                    if first is None:
+                        return body(conn)
+                    if first.request != request:
+                        raise KeyReused(f"Idempotency key {key!r} was used for another operation "
+                                        f"({first.request.split('|')[0]}); use a fresh key.", param="key")
+                    return replay(conn, first)
+            except IntegrityError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _ensure_account(self, conn: Connection, account: str) -> None:
+        dialect_insert = postgresql.insert if self._pg else sqlite.insert
+        conn.execute(dialect_insert(accounts).values(id=account, created_at=self.clock())
+                     .on_conflict_do_nothing(index_elements=["id"]))
+
+    def _lock_hold(self, hold_id: str) -> Callable[[Connection], None]:
+        def lock(conn: Connection) -> None:
+            conn.execute(select(holds.c.id).where(holds.c.id == hold_id).with_for_update())
+        return lock
+
+    def _balance(self, conn: Connection, account: str) -> int:
+        incoming = select(func.coalesce(func.sum(entries.c.amount), 0)).where(entries.c.credit == account)
+        outgoing = select(func.coalesce(func.sum(entries.c.amount), 0)).where(entries.c.debit == account)
+        return int(conn.execute(incoming).scalar_one()) - int(conn.execute(outgoing).scalar_one())
+
+    def _hold(self, conn: Connection, hold_id: str | None) -> Hold | None:
+        row = conn.execute(select(holds).where(holds.c.id == hold_id)).first()
+        return None if row is None else _hold(row)
+
+    def _close(self, conn: Connection, hold: Hold) -> None:
+        done = conn.execute(update(holds).where(holds.c.id == hold.id, holds.c.state == HoldState.OPEN.value)
+                            .values(state=hold.state.value, closed_at=self.clock()))
+        if done.rowcount != 1:  # the lock makes this impossible; refuse rather than pay twice
+            raise HoldClosed(f"Hold {hold.id!r} closed while being settled.", param="hold_id")
+
+    def _write(self, conn: Connection, key: str, request: str, planned: list[Entry]) -> None:
+        now = self.clock()
+        conn.execute(insert(entries), [
+            {"op_key": key, "leg": leg, "request": request, "kind": e.kind.value, "debit": e.debit,
+             "credit": e.credit, "amount": e.amount, "hold_id": e.hold_id, "created_at": now}
+            for leg, e in enumerate(planned)])
+
+
+def _balances(conn: Connection) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for side, sign in ((entries.c.credit, 1), (entries.c.debit, -1)):
+        for account, total in conn.execute(select(side, func.sum(entries.c.amount)).group_by(side)):
+            out[account] = out.get(account, 0) + sign * int(total)
+    return out
+
+
+def _entry(row: Row[Any]) -> Entry:
+    return Entry(Kind(row.kind), row.debit, row.credit, row.amount, row.hold_id)
+
+
+def _hold(row: Row[Any]) -> Hold:
+    return Hold(row.id, row.requester, row.amount, row.expires_at, HoldState(row.state))
+
+
+def _gone(row: Row[Any]) -> Hold:
+    raise AssertionError(f"entry {row.id} names hold {row.hold_id!r}, which is not in the holds table")
