@@ -27,7 +27,7 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && [ "$(id -u)" = 0 ] && command -
   echo "Installing PostgreSQL 15 (Debian package) for the ledger's tests..." >&2
   pg_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql-15 >/dev/null; }
   pg_install || { apt-get update -q >/dev/null && pg_install; } \
-    || echo "Could not install postgresql-15; the ledger's PostgreSQL tests will be skipped." >&2
+    || echo "Could not install postgresql-15; the ledger's PostgreSQL tests cannot run." >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then
