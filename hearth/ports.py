@@ -19,5 +19,9 @@ DEFAULT_PAIR_PORT = 11437
 DEFAULT_RENDEZVOUS_PORT = 11438
 """TCP: `hearth rendezvous`, which splices two pairing machines beyond the LAN."""
 
+DEFAULT_COORDINATOR_PORT = 11440
+"""TCP: `hearth coordinator`, the public swarm's coordinator (workers register, requesters ask
+for credits and, later, jobs). Public-facing: its HTTP API is signed per request."""
+
 DEFAULT_WG_PORT = 51820
 """UDP: the circle's WireGuard interface (HEARTH_WG_PORT); WireGuard's customary port."""

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     The bind address, `localhost` on loopback, and this machine's name when bound beyond loopback
     are always accepted."""
 
+    coordinator: str | None = None
+    """URL of the public swarm's coordinator (http(s)://HOST[:PORT]) that `hearth credits` asks,
+    and later escalation to the public radius; none by default: the public radius is opt-in."""
+
     @field_validator("api_key")
     @classmethod
     def _strip_key(cls, key: SecretStr | None) -> SecretStr | None:

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from hearth import __version__
-from hearth.cli import models, pair, pool, run, serve
+from hearth.cli import models, pair, pool, run, serve, swarm
 from hearth.cli.common import err, out
 from hearth.errors import HearthError, Stopped
 
@@ -28,6 +28,8 @@ app.command()(pool.peers)
 app.command()(pair.pair)
 app.command()(pair.unpair)
 app.command()(pair.rendezvous)
+app.command()(swarm.coordinator)
+app.add_typer(swarm.credits_app, name="credits")
 
 
 @app.command()

@@ -1,0 +1,85 @@
+"""`hearth coordinator`, `hearth credits`: the public swarm's coordinator and its credits."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from hearth.cli.common import JsonOpt, out, say, settings
+from hearth.ports import DEFAULT_COORDINATOR_PORT
+
+CoordinatorOpt = Annotated[str | None, typer.Option(
+    "--coordinator", help="The coordinator's URL, http(s)://HOST:PORT (default: HEARTH_COORDINATOR).")]
+
+
+def coordinator(
+    bind: Annotated[str, typer.Option(help="This machine's address to serve on (never 0.0.0.0).")],
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The coordinator's port.")] = DEFAULT_COORDINATOR_PORT,
+    db: Annotated[str | None, typer.Option(
+        help="The ledger's database: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+             "(default: sqlite:///HEARTH_HOME/coordinator.db).")] = None,
+    welcome: Annotated[str | None, typer.Option(
+        help="Credits each new identity receives once, e.g. 10 or 2.5 (default: 10).")] = None,
+) -> None:
+    """Run the public swarm's coordinator: workers register, requesters get credits and prices.
+
+    This HEARTH_HOME's identity is the operator: `hearth credits grant` run with it grants credits."""
+    from hearth.public_swarm.coordinator.serve import serve_coordinator
+
+    serve_coordinator(settings(), bind, port, db, welcome, say=say)
+
+
+credits_app = typer.Typer(help="Your credits on the public swarm; the operator grants them.",
+                          invoke_without_command=True)
+
+
+def _when(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@credits_app.callback()
+def credits(ctx: typer.Context, url: CoordinatorOpt = None, as_json: JsonOpt = False) -> None:
+    """Show this identity's balance, open holds and recent entries (the first ask gets the welcome grant)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from hearth.public_swarm.coordinator.account import show_credits
+    from hearth.public_swarm.ledger.rules import format_credits as cr
+
+    mine = show_credits(settings(), url)
+    if as_json:
+        out.print_json(json.dumps(mine.model_dump()))
+        return
+    out.print(f"{mine.account}: [bold]{cr(mine.balance)}[/] credits, {cr(mine.held)} held")
+    for h in mine.holds:
+        out.print(f"  hold {h.id}: {cr(h.amount)} until {_when(h.expires_at)}")
+    if mine.entries:
+        table = Table("when", "kind", "credits", "with", title="recent entries")
+        for e in mine.entries:
+            table.add_row(_when(e.at), e.kind, ("+" if e.amount > 0 else "") + cr(e.amount), escape(e.counterparty))
+        out.print(table)
+
+
+@credits_app.command()
+def grant(
+    account: Annotated[str, typer.Argument(help="The account (a node id) to give credits to.")],
+    amount: Annotated[str, typer.Argument(help="Credits to give, e.g. 100 or 2.5.")],
+    url: CoordinatorOpt = None,
+    key: Annotated[str | None, typer.Option(
+        help="Idempotency key (8-120 of A-Z a-z 0-9 . _ : -): the same key grants once. Default: a fresh one.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Operator only: give ACCOUNT some credits (run with the coordinator's HEARTH_HOME)."""
+    from hearth.public_swarm.coordinator.account import grant_credits
+    from hearth.public_swarm.ledger.rules import format_credits as cr
+
+    done = grant_credits(settings(), url, account, amount, key)
+    if as_json:
+        out.print_json(json.dumps(done.model_dump()))
+        return
+    out.print(f"granted {cr(done.amount)} credits to {done.account} (key {escape(done.key)}); "
+              f"its balance is {cr(done.balance)}")

@@ -1,0 +1,97 @@
+"""The coordinator's HTTP API (FastAPI): workers, prices, credits, operator grants.
+
+Routes (all signed but `GET /v1/prices`; see `auth`):
+- `POST /v1/workers`: the signer registers or refreshes itself as a worker (`wire.WorkerRegistration`).
+- `GET /v1/workers`: live workers and what they offer, each model with its price.
+- `GET /v1/prices`: the price formula and table (`pricing.price_table`), for anyone.
+- `GET /v1/credits`: the signer's balance, open holds and newest entries.
+- `POST /v1/grants`: the operator gives credits to an account, once per idempotency key.
+
+Errors are hearth's bodies (`install_error_handlers`): a malformed body is a 400 naming the field,
+the ledger's refusals keep their own status (402, 409, 422), and nothing is written on any error.
+Database calls run in FastAPI's thread pool (sync routes), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import Depends, FastAPI
+
+from hearth import __version__
+from hearth.net.http_errors import install_error_handlers
+from hearth.pairing.signed import Verifier
+from hearth.public_swarm.coordinator import wire
+from hearth.public_swarm.coordinator.auth import SignedOnly, any_identity, check_operator, signer_of
+from hearth.public_swarm.coordinator.wire import (
+    Credits,
+    Granted,
+    GrantRequest,
+    HoldView,
+    LineView,
+    WorkerList,
+    WorkerRegistration,
+    WorkerView,
+)
+from hearth.public_swarm.coordinator.workers import WorkerStore
+from hearth.public_swarm.ledger.db import Ledger
+from hearth.public_swarm.pricing import price_table
+
+
+class Welcomer:
+    """Gives each identity its welcome grant on its first signed request. The ledger makes the
+    grant once per identity (its key is the identity's); the set only saves asking it again."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.welcomed: set[str] = set()
+
+    async def __call__(self, account: str) -> None:
+        if account not in self.welcomed:
+            await asyncio.to_thread(self.ledger.welcome, account)
+            self.welcomed.add(account)
+
+
+def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str) -> FastAPI:
+    """The app over `ledger` and `registry`; `operator` is the node id allowed to grant credits."""
+    app = FastAPI(title="hearth coordinator", version=__version__, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.add_middleware(SignedOnly, verifier=Verifier(any_identity), unsigned=wire.UNSIGNED,
+                       first_seen=Welcomer(ledger))
+    install_error_handlers(app)
+    signer = Depends(signer_of)
+
+    @app.post(wire.WORKERS)
+    def register(body: WorkerRegistration, node_id: str = signer) -> WorkerView:
+        return registry.register(node_id, body)
+
+    @app.get(wire.WORKERS)
+    def live_workers(node_id: str = signer) -> WorkerList:
+        return WorkerList(live_within_s=registry.live_s, data=registry.live())
+
+    @app.get(wire.PRICES)
+    def prices() -> dict[str, Any]:
+        return price_table()
+
+    @app.get(wire.CREDITS)
+    def credits(node_id: str = signer) -> Credits:
+        return account_view(ledger, node_id)
+
+    @app.post(wire.GRANTS)
+    def grant(body: GrantRequest, node_id: str = signer) -> Granted:
+        check_operator(node_id, operator)
+        entry = ledger.grant(body.account, body.amount, wire.grant_key(body.key))
+        return Granted(account=entry.credit, amount=entry.amount, key=body.key, balance=ledger.balance(body.account))
+
+    return app
+
+
+def account_view(ledger: Ledger, account: str) -> Credits:
+    holds = ledger.holds_of(account)
+    lines = ledger.statement(account, wire.STATEMENT_LINES)
+    return Credits(
+        account=account, balance=ledger.balance(account), held=sum(h.amount for h in holds),
+        holds=[HoldView(id=h.id, amount=h.amount, expires_at=h.expires_at) for h in holds],
+        entries=[LineView(id=line.id, at=line.at, kind=line.kind.value, amount=line.amount,
+                          counterparty=line.counterparty, hold_id=line.hold_id) for line in lines])

@@ -1,0 +1,108 @@
+"""The coordinator's gate: every request but the free tier's is signed, and the signer is the account.
+
+hearth's signed-request scheme (`hearth.pairing.signed`: Ed25519 over method, path, time, nonce
+and the body's hash) as the node agent uses it, but any identity is admitted, not only paired
+ones: the public swarm is strangers. The signer's node id (a fingerprint of its key) is its
+ledger account and its worker id, so nobody can act for an identity without its key. The check
+runs before routing and before the body is parsed: an unsigned, forged or replayed request gets
+401 and touches nothing. A new identity's first signed request gets the welcome grant.
+
+Nonces are remembered in this process for the signature window; several coordinators behind one
+address would each keep their own (a shared nonce table comes with multi-process serving).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hearth.errors import HearthError, RefusedByPeer, TooLarge
+from hearth.identity import node_id_of
+from hearth.net import b64
+from hearth.net.http_errors import hearth_error_response
+from hearth.pairing.signed import Unsigned, Verifier
+
+MAX_BODY = 256 * 1024
+"""The largest signed request body: a registration of MAX_MODELS models is well under it."""
+
+
+class NotOperator(RefusedByPeer):
+    """Only the coordinator's operator (the identity in its HEARTH_HOME) may grant credits."""
+
+    http_status = 403
+    error_type = "permission_error"
+    code = "not_operator"
+
+
+def any_identity(key: str) -> str:
+    """Verifier lookup that admits every key: the node id it names is the caller."""
+    return node_id_of(b64.decode(key))
+
+
+def signer_of(request: Request) -> str:
+    """The node id that signed this request (routes behind SignedOnly only)."""
+    signer = request.scope.get("state", {}).get("signer")
+    if not isinstance(signer, str):
+        raise Unsigned("This request is not signed with a hearth identity.")
+    return signer
+
+
+class SignedOnly:
+    """Admits requests signed by any identity, except to `unsigned` paths; puts the signer's node
+    id in `scope["state"]["signer"]` and awaits `first_seen(node_id)` before routing."""
+
+    def __init__(self, app: ASGIApp, verifier: Verifier[str], unsigned: frozenset[str],
+                 first_seen: Callable[[str], Awaitable[None]]) -> None:
+        self.app, self.verifier, self.unsigned, self.first_seen = app, verifier, unsigned, first_seen
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.unsigned:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            if "x-hearth-signature" not in headers:
+                raise Unsigned("The coordinator answers signed requests only (the free tier aside): use "
+                               "hearth's client, which signs with this machine's identity.")
+            body = await _body(receive)
+            if body is None:
+                return
+            signer = self.verifier.verify(scope["method"], scope["path"], headers, body)
+            await self.first_seen(signer)
+        except HearthError as exc:
+            await hearth_error_response(exc, scope["path"])(scope, receive, send)
+            return
+        scope.setdefault("state", {})["signer"] = signer
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _body(receive: Receive) -> bytes | None:
+    """The whole request body (None if the client left), refused past MAX_BODY."""
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        body += bytes(message.get("body", b""))
+        if len(body) > MAX_BODY:
+            raise TooLarge(f"The request body is over {MAX_BODY} bytes.")
+        if not message.get("more_body", False):
+            return body
+
+
+def check_operator(signer: str, operator: str) -> None:
+    if signer != operator:
+        raise NotOperator(f"Only this coordinator's operator may grant credits; {signer} is not it.")
+

@@ -1,0 +1,202 @@
+"""The typed client for the coordinator's HTTP API: one method per route, one place for its errors.
+
+Every request is signed with the caller's identity (hearth.pairing.signed); the signer is the
+account the coordinator charges and the worker it registers. Whatever goes wrong becomes a
+HearthError: CoordinatorUnreachable (refused, timed out, broken), CoordinatorAnswerInvalid (not
+the coordinator's JSON, too large), or the refusal the coordinator's body names by its code
+(Unsigned, NotOperator, the ledger's errors, InvalidRequest; CoordinatorRefused for codes this
+build does not know). Used by `hearth credits` now, by workers and escalation later.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from hearth.errors import HearthError, InvalidRequest, LinkFailed, RefusedByPeer, TooLarge
+from hearth.identity import NodeIdentity
+from hearth.pairing.signed import SignedAuth, Unsigned
+from hearth.public_swarm.coordinator import wire
+from hearth.public_swarm.coordinator.auth import NotOperator
+from hearth.public_swarm.coordinator.wire import (
+    Credits,
+    Granted,
+    GrantRequest,
+    WorkerList,
+    WorkerRegistration,
+    WorkerView,
+)
+from hearth.public_swarm.ledger.errors import InsufficientCredits, KeyReused, LedgerInputInvalid
+
+DEFAULT_TIMEOUT = 10.0
+MAX_ANSWER = 4 * 1024 * 1024
+M = TypeVar("M", bound=BaseModel)
+_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+
+
+class NoCoordinator(InvalidRequest):
+    """No coordinator URL was given, or it is not one: pass --coordinator or set HEARTH_COORDINATOR."""
+
+    code = "no_coordinator"
+
+
+class CoordinatorUnreachable(LinkFailed):
+    """The coordinator did not answer: check the URL and that it runs."""
+
+    http_status = 503
+    code = "coordinator_unreachable"
+
+
+class CoordinatorAnswerInvalid(LinkFailed):
+    """Something that is not a hearth coordinator (of this version) answered."""
+
+    http_status = 502
+    code = "coordinator_answer_invalid"
+
+
+class CoordinatorRefused(RefusedByPeer):
+    """The coordinator refused with a code this build has no class for: update hearth."""
+
+    http_status = 502
+    code = "coordinator_refused"
+
+    def __init__(self, message: str, *, status: int, remote_code: str | None) -> None:
+        super().__init__(message)
+        self.status, self.remote_code = status, remote_code
+
+
+REFUSALS: dict[str, type[HearthError]] = {cls.code: cls for cls in (
+    Unsigned, NotOperator, InvalidRequest, TooLarge, LedgerInputInvalid, KeyReused, InsufficientCredits,
+)}
+
+
+class _Error(BaseModel):
+    message: str
+    code: str | None = None
+
+
+class _ErrorBody(BaseModel):
+    error: _Error
+
+
+def coordinator_url(url: str | None) -> str:
+    """`url` as the client's base (http(s)://HOST[:PORT], no path), or NoCoordinator."""
+    if url is None or not url.strip():
+        raise NoCoordinator("No coordinator given: pass --coordinator URL (http://HOST:PORT) or set "
+                            "HEARTH_COORDINATOR.", param="coordinator")
+    base = url.strip().rstrip("/")
+    if not _URL.fullmatch(base):
+        raise NoCoordinator(f"--coordinator {url[:80]!r} is not http(s)://HOST[:PORT].", param="coordinator")
+    return base
+
+
+def _refusal(status: int, body: bytes, what: str) -> HearthError:
+    try:
+        error = _ErrorBody.model_validate_json(body).error
+    except ValidationError:
+        return CoordinatorAnswerInvalid(f"The coordinator answered {what} with HTTP {status} and no hearth error: "
+                                        "is that URL a hearth coordinator?")
+    cls = REFUSALS.get(error.code or "")
+    if cls is not None:
+        return cls(error.message)
+    return CoordinatorRefused(f"The coordinator refused {what} (HTTP {status}, {error.code or 'no code'}): "
+                              f"{error.message}", status=status, remote_code=error.code)
+
+
+def _transport(exc: httpx.RequestError, base: str, timeout: float) -> HearthError:
+    if isinstance(exc, httpx.TimeoutException):
+        return CoordinatorUnreachable(f"The coordinator at {base} did not answer within {timeout:g} s.")
+    if isinstance(exc, httpx.TransportError):
+        return CoordinatorUnreachable(f"Could not reach the coordinator at {base} ({exc or type(exc).__name__}): "
+                                      "check the URL and that `hearth coordinator` runs there.")
+    return CoordinatorAnswerInvalid(f"The coordinator's answer could not be read ({exc or type(exc).__name__}).")
+
+
+def _parse(model: type[M], body: bytes, what: str) -> M:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "the body"
+        raise CoordinatorAnswerInvalid(f"The coordinator's answer to {what} is malformed at {where!r}: is that "
+                                       "URL a hearth coordinator of this version?") from exc
+
+
+class CoordinatorClient:
+    """Talks to one coordinator at `url`, signing as `identity`; close it (or `async with`).
+    `transport` replaces the network (httpx.MockTransport or an ASGI transport in tests)."""
+
+    def __init__(self, url: str, identity: NodeIdentity, *, timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base = coordinator_url(url)
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, auth=SignedAuth(identity))
+
+    async def __aenter__(self) -> CoordinatorClient:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, body: BaseModel | None = None) -> bytes:
+        what = f"{method} {path}"
+        content = body.model_dump_json().encode() if body is not None else None
+        headers = {"content-type": "application/json"} if body is not None else None
+        try:
+            async with self._http.stream(method, self.base + path, content=content, headers=headers) as response:
+                answer = await _read(response)
+        except httpx.RequestError as exc:
+            raise _transport(exc, self.base, self.timeout) from exc
+        if response.status_code != 200:
+            raise _refusal(response.status_code, answer, what)
+        return answer
+
+    async def register(self, registration: WorkerRegistration) -> WorkerView:
+        """Register (or refresh) the signer as a worker offering `registration.models`."""
+        return _parse(WorkerView, await self._call("POST", wire.WORKERS, registration), f"POST {wire.WORKERS}")
+
+    async def workers(self) -> WorkerList:
+        return _parse(WorkerList, await self._call("GET", wire.WORKERS), f"GET {wire.WORKERS}")
+
+    async def prices(self) -> dict[str, Any]:
+        """The published price table (`hearth.public_swarm.pricing.price_table`'s shape)."""
+        answer = await self._call("GET", wire.PRICES)
+        try:
+            table = json.loads(answer)
+        except ValueError as exc:
+            raise CoordinatorAnswerInvalid("The coordinator's price table is not JSON.") from exc
+        if not isinstance(table, dict) or not isinstance(table.get("data"), list):
+            raise CoordinatorAnswerInvalid("The coordinator's price table has no 'data' list.")
+        return table
+
+    async def credits(self) -> Credits:
+        """The signer's balance, open holds and newest entries (the first call welcomes it)."""
+        return _parse(Credits, await self._call("GET", wire.CREDITS), f"GET {wire.CREDITS}")
+
+    async def grant(self, account: str, amount: int, key: str) -> Granted:
+        """Operator only: give `amount` micro-credits to `account`; the same `key` again grants nothing."""
+        try:
+            request = GrantRequest(account=account, amount=amount, key=key)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "account"
+            raise InvalidRequest(f"Invalid grant: {where}: {first['msg']}.", param=where or None) from None
+        return _parse(Granted, await self._call("POST", wire.GRANTS, request), f"POST {wire.GRANTS}")
+
+
+async def _read(response: httpx.Response) -> bytes:
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise CoordinatorAnswerInvalid(f"The coordinator's answer runs past {MAX_ANSWER} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,90 @@
+"""`hearth coordinator`: open the database, check the books, serve the coordinator's API.
+
+The database is the ledger's (SQLite by default, `sqlite:///<HEARTH_HOME>/coordinator.db`;
+PostgreSQL for several coordinators); both Alembic chains are brought to head at start. The
+operator is the node identity in this HEARTH_HOME: `hearth credits grant` run with the same home
+signs as it. Served by hearth's guarded uvicorn on one address, never the wildcard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from hearth.errors import HearthError
+from hearth.identity import NodeIdentity
+from hearth.net.bind import check_bind
+from hearth.net.endpoint import join_host_port
+from hearth.net.pump import listening_socket
+from hearth.net.webserve import loop_factory, stop_cleanly_on_sigterm, web_server
+from hearth.public_swarm.coordinator import workers
+from hearth.public_swarm.coordinator.wire import parse_credits
+from hearth.public_swarm.ledger import rules
+from hearth.public_swarm.ledger.db import Ledger
+from hearth.public_swarm.ledger.engine import backend_of
+from hearth.settings import Settings
+
+log = logging.getLogger("hearth.coordinator")
+
+
+def default_db(settings: Settings) -> str:
+    return f"sqlite:///{settings.home / 'coordinator.db'}"
+
+
+def open_books(url: str, welcome: int, say: Callable[[str], None]) -> tuple[Ledger, workers.WorkerStore]:
+    """The ledger and the worker registry at `url`, migrated; audit problems are said, not hidden."""
+    ledger = Ledger.open(url, welcome=welcome)
+    try:
+        workers.upgrade(ledger.engine)
+        for problem in ledger.audit():
+            say(f"ledger audit: {problem}")
+        expired = ledger.expire_holds()
+        if expired:
+            say(f"returned {len(expired)} expired hold(s) to their requesters")
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger, workers.WorkerStore(ledger.engine)
+
+
+async def run_coordinator(settings: Settings, address: str, port: int, ledger: Ledger,
+                          registry: workers.WorkerStore, operator: NodeIdentity,
+                          ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled or stopped."""
+    from hearth.public_swarm.coordinator.app import create_coordinator_app
+
+    app = create_coordinator_app(ledger, registry, operator.node_id)
+    server = web_server(app, settings, address)
+    try:
+        sock = listening_socket(address, port)
+    except OSError as exc:
+        raise HearthError(f"Cannot listen on {join_host_port(address, port)}: {exc.strerror or exc}. Is another "
+                          "`hearth coordinator` running? Stop it or choose another --port.") from exc
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if ready is not None and not serving.done():
+        ready.set()
+    await serving
+
+
+def serve_coordinator(settings: Settings, bind: str, port: int, db: str | None, welcome: str | None,
+                      say: Callable[[str], None]) -> None:
+    """`hearth coordinator`: check what it was given, then serve until SIGINT or SIGTERM."""
+    address = check_bind(bind)
+    url = db or default_db(settings)
+    backend_of(url)
+    grant = parse_credits(welcome, "--welcome") if welcome is not None else rules.WELCOME_GRANT
+    operator = NodeIdentity.load_or_create(settings.home)
+    ledger, registry = open_books(url, grant, say)
+    try:
+        shown = url if url.startswith("sqlite") else url.split("@")[-1]  # never print a password
+        say(f"hearth coordinator on {join_host_port(address, port)}, operator {operator.node_id}, "
+            f"welcome {rules.format_credits(grant)} credits, database {shown}")
+        stop_cleanly_on_sigterm("hearth coordinator")
+        with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(run_coordinator(settings, address, port, ledger, registry, operator))
+    finally:
+        ledger.close()
