@@ -13,6 +13,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── PriceAboveCeiling         public_swarm.pricing: raise --max-price or pick a smaller model (HTTP 402)
     │   ├── LedgerInputInvalid        public_swarm.ledger: a malformed amount, account, hold id or key
     │   ├── KeyReused                 public_swarm.ledger: an idempotency key sent with other arguments (HTTP 422)
+    │   ├── NoCoordinator             public_swarm.coordinator.client: pass --coordinator or set HEARTH_COORDINATOR
     │   └── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │       └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
     ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
@@ -27,13 +28,17 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── LeaseNotFound             node_api.errors: the lease expired; plan again (HTTP 404)
     │   ├── NodeRefused               a node's refusal this build has no class for: update hearth (HTTP 502)
     │   ├── LeaseDenied               orchestrator.placement (also a LeaseFailed)
-    │   └── Unsigned, NotPaired       pairing.signed: pair first (`hearth pair`)
+    │   ├── Unsigned, NotPaired       pairing.signed: pair first (`hearth pair`)
+    │   ├── NotOperator               public_swarm.coordinator.auth: only the operator grants credits (HTTP 403)
+    │   └── CoordinatorRefused        public_swarm.coordinator.client: a refusal this build has no class for
     ├── LinkFailed                    a connection to another machine failed: check it, reconnect
     │   ├── NodeUnreachable           a node's agent did not answer: is `hearth node` running? (HTTP 503)
     │   ├── NodeAnswerInvalid         something else answers at the node's address (HTTP 502)
     │   ├── LeaseUnanswered           orchestrator.placement (also a LeaseFailed)
     │   ├── PairingUnreachable        pairing.exchange (also a PairingFailed)
     │   ├── RpcUnreachable            ggml.hello: is the node's RPC server up?
+    │   ├── CoordinatorUnreachable    public_swarm.coordinator.client: check the URL and that it runs
+    │   ├── CoordinatorAnswerInvalid  public_swarm.coordinator.client: that URL is no hearth coordinator
     │   └── SealedError               tunnel.sealed: same pairing secret on both sides?
     ├── LeaseFailed                   orchestrator.placement: a lease the plan needs (HTTP 503)
     │   ├── LeaseUnanswered           the node was silent: check its `hearth node` (also a LinkFailed)
