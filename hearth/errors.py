@@ -15,7 +15,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── KeyReused                 public_swarm.ledger: an idempotency key sent with other arguments (HTTP 422)
     │   ├── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │   │   └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
-    │   └── MessageInvalid            public_swarm.protocol.messages: a malformed worker/coordinator frame; the link closes
+    │   └── MessageInvalid            public_swarm.protocol: a malformed worker/coordinator frame; the link closes
     ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
     ├── Unauthorized                  send the API key (HTTP 401)
     ├── InsecureBind                  give an API key or bind to loopback (exit 2)

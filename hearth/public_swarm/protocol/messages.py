@@ -307,8 +307,8 @@ def decode(text: str | bytes) -> Message:
         raise MessageInvalid("A frame's text holds a lone UTF-16 surrogate; send valid Unicode.") from exc
     kind = obj.get("type")
     if not isinstance(kind, str) or kind not in _TYPES:
-        raise MessageInvalid(f"Unknown message type {str(kind)[:40]!r}; known: {', '.join(_TYPES)}.",
-                             param="type")
+        what = "has no 'type'" if "type" not in obj else f"has unknown type {str(kind)[:40]!r}"
+        raise MessageInvalid(f"A message {what}; the types are {', '.join(_TYPES)}.", param="type")
     try:
         return _ADAPTER.validate_python(obj, strict=True)
     except ValidationError as exc:
