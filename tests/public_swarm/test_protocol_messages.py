@@ -96,12 +96,11 @@ def test_bytes_that_are_not_utf8_are_refused() -> None:
         m.decode(b'{"type":"ping"}\xff')
 
 
-def test_prompt_bytes_cover_the_resume_data() -> None:
-    plain = offer().request
-    resumed = offer(resume=m.Resume(text="Rayleigh", token_ids=[5])).request
-    assert m.prompt_bytes(plain) != m.prompt_bytes(resumed)
-    assert m.prompt_bytes(m.decode(m.encode(offer(resume=m.Resume(text="R", token_ids=[5])))).request) \
-        == m.prompt_bytes(offer(resume=m.Resume(text="R", token_ids=[5])).request)  # type: ignore[union-attr]
+def test_prompt_bytes_cover_the_resume_data_and_survive_the_wire() -> None:
+    plain, resumed = offer(), offer(resume=m.Resume(text="Ray", token_ids=[5]))
+    assert m.prompt_bytes(plain.request) != m.prompt_bytes(resumed.request)
+    back = m.decode(m.encode(resumed))
+    assert isinstance(back, m.Offer) and m.prompt_bytes(back.request) == m.prompt_bytes(resumed.request)
 
 
 @given(st.text(max_size=300) | st.binary(max_size=300))
