@@ -14,8 +14,9 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── LedgerInputInvalid        public_swarm.ledger: a malformed amount, account, hold id or key
     │   ├── KeyReused                 public_swarm.ledger: an idempotency key sent with other arguments (HTTP 422)
     │   ├── NoCoordinator             public_swarm.coordinator.client: pass --coordinator or set HEARTH_COORDINATOR
-    │   └── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
-    │       └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
+    │   ├── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
+    │   │   └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
+    │   └── MessageInvalid            public_swarm.protocol: a malformed worker/coordinator frame; the link closes
     ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
     ├── Unauthorized                  send the API key (HTTP 401)
     ├── InsecureBind                  give an API key or bind to loopback (exit 2)
