@@ -1,0 +1,48 @@
+"""Two coordinator processes on one database take jobs at once (issue 10: "two coordinator
+processes on one PostgreSQL serve one swarm without giving a job to two workers"). 200 jobs are
+queued; 2 separate processes (each its own engine and pool) × 4 threads, each thread a worker,
+claim and finish until the queue is empty. Every job is claimed exactly once and is done on the
+worker that claimed it. On PostgreSQL the claims use SKIP LOCKED; on SQLite BEGIN IMMEDIATE."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from hearth.public_swarm.coordinator.job_rules import JobState
+from hearth.public_swarm.coordinator.jobs import JobQueue
+from tests.public_swarm.jobs_kit import digest
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBS = 200
+PROCESSES = 2
+THREADS = 4
+
+
+def test_two_processes_claim_every_job_exactly_once(ledger_url: str) -> None:
+    with JobQueue.open(ledger_url) as q:
+        queued = {q.submit(f"req{i % 7}", f"submit-{i:04d}", digest("ab"[i % 2]), {"prompt": f"p{i}"}, 8).id
+                  for i in range(JOBS)}
+    assert len(queued) == JOBS
+    start_at = time.time() + 4.0  # both processes have imported and connected by then
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.public_swarm.jobs_claimer", ledger_url, str(tag),
+                               str(THREADS), str(start_at)], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for tag in range(PROCESSES)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    claims = [tuple(c) for out, _err in outs for c in json.loads(out.strip().splitlines()[-1])]
+    per_job = Counter(job_id for job_id, _w in claims)
+    assert set(per_job) == queued
+    assert max(per_job.values()) == 1, [j for j, n in per_job.items() if n > 1][:5]
+    per_process = [len(json.loads(out.strip().splitlines()[-1])) for out, _err in outs]
+    print(f"claims per process: {per_process}")
+    with JobQueue.open(ledger_url) as q:
+        for job_id, worker in claims:
+            job = q.get(job_id)
+            assert job is not None and job.state is JobState.DONE and job.worker_id == worker
+        assert q.counts()[JobState.DONE] == JOBS
