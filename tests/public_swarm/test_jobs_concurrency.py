@@ -46,3 +46,52 @@ def test_two_processes_claim_every_job_exactly_once(ledger_url: str) -> None:
             job = q.get(job_id)
             assert job is not None and job.state is JobState.DONE and job.worker_id == worker
         assert q.counts()[JobState.DONE] == JOBS
+
+
+def test_requeue_from_several_coordinators_moves_each_job_once(ledger_url: str) -> None:
+    """Every coordinator process runs `requeue_expired` on a timer: run it from 4 engines at once
+    over 100 expired jobs; each job is requeued once (attempts 1), none is lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.public_swarm.jobs_kit import node
+
+    with JobQueue.open(ledger_url) as q:
+        for i in range(100):
+            q.submit("alice", f"submit-{i:04d}", digest("a"), {"n": i}, 8)
+        while q.claim(node(1), [digest("a")], lease_s=1) is not None:
+            pass
+    queues = [JobQueue.open(ledger_url, pool_size=2) for _ in range(4)]
+    try:
+        later = time.time() + 60
+        with ThreadPoolExecutor(4) as pool:
+            moved = [j.id for batch in pool.map(lambda qq: qq.requeue_expired(later), queues) for j in batch]
+        assert len(moved) == len(set(moved)) == 100
+        assert all(job.attempts == 1 and job.state is JobState.QUEUED for job in queues[0].list_for("alice", limit=100))
+    finally:
+        for qq in queues:
+            qq.close()
+
+
+def test_the_same_submit_racing_makes_one_job(ledger_url: str) -> None:
+    """A requester's retry can arrive at another coordinator while the first is in flight."""
+    import threading
+
+    queues = [JobQueue.open(ledger_url, pool_size=2) for _ in range(6)]
+    barrier = threading.Barrier(len(queues))
+    ids: list[str] = []
+
+    def submit(qq: JobQueue) -> None:
+        barrier.wait()
+        ids.append(qq.submit("alice", "submit-same", digest("a"), {"p": 1}, 8).id)
+
+    try:
+        threads = [threading.Thread(target=submit, args=(qq,)) for qq in queues]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(ids) == len(queues) and len(set(ids)) == 1
+        assert queues[0].counts()[JobState.QUEUED] == 1
+    finally:
+        for qq in queues:
+            qq.close()
