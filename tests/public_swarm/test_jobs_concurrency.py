@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hearth.public_swarm.coordinator.job_rules import JobState
 from hearth.public_swarm.coordinator.jobs import JobQueue
-from tests.public_swarm.jobs_kit import digest
+from tests.public_swarm.jobs_kit import digest, node
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = 200
@@ -51,10 +53,6 @@ def test_two_processes_claim_every_job_exactly_once(ledger_url: str) -> None:
 def test_requeue_from_several_coordinators_moves_each_job_once(ledger_url: str) -> None:
     """Every coordinator process runs `requeue_expired` on a timer: run it from 4 engines at once
     over 100 expired jobs; each job is requeued once (attempts 1), none is lost."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.public_swarm.jobs_kit import node
-
     with JobQueue.open(ledger_url) as q:
         for i in range(100):
             q.submit("alice", f"submit-{i:04d}", digest("a"), {"n": i}, 8)
@@ -74,8 +72,6 @@ def test_requeue_from_several_coordinators_moves_each_job_once(ledger_url: str) 
 
 def test_the_same_submit_racing_makes_one_job(ledger_url: str) -> None:
     """A requester's retry can arrive at another coordinator while the first is in flight."""
-    import threading
-
     queues = [JobQueue.open(ledger_url, pool_size=2) for _ in range(6)]
     barrier = threading.Barrier(len(queues))
     ids: list[str] = []
@@ -95,3 +91,34 @@ def test_the_same_submit_racing_makes_one_job(ledger_url: str) -> None:
     finally:
         for qq in queues:
             qq.close()
+
+
+KILLED = """
+import os, signal, sys
+from hearth.public_swarm.coordinator.jobs import JobQueue
+from tests.public_swarm.jobs_kit import digest, node
+q = JobQueue.open(sys.argv[1])
+job = q.claim(node(7), [digest("a")], lease_s=1)
+q.progress(job.id, node(7), "streamed before the kill", 4)
+print(job.id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_worker_process_loses_its_job_to_another_holder(ledger_url: str) -> None:
+    """A process claims a job, streams part of it and is killed -9: after its lease the job goes
+    back to the queue with the streamed part, and a worker of the same model (not of another) takes it."""
+    with JobQueue.open(ledger_url) as q:
+        q.submit("alice", "submit-kill", digest("a"), {"p": 1}, 8)
+        proc = subprocess.run([sys.executable, "-c", KILLED, ledger_url], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == -9, proc.stderr[-2000:]
+        job_id = proc.stdout.split()[0]
+        assert q.claim(node(8), [digest("a")]) is None  # still leased to the dead worker
+        deadline = time.time() + 10
+        while not q.requeue_expired() and time.time() < deadline:
+            time.sleep(0.2)
+        assert q.claim(node(8), [digest("b")]) is None
+        resumed = q.claim(node(9), [digest("a")])
+        assert resumed is not None and resumed.id == job_id
+        assert (resumed.text, resumed.tokens, resumed.attempts) == ("streamed before the kill", 4, 1)

@@ -262,3 +262,16 @@ def test_malformed_worker_calls_are_refused_and_write_nothing(q: JobQueue) -> No
         q.position("0123456789abcdef")
     assert q.get("0123456789abcdef") is None
     assert snapshot(q) == before
+
+
+def test_the_migration_builds_the_table_the_code_uses(q: JobQueue) -> None:
+    """Alembic's comparison of migration c0002's result with `job_tables.jobs` finds nothing."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from hearth.public_swarm.coordinator.tables import metadata
+
+    with q.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    ours = [d for d in diff if "coordinator_jobs" in repr(d)]
+    assert ours == []
