@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hearth.errors import HearthError
 from hearth.public_swarm.coordinator.job_rules import (
@@ -275,3 +277,36 @@ def test_the_migration_builds_the_table_the_code_uses(q: JobQueue) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     ours = [d for d in diff if "coordinator_jobs" in repr(d)]
     assert ours == []
+
+
+junk = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=70),
+                 st.binary(max_size=10), st.lists(st.text(max_size=64), max_size=3),
+                 st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+                 st.sampled_from([A, W1, "0123456789abcdef", "alice", "key-00009", "queued", 5, 1.5]))
+CALLS = ["submit", "claim", "progress", "finish", "fail", "cancel", "get", "position", "list_for", "requeue_expired"]
+
+
+def test_garbage_from_the_network_is_refused_clearly_and_writes_nothing(tmp_path: Any) -> None:
+    """Hypothesis feeds every operation arbitrary values (the later HTTP and worker endpoints pass
+    them through): each call either succeeds or raises a HearthError with a 4xx status, and a
+    refused call leaves the table as it was. SQLite only: the checks run before any SQL."""
+    with JobQueue.open(f"sqlite:///{tmp_path / 'fuzz.db'}", clock=Clock()) as q:
+        q.submit("alice", "key-00001", A, REQ, 8)
+        assert q.claim(W1, [A]) is not None
+
+        @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(st.sampled_from(CALLS), st.lists(junk, min_size=6, max_size=6))
+        def run(call: str, a: list[Any]) -> None:
+            before = snapshot(q)
+            fn = getattr(q, call)
+            args = {"submit": (a[0], a[1], a[2], a[3], a[4], a[5]), "claim": (a[0], a[1], a[2], a[3]),
+                    "progress": (a[0], a[1], a[2], a[3]), "finish": (a[0], a[1], a[2], a[3]),
+                    "fail": (a[0], a[1], a[2]), "cancel": (a[0], a[1]), "get": (a[0],), "position": (a[0],),
+                    "list_for": (a[0],), "requeue_expired": (a[0] if isinstance(a[0], str | bytes) else 0.0,)}[call]
+            try:
+                fn(*args)
+            except HearthError as exc:
+                assert 400 <= exc.http_status < 500 and exc.message
+                assert snapshot(q) == before
+
+        run()
