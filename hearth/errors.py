@@ -13,6 +13,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── PriceAboveCeiling         public_swarm.pricing: raise --max-price or pick a smaller model (HTTP 402)
     │   ├── LedgerInputInvalid        public_swarm.ledger: a malformed amount, account, hold id or key
     │   ├── KeyReused                 public_swarm.ledger: an idempotency key sent with other arguments (HTTP 422)
+    │   ├── JobInputInvalid           public_swarm.coordinator.job_rules: a malformed job id, digest, size or state
     │   ├── NoCoordinator             public_swarm.coordinator.client: pass --coordinator or set HEARTH_COORDINATOR
     │   ├── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │   │   └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
@@ -60,6 +61,9 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── InsufficientCredits       earn credits by contributing, or ask for fewer tokens (HTTP 402)
     │   ├── HoldNotFound              no hold has that id (HTTP 404)
     │   └── HoldClosed                the hold was already settled, released or expired
+    ├── JobRefused                    public_swarm.coordinator.job_rules: nothing written (HTTP 409)
+    │   ├── JobNotFound               no job has that id for you (HTTP 404)
+    │   └── JobConflict               not this worker's, already final, or text not continuing the stream
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
     └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error
 """

@@ -1,0 +1,40 @@
+"""The job queue's table (SQLAlchemy Core), as migration c0002 leaves it; on the coordinator's
+`metadata` (see `tables`), so its Alembic chain knows it. A change here needs a new migration too.
+
+- `coordinator_jobs`: one row per job. `submit_key` is unique per requester (a retried submit
+  finds its job); `claim_key` lets a worker retry a claim; `(state, digest, created_at)` is the
+  index a claim walks, oldest queued job of the worker's models first.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Double, Index, Integer, String, Table, Text, UniqueConstraint
+
+from hearth.public_swarm.coordinator.tables import metadata
+
+jobs = Table(
+    "coordinator_jobs", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("requester", String(64), nullable=False),
+    Column("submit_key", String(128), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("request", Text, nullable=False),
+    Column("max_tokens", Integer, nullable=False),
+    Column("hold_id", String(64), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("worker_id", String(64), nullable=True),
+    Column("claim_key", String(128), nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("lease_s", Double, nullable=True),
+    Column("lease_expires", Double, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("requester", "submit_key", name="uq_coordinator_jobs_submit"),
+    Index("ix_coordinator_jobs_queue", "state", "digest", "created_at"),
+    Index("ix_coordinator_jobs_lease", "state", "lease_expires"),
+    Index("ix_coordinator_jobs_requester", "requester", "created_at"),
+)
