@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import signal
 import time
 from pathlib import Path
 
@@ -124,3 +125,23 @@ def test_bad_clients_are_closed_with_the_protocols_codes(tmp_path: Path) -> None
             node = NodeIdentity.load_or_create(tmp_path / "w").node_id
             wait_for("the honest worker linked", lambda: node in live(url, me), 30, tmp_path / "w" / "contribute.log")
             assert list(live(url, me)) == [node]
+
+
+def test_a_frozen_worker_is_taken_as_dead_after_three_silent_heartbeats(tmp_path: Path) -> None:
+    """SIGSTOP keeps the worker's socket open but silences it: only the session's timer can tell."""
+    port, me = free_port(), NodeIdentity.load_or_create(tmp_path / "asker")
+    url = f"http://127.0.0.1:{port}"
+    with coordinator_at(tmp_path / "coord", port), contributor(tmp_path / "w", url) as worker:
+        node = NodeIdentity.load_or_create(tmp_path / "w").node_id
+        wait_for("worker linked", lambda: node in live(url, me), 30, tmp_path / "w" / "contribute.log")
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            gone = wait_for("frozen worker off the live list", lambda: node not in live(url, me),
+                            MISSED_HEARTBEATS * HEARTBEAT_S + 3)
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        assert gone >= (MISSED_HEARTBEATS - 1) * HEARTBEAT_S
+        print(f"frozen worker gone after {gone:.1f} s")
+        back = wait_for("thawed worker linked again", lambda: node in live(url, me), 30,
+                        tmp_path / "w" / "contribute.log")
+        print(f"thawed worker relinked after {back:.1f} s")
