@@ -18,15 +18,15 @@ import httpx
 import pytest
 import websockets
 from nacl.signing import SigningKey
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 
 from hearth.identity import NodeIdentity
 from hearth.models.store import ModelStore
 from hearth.net import b64
 from hearth.public_swarm.coordinator.links import HEARTBEAT_S, MAX_LINK_FRAME_BYTES, PER_CLIENT
-from hearth.public_swarm.protocol import CloseCode, decode, encode
+from hearth.public_swarm.protocol import CloseCode, Send, WorkerSession, decode, encode
 from hearth.public_swarm.protocol.coordinator import MISSED_HEARTBEATS
-from hearth.public_swarm.protocol.messages import PROTOCOL_VERSION, Challenge, Hello, ModelOffer
+from hearth.public_swarm.protocol.messages import PROTOCOL_VERSION, Challenge, Hello, ModelOffer, Welcome
 from hearth.settings import DEFAULT_MODEL
 from tests.conftest import free_port
 from tests.public_swarm.worker_proc import contributor, coordinator_at, live, wait_for
@@ -86,12 +86,14 @@ async def _closed_with(ws_url: str, frames: list[str | bytes]) -> int | None:
         return ws.close_code
 
 
+_OFFER = ModelOffer(digest="0" * 64, name="m", params=1_000_000, quant="Q8_0", n_ctx=64, decode_tps=1.0)
+
+
 def _forged_hello() -> str:
     me, other = NodeIdentity(SigningKey.generate()), NodeIdentity(SigningKey.generate())
     return encode(Hello(v=PROTOCOL_VERSION, node_id=me.node_id, public_key=b64.encode(me.public_key),
                         signature=b64.encode(other.prove(secrets.token_bytes(32))), max_jobs=1,
-                        models=[ModelOffer(digest="0" * 64, name="m", params=1, quant="Q8_0", n_ctx=64,
-                                           decode_tps=1.0)]))
+                        models=[_OFFER]))
 
 
 def test_bad_clients_are_closed_with_the_protocols_codes(tmp_path: Path) -> None:
@@ -117,6 +119,9 @@ def test_bad_clients_are_closed_with_the_protocols_codes(tmp_path: Path) -> None
         held.append(await connect(ws_url, ping_interval=None))
         for ws in held:
             await ws.close()
+        for _ in range(40):  # upgraded connections leave the HTTP per-address table (webserve.py)
+            async with connect(ws_url, ping_interval=None) as ws:
+                await ws.recv()
 
     with coordinator_at(tmp_path / "coord", port):
         asyncio.run(main())
@@ -145,3 +150,35 @@ def test_a_frozen_worker_is_taken_as_dead_after_three_silent_heartbeats(tmp_path
         back = wait_for("thawed worker linked again", lambda: node in live(url, me), 30,
                         tmp_path / "w" / "contribute.log")
         print(f"thawed worker relinked after {back:.1f} s")
+
+
+async def _linked(ws_url: str, identity: NodeIdentity) -> ClientConnection:
+    """A hand-driven worker: the real WorkerSession over a raw connection, up to the Welcome."""
+    ws = await connect(ws_url, ping_interval=None)
+    session = WorkerSession(identity, [_OFFER], 1, time.monotonic())
+    for action in session.receive_text(await ws.recv(), time.monotonic()):
+        assert isinstance(action, Send)
+        await ws.send(encode(action.message))
+    assert isinstance(decode(await ws.recv()), Welcome)
+    return ws
+
+
+def test_a_second_link_of_one_worker_replaces_the_first(tmp_path: Path) -> None:
+    port, me = free_port(), NodeIdentity.load_or_create(tmp_path / "asker")
+    url = f"http://127.0.0.1:{port}"
+    ws_url = f"ws://127.0.0.1:{port}/v1/workers/link"
+    worker = NodeIdentity(SigningKey.generate())
+
+    async def main() -> None:
+        first = await _linked(ws_url, worker)
+        second = await _linked(ws_url, worker)
+        await asyncio.wait_for(first.wait_closed(), 10)
+        assert first.close_code == CloseCode.NORMAL
+        listed = await asyncio.to_thread(live, url, me)
+        assert list(listed) == [worker.node_id] and listed[worker.node_id].models[0].digest == _OFFER.digest
+        await second.close()
+        await asyncio.sleep(0.5)
+        assert await asyncio.to_thread(live, url, me) == {}
+
+    with coordinator_at(tmp_path / "coord", port):
+        asyncio.run(main())

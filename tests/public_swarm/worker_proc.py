@@ -7,7 +7,7 @@ import asyncio
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,10 +67,10 @@ def live(url: str, identity: NodeIdentity) -> dict[str, WorkerView]:
     return asyncio.run(ask())
 
 
-def wait_for(what: str, check: object, timeout: float, log: Path | None = None) -> float:
+def wait_for(what: str, check: Callable[[], bool], timeout: float, log: Path | None = None) -> float:
     """Poll `check()` until true; the seconds it took. Fails with `what` (and the log) after `timeout`."""
     start = time.monotonic()
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() - start > timeout:
             tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
             raise AssertionError(f"{what}: not within {timeout} s\n{tail}")
