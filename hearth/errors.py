@@ -17,7 +17,8 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── NoCoordinator             public_swarm.coordinator.client: pass --coordinator or set HEARTH_COORDINATOR
     │   ├── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │   │   └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
-    │   └── MessageInvalid            public_swarm.protocol: a malformed worker/coordinator frame; the link closes
+    │   ├── MessageInvalid            public_swarm.protocol: a malformed worker/coordinator frame; the link closes
+    │   └── NothingToOffer            public_swarm.offers: pull a model with a priced quantisation
     ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
     ├── Unauthorized                  send the API key (HTTP 401)
     ├── InsecureBind                  give an API key or bind to loopback (exit 2)

@@ -29,6 +29,7 @@ app.command()(pair.pair)
 app.command()(pair.unpair)
 app.command()(pair.rendezvous)
 app.command()(swarm.coordinator)
+app.command()(swarm.contribute)
 app.add_typer(swarm.credits_app, name="credits")
 
 

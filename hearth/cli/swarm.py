@@ -83,3 +83,22 @@ def grant(
         return
     out.print(f"granted {cr(done.amount)} credits to {done.account} (key {escape(done.key)}); "
               f"its balance is {cr(done.balance)}")
+
+
+def contribute(
+    url: CoordinatorOpt = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="A stored model to offer (repeat for several; default: every stored model).")] = None,
+    max_jobs: Annotated[int, typer.Option(min=1, max=64, help="Jobs to run at once, at most.")] = 1,
+) -> None:
+    """Contribute this machine to the public swarm: one outbound link to the coordinator, no open port.
+
+    Offers the models by their GGUF sha256, keeps the link up and redials when it drops; stop with
+    Ctrl-C. Jobs are declined until the job runner lands."""
+    import signal
+
+    from hearth.cli.common import until_signal
+    from hearth.public_swarm.worker import contribute as run
+
+    until_signal(run(settings(), url, model or (), max_jobs, say=say), "hearth contribute",
+                 clean_exit=(signal.SIGINT, signal.SIGTERM))

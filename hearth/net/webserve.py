@@ -93,6 +93,14 @@ class GuardedProtocol(HttpToolsProtocol):
             self._close_with(_reply(431, "Request Header Fields Too Large", "The request line and headers exceed "
                                     f"{MAX_HEADER_BYTES} bytes.", "headers_too_large"))
 
+    def handle_websocket_upgrade(self) -> None:
+        """The connection becomes a WebSocket's (only where the server was given `ws`): it leaves
+        this table, as uvicorn hands the transport to another protocol and never calls
+        connection_lost here; the WebSocket route bounds its own connections per address."""
+        self._disarm()
+        self.table.release(self)
+        super().handle_websocket_upgrade()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self.table.release(self)
@@ -171,7 +179,7 @@ def web_server(app: ASGIApp, settings: Settings, bind: str, **config: Any) -> uv
     config.setdefault("timeout_graceful_shutdown", SHUTDOWN_GRACE_S)
     return uvicorn.Server(uvicorn.Config(
         HostGuard(app, rule), host=bind, log_level="warning", access_log=False, proxy_headers=False,
-        http=guarded_protocol(settings), ws="none", **config))
+        http=guarded_protocol(settings), **{"ws": "none", **config}))
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -2,7 +2,10 @@
 
 Routes (all signed but `GET /v1/prices`; see `auth`):
 - `POST /v1/workers`: the signer registers or refreshes itself as a worker (`wire.WorkerRegistration`).
-- `GET /v1/workers`: live workers and what they offer, each model with its price.
+- `GET /v1/workers`: live workers and what they offer, each model with its price: those linked now
+  (`linked: true`) first, then those registered over HTTP and seen within `live_within_s`.
+- `/v1/workers/link` (WebSocket, no HTTP signature: SignedOnly passes every non-HTTP scope, and the
+  Hello's signature of a fresh challenge proves the worker): a worker's one link (`links`).
 - `GET /v1/prices`: the price formula and table (`pricing.price_table`), for anyone.
 - `GET /v1/credits`: the signer's balance, open holds and newest entries.
 - `POST /v1/grants`: the operator gives credits to an account, once per idempotency key.
@@ -17,13 +20,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, WebSocket
 
 from hearth import __version__
 from hearth.net.http_errors import install_error_handlers
 from hearth.pairing.signed import Verifier
 from hearth.public_swarm.coordinator import wire
 from hearth.public_swarm.coordinator.auth import SignedOnly, any_identity, check_operator, signer_of
+from hearth.public_swarm.coordinator.links import LiveLinks
 from hearth.public_swarm.coordinator.wire import (
     Credits,
     Granted,
@@ -53,8 +57,11 @@ class Welcomer:
             self.welcomed.add(account)
 
 
-def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str) -> FastAPI:
-    """The app over `ledger` and `registry`; `operator` is the node id allowed to grant credits."""
+def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
+                           links: LiveLinks | None = None) -> FastAPI:
+    """The app over `ledger`, `registry` and the live `links`; `operator` is the node id allowed to
+    grant credits."""
+    app_links = links if links is not None else LiveLinks()
     app = FastAPI(title="hearth coordinator", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.add_middleware(SignedOnly, verifier=Verifier(any_identity), unsigned=wire.UNSIGNED,
@@ -68,7 +75,14 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str)
 
     @app.get(wire.WORKERS)
     def live_workers(node_id: str = signer) -> WorkerList:
-        return WorkerList(live_within_s=registry.live_s, data=registry.live())
+        linked = app_links.views()
+        shown = {w.node_id for w in linked}
+        return WorkerList(live_within_s=registry.live_s,
+                          data=[*linked, *(w for w in registry.live() if w.node_id not in shown)])
+
+    @app.websocket(wire.WORKER_LINK)
+    async def worker_link(websocket: WebSocket) -> None:
+        await app_links.serve(websocket)
 
     @app.get(wire.PRICES)
     def prices() -> dict[str, Any]:
@@ -84,6 +98,7 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str)
         entry = ledger.grant(body.account, body.amount, wire.grant_key(body.key))
         return Granted(account=entry.credit, amount=entry.amount, key=body.key, balance=ledger.balance(body.account))
 
+    app.state.links = app_links
     return app
 
 

@@ -54,9 +54,11 @@ async def run_coordinator(settings: Settings, address: str, port: int, ledger: L
                           ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled or stopped."""
     from hearth.public_swarm.coordinator.app import create_coordinator_app
+    from hearth.public_swarm.coordinator.links import MAX_LINK_FRAME_BYTES, LiveLinks
 
-    app = create_coordinator_app(ledger, registry, operator.node_id)
-    server = web_server(app, settings, address)
+    app = create_coordinator_app(ledger, registry, operator.node_id, LiveLinks())
+    server = web_server(app, settings, address, ws="websockets-sansio", ws_max_size=MAX_LINK_FRAME_BYTES,
+                        ws_per_message_deflate=False, ws_ping_interval=None)
     try:
         sock = listening_socket(address, port)
     except OSError as exc:

@@ -24,6 +24,9 @@ WORKERS = "/v1/workers"
 PRICES = "/v1/prices"
 CREDITS = "/v1/credits"
 GRANTS = "/v1/grants"
+WORKER_LINK = "/v1/workers/link"
+"""The workers' WebSocket (hearth.public_swarm.protocol): unsigned over HTTP, since the Hello's
+signature of the coordinator's challenge proves the worker's identity."""
 UNSIGNED = frozenset({PRICES})
 """Paths anyone may ask without a signature (the free tier; more come with jobs)."""
 
@@ -117,9 +120,13 @@ class WorkerView(Strict):
     node_id: str
     name: str
     models: list[ModelView]
-    hardware: Hardware
+    hardware: Hardware | None
+    """None for a worker known only by its link (a Hello carries no hardware)."""
     registered_at: float
+    """When it registered over HTTP, or when its link opened."""
     last_seen: float
+    linked: bool = False
+    """Connected now by its WebSocket link, so jobs can be offered to it."""
 
 
 class WorkerList(Strict):
