@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Request, Response
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth import __version__
 from hearth.discovery.records import DeviceInfo, PeerRecord
@@ -23,6 +23,7 @@ from hearth.errors import HearthError, InvalidRequest
 from hearth.ggml.hello import RpcVersion
 from hearth.identity import NodeIdentity
 from hearth.net import b64
+from hearth.net.asgi_body import read_body, replaying
 from hearth.net.http_errors import hearth_error_response, install_error_handlers
 from hearth.node_api import wire
 from hearth.node_api.wire import Granted, HeldLease, LeaseId, LeaseRequest, NodeStatus, ProveAnswer, ProveRequest
@@ -86,16 +87,10 @@ class PairedOnly:
             if "x-hearth-signature" not in headers:
                 raise Unsigned("This node serves paired peers only: the request is not signed. "
                                "Pair with `hearth pair`.")
-            body = b""
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                body += message.get("body", b"")
-                if len(body) > MAX_CONTROL_BODY:
-                    raise Unsigned("The request body is too large for a control request.")
-                if not message.get("more_body", False):
-                    break
+            body = await read_body(receive, MAX_CONTROL_BODY,
+                                   Unsigned("The request body is too large for a control request."))
+            if body is None:
+                return
             peer = self.verifier.verify(scope["method"], scope["path"], headers, body)
             address = scope["client"][0] if scope.get("client") else ""
             if _in(address, self.tunnel_net) and address != peer.info.tunnel_address:
@@ -104,16 +99,7 @@ class PairedOnly:
             await hearth_error_response(exc)(scope, receive, send)
             return
         scope.setdefault("state", {})["caller"] = Caller(address, peer)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(body, receive), send)
 
 
 def current_caller(request: Request) -> Caller:

@@ -17,11 +17,12 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth.errors import HearthError, RefusedByPeer, TooLarge
 from hearth.identity import node_id_of
 from hearth.net import b64
+from hearth.net.asgi_body import read_body, replaying
 from hearth.net.http_errors import hearth_error_response
 from hearth.pairing.signed import Unsigned, Verifier
 
@@ -67,7 +68,7 @@ class SignedOnly:
             if "x-hearth-signature" not in headers:
                 raise Unsigned("The coordinator answers signed requests only (the free tier aside): use "
                                "hearth's client, which signs with this machine's identity.")
-            body = await _body(receive)
+            body = await read_body(receive, MAX_BODY, TooLarge(f"The request body is over {MAX_BODY} bytes."))
             if body is None:
                 return
             signer = self.verifier.verify(scope["method"], scope["path"], headers, body)
@@ -76,30 +77,7 @@ class SignedOnly:
             await hearth_error_response(exc, scope["path"])(scope, receive, send)
             return
         scope.setdefault("state", {})["signer"] = signer
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-
-async def _body(receive: Receive) -> bytes | None:
-    """The whole request body (None if the client left), refused past MAX_BODY."""
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        body += bytes(message.get("body", b""))
-        if len(body) > MAX_BODY:
-            raise TooLarge(f"The request body is over {MAX_BODY} bytes.")
-        if not message.get("more_body", False):
-            return body
+        await self.app(scope, replaying(body, receive), send)
 
 
 def check_operator(signer: str, operator: str) -> None:
