@@ -13,12 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, Engine, Row, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, Row, delete, insert, select, update
 
 from hearth.public_swarm.coordinator.tables import worker_models, workers
 from hearth.public_swarm.coordinator.wire import Hardware, ModelView, OfferedModel, WorkerRegistration, WorkerView
+from hearth.public_swarm.ledger.engine import migrate
 from hearth.public_swarm.pricing import price_of_quant
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -32,14 +31,7 @@ LIVE_S = 90.0
 
 def upgrade(engine: Engine) -> None:
     """Bring the coordinator's tables to the newest migration (idempotent; safe for concurrent starts)."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("version_table", VERSION_TABLE)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATE_LOCK})
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    migrate(engine, MIGRATIONS, VERSION_TABLE, _MIGRATE_LOCK)
 
 
 def model_view(m: OfferedModel) -> ModelView:

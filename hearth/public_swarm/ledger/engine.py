@@ -69,13 +69,19 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return engine
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the database to the newest migration (idempotent; safe for concurrent starts)."""
+def migrate(engine: Engine, migrations: Path, version_table: str, lock_id: int) -> None:
+    """Bring one Alembic chain (its own folder and version table) to its newest migration:
+    idempotent, and safe for concurrent starts (PostgreSQL advisory lock `lock_id`)."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("version_table", VERSION_TABLE)
+    cfg.set_main_option("script_location", str(migrations))
+    cfg.set_main_option("version_table", version_table)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATE_LOCK})
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the ledger's tables to the newest migration."""
+    migrate(engine, MIGRATIONS, VERSION_TABLE, _MIGRATE_LOCK)
