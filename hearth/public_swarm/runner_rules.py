@@ -64,13 +64,13 @@ def parse_hours(text: str) -> Hours:
 
 
 def parse_cap(text: str) -> int:
-    """`--upload-cap 50M`: bytes a day, at least 1 kB (smaller would decline everything)."""
+    """`--upload-cap 50M`: bytes a day (a bare number is bytes), more than 0."""
     try:
         cap = parse_size(text)
     except InvalidRequest as exc:
         raise InvalidRequest(f"--upload-cap: {exc.message}", param="upload_cap") from None
-    if cap < 1000:
-        raise InvalidRequest(f"--upload-cap {text!r} is under 1 kB a day; give more, or leave it out.",
+    if cap < 1:
+        raise InvalidRequest(f"--upload-cap {text!r} would decline every job; give a size such as 50M.",
                              param="upload_cap")
     return cap
 

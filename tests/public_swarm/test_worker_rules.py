@@ -74,7 +74,8 @@ def test_hours_parsing_never_fails_otherwise(text: str) -> None:
 
 def test_upload_cap_counts_bytes_per_local_day() -> None:
     assert parse_cap("50M") == 50_000_000 and parse_cap("1KiB") == 1024
-    for bad in ("lots", "10", "0"):
+    assert parse_cap("20") == 20
+    for bad in ("lots", "0", "-5M"):
         with pytest.raises(InvalidRequest) as caught:
             parse_cap(bad)
         assert caught.value.param == "upload_cap"
