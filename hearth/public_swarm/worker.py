@@ -33,6 +33,7 @@ from hearth.public_swarm.coordinator.client import CoordinatorClient, coordinato
 from hearth.public_swarm.coordinator.wire import MAX_TPS, WORKER_LINK, Hardware, OfferedModel, WorkerRegistration
 from hearth.public_swarm.hardware import clean, describe_hardware, detect
 from hearth.public_swarm.offers import NothingToOffer, model_offers
+from hearth.public_swarm.pricing import MAX_PARAMS, MAX_TOKENS
 from hearth.public_swarm.protocol import Action, Close, Send, WorkerSession, encode
 from hearth.public_swarm.protocol.actions import JobOffered, StopJob, Welcomed
 from hearth.public_swarm.protocol.messages import MAX_FRAME_CHARS, MAX_JOBS, ModelOffer
@@ -113,17 +114,26 @@ class Link:
                     if self.on_welcome is not None:
                         self._welcome_task = asyncio.create_task(self.on_welcome())
                 case JobOffered():
-                    await self.runner.offered(self.session, action.offer, self.perform)
+                    await self.runner.offered(self.session, action.offer, self._perform_job)
                 case StopJob():
                     self.runner.stop(action.job_id)
                 case _:
                     pass
 
 
+    async def _perform_job(self, actions: list[Action]) -> None:
+        """A job's frames: a link that broke under them ends by its read loop, which stops the jobs."""
+        try:
+            await self.perform(actions)
+        except websockets.ConnectionClosed:
+            self.closed = True
+
+
 def registration(offers: Sequence[ModelOffer], hardware: Hardware) -> WorkerRegistration:
     """`POST /v1/workers`'s body: this machine's name, its offers, its hardware."""
-    models = [OfferedModel(digest=m.digest, name=m.name, n_params=max(1, m.params), quantization=m.quant,
-                           n_ctx=m.n_ctx, decode_tps=min(MAX_TPS, m.decode_tps)) for m in offers]
+    models = [OfferedModel(digest=m.digest, name=m.name, n_params=min(MAX_PARAMS, max(1, m.params)),
+                           quantization=m.quant, n_ctx=min(MAX_TOKENS, m.n_ctx), decode_tps=min(MAX_TPS, m.decode_tps))
+              for m in offers]
     return WorkerRegistration(name=clean(platform.node()) or "hearth worker", models=models, hardware=hardware)
 
 
