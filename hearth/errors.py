@@ -70,6 +70,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     ├── JobRefused                    public_swarm.coordinator.job_rules: nothing written (HTTP 409)
     │   ├── JobNotFound               no job has that id for you (HTTP 404)
     │   └── JobConflict               not this worker's, already final, or text not continuing the stream
+    ├── WaitTimedOut                  public_swarm.coordinator.jobs_client: the job runs on; ask again (exit 9)
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
     └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error
 """

@@ -36,10 +36,12 @@ class FreeAllowanceUsed(OutOfCapacity):
     error_type = "rate_limit_error"
     code = "free_allowance_used"
 
-    def __init__(self, message: str, *, left: int, resets_at: int, now: float) -> None:
+    def __init__(self, message: str, *, left: int | None = None, resets_at: int | None = None,
+                 now: float | None = None) -> None:
         super().__init__(message, param="max_tokens")
         self.left, self.resets_at = left, resets_at
-        self.retry_after = max(1, int(resets_at - now))
+        if resets_at is not None and now is not None:
+            self.retry_after = max(1, int(resets_at - now))
 
 
 def client_key(address: object) -> str:

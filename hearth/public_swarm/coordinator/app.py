@@ -27,6 +27,9 @@ from hearth.net.http_errors import install_error_handlers
 from hearth.pairing.signed import Verifier
 from hearth.public_swarm.coordinator import wire
 from hearth.public_swarm.coordinator.auth import SignedOnly, any_identity, check_operator, signer_of
+from hearth.public_swarm.coordinator.dispatch import Dispatcher
+from hearth.public_swarm.coordinator.health import install_health
+from hearth.public_swarm.coordinator.job_routes import install_job_routes
 from hearth.public_swarm.coordinator.links import LiveLinks
 from hearth.public_swarm.coordinator.wire import (
     Credits,
@@ -58,7 +61,7 @@ class Welcomer:
 
 
 def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
-                           links: LiveLinks | None = None) -> FastAPI:
+                           links: LiveLinks | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
     """The app over `ledger`, `registry` and the live `links`; `operator` is the node id allowed to
     grant credits."""
     app_links = links if links is not None else LiveLinks()
@@ -98,6 +101,9 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
         entry = ledger.grant(body.account, body.amount, wire.grant_key(body.key))
         return Granted(account=entry.credit, amount=entry.amount, key=body.key, balance=ledger.balance(body.account))
 
+    if dispatcher is not None:  # the jobs API and the health page (job_routes, health)
+        install_job_routes(app, dispatcher)
+        install_health(app, app_links, dispatcher.queue, dispatcher.stats)
     app.state.links = app_links
     return app
 

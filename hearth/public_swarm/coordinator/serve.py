@@ -53,10 +53,17 @@ async def run_coordinator(settings: Settings, address: str, port: int, ledger: L
                           registry: workers.WorkerStore, operator: NodeIdentity,
                           ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled or stopped."""
+    from hearth.public_swarm.coordinator.allowance import Allowance
     from hearth.public_swarm.coordinator.app import create_coordinator_app
+    from hearth.public_swarm.coordinator.dispatch import Dispatcher
+    from hearth.public_swarm.coordinator.jobs import JobQueue
     from hearth.public_swarm.coordinator.links import MAX_LINK_FRAME_BYTES, LiveLinks
+    from hearth.public_swarm.coordinator.stats import SwarmStats
 
-    app = create_coordinator_app(ledger, registry, operator.node_id, LiveLinks())
+    links = LiveLinks()
+    dispatcher = Dispatcher(ledger, JobQueue(ledger.engine), links, stats=SwarmStats(),
+                            allowance=Allowance(ledger.engine))
+    app = create_coordinator_app(ledger, registry, operator.node_id, links, dispatcher)
     server = web_server(app, settings, address, ws="websockets-sansio", ws_max_size=MAX_LINK_FRAME_BYTES,
                         ws_per_message_deflate=False, ws_ping_interval=None)
     try:
@@ -64,12 +71,16 @@ async def run_coordinator(settings: Settings, address: str, port: int, ledger: L
     except OSError as exc:
         raise HearthError(f"Cannot listen on {join_host_port(address, port)}: {exc.strerror or exc}. Is another "
                           "`hearth coordinator` running? Stop it or choose another --port.") from exc
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.05)
-    if ready is not None and not serving.done():
-        ready.set()
-    await serving
+    await dispatcher.start()
+    try:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if ready is not None and not serving.done():
+            ready.set()
+        await serving
+    finally:
+        await dispatcher.stop()
 
 
 def serve_coordinator(settings: Settings, bind: str, port: int, db: str | None, welcome: str | None,

@@ -1,7 +1,7 @@
 """The anonymous free allowance: tokens used per client address (IPv4, or IPv6 /64) per UTC day.
 
 Revision ID: c0004
-Revises: c0002 (the lead re-points it to c0003, job tokens, at merge)
+Revises: c0003 (job tokens)
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "c0004"
-down_revision = "c0002"
+down_revision = "c0003"
 branch_labels = None
 depends_on = None
 
