@@ -7,10 +7,10 @@ ledger account and its worker id, so nobody can act for an identity without its 
 runs before routing and before the body is parsed: an unsigned, forged or replayed request gets
 401 and touches nothing. A new identity's first signed request gets the welcome grant.
 
-Some paths also admit anonymous requests (`anonymous_path`): the async jobs API and the swarm's
-health page. There an unsigned request reaches the route with no signer (the route then uses the
-client address and its free allowance, `allowance`), its body bounded as a signed one's; a request
-that carries a signature is still checked, and a bad one is still a 401.
+Some paths also admit unsigned requests (`optional`, wire.signature_optional: the requester routes
+and the async jobs API). There an unsigned request reaches the route with no signer (the route
+then uses the client address and its free allowance), its body bounded as a signed one's; a
+request that carries a signature is still checked, and a bad one is still a 401.
 
 Nonces are remembered in this process for the signature window; several coordinators behind one
 address would each keep their own (a shared nonce table comes with multi-process serving).
@@ -43,17 +43,8 @@ class NotOperator(RefusedByPeer):
     code = "not_operator"
 
 
-ANONYMOUS_PATHS = frozenset({"/", "/health.js", "/v1/swarm", "/v1/jobs"})
-ANONYMOUS_PREFIX = "/v1/jobs/"
-
-
-def anonymous_path(path: str) -> bool:
-    """Whether an unsigned request to `path` may reach its route (with no signer)."""
-    return path in ANONYMOUS_PATHS or path.startswith(ANONYMOUS_PREFIX)
-
-
 def signer_or_none(request: Request) -> str | None:
-    """The node id that signed this request, or None for an anonymous one (see `anonymous_path`)."""
+    """The node id that signed this request, or None for an unsigned one (`optional` paths)."""
     signer = request.scope.get("state", {}).get("signer")
     return signer if isinstance(signer, str) else None
 
@@ -77,9 +68,10 @@ class SignedOnly:
 
     def __init__(self, app: ASGIApp, verifier: Verifier[str], unsigned: frozenset[str],
                  first_seen: Callable[[str], Awaitable[None]],
-                 anonymous: Callable[[str], bool] = anonymous_path) -> None:
+                 optional: Callable[[str], bool] = lambda path: False) -> None:
         self.app, self.verifier, self.unsigned, self.first_seen = app, verifier, unsigned, first_seen
-        self.anonymous = anonymous
+        self.optional = optional
+        """Paths where an unsigned request passes with no signer (a signed one is still checked)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.unsigned:
@@ -89,7 +81,7 @@ class SignedOnly:
         signer: str | None = None
         try:
             signed = "x-hearth-signature" in headers
-            if not signed and not self.anonymous(scope["path"]):
+            if not signed and not self.optional(scope["path"]):
                 raise Unsigned("The coordinator answers signed requests only (the free tier aside): use "
                                "hearth's client, which signs with this machine's identity.")
             body = await read_body(receive, MAX_BODY, TooLarge(f"The request body is over {MAX_BODY} bytes."))

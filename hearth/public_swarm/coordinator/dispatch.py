@@ -26,7 +26,7 @@ from hearth.errors import InvalidRequest
 from hearth.models.catalogue import CATALOGUE
 from hearth.public_swarm.coordinator import dispatch_rules as D
 from hearth.public_swarm.coordinator.dispatch_rules import JobEnded, JobSpec, JobUpdate, ServedModel, TextDelta
-from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobState
+from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobRefused, JobState
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.links import LiveLinks
 from hearth.public_swarm.coordinator.runs import Runs
@@ -167,7 +167,11 @@ class Dispatcher:
             return self.queue.cancel(job_id, account)  # raises JobNotFound
         if before.state in FINAL:
             return before
+        streamed = self.runs.snapshot(job_id)
         self.runs.stop_local(job_id)
+        if streamed is not None:  # write what reached the requester first: it pays for that
+            with contextlib.suppress(JobRefused):
+                self.queue.progress(job_id, *streamed)
         job = self.queue.cancel(job_id, account)
         self.close_books(job)
         self.wake()

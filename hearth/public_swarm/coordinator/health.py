@@ -20,13 +20,13 @@ from importlib.resources import files
 from fastapi import FastAPI, Response
 from pydantic import BaseModel
 
+from hearth.public_swarm.coordinator import wire
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.links import LiveLinks, model_view
 from hearth.public_swarm.coordinator.stats import SwarmStats
 
-SWARM = "/v1/swarm"
-PAGE = "/"
-SCRIPT = "/health.js"
+SWARM, PAGE, SCRIPT = wire.SWARM, wire.HEALTH_PAGE, wire.HEALTH_SCRIPT
+"""Unsigned (in wire.UNSIGNED)."""
 SNAPSHOT_S = 2.0
 MAX_LISTED = 100
 ID_CHARS = 12

@@ -223,6 +223,14 @@ class Runs:
                 except Exception:
                     log.exception("job %s: progress not written (retried next flush)", run.job.id)
 
+    def snapshot(self, job_id: str) -> tuple[str, str, int, list[int]] | None:
+        """(worker, text, tokens, token ids) a local job streamed so far, for `JobQueue.progress`."""
+        run = self.local.get(job_id)
+        if run is None:
+            return None
+        ids = run.full_ids()
+        return run.worker, run.job.text + "".join(list(run.text)), len(ids), ids
+
     def stop_local(self, job_id: str) -> None:
         """Tell a local job's worker to stop (thread-safe); its later events are ignored."""
         run = self.local.get(job_id)
