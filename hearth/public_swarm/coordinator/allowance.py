@@ -63,12 +63,16 @@ class Allowance:
         self.engine = engine
         self.tokens_per_day = R.check_per_day(tokens_per_day)
         self.clock = clock
+        self._pruned_day: int | None = None
 
     def take(self, address: str, tokens: int) -> None:
         """Use `tokens` of `address`'s allowance today, or raise FreeAllowanceUsed (429, says what
         is left and when it resets); nothing is taken on a refusal."""
         key = R.client_key(address)
         R.check_tokens(tokens)
+        if self._pruned_day != R.day_of(self.clock()):  # once a day per process: old rows go
+            self._pruned_day = R.day_of(self.clock())
+            self.prune()
         for attempt in range(ATTEMPTS):
             now = self.clock()
             today = R.day_of(now)
