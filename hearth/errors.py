@@ -15,16 +15,21 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── KeyReused                 public_swarm.ledger: an idempotency key sent with other arguments (HTTP 422)
     │   ├── JobInputInvalid           public_swarm.coordinator.job_rules: a malformed job id, digest, size or state
     │   ├── NoCoordinator             public_swarm.coordinator.client: pass --coordinator or set HEARTH_COORDINATOR
+    │   ├── AllowanceInputInvalid     public_swarm.coordinator.allowance_rules: not an IP address, or a bad token count
     │   ├── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │   │   └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
     │   ├── MessageInvalid            public_swarm.protocol: a malformed worker/coordinator frame; the link closes
     │   └── NothingToOffer            public_swarm.offers: pull a model with a priced quantisation
     ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
+    │   └── ModelNotServed            public_swarm.coordinator.dispatch_rules: no worker serves that name (HTTP 404)
     ├── Unauthorized                  send the API key (HTTP 401)
+    │   └── FreeTierClosed            public_swarm.coordinator.dispatch_rules: no free allowance here: sign the request
     ├── InsecureBind                  give an API key or bind to loopback (exit 2)
     ├── OutOfCapacity                 not enough room now: wait, free memory, or widen the radius
     │   ├── QueueFull                 retry after Retry-After (HTTP 429)
+    │   ├── FreeAllowanceUsed         public_swarm.coordinator.allowance_rules: wait for the reset, or sign (HTTP 429)
     │   ├── DoesNotFit                orchestrator.planner: pair or add a machine (exit 6)
+    │   ├── NoWorker                  public_swarm.coordinator.dispatch_rules: no live worker holds the model (HTTP 503)
     │   └── LeaseRefused              node_api.errors (also a RefusedByPeer)
     ├── RefusedByPeer                 another machine said no; its owner decides
     │   ├── LeaseRefused              node_api.errors: the node is full or this lessee holds its share (HTTP 409)
@@ -42,6 +47,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── RpcUnreachable            ggml.hello: is the node's RPC server up?
     │   ├── CoordinatorUnreachable    public_swarm.coordinator.client: check the URL and that it runs
     │   ├── CoordinatorAnswerInvalid  public_swarm.coordinator.client: that URL is no hearth coordinator
+    │   ├── JobNotServed              public_swarm.coordinator.openai_wire: the job failed on every worker (HTTP 502)
     │   └── SealedError               tunnel.sealed: same pairing secret on both sides?
     ├── LeaseFailed                   orchestrator.placement: a lease the plan needs (HTTP 503)
     │   ├── LeaseUnanswered           the node was silent: check its `hearth node` (also a LinkFailed)
@@ -65,6 +71,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     ├── JobRefused                    public_swarm.coordinator.job_rules: nothing written (HTTP 409)
     │   ├── JobNotFound               no job has that id for you (HTTP 404)
     │   └── JobConflict               not this worker's, already final, or text not continuing the stream
+    ├── WaitTimedOut                  public_swarm.coordinator.jobs_client: the job runs on; ask again (exit 9)
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
     └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error
 """

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from hearth import __version__
-from hearth.cli import models, pair, pool, run, serve, swarm
+from hearth.cli import jobs, models, pair, pool, run, serve, swarm
 from hearth.cli.common import err, out
 from hearth.errors import HearthError, Stopped
 
@@ -31,6 +31,7 @@ app.command()(pair.rendezvous)
 app.command()(swarm.coordinator)
 app.command()(swarm.contribute)
 app.add_typer(swarm.credits_app, name="credits")
+app.add_typer(jobs.jobs_app, name="jobs")
 
 
 @app.command()

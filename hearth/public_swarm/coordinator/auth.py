@@ -7,6 +7,11 @@ ledger account and its worker id, so nobody can act for an identity without its 
 runs before routing and before the body is parsed: an unsigned, forged or replayed request gets
 401 and touches nothing. A new identity's first signed request gets the welcome grant.
 
+Some paths also admit unsigned requests (`optional`, wire.signature_optional: the requester routes
+and the async jobs API). There an unsigned request reaches the route with no signer (the route
+then uses the client address and its free allowance), its body bounded as a signed one's; a
+request that carries a signature is still checked, and a bad one is still a 401.
+
 Nonces are remembered in this process for the signature window; several coordinators behind one
 address would each keep their own (a shared nonce table comes with multi-process serving).
 """
@@ -38,6 +43,12 @@ class NotOperator(RefusedByPeer):
     code = "not_operator"
 
 
+def signer_or_none(request: Request) -> str | None:
+    """The node id that signed this request, or None for an unsigned one (`optional` paths)."""
+    signer = request.scope.get("state", {}).get("signer")
+    return signer if isinstance(signer, str) else None
+
+
 def any_identity(key: str) -> str:
     """Verifier lookup that admits every key: the node id it names is the caller."""
     return node_id_of(b64.decode(key))
@@ -56,27 +67,37 @@ class SignedOnly:
     id in `scope["state"]["signer"]` and awaits `first_seen(node_id)` before routing."""
 
     def __init__(self, app: ASGIApp, verifier: Verifier[str], unsigned: frozenset[str],
-                 first_seen: Callable[[str], Awaitable[None]]) -> None:
+                 first_seen: Callable[[str], Awaitable[None]],
+                 optional: Callable[[str], bool] = lambda path: False) -> None:
         self.app, self.verifier, self.unsigned, self.first_seen = app, verifier, unsigned, first_seen
+        self.optional = optional
+        """Paths where an unsigned request passes with no signer (a signed one is still checked)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.unsigned:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        signer: str | None = None
         try:
-            if "x-hearth-signature" not in headers:
+            signed = "x-hearth-signature" in headers
+            if not signed and not self.optional(scope["path"]):
                 raise Unsigned("The coordinator answers signed requests only (the free tier aside): use "
                                "hearth's client, which signs with this machine's identity.")
             body = await read_body(receive, MAX_BODY, TooLarge(f"The request body is over {MAX_BODY} bytes."))
             if body is None:
                 return
-            signer = self.verifier.verify(scope["method"], scope["path"], headers, body)
-            await self.first_seen(signer)
+            if signed:
+                signer = self.verifier.verify(scope["method"], scope["path"], headers, body)
+                await self.first_seen(signer)
         except HearthError as exc:
             await hearth_error_response(exc, scope["path"])(scope, receive, send)
             return
-        scope.setdefault("state", {})["signer"] = signer
+        state = scope.setdefault("state", {})
+        if signer is None:
+            state.pop("signer", None)
+        else:
+            state["signer"] = signer
         await self.app(scope, replaying(body, receive), send)
 
 

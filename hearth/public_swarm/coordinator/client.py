@@ -22,7 +22,10 @@ from hearth.errors import HearthError, InvalidRequest, LinkFailed, RefusedByPeer
 from hearth.identity import NodeIdentity
 from hearth.pairing.signed import SignedAuth, Unsigned
 from hearth.public_swarm.coordinator import wire
+from hearth.public_swarm.coordinator.allowance_rules import AllowanceInputInvalid, FreeAllowanceUsed
 from hearth.public_swarm.coordinator.auth import NotOperator
+from hearth.public_swarm.coordinator.dispatch_rules import FreeTierClosed, ModelNotServed, NoWorker
+from hearth.public_swarm.coordinator.job_rules import JobConflict, JobInputInvalid, JobNotFound
 from hearth.public_swarm.coordinator.wire import (
     Credits,
     Granted,
@@ -32,6 +35,7 @@ from hearth.public_swarm.coordinator.wire import (
     WorkerView,
 )
 from hearth.public_swarm.ledger.errors import InsufficientCredits, KeyReused, LedgerInputInvalid
+from hearth.public_swarm.pricing import PriceAboveCeiling
 
 DEFAULT_TIMEOUT = 10.0
 MAX_ANSWER = 4 * 1024 * 1024
@@ -72,6 +76,8 @@ class CoordinatorRefused(RefusedByPeer):
 
 REFUSALS: dict[str, type[HearthError]] = {cls.code: cls for cls in (
     Unsigned, NotOperator, InvalidRequest, TooLarge, LedgerInputInvalid, KeyReused, InsufficientCredits,
+    FreeAllowanceUsed, AllowanceInputInvalid, JobNotFound, JobConflict, JobInputInvalid, ModelNotServed, NoWorker,
+    FreeTierClosed, PriceAboveCeiling,
 )}
 
 
@@ -146,16 +152,18 @@ class CoordinatorClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, path: str, body: BaseModel | None = None) -> bytes:
+    async def _call(self, method: str, path: str, body: BaseModel | None = None,
+                    extra: dict[str, str] | None = None) -> bytes:
+        """The answer's body to `method path` (any 2xx), or the HearthError its refusal names."""
         what = f"{method} {path}"
         content = body.model_dump_json().encode() if body is not None else None
-        headers = {"content-type": "application/json"} if body is not None else None
+        headers = {**({"content-type": "application/json"} if body is not None else {}), **(extra or {})}
         try:
             async with self._http.stream(method, self.base + path, content=content, headers=headers) as response:
                 answer = await _read(response)
         except httpx.RequestError as exc:
             raise _transport(exc, self.base, self.timeout) from exc
-        if response.status_code != 200:
+        if not 200 <= response.status_code < 300:
             raise _refusal(response.status_code, answer, what)
         return answer
 
