@@ -15,16 +15,20 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── KeyReused                 public_swarm.ledger: an idempotency key sent with other arguments (HTTP 422)
     │   ├── JobInputInvalid           public_swarm.coordinator.job_rules: a malformed job id, digest, size or state
     │   ├── NoCoordinator             public_swarm.coordinator.client: pass --coordinator or set HEARTH_COORDINATOR
+    │   ├── NoCoordinatorSet          escalation.pool: --radius public needs HEARTH_COORDINATOR
     │   ├── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │   │   └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
     │   ├── MessageInvalid            public_swarm.protocol: a malformed worker/coordinator frame; the link closes
     │   └── NothingToOffer            public_swarm.offers: pull a model with a priced quantisation
     ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
+    │   └── PublicModelNotServed      public_swarm.requester: no worker of the swarm offers it
     ├── Unauthorized                  send the API key (HTTP 401)
     ├── InsecureBind                  give an API key or bind to loopback (exit 2)
     ├── OutOfCapacity                 not enough room now: wait, free memory, or widen the radius
     │   ├── QueueFull                 retry after Retry-After (HTTP 429)
     │   ├── DoesNotFit                orchestrator.planner: pair or add a machine (exit 6)
+    │   ├── NoPublicWorker            public_swarm.requester: no live worker holds it now (HTTP 503)
+    │   ├── PublicAllowanceUsed       public_swarm.requester: the free allowance is used up (HTTP 429)
     │   └── LeaseRefused              node_api.errors (also a RefusedByPeer)
     ├── RefusedByPeer                 another machine said no; its owner decides
     │   ├── LeaseRefused              node_api.errors: the node is full or this lessee holds its share (HTTP 409)
@@ -42,6 +46,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── RpcUnreachable            ggml.hello: is the node's RPC server up?
     │   ├── CoordinatorUnreachable    public_swarm.coordinator.client: check the URL and that it runs
     │   ├── CoordinatorAnswerInvalid  public_swarm.coordinator.client: that URL is no hearth coordinator
+    │   ├── PublicStreamInvalid       public_swarm.sse: a coordinator's stream too long, malformed or cut
     │   └── SealedError               tunnel.sealed: same pairing secret on both sides?
     ├── LeaseFailed                   orchestrator.placement: a lease the plan needs (HTTP 503)
     │   ├── LeaseUnanswered           the node was silent: check its `hearth node` (also a LinkFailed)
@@ -65,6 +70,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     ├── JobRefused                    public_swarm.coordinator.job_rules: nothing written (HTTP 409)
     │   ├── JobNotFound               no job has that id for you (HTTP 404)
     │   └── JobConflict               not this worker's, already final, or text not continuing the stream
+    ├── PublicNotConsented            escalation.consent: --yes, HEARTH_PUBLIC_OK=1 or answer once (HTTP 403)
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
     └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error
 """

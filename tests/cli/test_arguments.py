@@ -36,8 +36,11 @@ from tests.cli.inprocess import hearth_here
     (["pair", "7-honey-acre", "--to", "h:²"], 2, "HOST:PORT"),
     (["run", "hi", "--peer", "h:²"], 2, "HOST:PORT"),
     (["rendezvous", "--bind", "0.0.0.0"], 2, "every interface"),
-    (["run", "hi", "--radius", "everywhere"], 2, "'machine', 'household', 'trusted'"),
-    (["run", "hi", "--radius", "public"], 2, "public swarm"),
+    (["run", "hi", "--radius", "everywhere"], 2, "'machine', 'household', 'trusted', 'public'"),
+    # The public radius exists now; without a coordinator it says which setting to give.
+    (["run", "hi", "--radius", "public"], 2, "HEARTH_COORDINATOR"),
+    (["run", "hi", "--radius", "public", "--max-price", "cheap"], 2, "--max-price"),
+    (["serve", "--radius", "public"], 2, "HEARTH_COORDINATOR"),
     (["run", "hi", "--radius", "machine", "--pool"], 2, "contradict"),
     (["plan", "smollm2-135m", "--radius", "local", "--pool"], 2, "contradict"),
     (["node", "--admit", "anyone"], 2, "--admit"),
