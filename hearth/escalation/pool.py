@@ -147,8 +147,10 @@ class Escalating:
 
     # -- escalation ------------------------------------------------------------------------
     def _circle_cannot(self, model: str, exc: HearthError) -> None:
+        before = self.circle_failed.get(model)
         self.circle_failed[model] = (self.clock(), exc)
-        self.note(f"The circle cannot serve {model}: {exc.message}")
+        if before is None or before[1].message != exc.message:  # said once, not on every turn of a chat
+            self.note(f"The circle cannot serve {model}: {exc.message}")
 
     def _recently_failed(self, model: str) -> HearthError | None:
         seen = self.circle_failed.get(model)

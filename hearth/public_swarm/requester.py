@@ -170,7 +170,11 @@ class PublicRequester:
             price = (await self.model(model)).price
         except HearthError:
             price = 0
-        return PriceAboveCeiling(error.message, price=price, ceiling=self.max_price)
+        try:
+            said = str(json.loads(body)["error"]["message"])[:1000]
+        except (ValueError, KeyError, TypeError):
+            said = error.message
+        return PriceAboveCeiling(said, price=price, ceiling=self.max_price)
 
 
 async def _bounded(chunks: AsyncIterator[bytes], deadline: float, total_s: float) -> AsyncIterator[bytes]:
