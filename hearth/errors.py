@@ -21,13 +21,14 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── MessageInvalid            public_swarm.protocol: a malformed worker/coordinator frame; the link closes
     │   └── NothingToOffer            public_swarm.offers: pull a model with a priced quantisation
     ├── ModelNotFound                 pull it, or check `hearth models` (exit 3, HTTP 404)
-    │   └── PublicModelNotServed      public_swarm.requester: no worker of the swarm offers it
+    │   └── ModelNotServed            public_swarm.coordinator.dispatch_rules: no worker serves that name (HTTP 404)
     ├── Unauthorized                  send the API key (HTTP 401)
+    │   └── FreeTierClosed            public_swarm.coordinator.dispatch_rules: no free allowance here: sign the request
     ├── InsecureBind                  give an API key or bind to loopback (exit 2)
     ├── OutOfCapacity                 not enough room now: wait, free memory, or widen the radius
     │   ├── QueueFull                 retry after Retry-After (HTTP 429)
     │   ├── DoesNotFit                orchestrator.planner: pair or add a machine (exit 6)
-    │   ├── NoPublicWorker            public_swarm.requester: no live worker holds it now (HTTP 503)
+    │   ├── NoWorker                  public_swarm.coordinator.dispatch_rules: no live worker holds the model (HTTP 503)
     │   ├── PublicAllowanceUsed       public_swarm.requester: the free allowance is used up (HTTP 429)
     │   └── LeaseRefused              node_api.errors (also a RefusedByPeer)
     ├── RefusedByPeer                 another machine said no; its owner decides

@@ -50,7 +50,7 @@ class PublicRoute:
 
 async def public_route(settings: Settings, coordinator: str, asked: str, why: str,
                        max_tokens: int = DEFAULT_MAX_TOKENS) -> PublicRoute:
-    """Ask the coordinator's `GET /v1/models` for `asked`'s price (PublicModelNotServed if none)."""
+    """Ask the coordinator's `GET /v1/models` for `asked`'s price (ModelNotServed if none)."""
     identity = NodeIdentity.load_or_create(settings.home)
     async with PublicRequester(coordinator, identity, max_price=settings.max_price) as requester:
         served = await requester.model(asked)

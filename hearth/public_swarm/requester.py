@@ -21,9 +21,11 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hearth.engine.events import Done, Start, Token
-from hearth.errors import HearthError, InvalidRequest, ModelNotFound, OutOfCapacity
+from hearth.errors import HearthError, InvalidRequest, OutOfCapacity
 from hearth.identity import NodeIdentity
 from hearth.public_swarm.coordinator.client import CoordinatorAnswerInvalid, CoordinatorClient, refusal
+from hearth.public_swarm.coordinator.dispatch_rules import FreeTierClosed, ModelNotServed, NoWorker
+from hearth.public_swarm.coordinator.openai_wire import JobNotServed
 from hearth.public_swarm.pricing import PriceAboveCeiling
 from hearth.public_swarm.sse import ChunkReader, PublicCost, PublicEvent, PublicStreamInvalid, SseLines
 
@@ -39,19 +41,6 @@ FORWARDED = ("max_tokens", "temperature", "top_p", "seed", "stop")
 """The engine's request fields the coordinator's OpenAI body carries."""
 
 
-class PublicModelNotServed(ModelNotFound):
-    """No worker of the public swarm offers that model: `hearth plan --radius public` lists what does."""
-
-    code = "model_not_served"
-
-
-class NoPublicWorker(OutOfCapacity):
-    """The swarm knows the model, but no live worker holds it now: try later."""
-
-    http_status = 503
-    code = "no_worker"
-
-
 class PublicAllowanceUsed(OutOfCapacity):
     """The free allowance of this address is used up for today (unsigned requests only)."""
 
@@ -59,8 +48,9 @@ class PublicAllowanceUsed(OutOfCapacity):
     code = "free_allowance_used"
 
 
-MORE_REFUSALS: dict[str, type[HearthError]] = {c.code: c for c in (PublicModelNotServed, NoPublicWorker,
-                                                                    PublicAllowanceUsed)}
+MORE_REFUSALS: dict[str, type[HearthError]] = {c.code: c for c in (
+    ModelNotServed, NoWorker, FreeTierClosed, PublicAllowanceUsed, JobNotServed)}
+"""The coordinator's requester refusals (C1), by code, beyond CoordinatorClient's own."""
 
 
 class PublicModel(BaseModel):
@@ -125,11 +115,11 @@ class PublicRequester:
                                            "coordinator of this version?") from exc
 
     async def model(self, name: str) -> PublicModel:
-        """The swarm's entry for `name` (a served name or sha256:<digest>), or PublicModelNotServed."""
+        """The swarm's entry for `name` (a served name or sha256:<digest>), or ModelNotServed."""
         for m in await self.models():
             if m.names(name):
                 return m
-        raise PublicModelNotServed(f"No worker of the public swarm at {self.client.base} serves {name!r} now.")
+        raise ModelNotServed(f"No worker of the public swarm at {self.client.base} serves {name!r} now.")
 
     async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[Start | PublicEvent, None]:
         """The reply's events: Start, Token..., PublicCost, Done (see the module's docstring)."""

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from hearth.engine.events import Done, Token
 from hearth.errors import HearthError
 from hearth.public_swarm.coordinator.client import refusal
-from hearth.public_swarm.requester import MORE_REFUSALS, NoPublicWorker
+from hearth.public_swarm.coordinator.dispatch_rules import NoWorker
+from hearth.public_swarm.requester import MORE_REFUSALS
 from hearth.public_swarm.sse import ChunkReader, PublicCost, PublicEvent, PublicStreamInvalid, SseLines
 
 
@@ -101,7 +102,7 @@ def test_a_chunk_after_the_cost_is_refused() -> None:
 
 
 def test_an_in_band_error_is_the_coordinators_refusal() -> None:
-    with pytest.raises(NoPublicWorker, match="no live worker"):
+    with pytest.raises(NoWorker, match="no live worker"):
         read(b'data: {"error": {"message": "no live worker holds m", "code": "no_worker"}}\n\n')
 
 

@@ -1,6 +1,8 @@
 """The coordinator's HTTP API (FastAPI): workers, prices, credits, operator grants.
 
-Routes (all signed but `GET /v1/prices`; see `auth`):
+Routes (all signed but `GET /v1/prices` and `GET /v1/models`; see `auth`):
+- the requester routes (`openai_routes`, with a dispatcher): `POST /v1/chat/completions` and
+  `POST /v1/completions` (signed: the signer's credits; unsigned: the free allowance), `GET /v1/models`.
 - `POST /v1/workers`: the signer registers or refreshes itself as a worker (`wire.WorkerRegistration`).
 - `GET /v1/workers`: live workers and what they offer, each model with its price: those linked now
   (`linked: true`) first, then those registered over HTTP and seen within `live_within_s`.
@@ -18,6 +20,8 @@ Database calls run in FastAPI's thread pool (sync routes), never on the event lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, WebSocket
@@ -27,7 +31,9 @@ from hearth.net.http_errors import install_error_handlers
 from hearth.pairing.signed import Verifier
 from hearth.public_swarm.coordinator import wire
 from hearth.public_swarm.coordinator.auth import SignedOnly, any_identity, check_operator, signer_of
+from hearth.public_swarm.coordinator.dispatch import Dispatcher
 from hearth.public_swarm.coordinator.links import LiveLinks
+from hearth.public_swarm.coordinator.openai_routes import install_openai_routes
 from hearth.public_swarm.coordinator.wire import (
     Credits,
     Granted,
@@ -58,15 +64,30 @@ class Welcomer:
 
 
 def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
-                           links: LiveLinks | None = None) -> FastAPI:
+                           links: LiveLinks | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
     """The app over `ledger`, `registry` and the live `links`; `operator` is the node id allowed to
-    grant credits."""
+    grant credits. With a `dispatcher` (over the same links), the requester routes are served and
+    the dispatcher runs while the app does."""
     app_links = links if links is not None else LiveLinks()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if dispatcher is not None:
+            await dispatcher.start()
+        try:
+            yield
+        finally:
+            if dispatcher is not None:
+                await dispatcher.stop()
+
     app = FastAPI(title="hearth coordinator", version=__version__, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url=None, lifespan=lifespan)
     app.add_middleware(SignedOnly, verifier=Verifier(any_identity), unsigned=wire.UNSIGNED,
-                       first_seen=Welcomer(ledger))
+                       first_seen=Welcomer(ledger),
+                       optional=wire.signature_optional if dispatcher is not None else lambda path: False)
     install_error_handlers(app)
+    if dispatcher is not None:
+        install_openai_routes(app, dispatcher)
     signer = Depends(signer_of)
 
     @app.post(wire.WORKERS)
@@ -99,6 +120,7 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
         return Granted(account=entry.credit, amount=entry.amount, key=body.key, balance=ledger.balance(body.account))
 
     app.state.links = app_links
+    app.state.dispatcher = dispatcher
     return app
 
 

@@ -56,14 +56,20 @@ class SignedOnly:
     id in `scope["state"]["signer"]` and awaits `first_seen(node_id)` before routing."""
 
     def __init__(self, app: ASGIApp, verifier: Verifier[str], unsigned: frozenset[str],
-                 first_seen: Callable[[str], Awaitable[None]]) -> None:
+                 first_seen: Callable[[str], Awaitable[None]],
+                 optional: Callable[[str], bool] = lambda path: False) -> None:
         self.app, self.verifier, self.unsigned, self.first_seen = app, verifier, unsigned, first_seen
+        self.optional = optional
+        """Paths where an unsigned request passes with no signer (a signed one is still checked)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.unsigned:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        if "x-hearth-signature" not in headers and self.optional(scope["path"]):
+            await self.app(scope, receive, send)  # unsigned: the route serves it as the free tier
+            return
         try:
             if "x-hearth-signature" not in headers:
                 raise Unsigned("The coordinator answers signed requests only (the free tier aside): use "

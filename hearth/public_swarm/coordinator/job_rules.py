@@ -43,6 +43,9 @@ MAX_DIGESTS = 64
 """Models one claim may offer (as a worker's Hello)."""
 MAX_LEASE_S = 3600.0
 MAX_ATTEMPTS = 3
+MAX_TOKEN_ID = 2**31 - 1
+MAX_RESULT_BYTES = 4096
+"""A finished job's result (counts, finish reason, receipt) as JSON."""
 """Runs a job may lose (its worker stopped, or gave it back) before it is failed."""
 
 
@@ -107,6 +110,13 @@ class Job:
     lease_expires: float | None
     lease_s: float | None = None
     """The lease a claim set; each progress report renews it by this much."""
+    token_ids: tuple[int, ...] = ()
+    """The token ids of `text` (migration c0003), so a worker resuming the job continues exactly."""
+    parts: tuple[tuple[str, int], ...] = ()
+    """(worker, tokens) for each worker that streamed, in order; the counts sum to `tokens` when
+    ids were reported. Each worker is paid for its part."""
+    result: dict[str, Any] | None = None
+    """Set when done: finish_reason, prompt_tokens, the finishing worker and its receipt."""
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -196,6 +206,22 @@ def check_text(text: object, param: str = "text", high: int = MAX_TEXT_CHARS) ->
     return text
 
 
+def check_token_ids(token_ids: object, tokens: int) -> tuple[int, ...]:
+    """The whole stream's token ids: exactly `tokens` of them, each a token id."""
+    if not isinstance(token_ids, list | tuple) or len(token_ids) != tokens or not all(
+            type(t) is int and 0 <= t <= MAX_TOKEN_ID for t in token_ids):
+        raise _bad("token_ids", f"a list of {tokens} token ids", type(token_ids).__name__)
+    return tuple(token_ids)
+
+
+def check_result(result: object) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        raise _bad("result", "a JSON object", result)
+    if len(encode_request(result).encode()) > MAX_RESULT_BYTES:
+        raise JobInputInvalid(f"result is over {MAX_RESULT_BYTES} bytes of JSON", param="result")
+    return result
+
+
 def check_state(state: object) -> JobState:
     try:
         return JobState(str(state)) if isinstance(state, str) else JobState("")
@@ -236,29 +262,59 @@ def _running_on(job: Job, worker_id: str, op: str) -> None:
                           + f"; {worker_id} cannot {op} it.", param="job_id")
 
 
-def plan_progress(job: Job, worker_id: str, text: str, tokens: int, now: float, lease_s: float) -> Job:
-    """The running job with `text`/`tokens` as the whole stream so far and its lease renewed. The
-    text must continue what was streamed (a resumed job starts from it); a stale report (fewer
-    tokens than stored) only renews the lease, so retries and reordering are harmless."""
+def _grown(job: Job, worker_id: str, text: str, tokens: int, token_ids: tuple[int, ...] | None) -> Job:
+    """The job with the stream grown to `text`/`tokens` (and `token_ids`), the new tokens added to
+    this worker's part. Refused unless the text (and ids) continue what was streamed."""
+    if not text.startswith(job.text):
+        raise JobConflict(f"Job {job.id!r}: the text does not continue the {len(job.text)} characters "
+                          "already streamed.", param="text")
+    if token_ids is not None and job.token_ids and token_ids[:len(job.token_ids)] != job.token_ids:
+        raise JobConflict(f"Job {job.id!r}: the token ids do not continue the {len(job.token_ids)} already "
+                          "streamed.", param="token_ids")
+    parts = list(job.parts)
+    if (new := tokens - job.tokens) > 0:
+        if parts and parts[-1][0] == worker_id:
+            parts[-1] = (worker_id, parts[-1][1] + new)
+        else:
+            parts.append((worker_id, new))
+    return replace(job, text=text, tokens=tokens, parts=tuple(parts),
+                   token_ids=job.token_ids if token_ids is None else token_ids)
+
+
+def plan_progress(job: Job, worker_id: str, text: str, tokens: int, now: float, lease_s: float,
+                  token_ids: tuple[int, ...] | None = None) -> Job:
+    """The running job with `text`/`tokens` (and their `token_ids`) as the whole stream so far and
+    its lease renewed. The text must continue what was streamed (a resumed job starts from it); a
+    stale report (fewer tokens than stored) only renews the lease, so retries and reordering are
+    harmless."""
     _running_on(job, worker_id, "report progress on")
     check_tokens(tokens, job.max_tokens)
     if tokens < job.tokens:
         return replace(job, updated_at=now, lease_expires=now + lease_s)
-    if not text.startswith(job.text):
-        raise JobConflict(f"Job {job.id!r}: the text does not continue the {len(job.text)} characters "
-                          "already streamed.", param="text")
-    return replace(job, text=text, tokens=tokens, updated_at=now, lease_expires=now + lease_s)
+    return replace(_grown(job, worker_id, text, tokens, token_ids), updated_at=now, lease_expires=now + lease_s)
 
 
-def plan_finish(job: Job, worker_id: str, text: str, tokens: int, now: float) -> Job:
+def plan_finish(job: Job, worker_id: str, text: str, tokens: int, now: float,
+                token_ids: tuple[int, ...] | None = None, result: dict[str, Any] | None = None) -> Job:
     """Done with the whole result. Finishing again with the same result is a no-op (a retry)."""
     if job.state is JobState.DONE and job.worker_id == worker_id and job.text == text and job.tokens == tokens:
         return job
     _running_on(job, worker_id, "finish")
     check_tokens(tokens, job.max_tokens)
-    if not text.startswith(job.text):
-        raise JobConflict(f"Job {job.id!r}: the result does not continue what was streamed.", param="text")
-    return replace(job, state=JobState.DONE, text=text, tokens=tokens, updated_at=now, lease_expires=None)
+    if tokens < job.tokens:
+        raise JobConflict(f"Job {job.id!r}: the result is shorter than what was streamed.", param="tokens")
+    grown = _grown(job, worker_id, text, tokens, token_ids)
+    return replace(grown, state=JobState.DONE, updated_at=now, lease_expires=None, result=result)
+
+
+def plan_release(job: Job, worker_id: str, reason: str, now: float) -> Job:
+    """The worker declined the job before streaming any of it: back to the queue as it was, not
+    counted as a lost attempt. The same report again is a no-op."""
+    if job.state is JobState.QUEUED and job.worker_id is None:
+        return job
+    _running_on(job, worker_id, "give back")
+    return replace(job, state=JobState.QUEUED, worker_id=None, lease_expires=None, updated_at=now,
+                   error=reason[:MAX_REASON_CHARS])
 
 
 def plan_requeue(job: Job, now: float, max_attempts: int, reason: str) -> Job:

@@ -1,9 +1,11 @@
-"""The job queue's table (SQLAlchemy Core), as migration c0002 leaves it; on the coordinator's
+"""The job queue's table (SQLAlchemy Core), as migrations c0002 and c0003 leave it; on the coordinator's
 `metadata` (see `tables`), so its Alembic chain knows it. A change here needs a new migration too.
 
 - `coordinator_jobs`: one row per job. `submit_key` is unique per requester (a retried submit
   finds its job); `claim_key` lets a worker retry a claim; `(state, digest, created_at)` is the
   index a claim walks, oldest queued job of the worker's models first.
+- c0003 adds `token_ids` (JSON list: the stream's token ids, for a resuming worker), `parts` (JSON
+  list of [worker, tokens]: who streamed what, for paying each) and `result` (JSON, once done).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ jobs = Table(
     Column("lease_expires", Double, nullable=True),
     Column("created_at", Double, nullable=False),
     Column("updated_at", Double, nullable=False),
+    Column("token_ids", Text, nullable=False, server_default="[]"),
+    Column("parts", Text, nullable=False, server_default="[]"),
+    Column("result", Text, nullable=True),
     UniqueConstraint("requester", "submit_key", name="uq_coordinator_jobs_submit"),
     Index("ix_coordinator_jobs_queue", "state", "digest", "created_at"),
     Index("ix_coordinator_jobs_lease", "state", "lease_expires"),

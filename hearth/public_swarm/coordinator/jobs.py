@@ -23,7 +23,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
@@ -103,7 +103,7 @@ class JobQueue:
                     conn.execute(insert(jobs).values(
                         id=job_id, requester=requester, submit_key=key, fingerprint=fp, digest=digest,
                         request=body, max_tokens=max_tokens, hold_id=hold_id, state=JobState.QUEUED.value,
-                        attempts=0, text="", tokens=0, created_at=now, updated_at=now))
+                        attempts=0, text="", tokens=0, created_at=now, updated_at=now, token_ids="[]", parts="[]"))
                     return _job(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
             except IntegrityError:  # a racing submit of the same key won: replay it
                 if attempt:
@@ -191,21 +191,35 @@ class JobQueue:
                 raise R.JobConflict(f"Job {job_id!r} was claimed while being claimed.", param="job_id")
             return _job(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
 
-    def progress(self, job_id: str, worker_id: str, text: str, tokens: int) -> Job:
-        """Record the whole stream so far (`text`, `tokens` in all, not a delta) and renew the lease.
-        Refused (`JobConflict`) once the job is not running on this worker: stop generating."""
+    def progress(self, job_id: str, worker_id: str, text: str, tokens: int,
+                 token_ids: Sequence[int] | None = None) -> Job:
+        """Record the whole stream so far (`text`, `tokens` in all and, when known, their
+        `token_ids`; not a delta) and renew the lease. Refused (`JobConflict`) once the job is not
+        running on this worker: stop generating."""
         R.check_job_id(job_id)
         R.check_worker_id(worker_id)
         R.check_text(text)
+        ids = None if token_ids is None else R.check_token_ids(token_ids, tokens)
         return self._change(job_id, lambda job, now: R.plan_progress(
-            job, worker_id, text, tokens, now, job.lease_s or LEASE_S))
+            job, worker_id, text, tokens, now, job.lease_s or LEASE_S, ids))
 
-    def finish(self, job_id: str, worker_id: str, text: str, tokens: int) -> Job:
-        """The job is done with its whole result; the caller then settles the hold for `tokens`."""
+    def finish(self, job_id: str, worker_id: str, text: str, tokens: int, token_ids: Sequence[int] | None = None,
+               result: dict[str, Any] | None = None) -> Job:
+        """The job is done with its whole result (and `result`: finish reason, counts, receipt); the
+        caller then settles the hold."""
         R.check_job_id(job_id)
         R.check_worker_id(worker_id)
         R.check_text(text)
-        return self._change(job_id, lambda job, now: R.plan_finish(job, worker_id, text, tokens, now))
+        ids = None if token_ids is None else R.check_token_ids(token_ids, tokens)
+        done = None if result is None else R.check_result(result)
+        return self._change(job_id, lambda job, now: R.plan_finish(job, worker_id, text, tokens, now, ids, done))
+
+    def release(self, job_id: str, worker_id: str, reason: str) -> Job:
+        """The worker declined the job: back to the queue, not counted as an attempt."""
+        R.check_job_id(job_id)
+        R.check_worker_id(worker_id)
+        R.check_text(reason, "reason", R.MAX_REASON_CHARS)
+        return self._change(job_id, lambda job, now: R.plan_release(job, worker_id, reason, now))
 
     def fail(self, job_id: str, worker_id: str, reason: str, *, retry: bool = False) -> Job:
         """The worker gives the job up: back to the queue for another worker (`retry`, counts as an
@@ -256,6 +270,8 @@ class JobQueue:
                                                jobs.c.updated_at == old.updated_at).values(
             state=new.state.value, worker_id=new.worker_id, attempts=new.attempts, text=new.text,
             tokens=new.tokens, error=new.error, lease_expires=new.lease_expires, updated_at=new.updated_at,
+            token_ids=_ids_json(new.token_ids), parts=json.dumps([list(p) for p in new.parts]),
+            result=None if new.result is None else json.dumps(new.result, sort_keys=True),
             **({} if new.state is JobState.RUNNING else {"claim_key": None})))
         if done.rowcount != 1:  # the row lock makes this impossible; refuse rather than lose a change
             raise R.JobConflict(f"Job {old.id!r} changed while being changed; retry.", param="job_id")
@@ -265,4 +281,11 @@ def _job(row: Row[Any]) -> Job:
     return Job(id=row.id, requester=row.requester, digest=row.digest, request=json.loads(row.request),
                max_tokens=row.max_tokens, hold_id=row.hold_id, state=JobState(row.state), worker_id=row.worker_id,
                attempts=row.attempts, text=row.text, tokens=row.tokens, error=row.error, created_at=row.created_at,
-               updated_at=row.updated_at, lease_expires=row.lease_expires, lease_s=row.lease_s)
+               updated_at=row.updated_at, lease_expires=row.lease_expires, lease_s=row.lease_s,
+               token_ids=tuple(json.loads(row.token_ids or "[]")),
+               parts=tuple((str(w), int(n)) for w, n in json.loads(row.parts or "[]")),
+               result=None if row.result is None else json.loads(row.result))
+
+
+def _ids_json(ids: tuple[int, ...]) -> str:
+    return json.dumps(list(ids), separators=(",", ":"))

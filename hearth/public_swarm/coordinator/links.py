@@ -5,7 +5,7 @@ thin runtime around the sans-IO `CoordinatorSession` (hearth.public_swarm.protoc
 it sends the Challenge, feeds every frame to `receive_text`, calls `tick` on a timer and performs the
 actions (send a frame, close with the protocol's code). `LiveLinks` is the table of proven,
 connected workers (node id → `Link`): `GET /v1/workers` lists them as live, and the job dispatcher
-(a later session) offers jobs through `Link.offer` and receives the session's job events through
+(`dispatch`) offers jobs through `Link.offer` and receives the session's job events through
 `on_event`.
 
 Bounds: at most `per_client` connections per client address (handshakes included; one more is
@@ -40,7 +40,8 @@ MAX_LINK_FRAME_BYTES = 1 << 20
 PER_CLIENT = 8
 """Links (and handshakes) at once from one client address."""
 HEARTBEAT_S = 5.0
-"""Both ends expect traffic this often; 3 silent intervals mean the peer is dead."""
+"""Both ends expect traffic this often; 3 silent intervals mean the peer is dead (the dispatcher then
+moves its jobs). `hearth coordinator` takes another from HEARTH_LINK_HEARTBEAT_S (tests use 0.5)."""
 HELLO_TIMEOUT_S = 10.0
 TRY_LATER = 1013
 """WebSocket close code 'try again later': too many connections from this address."""
@@ -114,6 +115,8 @@ class LiveLinks:
         self.hello_timeout_s = hello_timeout_s
         self.on_event = on_event
         """Called with each job event (JobAccepted, JobTokens, JobFinished, JobLost, ...): the dispatcher's."""
+        self.on_link: Callable[[], None] | None = None
+        """Called when a worker links (the dispatcher offers it the jobs waiting)."""
         self.by_node: dict[str, Link] = {}
         self._per_peer: Counter[str] = Counter()
 
@@ -197,6 +200,8 @@ class LiveLinks:
                 log.info("worker %s linked from %s with %d model(s)", event.node_id, link.peer, len(event.models))
                 if old is not None and old is not link:
                     await old.perform(old.session.close("Replaced by a newer link of this worker."))
+                if self.on_link is not None:
+                    self.on_link()
             else:
                 self._event(link, event)
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from hearth.errors import HearthError
 from hearth.identity import NodeIdentity
@@ -26,7 +28,30 @@ from hearth.public_swarm.ledger.db import Ledger
 from hearth.public_swarm.ledger.engine import backend_of
 from hearth.settings import Settings
 
+if TYPE_CHECKING:
+    from hearth.public_swarm.coordinator.dispatch import FreeAllowance
+
 log = logging.getLogger("hearth.coordinator")
+
+
+HEARTBEAT_ENV = "HEARTH_LINK_HEARTBEAT_S"
+"""Seconds between worker-link heartbeats (default links.HEARTBEAT_S); a dead worker's jobs move
+after three silent ones. Tests set it short."""
+
+
+def heartbeat_from_env() -> float:
+    from hearth.public_swarm.coordinator.links import HEARTBEAT_S
+
+    text = os.environ.get(HEARTBEAT_ENV, "").strip()
+    if not text:
+        return HEARTBEAT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.05 <= value <= 300:
+        raise HearthError(f"{HEARTBEAT_ENV} must be seconds from 0.05 to 300; got {text[:20]!r}.")
+    return value
 
 
 def default_db(settings: Settings) -> str:
@@ -51,12 +76,17 @@ def open_books(url: str, welcome: int, say: Callable[[str], None]) -> tuple[Ledg
 
 async def run_coordinator(settings: Settings, address: str, port: int, ledger: Ledger,
                           registry: workers.WorkerStore, operator: NodeIdentity,
-                          ready: asyncio.Event | None = None) -> None:
-    """Serve until cancelled or stopped."""
+                          ready: asyncio.Event | None = None, allowance: FreeAllowance | None = None) -> None:
+    """Serve until cancelled or stopped; unsigned requests use `allowance` (none: they are refused)."""
     from hearth.public_swarm.coordinator.app import create_coordinator_app
+    from hearth.public_swarm.coordinator.dispatch import Dispatcher
+    from hearth.public_swarm.coordinator.jobs import JobQueue
     from hearth.public_swarm.coordinator.links import MAX_LINK_FRAME_BYTES, LiveLinks
+    from hearth.public_swarm.coordinator.stats import SwarmStats
 
-    app = create_coordinator_app(ledger, registry, operator.node_id, LiveLinks())
+    links = LiveLinks(heartbeat_s=heartbeat_from_env())
+    dispatcher = Dispatcher(ledger, JobQueue(ledger.engine), links, stats=SwarmStats(), allowance=allowance)
+    app = create_coordinator_app(ledger, registry, operator.node_id, links, dispatcher)
     server = web_server(app, settings, address, ws="websockets-sansio", ws_max_size=MAX_LINK_FRAME_BYTES,
                         ws_per_message_deflate=False, ws_ping_interval=None)
     try:

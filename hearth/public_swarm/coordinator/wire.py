@@ -27,8 +27,19 @@ GRANTS = "/v1/grants"
 WORKER_LINK = "/v1/workers/link"
 """The workers' WebSocket (hearth.public_swarm.protocol): unsigned over HTTP, since the Hello's
 signature of the coordinator's challenge proves the worker's identity."""
-UNSIGNED = frozenset({PRICES})
-"""Paths anyone may ask without a signature (the free tier; more come with jobs)."""
+CHAT = "/v1/chat/completions"
+COMPLETIONS = "/v1/completions"
+MODELS = "/v1/models"
+JOBS = "/v1/jobs"
+UNSIGNED = frozenset({PRICES, MODELS})
+"""Paths anyone may ask without a signature."""
+SIGNATURE_OPTIONAL = (CHAT, COMPLETIONS, JOBS)
+"""Paths (and those under them) a signature is checked on when there is one, and that serve
+unsigned requests too: the requester routes, whose unsigned requests use the free allowance."""
+
+
+def signature_optional(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in SIGNATURE_OPTIONAL)
 
 MAX_MODELS = 64
 """Most models one worker may offer in one registration."""

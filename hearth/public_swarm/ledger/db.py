@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,7 +27,7 @@ from hearth.public_swarm.ledger import rules
 from hearth.public_swarm.ledger.engine import backend_of, make_engine, upgrade
 from hearth.public_swarm.ledger.errors import HoldClosed, KeyReused, LedgerInputInvalid
 from hearth.public_swarm.ledger.models import accounts, entries, holds
-from hearth.public_swarm.ledger.rules import Entry, Hold, HoldState, Kind, Settlement
+from hearth.public_swarm.ledger.rules import Entry, Hold, HoldState, Kind, Settlement, SplitSettlement
 
 T = TypeVar("T")
 EXPIRE_BATCH = 500
@@ -144,6 +144,29 @@ class Ledger:
         def replay(conn: Connection, row: Row[Any]) -> Settlement:
             hold = self._hold(conn, hold_id) or _gone(row)
             return Settlement(hold_id, worker, served, hold.amount - served)
+
+        return self._run(key, request, self._lock_hold(hold_id), body, replay)
+
+    def settle_split(self, hold_id: str, paid: Mapping[str, int], key: str) -> SplitSettlement:
+        """Close a hold paying several workers (`paid`: worker -> micro-credits), the rest back to
+        the requester: a job that more than one worker streamed. Once per key, as `settle`."""
+        rules.check_key(key)
+        rules.check_hold_id(hold_id)
+        shown = sorted(paid.items()) if isinstance(paid, Mapping) else paid
+        request = rules.fingerprint("settle_split", hold_id, shown)
+
+        def body(conn: Connection) -> SplitSettlement:
+            closed, settlement, planned = rules.plan_settle_split(self._hold(conn, hold_id), hold_id, paid)
+            for worker, _ in settlement.paid:
+                self._ensure_account(conn, worker)
+            self._close(conn, closed)
+            self._write(conn, key, request, planned)
+            return settlement
+
+        def replay(conn: Connection, row: Row[Any]) -> SplitSettlement:
+            hold = self._hold(conn, hold_id) or _gone(row)
+            done = tuple(sorted((w, a) for w, a in paid.items() if a))
+            return SplitSettlement(hold_id, done, hold.amount - sum(a for _, a in done))
 
         return self._run(key, request, self._lock_hold(hold_id), body, replay)
 

@@ -232,6 +232,44 @@ def plan_settle(hold: Hold | None, hold_id: str, served: int, worker: str) -> tu
     return replace(hold, state=HoldState.SETTLED), settlement, entries
 
 
+@dataclass(frozen=True)
+class SplitSettlement:
+    """What settling a hold among several workers did: `paid` (worker, micro-credits) in worker
+    order, `returned` to the requester."""
+
+    hold_id: str
+    paid: tuple[tuple[str, int], ...]
+    returned: int
+
+    @property
+    def served(self) -> int:
+        return sum(amount for _, amount in self.paid)
+
+
+def plan_settle_split(hold: Hold | None, hold_id: str,
+                      paid: Mapping[str, int]) -> tuple[Hold, SplitSettlement, list[Entry]]:
+    """Close a hold paying each worker its part of what was served (a job that several workers
+    streamed), the rest back to the requester. Never more than the hold; workers with 0 get nothing."""
+    check_hold_id(hold_id)
+    if not isinstance(paid, Mapping) or len(paid) > 64:
+        raise LedgerInputInvalid("paid must map at most 64 workers to amounts.", param="paid")
+    parts = sorted((check_account(w, "worker"), check_amount(a, "served", allow_zero=True)) for w, a in paid.items())
+    hold = _open(hold, hold_id)
+    served = sum(a for _, a in parts)
+    if served > hold.amount:
+        raise LedgerInputInvalid(
+            f"served ({format_credits(served)}) is more than hold {hold.id!r} set aside "
+            f"({format_credits(hold.amount)}).", param="served")
+    if hold.requester in (w for w, a in parts if a):
+        raise LedgerInputInvalid("A requester is not paid from its own hold.", param="paid")
+    escrow = escrow_account(hold.id)
+    entries = [Entry(Kind.SETTLE, escrow, w, a, hold.id) for w, a in parts if a]
+    if hold.amount - served:
+        entries.append(Entry(Kind.RELEASE, escrow, hold.requester, hold.amount - served, hold.id))
+    settlement = SplitSettlement(hold.id, tuple((w, a) for w, a in parts if a), hold.amount - served)
+    return replace(hold, state=HoldState.SETTLED), settlement, entries
+
+
 def plan_release(hold: Hold | None, hold_id: str) -> tuple[Hold, list[Entry]]:
     """Close a hold with nothing served: all of it back to the requester."""
     check_hold_id(hold_id)

@@ -1,0 +1,251 @@
+"""The dispatcher's jobs running on this process's linked workers: offering, streaming, ending.
+
+One `Run` per job offered to a local link: what this run streamed (text and token ids) on top of
+what the job held when claimed. Tokens are pushed to local followers at once and written to the
+job's row by the flusher every FLUSH_S (which also renews the lease); a run's end is written in one
+place (`_end`), serialised with the flushes by the run's lock. Declined jobs go back to the queue
+uncounted and the link cools down before it is offered another; lost or failed runs go back with
+what they streamed, so the next worker resumes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hearth.errors import HearthError
+from hearth.public_swarm import receipts
+from hearth.public_swarm.coordinator.dispatch_rules import JobSpec
+from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobConflict
+from hearth.public_swarm.coordinator.jobs import LEASE_S, JobQueue
+from hearth.public_swarm.coordinator.links import Link, LiveLinks
+from hearth.public_swarm.coordinator.stats import SwarmStats
+from hearth.public_swarm.protocol.actions import (
+    Action,
+    JobAccepted,
+    JobDeclined,
+    JobFailed,
+    JobFinished,
+    JobLost,
+    JobTokens,
+)
+from hearth.public_swarm.protocol.coordinator import Phase
+from hearth.public_swarm.protocol.messages import Offer, Resume
+
+log = logging.getLogger("hearth.coordinator.runs")
+
+FLUSH_S = 0.25
+"""How often streamed tokens are written to their job's row (other processes' followers read it)."""
+COOL_S = 2.0
+"""After a decline, a worker is offered no job for this long."""
+
+
+@dataclass
+class Run:
+    job: Job
+    """The job as claimed: its text and token ids are what earlier runs streamed."""
+    link: Link
+    worker: str
+    text: list[str] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    written: int = 0
+    """Token ids of this run already in the row."""
+    renewed: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    ended: bool = False
+
+    def full_text(self) -> str:
+        return self.job.text + "".join(self.text)
+
+    def full_ids(self) -> list[int]:
+        return [*self.job.token_ids, *self.ids]
+
+
+class Runs:
+    """This process's running jobs; the LiveLinks event handler and the flusher."""
+
+    def __init__(self, queue: JobQueue, links: LiveLinks, stats: SwarmStats, *, close_books: Callable[[Job], None],
+                 wake: Callable[[], None], lease_s: float | None = None) -> None:
+        self.queue, self.links, self.stats = queue, links, stats
+        self.close_books, self.wake = close_books, wake
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.lease_s = lease_s or LEASE_S
+        self.local: dict[str, Run] = {}
+        self.cooling: dict[str, float] = {}
+        self.signals: dict[str, set[asyncio.Event]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- followers ----------------------------------------------------------------------------
+
+    def subscribe(self, job_id: str) -> asyncio.Event:
+        signal = asyncio.Event()
+        self.signals.setdefault(job_id, set()).add(signal)
+        return signal
+
+    def unsubscribe(self, job_id: str, signal: asyncio.Event) -> None:
+        subs = self.signals.get(job_id)
+        if subs is not None:
+            subs.discard(signal)
+            if not subs:
+                del self.signals[job_id]
+
+    def notify(self, job_id: str) -> None:
+        for signal in self.signals.get(job_id, ()):
+            signal.set()
+
+    def local_text(self, job_id: str) -> str | None:
+        run = self.local.get(job_id)
+        return None if run is None or run.ended else run.full_text()
+
+    # -- offering -----------------------------------------------------------------------------
+
+    async def dispatch_all(self) -> None:
+        """Claim and offer jobs to every local link with room, until the queue has none for it."""
+        for node_id, link in list(self.links.by_node.items()):
+            while self._has_room(node_id, link):
+                digests = list(link.session.models)
+                job = await asyncio.to_thread(self.queue.claim, node_id, digests, self.lease_s)
+                if job is None:
+                    break
+                await self._offer(job, link, node_id)
+
+    def _has_room(self, node_id: str, link: Link) -> bool:
+        session = link.session
+        if link.closed or session.phase is not Phase.READY or not session.models:
+            return False
+        if self.cooling.get(node_id, 0.0) > time.monotonic():
+            return False
+        return len(session.jobs) < session.max_jobs
+
+    async def _offer(self, job: Job, link: Link, node_id: str) -> None:
+        spec = JobSpec.from_json(job.request)
+        resume = Resume(text=job.text, token_ids=list(job.token_ids)) if job.token_ids else None
+        request = spec.request.model_copy(update={"resume": resume})
+        run = Run(job, link, node_id)
+        self.local[job.id] = run
+        try:
+            offer = Offer(job_id=job.id, model_digest=job.digest, request=type(request).model_validate(
+                request.model_dump()))
+            events = await link.offer(offer)
+        except (HearthError, ValueError, OSError, RuntimeError) as exc:
+            events = [JobDeclined(job.id, "offer_failed")]
+            log.info("job %s: offer to %s failed: %s", job.id, node_id, exc)
+        for event in events:
+            self.on_event(link, event)
+
+    # -- events from the links (on the event loop) -------------------------------------------
+
+    def on_event(self, link: Link, event: Action) -> None:
+        job_id = getattr(event, "job_id", None)
+        run = self.local.get(job_id) if isinstance(job_id, str) else None
+        if run is None or run.link is not link or run.ended:
+            return
+        match event:
+            case JobAccepted():
+                pass
+            case JobTokens():
+                run.text.append(event.text)
+                run.ids.extend(event.token_ids)
+                self.stats.record(len(event.token_ids))
+                self.notify(run.job.id)
+            case JobFinished():
+                self._spawn(self._end(run, "finished", event))
+            case JobDeclined():
+                self.cooling[run.worker] = time.monotonic() + COOL_S
+                self._spawn(self._end(run, "declined", event.reason))
+            case JobFailed():
+                self._spawn(self._end(run, "lost", f"worker {run.worker} failed: {event.code}: {event.message}"))
+            case JobLost():
+                self._spawn(self._end(run, "lost", f"worker {run.worker} was lost"))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end(self, run: Run, how: str, detail: Any) -> None:
+        run.ended = True
+        async with run.lock:
+            try:
+                job = await asyncio.to_thread(self._write_end, run, how, detail)
+                if job is not None and job.state in FINAL:
+                    await asyncio.to_thread(self.close_books, job)
+            except JobConflict as exc:  # cancelled or moved meanwhile: nothing of ours to write
+                log.info("job %s: %s after it changed: %s", run.job.id, how, exc.message)
+            except Exception:
+                log.exception("job %s: writing its %s failed (the lease will move it)", run.job.id, how)
+        if self.local.get(run.job.id) is run:
+            del self.local[run.job.id]
+        self.notify(run.job.id)
+        self.wake()
+
+    def _write_end(self, run: Run, how: str, detail: Any) -> Job | None:
+        q, job_id, text, ids = self.queue, run.job.id, run.full_text(), run.full_ids()
+        if how == "finished":
+            assert isinstance(detail, JobFinished)
+            result = {"finish_reason": detail.finish_reason, "prompt_tokens": detail.prompt_tokens,
+                      "finisher": run.worker, "receipt": receipts.encode(detail.receipt).decode("ascii")}
+            return q.finish(job_id, run.worker, text, len(ids), ids, result)
+        if how == "declined" and not run.ids:
+            return q.release(job_id, run.worker, f"declined by {run.worker}: {detail}")
+        if run.ids:
+            q.progress(job_id, run.worker, text, len(ids), ids)
+        return q.fail(job_id, run.worker, str(detail), retry=True)
+
+    # -- the flusher --------------------------------------------------------------------------
+
+    async def flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write each running job's new tokens to its row, and renew leases due for it."""
+        now = time.monotonic()
+        for run in list(self.local.values()):
+            due = now - run.renewed > self.lease_s / 3
+            if run.ended or (len(run.ids) == run.written and not due):
+                continue
+            async with run.lock:
+                if run.ended:
+                    continue
+                text, ids = run.full_text(), run.full_ids()
+                try:
+                    await asyncio.to_thread(self.queue.progress, run.job.id, run.worker, text, len(ids), ids)
+                    run.written, run.renewed = len(ids) - len(run.job.token_ids), now
+                except JobConflict:  # cancelled, or moved by another process: stop the worker
+                    self._stop(run)
+                except Exception:
+                    log.exception("job %s: progress not written (retried next flush)", run.job.id)
+
+    def snapshot(self, job_id: str) -> tuple[str, str, int, list[int]] | None:
+        """(worker, text, tokens, token ids) a local job streamed so far, for `JobQueue.progress`."""
+        run = self.local.get(job_id)
+        if run is None:
+            return None
+        ids = run.full_ids()
+        return run.worker, run.job.text + "".join(list(run.text)), len(ids), ids
+
+    def stop_local(self, job_id: str) -> None:
+        """Tell a local job's worker to stop (thread-safe); its later events are ignored."""
+        run = self.local.get(job_id)
+        loop = self.loop
+        if run is not None and loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop, run)
+
+    def _stop(self, run: Run) -> None:
+        run.ended = True
+        if self.local.get(run.job.id) is run:
+            del self.local[run.job.id]
+        self.notify(run.job.id)
+        self._spawn(_perform(run.link, lambda: run.link.session.cancel(run.job.id, time.monotonic())))
+
+
+async def _perform(link: Link, actions: Callable[[], list[Action]]) -> None:
+    with contextlib.suppress(OSError, RuntimeError):
+        await link.perform(actions())
