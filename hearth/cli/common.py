@@ -69,7 +69,8 @@ def validation_line(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def policy(config: Settings, radius: str, pool: bool, peer: list[str] | None, max_memory: str | None) -> PoolPolicy:
+def policy(config: Settings, radius: str, pool: bool, peer: list[str] | None, max_memory: str | None,
+           public: bool = False) -> PoolPolicy:
     """The pool policy from the shared options; an old --radius spelling gets a note on stderr.
     With --radius public the pool reaches as far as the circle does (trusted); what it cannot
     serve goes to the swarm (`engines`)."""
@@ -77,6 +78,9 @@ def policy(config: Settings, radius: str, pool: bool, peer: list[str] | None, ma
     if note:
         err.print(f"[yellow]note:[/] {note}")
     chosen = parse_radius(radius)
+    if chosen is Radius.PUBLIC and not public:
+        raise InvalidRequest("--radius public is for requests (`hearth run`, `serve`, `plan`); this command serves "
+                             "its own circle: choose 'machine', 'household' or 'trusted'.")
     return pool_policy(config, Radius.TRUSTED if chosen is Radius.PUBLIC else chosen, pool, peer, max_memory)
 
 

@@ -52,7 +52,7 @@ def plan(
     from hearth.orchestrator.survey import plan_model
 
     config = public_settings(radius, False, max_price)
-    chosen = policy(config, radius, pool, peer, max_memory)
+    chosen = policy(config, radius, pool, peer, max_memory, public=True)
     def skipped(problem: str) -> None:
         err.print(f"[yellow]skipped[/] {escape(problem)}")
 

@@ -63,7 +63,7 @@ def run(
     from hearth.ggml.native import check_rpc_backend
 
     config = public_settings(radius, yes, max_price)
-    chosen = policy(config, radius, pool, peer, max_memory)
+    chosen = policy(config, radius, pool, peer, max_memory, public=True)
     check_rpc_backend()
     name, given = split_model_prompt(model, prompt, config)
     if given is None and not sys.stdin.isatty():

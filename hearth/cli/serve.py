@@ -57,5 +57,5 @@ def serve(
             err.print(f"[yellow]warning:[/] {escape(str(api_key_file))} can be read by other users; `chmod 600` it.")
     config = public_settings(radius, yes, max_price, host=host, port=port, api_key=api_key)
     launch.check_exposure(config)  # before anything else is judged: the most important refusal
-    chosen = policy(config, radius, pool_, peer, max_memory)
+    chosen = policy(config, radius, pool_, peer, max_memory, public=True)
     launch.serve(config, engines(config, radius, chosen, ask=False), model, say=say, status=err.status)

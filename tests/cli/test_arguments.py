@@ -41,6 +41,7 @@ from tests.cli.inprocess import hearth_here
     (["run", "hi", "--radius", "public"], 2, "HEARTH_COORDINATOR"),
     (["run", "hi", "--radius", "public", "--max-price", "cheap"], 2, "--max-price"),
     (["serve", "--radius", "public"], 2, "HEARTH_COORDINATOR"),
+    (["contribute", "--coordinator", "http://127.0.0.1:9", "--radius", "public"], 2, "is for requests"),
     (["run", "hi", "--radius", "machine", "--pool"], 2, "contradict"),
     (["plan", "smollm2-135m", "--radius", "local", "--pool"], 2, "contradict"),
     (["node", "--admit", "anyone"], 2, "--admit"),
