@@ -48,6 +48,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── CoordinatorUnreachable    public_swarm.coordinator.client: check the URL and that it runs
     │   ├── CoordinatorAnswerInvalid  public_swarm.coordinator.client: that URL is no hearth coordinator
     │   ├── PublicStreamInvalid       public_swarm.sse: a coordinator's stream too long, malformed or cut
+    │   ├── JobNotServed              public_swarm.coordinator.openai_wire: the job failed on every worker (HTTP 502)
     │   └── SealedError               tunnel.sealed: same pairing secret on both sides?
     ├── LeaseFailed                   orchestrator.placement: a lease the plan needs (HTTP 503)
     │   ├── LeaseUnanswered           the node was silent: check its `hearth node` (also a LinkFailed)
