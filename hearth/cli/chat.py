@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn
 from hearth.cli.bridge import EngineBridge
 from hearth.engine.events import Done, Token
 from hearth.errors import HearthError
-from hearth.escalation.pool import Engines
+from hearth.escalation.pool import Engines, Escalating
 from hearth.public_swarm.ledger.rules import format_credits
 from hearth.public_swarm.sse import PublicCost
 
@@ -37,6 +37,8 @@ def _load(bridge: EngineBridge, model: str, err: Console) -> None:
         task = bar.add_task(f"loading {model}", total=1.0)
         engine = bridge.call(bridge.pool.load(model, lambda fraction: bar.update(task, completed=fraction)))
     if engine is None:
+        if isinstance(bridge.pool, Escalating):
+            bridge.pool.agree()  # on the terminal's thread, after the progress bar is gone
         err.print(f"[dim]{model}: replies come from the public swarm[/]")
         return
     placement = bridge.pool.placement

@@ -103,15 +103,18 @@ class Escalating:
         return self.pool.placement
 
     async def load(self, model: str, on_progress: Callable[[float], None] | None = None) -> EngineProcess | None:
-        """The circle's engine for `model`; None when the circle cannot serve it (requests then go
-        to the swarm, after consent: asked here, so a person answers before typing a prompt)."""
+        """The circle's engine for `model`; None when the circle cannot serve it: requests then go
+        to the swarm, after consent (`agree`, which the CLI calls at once, so that a person answers
+        before typing a prompt)."""
         try:
             return await self.pool.load(model, on_progress)
         except CIRCLE_CANNOT_SERVE as exc:
             self._circle_cannot(model, exc)
-            if self.consent is not None and self.consent.ask is not None:
-                await asyncio.to_thread(self._consent)
             return None
+
+    def agree(self) -> None:
+        """Check consent now (asking the person if one can be asked); PublicNotConsented if not."""
+        self._consent()
 
     async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[Event, None]:
         """The pool's events, or the swarm's (Start, Token..., PublicCost, Done)."""
