@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
+import pexpect
 import pytest
 
+from hearth.escalation.consent import remembered
 from tests.conftest import HEARTH, REPO, hearth_env, start_server, stop_server
 from tests.public_swarm.coordinator_proc import coordinator as coordinator_process
 from tests.public_swarm.worker_proc import contributor
@@ -115,3 +118,25 @@ def test_openai_client_against_serve_radius_public_sees_the_cost(swarm: str, tmp
         assert srv.status()["public"]["requests"] == 3  # type: ignore[index]
     finally:
         stop_server(srv)
+
+
+def test_a_person_is_asked_once_in_the_terminal_and_the_yes_is_remembered(swarm: str, tmp_path: Path) -> None:
+    """The interactive chat in a real pseudo-terminal: the question comes before the first prompt."""
+    child = pexpect.spawn(sys.executable, ["-m", "hearth.cli.main", "run", MODEL, "--radius", "public", *TINY,
+                                           "--temperature", "0", "-n", "6"],
+                          env=hearth_env(tmp_path, HEARTH_COORDINATOR=swarm, HEARTH_TUNNEL="sealed", COLUMNS="200"),
+                          encoding="utf-8", timeout=90)
+    try:
+        child.expect(r"stranger's machine.*\[y/N\] ")
+        child.sendline("y")
+        child.expect(">>> ")
+        child.sendline(PROMPT)
+        child.expect("served by the public swarm")
+        child.expect(">>> ")
+        child.sendline("/bye")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0 and remembered(tmp_path) == {swarm}
+    again = hearth(tmp_path, "run", MODEL, PROMPT, "-n", "4", "--radius", "public", *TINY, HEARTH_COORDINATOR=swarm)
+    assert again.returncode == 0 and "served by the public swarm" in again.stderr, again.stderr
