@@ -12,6 +12,7 @@ the wait for each piece, and the whole reply.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from hearth.engine.events import Done, Start, Token
 from hearth.errors import HearthError, InvalidRequest, OutOfCapacity
 from hearth.identity import NodeIdentity
+from hearth.public_swarm import receipts
 from hearth.public_swarm.coordinator.client import CoordinatorAnswerInvalid, CoordinatorClient, refusal
 from hearth.public_swarm.coordinator.dispatch_rules import FreeTierClosed, ModelNotServed, NoWorker
 from hearth.public_swarm.coordinator.openai_wire import JobNotServed
@@ -65,6 +67,22 @@ class PublicModel(BaseModel):
 
     def names(self, wanted: str) -> bool:
         return wanted in (self.id, f"sha256:{self.digest}", self.digest)
+
+
+def check_receipt(cost: PublicCost, asked: str, text: str) -> None:
+    """ReceiptInvalid/ReceiptForged unless the receipt the coordinator forwarded is for this job,
+    from a worker that streamed it, of the weights asked for (sha256:<digest>), and, when one
+    worker served the whole reply, of exactly the text received. (Its signature needs the worker's
+    public key, which the coordinator's C1 answer does not carry: `receipts.verify` checks it.)"""
+    receipt = receipts.parse(cost.receipt)
+    if receipt.job_id != cost.job_id or receipt.worker not in cost.workers:
+        raise receipts.ReceiptForged(f"The receipt is for job {receipt.job_id!r} by {receipt.worker!r}, not job "
+                                     f"{cost.job_id!r} by {', '.join(cost.workers) or 'nobody'}.")
+    if asked.startswith("sha256:") and receipt.model_digest != asked.removeprefix("sha256:"):
+        raise receipts.ReceiptForged(f"The receipt says weights {receipt.model_digest[:12]}…, not the "
+                                     f"{asked[7:19]}… asked for.")
+    if len(cost.workers) == 1 and receipts.sha256_hex(text) != receipt.output_sha256:
+        raise receipts.ReceiptForged("The receipt covers another output than the text received.")
 
 
 class _ModelList(BaseModel):
@@ -138,12 +156,18 @@ class PublicRequester:
             yield Start(rid, 0)
             reader = ChunkReader(rid, self._in_band, time.monotonic)
             lines = SseLines()
-            async for data in _bounded(response.aiter_raw(), deadline, self.total_s):
-                for payload in lines.feed(data):
-                    for event in reader.payload(payload):
-                        yield event
-                if reader.ended:
-                    return
+            received: list[str] = []
+            async with contextlib.aclosing(_bounded(response.aiter_bytes(), deadline, self.total_s)) as body:
+                async for data in body:
+                    for payload in lines.feed(data):
+                        for event in reader.payload(payload):
+                            if isinstance(event, Token):
+                                received.append(event.text)
+                            elif isinstance(event, PublicCost):
+                                check_receipt(event, model, "".join(received))
+                            yield event
+                    if reader.ended:
+                        return
             reader.close()
 
     def _in_band(self, code: str | None, message: str) -> HearthError:
@@ -167,19 +191,26 @@ class PublicRequester:
         return PriceAboveCeiling(said, price=price, ceiling=self.max_price)
 
 
-async def _bounded(chunks: AsyncIterator[bytes], deadline: float, total_s: float) -> AsyncIterator[bytes]:
-    """The body's chunks until `deadline` (each read also bounded by the client's read timeout)."""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise PublicStreamInvalid(f"The public reply took longer than {total_s:g} s; stopped reading.")
-        try:
-            data = await asyncio.wait_for(anext(chunks), left)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise PublicStreamInvalid(f"The public reply took longer than {total_s:g} s; stopped reading.") from None
-        yield data
+async def _bounded(chunks: AsyncIterator[bytes], deadline: float,
+                   total_s: float) -> AsyncGenerator[bytes, None]:
+    """The body's chunks until `deadline` (each read also bounded by the client's read timeout);
+    the body's iterator is closed here, so none is left for the garbage collector to finish."""
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PublicStreamInvalid(f"The public reply took longer than {total_s:g} s; stopped reading.")
+            try:
+                data = await asyncio.wait_for(anext(chunks), left)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise PublicStreamInvalid(f"The public reply took longer than {total_s:g} s; "
+                                          "stopped reading.") from None
+            yield data
+    finally:
+        if isinstance(chunks, AsyncGenerator):
+            await chunks.aclose()
 
 
 __all__ = ["Done", "PublicCost", "PublicRequester", "PublicStreamInvalid", "Token", "request_body"]

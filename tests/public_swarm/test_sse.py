@@ -130,3 +130,28 @@ def test_near_miss_streams_give_a_hearth_error_only(parts: list[bytes]) -> None:
         read(b"".join(parts))
     except HearthError:
         pass
+
+
+def test_the_forwarded_receipt_must_be_for_this_job_these_weights_and_this_text() -> None:
+    from nacl.signing import SigningKey
+
+    from hearth.identity import NodeIdentity
+    from hearth.public_swarm.receipts import ReceiptForged, ReceiptInvalid, encode, sign_receipt
+    from hearth.public_swarm.requester import check_receipt
+
+    worker = NodeIdentity(SigningKey(bytes([3]) * 32))
+    digest = "ab" * 32
+    wire = encode(sign_receipt(worker, job_id="job-1", model_digest=digest, prompt="p", output="Hello world",
+                               prompt_tokens=3, completion_tokens=2)).decode()
+    cost = PublicCost(300, 60, "job-1", (worker.node_id,), wire)
+    check_receipt(cost, f"sha256:{digest}", "Hello world")
+    check_receipt(cost, "smollm2-135m", "Hello world")  # a name: any weights the swarm serves by it
+    with pytest.raises(ReceiptForged, match="another output"):
+        check_receipt(cost, "m", "Hello there")
+    with pytest.raises(ReceiptForged, match="weights"):
+        check_receipt(cost, "sha256:" + "cd" * 32, "Hello world")
+    with pytest.raises(ReceiptForged, match="job-2"):
+        check_receipt(PublicCost(300, 60, "job-2", (worker.node_id,), wire), "m", "Hello world")
+    check_receipt(PublicCost(300, 60, "job-1", (worker.node_id, "x" * 16), wire), "m", "other text after failover")
+    with pytest.raises(ReceiptInvalid):
+        check_receipt(PublicCost(300, 60, "job-1", (worker.node_id,), "not a receipt"), "m", "Hello world")
