@@ -166,8 +166,8 @@ class PublicRequester:
                             elif isinstance(event, PublicCost):
                                 check_receipt(event, model, "".join(received))
                             yield event
-                    if reader.ended:
-                        return
+            # Read to the body's end even after [DONE] (more data there is an error): httpx's
+            # nested body iterators are only finished cleanly when they run out.
             reader.close()
 
     def _in_band(self, code: str | None, message: str) -> HearthError:
