@@ -16,6 +16,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── JobInputInvalid           public_swarm.coordinator.job_rules: a malformed job id, digest, size or state
     │   ├── NoCoordinator             public_swarm.coordinator.client: pass --coordinator or set HEARTH_COORDINATOR
     │   ├── AllowanceInputInvalid     public_swarm.coordinator.allowance_rules: not an IP address, or a bad token count
+    │   ├── NoCoordinatorSet          escalation.pool: --radius public needs HEARTH_COORDINATOR
     │   ├── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │   │   └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
     │   ├── MessageInvalid            public_swarm.protocol: a malformed worker/coordinator frame; the link closes
@@ -47,6 +48,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── RpcUnreachable            ggml.hello: is the node's RPC server up?
     │   ├── CoordinatorUnreachable    public_swarm.coordinator.client: check the URL and that it runs
     │   ├── CoordinatorAnswerInvalid  public_swarm.coordinator.client: that URL is no hearth coordinator
+    │   ├── PublicStreamInvalid       public_swarm.sse: a coordinator's stream too long, malformed or cut
     │   ├── JobNotServed              public_swarm.coordinator.openai_wire: the job failed on every worker (HTTP 502)
     │   └── SealedError               tunnel.sealed: same pairing secret on both sides?
     ├── LeaseFailed                   orchestrator.placement: a lease the plan needs (HTTP 503)
@@ -72,6 +74,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── JobNotFound               no job has that id for you (HTTP 404)
     │   └── JobConflict               not this worker's, already final, or text not continuing the stream
     ├── WaitTimedOut                  public_swarm.coordinator.jobs_client: the job runs on; ask again (exit 9)
+    ├── PublicNotConsented            escalation.consent: --yes, HEARTH_PUBLIC_OK=1 or answer once (HTTP 403)
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
     └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error
 """

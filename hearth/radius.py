@@ -25,8 +25,9 @@ class Radius(StrEnum):
 DEPRECATED = {"local": Radius.MACHINE}
 """Old spellings still accepted by --radius: 'local' meant this machine (it reads like 'the LAN')."""
 
-AVAILABLE = (Radius.MACHINE, Radius.HOUSEHOLD, Radius.TRUSTED)
-"""What a request may ask for today; the public radius arrives with the public swarm."""
+AVAILABLE = (Radius.MACHINE, Radius.HOUSEHOLD, Radius.TRUSTED, Radius.PUBLIC)
+"""What a request may ask for. PUBLIC tries the circle first and escalates to the public swarm's
+coordinator only when the circle cannot serve (hearth.escalation), with the person's consent."""
 
 
 def parse_radius(text: str, option: str = "--radius") -> Radius:
@@ -40,8 +41,7 @@ def parse_radius(text: str, option: str = "--radius") -> Radius:
             radius = None
     if radius is None or radius not in AVAILABLE:
         names = ", ".join(f"'{r}'" for r in AVAILABLE)
-        later = " (the public radius comes with the public swarm)" if radius is Radius.PUBLIC else ""
-        raise InvalidRequest(f"{option} {text!r}: choose {names}{later}.")
+        raise InvalidRequest(f"{option} {text!r}: choose {names}.")
     return radius
 
 

@@ -101,7 +101,30 @@ class Settings(BaseSettings):
 
     coordinator: str | None = None
     """URL of the public swarm's coordinator (http(s)://HOST[:PORT]) that `hearth credits` asks,
-    and later escalation to the public radius; none by default: the public radius is opt-in."""
+    and where `--radius public` escalates; none by default: the public radius is opt-in."""
+
+    max_price: int | None = None
+    """Most a public request may cost, in whole credits per million tokens (`--max-price`); the
+    coordinator refuses a model priced above it (402, naming the price and the ceiling). None: no
+    ceiling. Written as pricing.parse_ceiling reads it: digits, `_` or `,` between them."""
+
+    public_ok: bool = False
+    """Consent, for scripts and services, that with `--radius public` a prompt may leave the circle
+    for strangers' machines. People answer once at a prompt instead (remembered in HEARTH_HOME)."""
+
+    @field_validator("max_price", mode="before")
+    @classmethod
+    def _ceiling(cls, value: object) -> object:
+        """pricing.parse_ceiling's rule, repeated here because settings sit below public_swarm
+        (tests/test_settings_public.py checks that both agree)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = value.strip().replace("_", "").replace(",", "") if isinstance(value, str) else None
+        if text is not None and text.isascii() and text.isdigit() and len(text) <= 18:
+            value = int(text)
+        if type(value) is not int or not 1 <= value <= 10**18:
+            raise ValueError("must be a whole number of credits per million tokens (1 or more)")
+        return value
 
     @field_validator("api_key")
     @classmethod

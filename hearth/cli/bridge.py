@@ -12,14 +12,13 @@ import threading
 from collections.abc import Generator
 from typing import Any
 
-from hearth.engine.events import ReplyEvent
-from hearth.orchestrator.engines import EnginePool
+from hearth.escalation.pool import Engines, Event
 
 _END = object()
 
 
 class EngineBridge:
-    def __init__(self, pool: EnginePool) -> None:
+    def __init__(self, pool: Engines) -> None:
         self.pool = pool
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="hearth-loop", daemon=True)
@@ -28,7 +27,7 @@ class EngineBridge:
     def call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
-    def stream(self, model: str, op: str, **fields: Any) -> Generator[ReplyEvent, None, None]:
+    def stream(self, model: str, op: str, **fields: Any) -> Generator[Event, None, None]:
         """Yield the request's events; closing the iterator cancels the request."""
         out: queue.Queue[Any] = queue.Queue()
 

@@ -14,7 +14,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn
 from hearth.cli.bridge import EngineBridge
 from hearth.engine.events import Done, Token
 from hearth.errors import HearthError
-from hearth.orchestrator.engines import EnginePool
+from hearth.escalation.pool import Engines, Escalating
+from hearth.public_swarm.ledger.rules import format_credits
+from hearth.public_swarm.sse import PublicCost
 
 HELP = "Commands: /bye to leave, /clear to forget the conversation, /? for this help."
 
@@ -33,20 +35,42 @@ def _load(bridge: EngineBridge, model: str, err: Console) -> None:
     with Progress("[progress.description]{task.description}", BarColumn(), TaskProgressColumn(),
                   console=err, transient=True) as bar:
         task = bar.add_task(f"loading {model}", total=1.0)
-        bridge.call(bridge.pool.load(model, lambda fraction: bar.update(task, completed=fraction)))
+        engine = bridge.call(bridge.pool.load(model, lambda fraction: bar.update(task, completed=fraction)))
+    if engine is None:
+        if isinstance(bridge.pool, Escalating):
+            bridge.pool.agree()  # on the terminal's thread, after the progress bar is gone
+        err.print(f"[dim]{model}: replies come from the public swarm[/]")
+        return
     placement = bridge.pool.placement
     if placement is not None:
         split = ", ".join(f"{a.node.name}: {a.layers} layers" for a in placement.plan.assignments)
         err.print(f"[dim]{model} split across the household ({split})[/]")
 
 
-def one_shot(pool: EnginePool, model: str, prompt: str, system: str | None,
+def served_publicly(cost: PublicCost, pool: Engines) -> str:
+    """The line that says a reply left the circle: where, who served it, what it cost."""
+    where = getattr(pool, "coordinator", "the coordinator")
+    workers = ", ".join(w[:16] for w in cost.workers) or "no worker named"
+    return (f"served by the public swarm at {where} (worker{'s' if len(cost.workers) != 1 else ''} {workers}; "
+            f"job {cost.job_id}): cost {format_credits(cost.micro_credits)} credits "
+            f"at {cost.price:,} credits per million tokens")
+
+
+def public_json(cost: PublicCost | None) -> dict[str, object] | None:
+    if cost is None:
+        return None
+    return {"served_by": "public", "cost_credits": cost.micro_credits, "price": cost.price,
+            "job_id": cost.job_id, "workers": list(cost.workers), "receipt": cost.receipt}
+
+
+def one_shot(pool: Engines, model: str, prompt: str, system: str | None,
              sampling: dict[str, Any], as_json: bool, out: Console, err: Console) -> None:
     bridge = EngineBridge(pool)
     try:
         _load(bridge, model, err)
         parts: list[str] = []
         done: Done | None = None
+        cost: PublicCost | None = None
         t0 = time.perf_counter()
         messages = _messages(system, [{"role": "user", "content": prompt}])
         for ev in bridge.stream(model, "chat", messages=messages, **sampling):
@@ -56,6 +80,10 @@ def one_shot(pool: EnginePool, model: str, prompt: str, system: str | None,
                     _write(ev.text)
             elif isinstance(ev, Done):
                 done = ev
+            elif isinstance(ev, PublicCost):
+                cost = ev
+        if cost is not None:
+            err.print(served_publicly(cost, pool), markup=False, highlight=False)
         if as_json:
             engine = bridge.pool.engine
             out.print_json(json.dumps({
@@ -67,6 +95,8 @@ def one_shot(pool: EnginePool, model: str, prompt: str, system: str | None,
                 "tokens_per_s": done.decode_tokens_per_s if done else None,
                 "ttft_ms": done.ttft_ms if done else None,
                 "wall_s": round(time.perf_counter() - t0, 3),
+                "cost_credits": cost.micro_credits if cost else 0,
+                "public": public_json(cost),
             }))
         else:
             out.print()
@@ -74,7 +104,7 @@ def one_shot(pool: EnginePool, model: str, prompt: str, system: str | None,
         bridge.close()
 
 
-def interactive(pool: EnginePool, model: str, system: str | None, sampling: dict[str, Any],
+def interactive(pool: Engines, model: str, system: str | None, sampling: dict[str, Any],
                 out: Console, err: Console) -> None:
     try:
         import readline  # noqa: F401  (line editing and history for input())
@@ -121,6 +151,8 @@ def interactive(pool: EnginePool, model: str, system: str | None, sampling: dict
                     if isinstance(ev, Token):
                         reply.append(ev.text)
                         _write(ev.text)
+                    elif isinstance(ev, PublicCost):
+                        err.print("\n" + served_publicly(ev, pool), markup=False, highlight=False, end="")
             except KeyboardInterrupt:
                 events.close()
                 out.print("\n[dim](stopped)[/]", end="")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -13,9 +14,12 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from hearth.errors import InvalidRequest, Stopped
+
+if TYPE_CHECKING:
+    from hearth.escalation.pool import Engines
 from hearth.models.store import ModelStore
 from hearth.orchestrator.policy import PoolPolicy, pool_policy
-from hearth.radius import deprecation, parse_radius
+from hearth.radius import Radius, deprecation, parse_radius
 from hearth.settings import Settings, check_home, load_settings
 
 out = Console(highlight=False)
@@ -23,8 +27,15 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 RadiusOpt = Annotated[str, typer.Option(
     help="How far a model may reach when it does not fit: 'machine' (this machine only), 'household' "
-         "(also LAN nodes) or 'trusted' (also peers paired with `hearth pair`). 'local' is the old "
-         "spelling of 'machine'.")]
+         "(also LAN nodes), 'trusted' (also peers paired with `hearth pair`) or 'public' (also the public "
+         "swarm at HEARTH_COORDINATOR, paid in credits, when the circle cannot serve; asks first). "
+         "'local' is the old spelling of 'machine'.")]
+YesOpt = Annotated[bool, typer.Option(
+    "--yes", "-y", help="With --radius public: agree that a prompt the circle cannot serve goes to the public "
+                        "swarm (HEARTH_PUBLIC_OK=1 does the same; otherwise hearth asks once).")]
+MaxPriceOpt = Annotated[str | None, typer.Option(
+    "--max-price", help="With --radius public: most a model may cost, in credits per million tokens "
+                        "(HEARTH_MAX_PRICE); the swarm refuses pricier ones.", show_default=False)]
 PoolOpt = Annotated[bool, typer.Option("--pool", help="Split the model across household nodes even if it fits here.")]
 PeerOpt = Annotated[list[str] | None, typer.Option("--peer", help="A household node HOST:PORT that mDNS cannot reach.")]
 MaxMemOpt = Annotated[str | None, typer.Option(help="Most memory hearth may use on this machine, e.g. 12G.")]
@@ -58,12 +69,56 @@ def validation_line(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def policy(config: Settings, radius: str, pool: bool, peer: list[str] | None, max_memory: str | None) -> PoolPolicy:
-    """The pool policy from the shared options; an old --radius spelling gets a note on stderr."""
+def policy(config: Settings, radius: str, pool: bool, peer: list[str] | None, max_memory: str | None,
+           public: bool = False) -> PoolPolicy:
+    """The pool policy from the shared options; an old --radius spelling gets a note on stderr.
+    With --radius public the pool reaches as far as the circle does (trusted); what it cannot
+    serve goes to the swarm (`engines`)."""
     note = deprecation(radius)
     if note:
         err.print(f"[yellow]note:[/] {note}")
-    return pool_policy(config, parse_radius(radius), pool, peer, max_memory)
+    chosen = parse_radius(radius)
+    if chosen is Radius.PUBLIC and not public:
+        raise InvalidRequest("--radius public is for requests (`hearth run`, `serve`, `plan`); this command serves "
+                             "its own circle: choose 'machine', 'household' or 'trusted'.")
+    return pool_policy(config, Radius.TRUSTED if chosen is Radius.PUBLIC else chosen, pool, peer, max_memory)
+
+
+def public_settings(radius: str, yes: bool, max_price: str | None, **overrides: Any) -> Settings:
+    """Settings with --max-price (read as pricing.parse_ceiling reads it) and --yes folded in."""
+    from hearth.public_swarm.pricing import parse_ceiling
+
+    ceiling = parse_ceiling(max_price) if max_price is not None else None
+    config = settings(max_price=ceiling, **overrides)
+    if (yes or max_price is not None) and parse_radius(radius) is not Radius.PUBLIC:
+        err.print("[yellow]note:[/] --yes and --max-price matter only with --radius public.")
+    return config.model_copy(update={"public_ok": True}) if yes else config
+
+
+def ask_person(question: str) -> bool:
+    """A yes/no question on the terminal; no terminal, no consent."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    err.print(f"{question} [y/N] ", end="", markup=False, highlight=False)
+    try:
+        return input().strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def engines(config: Settings, radius: str, chosen: PoolPolicy, *, ask: bool) -> Engines:
+    """The engine pool for the options; with --radius public, wrapped to escalate to the swarm
+    (consent: HEARTH_PUBLIC_OK / --yes, a remembered yes, or the person when `ask`)."""
+    from hearth.escalation.consent import Consent
+    from hearth.escalation.pool import Escalating, coordinator_of
+    from hearth.orchestrator.engines import EnginePool
+
+    pool = EnginePool(config, policy=chosen)
+    if parse_radius(radius) is not Radius.PUBLIC:
+        return pool
+    consent = Consent(config.home, coordinator_of(config), given=config.public_ok,
+                      ask=ask_person if ask else None)
+    return Escalating(pool, config, consent, note=say)
 
 
 def store(config: Settings) -> ModelStore:

@@ -10,9 +10,24 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, out, policy, say, settings
+from hearth.cli.common import (
+    JsonOpt,
+    MaxMemOpt,
+    MaxPriceOpt,
+    PeerOpt,
+    PoolOpt,
+    RadiusOpt,
+    err,
+    out,
+    policy,
+    public_settings,
+    say,
+    settings,
+)
+from hearth.errors import HearthError
 from hearth.ports import DEFAULT_NODE_PORT
-from hearth.radius import Radius
+from hearth.radius import Radius, parse_radius
+from hearth.settings import Settings
 from hearth.units import human
 
 
@@ -28,18 +43,29 @@ def plan(
     peer: PeerOpt = None,
     wait: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds to listen for household nodes.")] = 2.0,
     as_json: JsonOpt = False,
+    max_price: MaxPriceOpt = None,
 ) -> None:
     """Show which machines would hold which layers of MODEL, and why.
 
-    The household's nodes are found by mDNS (and --peer); --node adds imagined ones."""
+    The household's nodes are found by mDNS (and --peer); --node adds imagined ones. With
+    --radius public, a model the circle cannot serve shows what the public swarm would charge."""
     from hearth.orchestrator.survey import plan_model
 
-    config = settings()
-    chosen = policy(config, radius, pool, peer, max_memory)
+    config = public_settings(radius, False, max_price)
+    chosen = policy(config, radius, pool, peer, max_memory, public=True)
     def skipped(problem: str) -> None:
         err.print(f"[yellow]skipped[/] {escape(problem)}")
 
-    result = asyncio.run(plan_model(config, model, chosen, wait, node or [], n_ctx, skipped))
+    public = parse_radius(radius) is Radius.PUBLIC
+    try:
+        result = asyncio.run(plan_model(config, model, chosen, wait, node or [], n_ctx, skipped))
+    except HearthError as exc:
+        if not public or not _circle_cannot(exc):
+            raise
+        _plan_public(config, model, exc, as_json)
+        return
+    if public:
+        err.print("note: the circle can serve it; --radius public would not use the public swarm.")
     name = result.model
     if as_json:
         out.print_json(json.dumps(result.to_json()))
@@ -50,6 +76,28 @@ def plan(
     out.print(table)
     for note in result.notes:
         out.print(f"note: {note}")
+
+
+def _circle_cannot(exc: HearthError) -> bool:
+    from hearth.escalation.pool import CIRCLE_CANNOT_SERVE
+
+    return isinstance(exc, CIRCLE_CANNOT_SERVE)
+
+
+def _plan_public(config: Settings, model: str, why: HearthError, as_json: bool) -> None:
+    """`hearth plan --radius public` for a model the circle cannot serve: why, and the price."""
+    from hearth.escalation.explain import asked_for, public_route
+    from hearth.escalation.pool import coordinator_of
+    from hearth.models.store import ModelStore
+
+    coordinator = coordinator_of(config)
+    asked = asked_for(ModelStore(config.models_dir), model)
+    route = asyncio.run(public_route(config, coordinator, asked, why.message))
+    if as_json:
+        out.print_json(json.dumps(route.to_json()))
+        return
+    for line in route.lines():
+        out.print(line, markup=False, highlight=False)
 
 
 def node(

@@ -7,7 +7,21 @@ from typing import Annotated, Any
 
 import typer
 
-from hearth.cli.common import MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, out, policy, settings, store, text
+from hearth.cli.common import (
+    MaxMemOpt,
+    MaxPriceOpt,
+    PeerOpt,
+    PoolOpt,
+    RadiusOpt,
+    YesOpt,
+    engines,
+    err,
+    out,
+    policy,
+    public_settings,
+    store,
+    text,
+)
 from hearth.errors import InvalidRequest
 from hearth.settings import Settings
 
@@ -41,14 +55,15 @@ def run(
     pool: PoolOpt = False,
     peer: PeerOpt = None,
     max_memory: MaxMemOpt = None,
+    yes: YesOpt = False,
+    max_price: MaxPriceOpt = None,
 ) -> None:
     """Run a model: reply to PROMPT and exit, or chat interactively."""
     from hearth.cli.chat import interactive, one_shot
     from hearth.ggml.native import check_rpc_backend
-    from hearth.orchestrator.engines import EnginePool
 
-    config = settings()
-    chosen = policy(config, radius, pool, peer, max_memory)
+    config = public_settings(radius, yes, max_price)
+    chosen = policy(config, radius, pool, peer, max_memory, public=True)
     check_rpc_backend()
     name, given = split_model_prompt(model, prompt, config)
     if given is None and not sys.stdin.isatty():
@@ -60,8 +75,8 @@ def run(
         raise InvalidRequest("The prompt is empty; give some text to reply to.")
     sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
                                 "seed": seed, "stop": []}
-    engines = EnginePool(config, policy=chosen)
+    pooled = engines(config, radius, chosen, ask=True)
     if given is None:
-        interactive(engines, name, system, sampling, out, err)
+        interactive(pooled, name, system, sampling, out, err)
     else:
-        one_shot(engines, name, given, system, sampling, as_json, out, err)
+        one_shot(pooled, name, given, system, sampling, as_json, out, err)

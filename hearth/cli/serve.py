@@ -8,7 +8,19 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from hearth.cli.common import MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, err, policy, say, settings
+from hearth.cli.common import (
+    MaxMemOpt,
+    MaxPriceOpt,
+    PeerOpt,
+    PoolOpt,
+    RadiusOpt,
+    YesOpt,
+    engines,
+    err,
+    policy,
+    public_settings,
+    say,
+)
 from hearth.errors import InvalidRequest
 from hearth.ports import DEFAULT_SERVE_PORT
 
@@ -27,10 +39,14 @@ def serve(
     pool_: PoolOpt = False,
     peer: PeerOpt = None,
     max_memory: MaxMemOpt = None,
+    yes: YesOpt = False,
+    max_price: MaxPriceOpt = None,
 ) -> None:
     """Serve an OpenAI- and Ollama-compatible endpoint on this machine.
 
-    The bearer key comes from HEARTH_API_KEY, --api-key-file or --api-key (others can read it in `ps`)."""
+    The bearer key comes from HEARTH_API_KEY, --api-key-file or --api-key (others can read it in `ps`).
+    With --radius public, requests the circle cannot serve go to the public swarm only with consent
+    (--yes, HEARTH_PUBLIC_OK=1, or a yes remembered from `hearth run`); without it they get 403."""
     from hearth.server import launch
 
     if api_key is not None and api_key_file is not None:
@@ -39,7 +55,7 @@ def serve(
         api_key, readable = launch.read_key_file(api_key_file)
         if readable:
             err.print(f"[yellow]warning:[/] {escape(str(api_key_file))} can be read by other users; `chmod 600` it.")
-    config = settings(host=host, port=port, api_key=api_key)
+    config = public_settings(radius, yes, max_price, host=host, port=port, api_key=api_key)
     launch.check_exposure(config)  # before anything else is judged: the most important refusal
-    chosen = policy(config, radius, pool_, peer, max_memory)
-    launch.serve(config, chosen, model, say=say, status=err.status)
+    chosen = policy(config, radius, pool_, peer, max_memory, public=True)
+    launch.serve(config, engines(config, radius, chosen, ask=False), model, say=say, status=err.status)

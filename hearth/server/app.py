@@ -26,8 +26,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hearth import __version__
 from hearth.engine.events import Done, Embedding, Token, Vectors
 from hearth.errors import EngineFailed, HearthError, InvalidRequest, ModelNotFound, Unauthorized
+from hearth.escalation.pool import Engines
 from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
-from hearth.orchestrator.engines import EnginePool
+from hearth.public_swarm.sse import PublicCost
 from hearth.server import ollama
 from hearth.server.guard import BodyGuard, check_request
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -35,8 +36,10 @@ from hearth.server.streaming import (
     ClientGone,
     Events,
     collect,
+    cost_headers,
     known_models,
     noting_departure,
+    public_part,
     start,
     until_disconnect,
 )
@@ -75,7 +78,7 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
+def create_app(settings: Settings, pool: Engines) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
@@ -144,13 +147,13 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
                 return {"index": 0, "delta": delta, "finish_reason": finish}
 
             return sse_response(events, base, chat_choice, include_usage, opening)
-        text, done = await until_disconnect(request, collect(events))
+        text, done, cost = await until_disconnect(request, collect(events))
         return JSONResponse({
             "id": rid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "logprobs": None, "finish_reason": done.finish_reason}],
-            "usage": _usage(done), "hearth": _timings(done),
-        })
+            "usage": _usage(done, cost), "hearth": _timings(done) | public_part(cost),
+        }, headers=cost_headers(cost))
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
@@ -167,12 +170,12 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
                 return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
 
             return sse_response(events, base, text_choice, include_usage)
-        text, done = await until_disconnect(request, collect(events))
+        text, done, cost = await until_disconnect(request, collect(events))
         return JSONResponse(base | {
             "object": "text_completion",
             "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": done.finish_reason}],
-            "usage": _usage(done), "hearth": _timings(done),
-        })
+            "usage": _usage(done, cost), "hearth": _timings(done) | public_part(cost),
+        }, headers=cost_headers(cost))
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]:
@@ -197,7 +200,8 @@ def create_app(settings: Settings, pool: EnginePool) -> FastAPI:
 def sse_response(events: Events, base: dict[str, Any],
                  choice: Callable[[str | None, str | None], dict[str, Any]],
                  include_usage: bool, opening: bytes | None = None) -> StreamingResponse:
-    """Server-sent events in OpenAI's chunk format, ending with [DONE].
+    """Server-sent events in OpenAI's chunk format, ending with [DONE]. A reply the public swarm
+    served always ends with a usage chunk carrying its cost (the head went out before it was known).
 
     An error after the stream began is sent in-band as {"error": ...}, which the official
     clients raise. Closing the response (client gone) closes the events, which cancels the
@@ -208,14 +212,18 @@ def sse_response(events: Events, base: dict[str, Any],
         async with contextlib.aclosing(events), noting_departure("a streamed reply"):
             if opening is not None:
                 yield opening
+            cost: PublicCost | None = None
             try:
                 async for ev in events:
                     if isinstance(ev, Token):
                         yield sse(base | {"choices": [choice(ev.text, None)]})
+                    elif isinstance(ev, PublicCost):
+                        cost = ev
                     elif isinstance(ev, Done):
                         yield sse(base | {"choices": [choice(None, ev.finish_reason)]})
-                        if include_usage:
-                            yield sse(base | {"choices": [], "usage": _usage(ev)})
+                        if include_usage or cost is not None:
+                            yield sse(base | {"choices": [], "usage": _usage(ev, cost),
+                                              "hearth": public_part(cost)})
             except HearthError as exc:
                 yield sse(error_body(exc.message, exc.error_type, exc.code))
             yield sse("[DONE]")
@@ -241,9 +249,10 @@ def _base64_floats(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-def _usage(done: Done) -> dict[str, int]:
+def _usage(done: Done, cost: PublicCost | None = None) -> dict[str, int]:
     p, c = done.prompt_tokens, done.completion_tokens
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+    paid = {"cost_credits": cost.micro_credits, "price": cost.price} if cost is not None else {}
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c} | paid
 
 
 def _timings(done: Done) -> dict[str, Any]:

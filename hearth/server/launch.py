@@ -13,12 +13,11 @@ from typing import Any
 
 from hearth import __version__
 from hearth.errors import HearthError, InsecureBind, InvalidRequest
+from hearth.escalation.pool import Engines
 from hearth.net.bind import is_loopback
 from hearth.net.endpoint import Endpoint, join_host_port
 from hearth.net.pump import listening_socket
 from hearth.net.webserve import loop_factory, stop_cleanly_on_sigterm, web_server
-from hearth.orchestrator.engines import EnginePool
-from hearth.orchestrator.policy import PoolPolicy
 from hearth.server.app import create_app
 from hearth.settings import Settings
 
@@ -52,14 +51,14 @@ def check_exposure(settings: Settings) -> None:
         raise InvalidRequest("The API key is empty; choose a non-empty key.")
 
 
-def serve(settings: Settings, policy: PoolPolicy, model: str | None, say: Callable[[str], None],
+def serve(settings: Settings, pool: Engines, model: str | None, say: Callable[[str], None],
           status: Callable[[str], AbstractContextManager[Any]]) -> None:
-    """Serve until SIGINT or SIGTERM; `model`, when given, is loaded before the first request."""
+    """Serve until SIGINT or SIGTERM on `pool` (the engine pool, or its escalating wrapper with
+    --radius public); `model`, when given, is loaded before the first request."""
     from hearth.ggml.native import check_rpc_backend
 
     check_exposure(settings)
     check_rpc_backend()
-    pool = EnginePool(settings, policy=policy)
     server = web_server(create_app(settings, pool), settings, settings.host)
     try:
         sock = listening_socket(settings.host, settings.port)

@@ -15,12 +15,21 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from hearth import __version__
 from hearth.engine.events import Done, Token
 from hearth.errors import HearthError
+from hearth.public_swarm.sse import PublicCost
 from hearth.server.guard import check_request
 from hearth.server.schemas import OllamaChatRequest, OllamaGenerateRequest
-from hearth.server.streaming import Events, collect, known_models, noting_departure, start, until_disconnect
+from hearth.server.streaming import (
+    Events,
+    collect,
+    cost_headers,
+    known_models,
+    noting_departure,
+    start,
+    until_disconnect,
+)
 
 if TYPE_CHECKING:
-    from hearth.orchestrator.engines import EnginePool
+    from hearth.escalation.pool import Engines
     from hearth.settings import Settings
 
 
@@ -29,9 +38,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _final(done: Done, started: float) -> dict[str, Any]:
+def _final(done: Done, started: float, cost: PublicCost | None = None) -> dict[str, Any]:
     total_ns = int((time.perf_counter() - started) * 1e9)
-    return {
+    paid = {"cost_credits": cost.micro_credits, "served_by": "public", "workers": list(cost.workers)} if cost else {}
+    return paid | {
         "done": True,
         "done_reason": done.finish_reason,
         "total_duration": total_ns,
@@ -52,24 +62,29 @@ async def _respond(request: Request, events: Events, model: str, piece: Callable
     started = time.perf_counter()
     _, events = await until_disconnect(request, start(events))
     if not stream:
-        text, done = await until_disconnect(request, collect(events))
-        return JSONResponse({"model": model, "created_at": _now(), **piece(text), **_final(done, started)})
+        text, done, cost = await until_disconnect(request, collect(events))
+        return JSONResponse({"model": model, "created_at": _now(), **piece(text), **_final(done, started, cost)},
+                            headers=cost_headers(cost))
 
     async def body() -> AsyncIterator[bytes]:
         async with contextlib.aclosing(events), noting_departure("a streamed reply"):
+            cost: PublicCost | None = None
             try:
                 async for ev in events:
                     if isinstance(ev, Token):
                         yield _ndjson({"model": model, "created_at": _now(), **piece(ev.text), "done": False})
+                    elif isinstance(ev, PublicCost):
+                        cost = ev
                     elif isinstance(ev, Done):
-                        yield _ndjson({"model": model, "created_at": _now(), **piece(""), **_final(ev, started)})
+                        yield _ndjson({"model": model, "created_at": _now(), **piece(""),
+                                       **_final(ev, started, cost)})
             except HearthError as exc:
                 yield _ndjson({"error": exc.message})
 
     return StreamingResponse(body(), media_type="application/x-ndjson")
 
 
-def add_routes(app: FastAPI, settings: Settings, pool: EnginePool) -> None:
+def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
     @app.get("/api/version")
     async def version() -> dict[str, str]:
         return {"version": __version__}

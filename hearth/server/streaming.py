@@ -7,23 +7,27 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import Request
 
-from hearth.engine.events import Done, ReplyEvent, Token
+from hearth.engine.events import Done, Token
 from hearth.errors import EngineFailed
+from hearth.escalation.pool import Event
+from hearth.public_swarm.sse import PublicCost
 
 if TYPE_CHECKING:
+    from hearth.escalation.pool import Engines
     from hearth.models.store import Manifest
-    from hearth.orchestrator.engines import EnginePool
 
 T = TypeVar("T")
 log = logging.getLogger("hearth.http")
-Events = AsyncGenerator[ReplyEvent, None]
+Events = AsyncGenerator[Event, None]
+COST_HEADER = "X-Hearth-Cost"
+"""Micro-credits a reply cost on the public swarm (0 when the circle served it)."""
 
 
-async def start(events: Events) -> tuple[ReplyEvent, Events]:
+async def start(events: Events) -> tuple[Event, Events]:
     """Wait for the first event, so that errors before generation become HTTP statuses."""
     first = await anext(events)
     return first, events
@@ -52,19 +56,34 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
             task.cancel()
 
 
-async def collect(events: Events) -> tuple[str, Done]:
-    """A whole reply: its text and its Done event."""
+async def collect(events: Events) -> tuple[str, Done, PublicCost | None]:
+    """A whole reply: its text, its Done event, and its cost when the public swarm served it."""
     parts: list[str] = []
+    cost: PublicCost | None = None
     async with contextlib.aclosing(events):
         async for ev in events:
             if isinstance(ev, Token):
                 parts.append(ev.text)
+            elif isinstance(ev, PublicCost):
+                cost = ev
             elif isinstance(ev, Done):
-                return "".join(parts), ev
+                return "".join(parts), ev, cost
     raise EngineFailed("The engine ended the request without finishing it.")
 
 
-def known_models(pool: EnginePool) -> list[tuple[str, Manifest | None]]:
+def cost_headers(cost: PublicCost | None) -> dict[str, str]:
+    return {COST_HEADER: str(cost.micro_credits if cost else 0)}
+
+
+def public_part(cost: PublicCost | None) -> dict[str, Any]:
+    """Who served a reply, for the response's `hearth` object."""
+    if cost is None:
+        return {"served_by": "circle"}
+    return {"served_by": "public", "job_id": cost.job_id, "workers": list(cost.workers),
+            "receipt": cost.receipt, "price": cost.price}
+
+
+def known_models(pool: Engines) -> list[tuple[str, Manifest | None]]:
     """Stored models and the embedded ones (imported on first use): what /v1/models and
     /api/tags both list."""
     from hearth.models.catalogue import CATALOGUE

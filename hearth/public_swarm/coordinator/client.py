@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from types import TracebackType
 from typing import Any, TypeVar
 
 import httpx
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from hearth.errors import HearthError, InvalidRequest, LinkFailed, RefusedByPeer, TooLarge
 from hearth.identity import NodeIdentity
+from hearth.net.http_client import BoundedHttpClient
 from hearth.pairing.signed import SignedAuth, Unsigned
 from hearth.public_swarm.coordinator import wire
 from hearth.public_swarm.coordinator.allowance_rules import AllowanceInputInvalid, FreeAllowanceUsed
@@ -101,13 +101,15 @@ def coordinator_url(url: str | None) -> str:
     return base
 
 
-def _refusal(status: int, body: bytes, what: str) -> HearthError:
+def refusal(status: int, body: bytes, what: str,
+            more: dict[str, type[HearthError]] | None = None) -> HearthError:
+    """The error for a refusal: the class its body's code names (REFUSALS, then `more`)."""
     try:
         error = _ErrorBody.model_validate_json(body).error
     except ValidationError:
         return CoordinatorAnswerInvalid(f"The coordinator answered {what} with HTTP {status} and no hearth error: "
                                         "is that URL a hearth coordinator?")
-    cls = REFUSALS.get(error.code or "")
+    cls = REFUSALS.get(error.code or "") or (more or {}).get(error.code or "")
     if cls is not None:
         return cls(error.message)
     return CoordinatorRefused(f"The coordinator refused {what} (HTTP {status}, {error.code or 'no code'}): "
@@ -132,25 +134,22 @@ def _parse(model: type[M], body: bytes, what: str) -> M:
                                        "URL a hearth coordinator of this version?") from exc
 
 
-class CoordinatorClient:
+class CoordinatorClient(BoundedHttpClient):
     """Talks to one coordinator at `url`, signing as `identity`; close it (or `async with`).
     `transport` replaces the network (httpx.MockTransport or an ASGI transport in tests)."""
+
+    max_answer = MAX_ANSWER
 
     def __init__(self, url: str, identity: NodeIdentity, *, timeout: float = DEFAULT_TIMEOUT,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base = coordinator_url(url)
-        self.timeout = timeout
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport, auth=SignedAuth(identity))
+        super().__init__(timeout=timeout, transport=transport, auth=SignedAuth(identity))
 
-    async def __aenter__(self) -> CoordinatorClient:
-        return self
+    def transport_error(self, exc: httpx.RequestError, timeout: float) -> HearthError:
+        return _transport(exc, self.base, timeout)
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    def too_large(self, size: int, limit: int) -> HearthError:
+        return CoordinatorAnswerInvalid(f"The coordinator's answer runs past {limit} bytes.")
 
     async def _call(self, method: str, path: str, body: BaseModel | None = None,
                     extra: dict[str, str] | None = None) -> bytes:
@@ -158,13 +157,9 @@ class CoordinatorClient:
         what = f"{method} {path}"
         content = body.model_dump_json().encode() if body is not None else None
         headers = {**({"content-type": "application/json"} if body is not None else {}), **(extra or {})}
-        try:
-            async with self._http.stream(method, self.base + path, content=content, headers=headers) as response:
-                answer = await _read(response)
-        except httpx.RequestError as exc:
-            raise _transport(exc, self.base, self.timeout) from exc
+        response, answer = await self.exchange(method, self.base + path, content=content, headers=headers)
         if not 200 <= response.status_code < 300:
-            raise _refusal(response.status_code, answer, what)
+            raise refusal(response.status_code, answer, what)
         return answer
 
     async def register(self, registration: WorkerRegistration) -> WorkerView:
@@ -199,12 +194,3 @@ class CoordinatorClient:
             raise InvalidRequest(f"Invalid grant: {where}: {first['msg']}.", param=where or None) from None
         return _parse(Granted, await self._call("POST", wire.GRANTS, request), f"POST {wire.GRANTS}")
 
-
-async def _read(response: httpx.Response) -> bytes:
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            raise CoordinatorAnswerInvalid(f"The coordinator's answer runs past {MAX_ANSWER} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
