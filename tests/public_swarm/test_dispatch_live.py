@@ -1,4 +1,4 @@
-"""The dispatcher live on SQLite: a real coordinator (uvicorn, real WebSocket links) and scripted
+"""The dispatcher live on SQLite and a real PostgreSQL: a real coordinator (uvicorn, real WebSocket links) and scripted
 workers over real sockets (stand-ins for `hearth contribute` until the job runner is merged; see
 dispatch_live). A job streams to its requester as OpenAI SSE and is settled once; a worker that goes
 silent mid-stream is noticed by the heartbeat and its job resumes on another worker, the requester's
@@ -42,8 +42,8 @@ async def _stream(base: str, body: dict[str, object]) -> tuple[httpx.Response, l
     return r, sse_events(lines)
 
 
-def test_a_job_streams_and_is_settled_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_a_job_streams_and_is_settled_once(tmp_path: Path, ledger_url: str) -> None:
+    url = ledger_url
 
     async def main() -> None:
         async with coordinator(tmp_path, url) as base:
@@ -81,11 +81,11 @@ def test_a_job_streams_and_is_settled_once(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_a_silent_worker_is_noticed_and_its_job_resumes_elsewhere(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_a_silent_worker_is_noticed_and_its_job_resumes_elsewhere(tmp_path: Path, ledger_url: str) -> None:
+    url = ledger_url
 
     async def main() -> None:
-        async with coordinator(tmp_path, url, heartbeat_s=0.5) as base:
+        async with coordinator(tmp_path, url, heartbeat_s=1.0) as base:  # dead after 3 s of silence
             dying = await ScriptedWorker(identity(1), hang_after=3, slow_s=0.05).start(base)
             with ledger_of(url) as ledger:
                 ledger.grant(ASKER.node_id, 10**6, "grant-live-2")
