@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from hearth.cli.common import JsonOpt, out, say, settings
+from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, out, say, settings
 from hearth.ports import DEFAULT_COORDINATOR_PORT
 
 CoordinatorOpt = Annotated[str | None, typer.Option(
@@ -90,15 +90,35 @@ def contribute(
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="A stored model to offer (repeat for several; default: every stored model).")] = None,
     max_jobs: Annotated[int, typer.Option(min=1, max=64, help="Jobs to run at once, at most.")] = 1,
+    hours: Annotated[str | None, typer.Option(
+        help="Take jobs only in these local hours, START-END, e.g. 22-07 (default: all day).")] = None,
+    upload_cap: Annotated[str | None, typer.Option(
+        help="Most output to send per day, e.g. 50M; past it jobs are declined (default: no cap).")] = None,
+    radius: RadiusOpt = "household",
+    pool: PoolOpt = False,
+    peer: PeerOpt = None,
+    max_memory: MaxMemOpt = None,
 ) -> None:
-    """Contribute this machine to the public swarm: one outbound link to the coordinator, no open port.
+    """Contribute this machine (or household) to the public swarm: one outbound link, no open port.
 
-    Offers the models by their GGUF sha256, keeps the link up and redials when it drops; stop with
-    Ctrl-C. Jobs are declined until the job runner lands."""
+    Measures each model's decode speed, offers the models by their GGUF sha256, runs the jobs the
+    coordinator sends on hearth's engine pool (with --radius household, split across the household),
+    streams them back with a signed receipt, and redials when the link drops; stop with Ctrl-C."""
     import signal
 
-    from hearth.cli.common import until_signal
+    from hearth.cli.common import policy, until_signal
+    from hearth.orchestrator.engines import EnginePool
+    from hearth.public_swarm.runner_rules import admission
     from hearth.public_swarm.worker import contribute as run
 
-    until_signal(run(settings(), url, model or (), max_jobs, say=say), "hearth contribute",
-                 clean_exit=(signal.SIGINT, signal.SIGTERM))
+    config = settings()
+    limits = admission(hours, upload_cap)
+    engines = EnginePool(config, policy=policy(config, radius, pool, peer, max_memory))
+
+    async def main() -> None:
+        try:
+            await run(config, url, engines.run, model or (), max_jobs, limits, say=say)
+        finally:
+            await engines.close()
+
+    until_signal(main(), "hearth contribute", clean_exit=(signal.SIGINT, signal.SIGTERM))

@@ -3,6 +3,8 @@
 A worker's Hello lists `ModelOffer`s; the coordinator prices each from its parameter count and
 quantisation (hearth.public_swarm.pricing), so a model whose file type has no published price
 cannot be offered. The digest is the store manifest's (the first file's sha256 for a split model).
+`hearth contribute` then measures each offer's decode speed on the engine pool
+(hearth.public_swarm.runner.measured) before it links, replacing UNMEASURED_TPS.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from hearth.public_swarm.protocol.messages import MAX_MODELS, ModelOffer
 from hearth.settings import Settings
 
 UNMEASURED_TPS = 1.0
-"""Decode speed claimed until the job runner (next session) measures it: a floor, not a boast."""
+"""Decode speed an offer carries until `hearth contribute` has measured it: a floor, not a boast."""
 MIN_CTX = 64
 """The coordinator lists no model run with a smaller context."""
 

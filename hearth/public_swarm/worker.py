@@ -3,40 +3,48 @@
 Workers dial out, so contributing needs no open port: the worker opens one WebSocket to the
 coordinator's `/v1/workers/link` and keeps it up. It is the thin runtime around the sans-IO
 `WorkerSession` (hearth.public_swarm.protocol): it answers the Challenge with this machine's
-NodeIdentity, offers its stored models by GGUF sha256 (hearth.public_swarm.offers), sends
-heartbeats on the session's timer, and when the link drops (coordinator restarted, network gone,
-peer silent) dials again with exponential backoff and jitter, until cancelled.
+NodeIdentity, offers its stored models by GGUF sha256 with their decode speed measured here
+(hearth.public_swarm.offers, runner.measured), sends heartbeats on the session's timer, and when the
+link drops (coordinator restarted, network gone, peer silent) dials again with exponential backoff
+and jitter, until cancelled. Once welcomed, it registers its hardware with the signed
+`POST /v1/workers` (hearth.public_swarm.hardware).
 
-Jobs are not run yet: every offer is declined (`no_runner`). The job runner (a later session)
-replaces `_decline_all` with a pool of engines that accepts, streams Tokens and finishes with a
-signed receipt through the same session.
+Offers go to the job runner (hearth.public_swarm.runner): accepted within the owner's hours and
+upload cap, run on the injected engine pool, streamed as Tokens and ended with a signed receipt;
+a Cancel, or the link's end, cancels the generation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import platform
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NodeIdentity
-from hearth.public_swarm.coordinator.client import coordinator_url
-from hearth.public_swarm.coordinator.wire import WORKER_LINK
-from hearth.public_swarm.offers import model_offers
+from hearth.public_swarm.coordinator.client import CoordinatorClient, coordinator_url
+from hearth.public_swarm.coordinator.wire import MAX_TPS, WORKER_LINK, Hardware, OfferedModel, WorkerRegistration
+from hearth.public_swarm.hardware import clean, describe_hardware, detect
+from hearth.public_swarm.offers import NothingToOffer, model_offers
+from hearth.public_swarm.pricing import MAX_PARAMS, MAX_TOKENS
 from hearth.public_swarm.protocol import Action, Close, Send, WorkerSession, encode
-from hearth.public_swarm.protocol.actions import JobOffered, Welcomed
+from hearth.public_swarm.protocol.actions import JobOffered, StopJob, Welcomed
 from hearth.public_swarm.protocol.messages import MAX_FRAME_CHARS, MAX_JOBS, ModelOffer
+from hearth.public_swarm.runner import Generate, Runner, measured
+from hearth.public_swarm.runner_rules import Admission
 from hearth.settings import Settings
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 """Redials wait 0.5 s, 1 s, 2 s, ... up to this, each ±25 %; a link that was welcomed resets it."""
 OPEN_TIMEOUT_S = 10.0
-DECLINE_REASON = "no_runner"
 
 
 def link_url(coordinator: str) -> str:
@@ -52,12 +60,17 @@ def next_delay(delay: float) -> float:
 
 
 class Link:
-    """One connection's life: a WorkerSession driven by one socket's frames and a timer."""
+    """One connection's life: a WorkerSession driven by one socket's frames and a timer; its jobs
+    run on `runner` and end (cancelled) with the link."""
 
-    def __init__(self, ws: ClientConnection, session: WorkerSession, say: Callable[[str], None]) -> None:
-        self.ws, self.session, self.say = ws, session, say
+    def __init__(self, ws: ClientConnection, session: WorkerSession, runner: Runner, say: Callable[[str], None],
+                 on_welcome: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+        self.ws, self.session, self.runner, self.say = ws, session, runner, say
+        self.on_welcome = on_welcome
         self.welcomed = False
         self.closed = False
+        self._send_lock = asyncio.Lock()
+        self._welcome_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         ticker = asyncio.create_task(self._tick())
@@ -70,6 +83,11 @@ class Link:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            await self.runner.stop_all()
+            if self._welcome_task is not None:
+                self._welcome_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._welcome_task
 
     async def _tick(self) -> None:
         while not self.closed:
@@ -78,9 +96,12 @@ class Link:
 
     async def perform(self, actions: list[Action]) -> None:
         for action in actions:
+            if self.closed:
+                return
             match action:
                 case Send():
-                    await self.ws.send(encode(action.message))
+                    async with self._send_lock:
+                        await self.ws.send(encode(action.message))
                 case Close():
                     self.closed = True
                     self.say(f"closing the link: {action.reason}")
@@ -90,22 +111,51 @@ class Link:
                     self.welcomed = True
                     self.say(f"linked as {self.session.identity.node_id}, offering "
                              f"{', '.join(m.name for m in self.session.models)}")
+                    if self.on_welcome is not None:
+                        self._welcome_task = asyncio.create_task(self.on_welcome())
                 case JobOffered():
-                    await self.perform(self._decline_all(action))
+                    await self.runner.offered(self.session, action.offer, self._perform_job)
+                case StopJob():
+                    self.runner.stop(action.job_id)
                 case _:
-                    pass  # StopJob: no job runs yet
+                    pass
 
-    def _decline_all(self, offered: JobOffered) -> list[Action]:
-        """No job runner yet: every offer is declined."""
-        return self.session.decline(offered.offer.job_id, DECLINE_REASON, time.monotonic())
+
+    async def _perform_job(self, actions: list[Action]) -> None:
+        """A job's frames: a link that broke under them ends by its read loop, which stops the jobs."""
+        try:
+            await self.perform(actions)
+        except websockets.ConnectionClosed:
+            self.closed = True
+
+
+def registration(offers: Sequence[ModelOffer], hardware: Hardware) -> WorkerRegistration:
+    """`POST /v1/workers`'s body: this machine's name, its offers, its hardware."""
+    models = [OfferedModel(digest=m.digest, name=m.name, n_params=min(MAX_PARAMS, max(1, m.params)),
+                           quantization=m.quant, n_ctx=min(MAX_TOKENS, m.n_ctx), decode_tps=min(MAX_TPS, m.decode_tps))
+              for m in offers]
+    return WorkerRegistration(name=clean(platform.node()) or "hearth worker", models=models, hardware=hardware)
+
+
+def registrar(base: str, identity: NodeIdentity, body: WorkerRegistration,
+              say: Callable[[str], None]) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Registers the hardware once per link; a refusal is reported, and the link goes on."""
+    async def register() -> None:
+        try:
+            async with CoordinatorClient(base, identity) as client:
+                await client.register(body)
+        except HearthError as exc:
+            say(f"could not register this machine's hardware: {exc.message}")
+    return register
 
 
 async def link_once(url: str, identity: NodeIdentity, offers: Sequence[ModelOffer], max_jobs: int,
-                    say: Callable[[str], None]) -> bool:
+                    runner: Runner, say: Callable[[str], None],
+                    on_welcome: Callable[[], Coroutine[Any, Any, None]] | None = None) -> bool:
     """Dial `url`, run the link until it ends; whether the coordinator welcomed this worker."""
     async with connect(url, open_timeout=OPEN_TIMEOUT_S, max_size=MAX_FRAME_CHARS * 4, compression=None,
                        ping_interval=None, close_timeout=2) as ws:
-        link = Link(ws, WorkerSession(identity, offers, max_jobs, time.monotonic()), say)
+        link = Link(ws, WorkerSession(identity, offers, max_jobs, time.monotonic()), runner, say, on_welcome)
         try:
             await link.run()
         except websockets.ConnectionClosed:
@@ -115,24 +165,33 @@ async def link_once(url: str, identity: NodeIdentity, offers: Sequence[ModelOffe
         return link.welcomed
 
 
-async def contribute(settings: Settings, coordinator: str | None, models: Sequence[str] = (), max_jobs: int = 1,
-                     *, say: Callable[[str], None] = print) -> None:
+async def contribute(settings: Settings, coordinator: str | None, generate: Generate, models: Sequence[str] = (),
+                     max_jobs: int = 1, admission: Admission | None = None, *,
+                     say: Callable[[str], None] = print) -> None:
     """Be a public worker until cancelled: keep one link to `coordinator` (default
     HEARTH_COORDINATOR) up, offering `models` (default: every stored model with a priced
-    quantisation) for at most `max_jobs` jobs at once. Jobs are declined for now (no runner yet).
-    Bad arguments raise before any dial (NoCoordinator, ModelNotFound, NothingToOffer, InvalidRequest)."""
-    from hearth.errors import InvalidRequest
-
+    quantisation), each measured here first, and run at most `max_jobs` jobs at once on `generate`
+    (EnginePool.run) within `admission`'s hours and upload cap. Bad arguments raise before any
+    dial (NoCoordinator, ModelNotFound, NothingToOffer, InvalidRequest)."""
     if not 1 <= max_jobs <= MAX_JOBS:
         raise InvalidRequest(f"--max-jobs must be 1 to {MAX_JOBS}; got {max_jobs}.", param="max_jobs")
-    url = link_url(coordinator or settings.coordinator or "")
-    offers = await asyncio.to_thread(model_offers, settings, models)
+    base = coordinator_url(coordinator or settings.coordinator or "")
+    url = link_url(base)
+    stored = await asyncio.to_thread(model_offers, settings, models)
+    hardware = await asyncio.to_thread(detect)
+    say(f"hardware: {describe_hardware(hardware)}")
+    offers = await measured(generate, stored, say)
+    if not offers:
+        raise NothingToOffer("None of the models can run on this machine (or pool); see the lines above.",
+                             param="model")
     identity = NodeIdentity.load_or_create(settings.home)
+    runner = Runner(generate, offers, admission)
+    on_welcome = registrar(base, identity, registration(offers, hardware), say)
     say(f"contributing {len(offers)} model(s) to {url} as {identity.node_id}")
     delay = BACKOFF_FIRST_S
     while True:
         try:
-            if await link_once(url, identity, offers, max_jobs, say):
+            if await link_once(url, identity, offers, max_jobs, runner, say, on_welcome):
                 delay = BACKOFF_FIRST_S
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
             say(f"cannot reach the coordinator: {exc}")

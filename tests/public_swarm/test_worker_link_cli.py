@@ -30,6 +30,16 @@ def test_contribute_refuses_a_model_it_does_not_hold(tmp_path: Path) -> None:
     assert r.code == 3 and "no-such-model" in r.stderr
 
 
+def test_contribute_refuses_bad_hours_and_upload_caps_before_loading_anything(tmp_path: Path) -> None:
+    url = ("--coordinator", "http://127.0.0.1:1")
+    for args, says in ((("--hours", "7-7"), "--hours"), (("--hours", "night"), "--hours"),
+                       (("--upload-cap", "lots"), "--upload-cap"), (("--upload-cap", "0"), "--upload-cap")):
+        r = hearth_here(tmp_path, "contribute", *url, *args)
+        assert r.code == 2 and says in r.stderr, (args, r)
+    r = hearth_here(tmp_path, "contribute", *url, "--radius", "galaxy")
+    assert r.code == 2 and "galaxy" in r.stderr, r
+
+
 def test_link_url_and_backoff() -> None:
     assert link_url("http://10.0.0.5:8080/") == "ws://10.0.0.5:8080/v1/workers/link"
     assert link_url("https://coord.example") == "wss://coord.example/v1/workers/link"

@@ -1,0 +1,164 @@
+"""The public worker's decisions, with no I/O: when to take a job, what to ask the engine, how to frame its output.
+
+`hearth contribute` runs jobs on this machine's (or household's) engine pool (hearth.public_swarm.runner).
+Everything it decides is here, so tests drive it without sockets or a model:
+- `Hours`: the local hours in which jobs are taken (`--hours 22-07`); outside them offers are
+  declined `off_hours`.
+- `UploadBudget`: output bytes sent per local day (`--upload-cap 50M`); past it offers are declined
+  `upload_cap` (a job already running is finished: its requester is owed the rest).
+- `engine_fields`: an Offer's JobRequest as the engine's request fields (the same fields
+  `EnginePool.run` takes from the HTTP server), its Resume as `resume` ids + `resumed_text`, so a job
+  moved from a dead worker continues exactly where that worker stopped.
+- `Framer`: engine Tokens -> protocol Tokens frames. A frame carries at least one token id, so text
+  without ids (what a resumed engine re-sends of the dead worker's held-back text) rides on the next
+  frame that has ids; ids and characters per frame stay within the protocol's bounds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hearth.errors import InvalidRequest
+from hearth.public_swarm.protocol.messages import MAX_CHARS_PER_TOKEN, MAX_IDS_PER_FRAME, JobRequest
+from hearth.units import parse_size
+
+OFF_HOURS = "off_hours"
+UPLOAD_CAP = "upload_cap"
+
+_HOURS = re.compile(r"^\s*(\d{1,2})\s*-\s*(\d{1,2})\s*$")
+
+
+@dataclass(frozen=True)
+class Hours:
+    """Local hours [start, end) in which jobs are taken; start > end wraps midnight (22-07 is 22:00 to 06:59)."""
+
+    start: int
+    end: int
+
+    def __contains__(self, hour: int) -> bool:
+        if self.start < self.end:
+            return self.start <= hour < self.end
+        return hour >= self.start or hour < self.end
+
+    def __str__(self) -> str:
+        return f"{self.start:02d}:00-{self.end:02d}:00"
+
+
+def parse_hours(text: str) -> Hours:
+    """`22-07` or `9-17`: whole local hours, 0-24, the end not included (0-24 is all day). Raises InvalidRequest."""
+    m = _HOURS.match(text)
+    if not m:
+        raise InvalidRequest(f"--hours {text!r}: write the hours as START-END, e.g. 22-07 (local time).",
+                             param="hours")
+    start, end = int(m.group(1)), int(m.group(2))
+    if not (0 <= start <= 23 and 0 <= end <= 24):
+        raise InvalidRequest(f"--hours {text!r}: hours run 0-23 (an end may be 24).", param="hours")
+    if start == end:
+        raise InvalidRequest(f"--hours {text!r} is an empty window; leave --hours out to take jobs all day.",
+                             param="hours")
+    return Hours(start, end)
+
+
+def parse_cap(text: str) -> int:
+    """`--upload-cap 50M`: bytes a day (a bare number is bytes), more than 0."""
+    try:
+        cap = parse_size(text)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"--upload-cap: {exc.message}", param="upload_cap") from None
+    if cap < 1:
+        raise InvalidRequest(f"--upload-cap {text!r} would decline every job; give a size such as 50M.",
+                             param="upload_cap")
+    return cap
+
+
+@dataclass
+class UploadBudget:
+    """Output bytes (UTF-8 of the text streamed) sent on each local day, against a daily cap."""
+
+    cap: int
+    day: datetime.date | None = None
+    sent: int = 0
+
+    def _roll(self, today: datetime.date) -> None:
+        if today != self.day:
+            self.day, self.sent = today, 0
+
+    def spend(self, nbytes: int, today: datetime.date) -> None:
+        self._roll(today)
+        self.sent += nbytes
+
+    def exhausted(self, today: datetime.date) -> bool:
+        self._roll(today)
+        return self.sent >= self.cap
+
+
+@dataclass
+class Admission:
+    """Whether to take an offer now: a decline reason, or None. WorkerSession already declines
+    models not offered and bounds jobs to max_jobs; these are the owner's own limits."""
+
+    hours: Hours | None = None
+    upload: UploadBudget | None = None
+    clock: Callable[[], datetime.datetime] = field(default=datetime.datetime.now)
+    """Local wall-clock time."""
+
+    def refusal(self) -> str | None:
+        now = self.clock()
+        if self.hours is not None and now.hour not in self.hours:
+            return OFF_HOURS
+        if self.upload is not None and self.upload.exhausted(now.date()):
+            return UPLOAD_CAP
+        return None
+
+    def sent(self, text: str) -> None:
+        if self.upload is not None:
+            self.upload.spend(len(text.encode("utf-8")), self.clock().date())
+
+
+def admission(hours: str | None, upload_cap: str | None) -> Admission:
+    """The owner's limits from `--hours` and `--upload-cap` (None: no limit). Raises InvalidRequest."""
+    return Admission(hours=parse_hours(hours) if hours is not None else None,
+                     upload=UploadBudget(parse_cap(upload_cap)) if upload_cap is not None else None)
+
+
+def engine_fields(request: JobRequest) -> tuple[str, dict[str, Any]]:
+    """The engine op ("chat" or "complete") and the fields `EnginePool.run` takes for this job.
+
+    The engine samples greedily at temperature 0 and otherwise with its own top-k (40), so a job's
+    top_k is not passed on; max_tokens counts the resumed tokens too, as the protocol's does."""
+    s = request.sampling
+    fields: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
+                              "stop": list(s.stop)}
+    if s.seed is not None:
+        fields["seed"] = s.seed
+    if request.resume is not None and request.resume.token_ids:
+        fields["resume"] = list(request.resume.token_ids)
+        fields["resumed_text"] = request.resume.text
+    if request.messages is not None:
+        fields["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+        return "chat", fields
+    fields["prompt"] = request.prompt
+    return "complete", fields
+
+
+@dataclass
+class Framer:
+    """Engine tokens -> (text, ids) frames: every frame has 1..MAX_IDS_PER_FRAME ids and at most
+    MAX_CHARS_PER_TOKEN characters per id; text that cannot go yet waits in `pending`."""
+
+    pending: str = ""
+
+    def push(self, text: str, ids: tuple[int, ...] | list[int]) -> list[tuple[str, list[int]]]:
+        self.pending += text
+        frames = []
+        ids = list(ids)
+        for at in range(0, len(ids), MAX_IDS_PER_FRAME):
+            chunk = ids[at:at + MAX_IDS_PER_FRAME]
+            room = MAX_CHARS_PER_TOKEN * len(chunk)
+            frames.append((self.pending[:room], chunk))
+            self.pending = self.pending[room:]
+        return frames
