@@ -26,7 +26,7 @@ from hearth.errors import InvalidRequest
 from hearth.models.catalogue import CATALOGUE
 from hearth.public_swarm.coordinator import dispatch_rules as D
 from hearth.public_swarm.coordinator.dispatch_rules import JobEnded, JobSpec, JobUpdate, ServedModel, TextDelta
-from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobRefused, JobState
+from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobNotFound, JobRefused, JobState
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.links import LiveLinks
 from hearth.public_swarm.coordinator.presence import Presence
@@ -93,7 +93,7 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self.runs.flush()
+        await self.runs.give_back_all("the coordinator is stopping")
 
     def _linked(self) -> None:
         """A worker linked: publish it now (other processes may open jobs for it) and offer it work."""
@@ -201,7 +201,7 @@ class Dispatcher:
                 if text is None:
                     job = await asyncio.to_thread(self.queue.get, job_id)
                     if job is None:
-                        raise InvalidRequest(f"No job {job_id!r}.", param="job_id")
+                        raise JobNotFound(f"No job {job_id!r}.", param="job_id")
                     text = job.text
                 if len(text) > sent:
                     yield TextDelta(text[sent:])

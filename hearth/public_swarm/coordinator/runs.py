@@ -223,6 +223,15 @@ class Runs:
                 except Exception:
                     log.exception("job %s: progress not written (retried next flush)", run.job.id)
 
+    async def give_back_all(self, reason: str) -> None:
+        """Stopping: every job running here goes back to the queue with what it streamed, so another
+        process's workers resume it now rather than after its lease; pending writes finish first."""
+        for run in list(self.local.values()):
+            if not run.ended:
+                self.spawn(self._end(run, "lost", reason))
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     def snapshot(self, job_id: str) -> tuple[str, str, int, list[int]] | None:
         """(worker, text, tokens, token ids) a local job streamed so far, for `JobQueue.progress`."""
         run = self.local.get(job_id)
