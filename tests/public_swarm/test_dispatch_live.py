@@ -18,7 +18,7 @@ from hearth.pairing.signed import SignedAuth
 from hearth.public_swarm.coordinator.dispatch_rules import prompt_cap
 from hearth.public_swarm.coordinator.job_rules import JobState
 from hearth.public_swarm.coordinator.jobs import JobQueue
-from tests.public_swarm.dispatch_kit import MODEL, PRICE, chat
+from tests.public_swarm.dispatch_kit import MODEL, PRICE, Allowance, chat
 from tests.public_swarm.dispatch_live import (
     PROMPT_TOKENS,
     TEXT,
@@ -76,6 +76,13 @@ def test_a_job_streams_and_is_settled_once(tmp_path: Path, ledger_url: str) -> N
                     assert plain.status_code == 200, got
                     assert got["choices"][0]["message"]["content"] == TEXT
                     assert int(plain.headers["x-hearth-cost"]) == got["usage"]["cost_credits"] == cost
+                    await asyncio.sleep(0.3)  # the books close just after the job's row says done
+                    before = ledger.balances()
+                    high = await client.post("/v1/chat/completions", json=BODY, headers={"X-Hearth-Max-Price": "1"})
+                    assert high.status_code == 402 and high.json()["error"]["code"] == "price_above_ceiling"
+                    gone = await client.post("/v1/chat/completions", json={**BODY, "model": "no-such-model"})
+                    assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_served"
+                    assert ledger.balances() == before
             await worker.stop()
 
     asyncio.run(main())
@@ -138,6 +145,30 @@ def test_a_client_leaving_mid_stream_cancels_and_pays_what_streamed(tmp_path: Pa
                 paid = ledger.balance(worker.me.node_id)
                 assert paid == job.tokens * PRICE and ledger.balance(ASKER.node_id) == 2 * 10**6 - paid
                 assert ledger.holds_of(ASKER.node_id) == [] and ledger.audit() == []
+            await worker.stop()
+
+    asyncio.run(main())
+
+
+def test_unsigned_requests_use_the_free_allowance_and_the_operator_pays(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    allowance = Allowance(1000)
+
+    async def main() -> None:
+        async with coordinator(tmp_path, url, allowance=allowance) as base:
+            worker = await ScriptedWorker(identity(1)).start(base)
+            async with httpx.AsyncClient(base_url=base, timeout=60) as anon:
+                r = await anon.post("/v1/chat/completions", json=BODY)
+                got = r.json()
+                assert r.status_code == 200, got
+                assert got["choices"][0]["message"]["content"] == TEXT and got["usage"]["cost_credits"] == 0
+                used = PROMPT_TOKENS + 8
+                await asyncio.sleep(0.3)
+                assert allowance.left["127.0.0.1"] == 1000 - used  # the unused part came back
+                with ledger_of(url) as ledger:
+                    assert ledger.balance(worker.me.node_id) == used * PRICE and ledger.audit() == []
+                refused = await anon.post("/v1/chat/completions", json={**BODY, "max_tokens": 2000})
+                assert refused.status_code == 429 and refused.json()["error"]["code"] == "free_allowance_used"
             await worker.stop()
 
     asyncio.run(main())
