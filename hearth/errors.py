@@ -45,7 +45,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── RpcUnreachable            ggml.hello: is the node's RPC server up?
     │   ├── CoordinatorUnreachable    public_swarm.coordinator.client: check the URL and that it runs
     │   ├── CoordinatorAnswerInvalid  public_swarm.coordinator.client: that URL is no hearth coordinator
-    │   ├── JobNotServed              public_swarm.coordinator.openai_wire: every worker failed the job (HTTP 502)
+    │   ├── JobNotServed              public_swarm.coordinator.openai_wire: the job failed on every worker (HTTP 502)
     │   └── SealedError               tunnel.sealed: same pairing secret on both sides?
     ├── LeaseFailed                   orchestrator.placement: a lease the plan needs (HTTP 503)
     │   ├── LeaseUnanswered           the node was silent: check its `hearth node` (also a LinkFailed)
