@@ -43,7 +43,7 @@ def identity(seed: int) -> NodeIdentity:
 
 
 @contextlib.asynccontextmanager
-async def coordinator(tmp: Path, url: str, *, allowance: Any = None, heartbeat_s: float = 0.5,
+async def coordinator(tmp: Path, url: str, *, allowance: Any = None, heartbeat_s: float = 2.0,
                       name: str = "coord") -> AsyncIterator[str]:
     """`hearth coordinator`'s serving coroutine on a free port over the database at `url`; its base URL."""
     home = tmp / name

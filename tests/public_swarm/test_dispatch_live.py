@@ -1,4 +1,4 @@
-"""The dispatcher live on SQLite: a real coordinator (uvicorn, real WebSocket links) and scripted
+"""The dispatcher live on SQLite and a real PostgreSQL: a real coordinator (uvicorn, real WebSocket links) and scripted
 workers over real sockets (stand-ins for `hearth contribute` until the job runner is merged; see
 dispatch_live). A job streams to its requester as OpenAI SSE and is settled once; a worker that goes
 silent mid-stream is noticed by the heartbeat and its job resumes on another worker, the requester's
@@ -18,7 +18,7 @@ from hearth.pairing.signed import SignedAuth
 from hearth.public_swarm.coordinator.dispatch_rules import prompt_cap
 from hearth.public_swarm.coordinator.job_rules import JobState
 from hearth.public_swarm.coordinator.jobs import JobQueue
-from tests.public_swarm.dispatch_kit import MODEL, PRICE, chat
+from tests.public_swarm.dispatch_kit import MODEL, PRICE, Allowance, chat
 from tests.public_swarm.dispatch_live import (
     PROMPT_TOKENS,
     TEXT,
@@ -42,8 +42,8 @@ async def _stream(base: str, body: dict[str, object]) -> tuple[httpx.Response, l
     return r, sse_events(lines)
 
 
-def test_a_job_streams_and_is_settled_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_a_job_streams_and_is_settled_once(tmp_path: Path, ledger_url: str) -> None:
+    url = ledger_url
 
     async def main() -> None:
         async with coordinator(tmp_path, url) as base:
@@ -76,16 +76,23 @@ def test_a_job_streams_and_is_settled_once(tmp_path: Path) -> None:
                     assert plain.status_code == 200, got
                     assert got["choices"][0]["message"]["content"] == TEXT
                     assert int(plain.headers["x-hearth-cost"]) == got["usage"]["cost_credits"] == cost
+                    await asyncio.sleep(0.3)  # the books close just after the job's row says done
+                    before = ledger.balances()
+                    high = await client.post("/v1/chat/completions", json=BODY, headers={"X-Hearth-Max-Price": "1"})
+                    assert high.status_code == 402 and high.json()["error"]["code"] == "price_above_ceiling"
+                    gone = await client.post("/v1/chat/completions", json={**BODY, "model": "no-such-model"})
+                    assert gone.status_code == 404 and gone.json()["error"]["code"] == "model_not_served"
+                    assert ledger.balances() == before
             await worker.stop()
 
     asyncio.run(main())
 
 
-def test_a_silent_worker_is_noticed_and_its_job_resumes_elsewhere(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+def test_a_silent_worker_is_noticed_and_its_job_resumes_elsewhere(tmp_path: Path, ledger_url: str) -> None:
+    url = ledger_url
 
     async def main() -> None:
-        async with coordinator(tmp_path, url, heartbeat_s=0.5) as base:
+        async with coordinator(tmp_path, url, heartbeat_s=1.0) as base:  # dead after 3 s of silence
             dying = await ScriptedWorker(identity(1), hang_after=3, slow_s=0.05).start(base)
             with ledger_of(url) as ledger:
                 ledger.grant(ASKER.node_id, 10**6, "grant-live-2")
@@ -138,6 +145,30 @@ def test_a_client_leaving_mid_stream_cancels_and_pays_what_streamed(tmp_path: Pa
                 paid = ledger.balance(worker.me.node_id)
                 assert paid == job.tokens * PRICE and ledger.balance(ASKER.node_id) == 2 * 10**6 - paid
                 assert ledger.holds_of(ASKER.node_id) == [] and ledger.audit() == []
+            await worker.stop()
+
+    asyncio.run(main())
+
+
+def test_unsigned_requests_use_the_free_allowance_and_the_operator_pays(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    allowance = Allowance(1000)
+
+    async def main() -> None:
+        async with coordinator(tmp_path, url, allowance=allowance) as base:
+            worker = await ScriptedWorker(identity(1)).start(base)
+            async with httpx.AsyncClient(base_url=base, timeout=60) as anon:
+                r = await anon.post("/v1/chat/completions", json=BODY)
+                got = r.json()
+                assert r.status_code == 200, got
+                assert got["choices"][0]["message"]["content"] == TEXT and got["usage"]["cost_credits"] == 0
+                used = PROMPT_TOKENS + 8
+                await asyncio.sleep(0.3)
+                assert allowance.left["127.0.0.1"] == 1000 - used  # the unused part came back
+                with ledger_of(url) as ledger:
+                    assert ledger.balance(worker.me.node_id) == used * PRICE and ledger.audit() == []
+                refused = await anon.post("/v1/chat/completions", json={**BODY, "max_tokens": 2000})
+                assert refused.status_code == 429 and refused.json()["error"]["code"] == "free_allowance_used"
             await worker.stop()
 
     asyncio.run(main())

@@ -15,29 +15,12 @@ from hearth.public_swarm.coordinator.dispatch import Dispatcher, ended
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.stats import SwarmStats
 from hearth.public_swarm.ledger.db import Ledger
-from hearth.public_swarm.ledger.errors import InsufficientCredits
+from hearth.public_swarm.ledger.errors import HoldClosed, InsufficientCredits, KeyReused
 from hearth.public_swarm.pricing import PriceAboveCeiling
-from tests.public_swarm.dispatch_kit import DIGEST, MODEL, PRICE, chat, links_with
+from tests.public_swarm.dispatch_kit import DIGEST, MODEL, PRICE, Allowance, chat, links_with
 from tests.public_swarm.jobs_kit import node, snapshot
 
 W1, W2, ASKER = node(1), node(2), node(3)
-
-
-class Allowance:
-    """A stand-in for coordinator.allowance (helper "jobs" builds it): counts tokens per address."""
-
-    def __init__(self, tokens: int) -> None:
-        self.left: dict[str, int] = {}
-        self.tokens = tokens
-
-    def take(self, address: str, tokens: int) -> None:
-        left = self.left.get(address, self.tokens)
-        if tokens > left:
-            raise D.NoWorker("used up")  # any HearthError: the real one raises FreeAllowanceUsed (429)
-        self.left[address] = left - tokens
-
-    def give_back(self, address: str, tokens: int) -> None:
-        self.left[address] = self.left.get(address, self.tokens) + tokens
 
 
 @pytest.fixture
@@ -126,3 +109,17 @@ def test_free_jobs_take_the_allowance_and_the_operator_pays(books: tuple[Ledger,
     assert ledger.balance(W1) == 6 * PRICE and ended(done).cost == 0
     assert allowance.left["10.1.2.3"] == 1000 - 6  # what the job used; the rest came back once
     assert ledger.audit() == []
+
+
+def test_split_settle_replays_and_refuses_other_payouts(books: tuple[Ledger, JobQueue, Dispatcher]) -> None:
+    ledger, _, _ = books
+    ledger.grant(ASKER, 1000, "grant-test-6")
+    hold = ledger.hold(ASKER, 900, "hold-test-6", 60)
+    done = ledger.settle_split(hold.id, {W1: 300, W2: 200}, "settle-test-6")
+    assert done.paid == tuple(sorted([(W1, 300), (W2, 200)])) and done.returned == 400
+    assert ledger.settle_split(hold.id, {W1: 300, W2: 200}, "settle-test-6") == done
+    with pytest.raises(KeyReused):
+        ledger.settle_split(hold.id, {W1: 500}, "settle-test-6")
+    with pytest.raises(HoldClosed):
+        ledger.settle_split(hold.id, {W1: 1}, "settle-test-7")
+    assert ledger.balance(ASKER) == 1000 - 500 and ledger.balance(W1) == 300 and ledger.audit() == []

@@ -26,9 +26,10 @@ from hearth.errors import InvalidRequest
 from hearth.models.catalogue import CATALOGUE
 from hearth.public_swarm.coordinator import dispatch_rules as D
 from hearth.public_swarm.coordinator.dispatch_rules import JobEnded, JobSpec, JobUpdate, ServedModel, TextDelta
-from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobRefused, JobState
+from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobNotFound, JobRefused, JobState
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.links import LiveLinks
+from hearth.public_swarm.coordinator.presence import Presence
 from hearth.public_swarm.coordinator.runs import Runs
 from hearth.public_swarm.coordinator.stats import SwarmStats
 from hearth.public_swarm.ledger.db import Ledger
@@ -63,6 +64,7 @@ class Dispatcher:
         self.ledger, self.queue, self.links, self.stats = ledger, queue, links, stats
         self.allowance = allowance
         self.poll_s, self.sweep_s = poll_s, sweep_s
+        self.presence = Presence(queue.engine)
         self.runs = Runs(queue, links, stats, close_books=self.close_books, wake=self.wake, lease_s=lease_s)
         self.known: set[str] = {e.alias for e in CATALOGUE.values()}
         """Model names once served (or in the catalogue): asked for with no live worker, a 503."""
@@ -79,7 +81,7 @@ class Dispatcher:
         self.loop = self.runs.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self.links.on_event = self.runs.on_event
-        self.links.on_link = self.wake
+        self.links.on_link = self._linked
         self._tasks = [asyncio.create_task(self._pump(), name="dispatch-pump"),
                        asyncio.create_task(self._sweep(), name="dispatch-sweep"),
                        asyncio.create_task(self.runs.flusher(), name="dispatch-flush")]
@@ -91,7 +93,14 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self.runs.flush()
+        await self.runs.give_back_all("the coordinator is stopping")
+
+    def _linked(self) -> None:
+        """A worker linked: publish it now (other processes may open jobs for it) and offer it work."""
+        self.wake()
+        if self.loop is not None:
+            self.runs.spawn(asyncio.to_thread(self.presence.publish, [
+                (n, link.models, link.session.max_jobs) for n, link in list(self.links.by_node.items())]))
 
     def wake(self) -> None:
         """Look for work now (thread-safe): a job was opened or ended, or a worker linked."""
@@ -101,7 +110,10 @@ class Dispatcher:
     # -- models -------------------------------------------------------------------------------
 
     def served_models(self) -> list[ServedModel]:
-        models = D.served_models(link.models for link in self.links.by_node.values())
+        """Models served by workers linked here or (published in the database) to another process."""
+        local = {node_id: link.models for node_id, link in self.links.by_node.items()}
+        elsewhere = [models for node_id, models in self.presence.live() if node_id not in local]
+        models = D.served_models([*local.values(), *elsewhere])
         self.known.update(m.name for m in models)
         return models
 
@@ -189,7 +201,7 @@ class Dispatcher:
                 if text is None:
                     job = await asyncio.to_thread(self.queue.get, job_id)
                     if job is None:
-                        raise InvalidRequest(f"No job {job_id!r}.", param="job_id")
+                        raise JobNotFound(f"No job {job_id!r}.", param="job_id")
                     text = job.text
                 if len(text) > sent:
                     yield TextDelta(text[sent:])
@@ -253,7 +265,10 @@ class Dispatcher:
                 log.exception("sweep failed")
 
     def sweep_once(self) -> None:
-        """Requeue jobs whose lease ran out (settling those that failed for good), expire holds."""
+        """Publish this process's links; requeue jobs whose lease ran out (settling those that failed
+        for good); expire holds."""
+        self.presence.publish((node_id, link.models, link.session.max_jobs)
+                              for node_id, link in list(self.links.by_node.items()))
         moved = self.queue.requeue_expired()
         for job in moved:
             self.close_books(job)

@@ -5,7 +5,8 @@
   finds its job); `claim_key` lets a worker retry a claim; `(state, digest, created_at)` is the
   index a claim walks, oldest queued job of the worker's models first.
 - c0003 adds `token_ids` (JSON list: the stream's token ids, for a resuming worker), `parts` (JSON
-  list of [worker, tokens]: who streamed what, for paying each) and `result` (JSON, once done).
+  list of [worker, tokens]: who streamed what, for paying each) and `result` (JSON, once done),
+  and the table `coordinator_links` (below).
 """
 
 from __future__ import annotations
@@ -43,3 +44,14 @@ jobs = Table(
     Index("ix_coordinator_jobs_lease", "state", "lease_expires"),
     Index("ix_coordinator_jobs_requester", "requester", "created_at"),
 )
+
+links = Table(
+    "coordinator_links", metadata,
+    Column("node_id", String(64), primary_key=True),
+    Column("models", Text, nullable=False),
+    Column("max_jobs", Integer, nullable=False),
+    Column("seen_at", Double, nullable=False),
+    Index("ix_coordinator_links_seen", "seen_at"),
+)
+"""Workers linked to some coordinator process now (`presence`, migration c0003): the models of each
+worker's Hello as JSON, refreshed by its process every sweep."""

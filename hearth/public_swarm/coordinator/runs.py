@@ -154,16 +154,16 @@ class Runs:
                 self.stats.record(len(event.token_ids))
                 self.notify(run.job.id)
             case JobFinished():
-                self._spawn(self._end(run, "finished", event))
+                self.spawn(self._end(run, "finished", event))
             case JobDeclined():
                 self.cooling[run.worker] = time.monotonic() + COOL_S
-                self._spawn(self._end(run, "declined", event.reason))
+                self.spawn(self._end(run, "declined", event.reason))
             case JobFailed():
-                self._spawn(self._end(run, "lost", f"worker {run.worker} failed: {event.code}: {event.message}"))
+                self.spawn(self._end(run, "lost", f"worker {run.worker} failed: {event.code}: {event.message}"))
             case JobLost():
-                self._spawn(self._end(run, "lost", f"worker {run.worker} was lost"))
+                self.spawn(self._end(run, "lost", f"worker {run.worker} was lost"))
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -223,6 +223,15 @@ class Runs:
                 except Exception:
                     log.exception("job %s: progress not written (retried next flush)", run.job.id)
 
+    async def give_back_all(self, reason: str) -> None:
+        """Stopping: every job running here goes back to the queue with what it streamed, so another
+        process's workers resume it now rather than after its lease; pending writes finish first."""
+        for run in list(self.local.values()):
+            if not run.ended:
+                self.spawn(self._end(run, "lost", reason))
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
     def snapshot(self, job_id: str) -> tuple[str, str, int, list[int]] | None:
         """(worker, text, tokens, token ids) a local job streamed so far, for `JobQueue.progress`."""
         run = self.local.get(job_id)
@@ -243,7 +252,7 @@ class Runs:
         if self.local.get(run.job.id) is run:
             del self.local[run.job.id]
         self.notify(run.job.id)
-        self._spawn(_perform(run.link, lambda: run.link.session.cancel(run.job.id, time.monotonic())))
+        self.spawn(_perform(run.link, lambda: run.link.session.cancel(run.job.id, time.monotonic())))
 
 
 async def _perform(link: Link, actions: Callable[[], list[Action]]) -> None:

@@ -99,7 +99,13 @@ async def run_coordinator(settings: Settings, address: str, port: int, ledger: L
         await asyncio.sleep(0.05)
     if ready is not None and not serving.done():
         ready.set()
-    await serving
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:  # stop as on SIGTERM: links closed, running jobs given back
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(serving, 20)
+        raise
 
 
 def serve_coordinator(settings: Settings, bind: str, port: int, db: str | None, welcome: str | None,
