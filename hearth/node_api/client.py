@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from types import TracebackType
 from typing import TypeVar
 
 import httpx
@@ -24,6 +23,7 @@ from hearth.errors import HearthError, InvalidRequest, NodeAnswerInvalid, NodeRe
 from hearth.identity import NodeIdentity
 from hearth.net import b64
 from hearth.net.endpoint import Endpoint
+from hearth.net.http_client import BoundedHttpClient
 from hearth.node_api import wire
 from hearth.node_api.errors import REFUSALS
 from hearth.node_api.wire import Granted, HeldLease, NodeStatus, ProveAnswer
@@ -97,58 +97,37 @@ def _transport(exc: httpx.RequestError, timeout: float) -> HearthError:
                              "control API?")
 
 
-async def _read(response: httpx.Response) -> bytes:
-    """The body, refused past MAX_ANSWER without reading the rest."""
-    length = response.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_ANSWER:
-        raise NodeAnswerInvalid(f"The node's answer is {int(length)} bytes, more than a control answer "
-                                f"can be ({MAX_ANSWER}); is that port a hearth node's control API?")
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_ANSWER:
-            raise NodeAnswerInvalid(f"The node's answer runs past {MAX_ANSWER} bytes, more than a control "
-                                    "answer can be; is that port a hearth node's control API?")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _lease_id(lease_id: str) -> str:
     if not 8 <= len(lease_id) <= 64 or not _LEASE_ID.match(lease_id):
         raise InvalidRequest(f"{lease_id[:70]!r} is not a lease id.", param="lease_id")
     return lease_id
 
 
-class NodeClient:
+class NodeClient(BoundedHttpClient):
     """Talks to any number of nodes' agents over one connection pool; close it (or use `async
     with`) when done. `transport` replaces the network (httpx.MockTransport in tests)."""
 
+    max_answer = MAX_ANSWER
+
     def __init__(self, identity: NodeIdentity | None = None, *, timeout: float = DEFAULT_TIMEOUT,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.timeout = timeout
-        self._http = httpx.AsyncClient(timeout=timeout, transport=transport,
-                                       auth=SignedAuth(identity) if identity is not None else None)
+        super().__init__(timeout=timeout, transport=transport,
+                         auth=SignedAuth(identity) if identity is not None else None)
 
-    async def __aenter__(self) -> NodeClient:
-        return self
+    def transport_error(self, exc: httpx.RequestError, timeout: float) -> HearthError:
+        return _transport(exc, timeout)
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
+    def too_large(self, size: int, limit: int) -> HearthError:
+        return NodeAnswerInvalid(f"The node's answer runs past {limit} bytes, more than a control answer can "
+                                 "be; is that port a hearth node's control API?")
 
     async def _call(self, method: str, node: Endpoint, path: str, expect: int, body: BaseModel | None = None,
                     timeout: float | None = None) -> bytes:
         what = f"{method} {path}"
-        wait = self.timeout if timeout is None else timeout
-        payload = body.model_dump() if body is not None else None
-        try:
-            async with self._http.stream(method, f"http://{node}{path}", json=payload, timeout=wait) as response:
-                answer = await _read(response)
-        except httpx.RequestError as exc:
-            raise _transport(exc, wait) from exc
+        content = body.model_dump_json().encode() if body is not None else None
+        headers = {"content-type": "application/json"} if body is not None else None
+        response, answer = await self.exchange(method, f"http://{node}{path}", content=content, headers=headers,
+                                               timeout=timeout)
         if response.status_code != expect:
             raise _refusal(response.status_code, answer, what)
         return answer
