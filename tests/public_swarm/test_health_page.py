@@ -20,7 +20,7 @@ from hearth.settings import DEFAULT_MODEL
 from tests.conftest import free_port
 from tests.public_swarm.dispatch_kit import DIGEST, MODEL, PRICE
 from tests.public_swarm.jobs_http_kit import books
-from tests.public_swarm.worker_proc import contributor, coordinator_at, live, wait_for
+from tests.public_swarm.worker_proc import FIRST_LINK_S, contributor, coordinator_at, live, wait_for
 
 CHAT = {"model": MODEL.name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 
@@ -79,7 +79,7 @@ def test_the_page_in_headless_chromium_shows_the_linked_worker_and_its_model(tmp
     port, me = free_port(), NodeIdentity.load_or_create(tmp_path / "asker")
     url = f"http://127.0.0.1:{port}"
     with coordinator_at(tmp_path / "coord", port), contributor(tmp_path / "w", url):
-        wait_for("worker linked", lambda: bool(live(url, me)), 60, tmp_path / "w" / "contribute.log")
+        wait_for("worker linked", lambda: bool(live(url, me)), FIRST_LINK_S, tmp_path / "w" / "contribute.log")
         r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000",
                             "--dump-dom", url + "/"], capture_output=True, text=True, timeout=120)

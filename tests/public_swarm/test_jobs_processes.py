@@ -18,7 +18,7 @@ import pytest
 from hearth.identity import NodeIdentity
 from hearth.settings import DEFAULT_MODEL
 from tests.conftest import HEARTH, REPO, free_port, hearth_env
-from tests.public_swarm.worker_proc import contributor, coordinator_at, live, wait_for
+from tests.public_swarm.worker_proc import FIRST_LINK_S, contributor, coordinator_at, live, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_jobs_survive_a_coordinator_killed_and_restarted(tmp_path: Path) -> None
     log = tmp_path / "w" / "contribute.log"
     with contributor(tmp_path / "w", url):
         with coordinator_at(tmp_path / "coord", port) as first:
-            wait_for("worker linked", lambda: bool(live(url, me)), 60, log)
+            wait_for("worker linked", lambda: bool(live(url, me)), FIRST_LINK_S, log)
             signed = cli_json(asker, "submit", DEFAULT_MODEL, "Say hi.", "--max-tokens", "8", "--key", "restart-0001",
                               "--coordinator", url)
             assert signed["state"] in ("queued", "running") and signed["model"] == DEFAULT_MODEL

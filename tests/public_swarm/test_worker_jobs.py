@@ -26,6 +26,8 @@ from hearth.engine.events import Token
 from hearth.identity import NodeIdentity
 from hearth.models.store import ModelStore
 from hearth.orchestrator.engines import EnginePool
+from hearth.public_swarm.coordinator.client import CoordinatorClient
+from hearth.public_swarm.coordinator.wire import WorkerView
 from hearth.public_swarm.coordinator.workers import WorkerStore
 from hearth.public_swarm.offers import UNMEASURED_TPS
 from hearth.public_swarm.protocol.actions import JobAccepted, JobDeclined, JobFinished, JobTokens
@@ -185,4 +187,12 @@ def test_the_worker_measured_its_speed_and_registered_its_hardware(workers: Work
     hw = registered[workers.plain].hardware
     assert hw is not None and hw.cores == os.cpu_count() and hw.memory_bytes > 0
     assert registered[workers.plain].models[0].decode_tps == tps
+    # GET /v1/workers shows the linked worker with the hardware it registered, however long ago.
+    listed = {w.node_id: w for w in workers.swarm.call(_listed(workers.swarm.url, workers.logs["plain"].parent / "asker"))}
+    assert listed[workers.plain].linked and listed[workers.plain].hardware == hw
     print(f"measured {tps} tokens/s; hardware {hw}")
+
+
+async def _listed(url: str, home: Path) -> list[WorkerView]:
+    async with CoordinatorClient(url, NodeIdentity.load_or_create(home)) as client:
+        return (await client.workers()).data

@@ -29,7 +29,7 @@ from hearth.public_swarm.protocol.coordinator import MISSED_HEARTBEATS
 from hearth.public_swarm.protocol.messages import PROTOCOL_VERSION, Challenge, Hello, ModelOffer, Welcome
 from hearth.settings import DEFAULT_MODEL
 from tests.conftest import free_port
-from tests.public_swarm.worker_proc import contributor, coordinator_at, live, wait_for
+from tests.public_swarm.worker_proc import FIRST_LINK_S, contributor, coordinator_at, live, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,6 @@ def linked(url: str, me: NodeIdentity, node: str) -> bool:
     view = live(url, me).get(node)
     return view is not None and view.linked
 
-FIRST_LINK_S = 120
 """A worker's first link waits for its model to be imported, loaded and its decode speed measured."""
 
 

@@ -16,6 +16,10 @@ from hearth.public_swarm.coordinator.client import CoordinatorClient
 from hearth.public_swarm.coordinator.wire import WorkerView
 from tests.conftest import HEARTH, REPO, hearth_env, wait_answering
 
+FIRST_LINK_S = 180
+"""A worker links only after loading its model and measuring its decode speed: a minute or more
+when other tests load this 2-core machine."""
+
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
     """SIGTERM, then SIGKILL after `timeout`; the exit code."""

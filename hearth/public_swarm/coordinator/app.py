@@ -98,7 +98,10 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
 
     @app.get(wire.WORKERS)
     def live_workers(node_id: str = signer) -> WorkerList:
-        linked = app_links.views()
+        views = app_links.views()
+        registered = registry.known([w.node_id for w in views])
+        linked = [w.model_copy(update={"name": r.name, "hardware": r.hardware})
+                  if (r := registered.get(w.node_id)) is not None else w for w in views]
         shown = {w.node_id for w in linked}
         return WorkerList(live_within_s=registry.live_s,
                           data=[*linked, *(w for w in registry.live() if w.node_id not in shown)])

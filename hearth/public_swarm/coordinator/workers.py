@@ -74,6 +74,16 @@ class WorkerStore:
             held = self._models(conn, [r.node_id for r in rows])
         return [_worker(r, held.get(r.node_id, [])) for r in rows]
 
+    def known(self, node_ids: list[str]) -> dict[str, WorkerView]:
+        """The registrations of these workers however long ago they were seen (a linked worker
+        registers its hardware once per link, and the link, not the registry, says it is live)."""
+        if not node_ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(workers).where(workers.c.node_id.in_(node_ids[:1000]))).all()
+            held = self._models(conn, [r.node_id for r in rows])
+        return {r.node_id: _worker(r, held.get(r.node_id, [])) for r in rows}
+
     def holders(self, digest: str) -> list[WorkerView]:
         """Live workers holding the weights with this sha256 digest."""
         return [w for w in self.live() if any(m.digest == digest for m in w.models)]
