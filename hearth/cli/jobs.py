@@ -50,7 +50,7 @@ def submit(
     temperature: Annotated[float | None, typer.Option(min=0, max=2)] = None,
     seed: Annotated[int | None, typer.Option(min=0)] = None,
     key: Annotated[str | None, typer.Option(help="Idempotency key: the same key again returns the same job.")] = None,
-    max_price: Annotated[int | None, typer.Option(min=0, help="Refuse models above this price (credits/M tokens).")]
+    max_price: Annotated[int | None, typer.Option(min=1, help="Refuse models above this price (credits/M tokens).")]
     = None,
     url: CoordinatorOpt = None,
     as_json: JsonOpt = False,

@@ -72,7 +72,9 @@ class PriceAboveCeiling(InvalidRequest):
     http_status = 402
     code = "price_above_ceiling"
 
-    def __init__(self, message: str, *, price: int, ceiling: int) -> None:
+    def __init__(self, message: str, *, price: int | None = None, ceiling: int | None = None) -> None:
+        """`price` and `ceiling` in credits per million tokens; None when rebuilt from a
+        coordinator's error body, whose message names both."""
         super().__init__(message, param="max_price")
         self.price = price
         self.ceiling = ceiling

@@ -67,3 +67,14 @@ def test_the_price_header(header: str | None, ceiling: int | None) -> None:
 def test_a_bad_price_header_is_a_400(header: str) -> None:
     with pytest.raises(InvalidRequest):
         max_price(header)
+
+
+def test_a_price_refusal_from_the_coordinator_becomes_price_above_ceiling_with_its_words() -> None:
+    """`hearth jobs submit --max-price 1` once crashed with a TypeError rebuilding this error."""
+    from hearth.public_swarm.coordinator.client import refusal
+    from hearth.public_swarm.pricing import PriceAboveCeiling
+
+    body = (b'{"error": {"message": "smollm2-135m costs 169 credits per million tokens, above your ceiling of 1",'
+            b' "type": "invalid_request_error", "code": "price_above_ceiling", "param": "max_price"}}')
+    error = refusal(402, body, "POST /v1/jobs")
+    assert isinstance(error, PriceAboveCeiling) and "169" in error.message and error.http_status == 402
