@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hearth.errors import InvalidRequest
 from hearth.ports import DEFAULT_SERVE_PORT, DEFAULT_WG_PORT
+from hearth.radius import parse_radius
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -108,9 +109,23 @@ class Settings(BaseSettings):
     coordinator refuses a model priced above it (402, naming the price and the ceiling). None: no
     ceiling. Written as pricing.parse_ceiling reads it: digits, `_` or `,` between them."""
 
+    radius: str = "household"
+    """How far a request may reach when `--radius` is not given: machine, household, trusted or
+    public (`hearth run`, `serve`, `plan`; commands that serve their own circle read public as trusted)."""
+
     public_ok: bool = False
     """Consent, for scripts and services, that with `--radius public` a prompt may leave the circle
     for strangers' machines. People answer once at a prompt instead (remembered in HEARTH_HOME)."""
+
+    @field_validator("radius", mode="before")
+    @classmethod
+    def _radius(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_radius(value, "HEARTH_RADIUS").value
+        except InvalidRequest as exc:
+            raise ValueError(exc.message) from exc
 
     @field_validator("max_price", mode="before")
     @classmethod

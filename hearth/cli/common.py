@@ -25,11 +25,11 @@ from hearth.settings import Settings, check_home, load_settings
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-RadiusOpt = Annotated[str, typer.Option(
+RadiusOpt = Annotated[str | None, typer.Option(
     help="How far a model may reach when it does not fit: 'machine' (this machine only), 'household' "
          "(also LAN nodes), 'trusted' (also peers paired with `hearth pair`) or 'public' (also the public "
          "swarm at HEARTH_COORDINATOR, paid in credits, when the circle cannot serve; asks first). "
-         "'local' is the old spelling of 'machine'.")]
+         "'local' is the old spelling of 'machine'. Default: HEARTH_RADIUS, else household.")]
 YesOpt = Annotated[bool, typer.Option(
     "--yes", "-y", help="With --radius public: agree that a prompt the circle cannot serve goes to the public "
                         "swarm (HEARTH_PUBLIC_OK=1 does the same; otherwise hearth asks once).")]
@@ -69,30 +69,38 @@ def validation_line(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def policy(config: Settings, radius: str, pool: bool, peer: list[str] | None, max_memory: str | None,
+def policy(config: Settings, radius: str | None, pool: bool, peer: list[str] | None, max_memory: str | None,
            public: bool = False) -> PoolPolicy:
     """The pool policy from the shared options; an old --radius spelling gets a note on stderr.
     With --radius public the pool reaches as far as the circle does (trusted); what it cannot
-    serve goes to the swarm (`engines`)."""
-    note = deprecation(radius)
+    serve goes to the swarm (`engines`). Without --radius, HEARTH_RADIUS decides (public read as
+    trusted by commands that serve their own circle)."""
+    note = deprecation(radius) if radius is not None else None
     if note:
         err.print(f"[yellow]note:[/] {note}")
-    chosen = parse_radius(radius)
+    chosen = parse_radius(radius if radius is not None else config.radius)
+    if chosen is Radius.PUBLIC and not public and radius is None:
+        chosen = Radius.TRUSTED
     if chosen is Radius.PUBLIC and not public:
         raise InvalidRequest("--radius public is for requests (`hearth run`, `serve`, `plan`); this command serves "
                              "its own circle: choose 'machine', 'household' or 'trusted'.")
     return pool_policy(config, Radius.TRUSTED if chosen is Radius.PUBLIC else chosen, pool, peer, max_memory)
 
 
-def public_settings(radius: str, yes: bool, max_price: str | None, **overrides: Any) -> Settings:
-    """Settings with --max-price (read as pricing.parse_ceiling reads it) and --yes folded in."""
+def public_settings(radius: str | None, yes: bool, max_price: str | None, **overrides: Any) -> Settings:
+    """Settings with --radius (its canonical name in `radius`; an old spelling gets a note),
+    --max-price (read as pricing.parse_ceiling reads it) and --yes folded in."""
     from hearth.public_swarm.pricing import parse_ceiling
 
     ceiling = parse_ceiling(max_price) if max_price is not None else None
     config = settings(max_price=ceiling, **overrides)
-    if (yes or max_price is not None) and parse_radius(radius) is not Radius.PUBLIC:
+    note = deprecation(radius) if radius is not None else None
+    if note:
+        err.print(f"[yellow]note:[/] {note}")
+    chosen = parse_radius(radius) if radius is not None else Radius(config.radius)
+    if (yes or max_price is not None) and chosen is not Radius.PUBLIC:
         err.print("[yellow]note:[/] --yes and --max-price matter only with --radius public.")
-    return config.model_copy(update={"public_ok": True}) if yes else config
+    return config.model_copy(update={"radius": chosen.value, **({"public_ok": True} if yes else {})})
 
 
 def ask_person(question: str) -> bool:
@@ -106,7 +114,7 @@ def ask_person(question: str) -> bool:
         return False
 
 
-def engines(config: Settings, radius: str, chosen: PoolPolicy, *, ask: bool) -> Engines:
+def engines(config: Settings, chosen: PoolPolicy, *, ask: bool) -> Engines:
     """The engine pool for the options; with --radius public, wrapped to escalate to the swarm
     (consent: HEARTH_PUBLIC_OK / --yes, a remembered yes, or the person when `ask`)."""
     from hearth.escalation.consent import Consent
@@ -114,7 +122,7 @@ def engines(config: Settings, radius: str, chosen: PoolPolicy, *, ask: bool) -> 
     from hearth.orchestrator.engines import EnginePool
 
     pool = EnginePool(config, policy=chosen)
-    if parse_radius(radius) is not Radius.PUBLIC:
+    if config.radius != Radius.PUBLIC:
         return pool
     consent = Consent(config.home, coordinator_of(config), given=config.public_ok,
                       ask=ask_person if ask else None)

@@ -26,7 +26,7 @@ from hearth.cli.common import (
 )
 from hearth.errors import HearthError
 from hearth.ports import DEFAULT_NODE_PORT
-from hearth.radius import Radius, parse_radius
+from hearth.radius import Radius
 from hearth.settings import Settings
 from hearth.units import human
 
@@ -39,7 +39,7 @@ def plan(
     node: Annotated[list[str] | None, typer.Option(
         "--node", help="An imagined machine to plan with, as NAME=SIZE (to ask 'what if').")] = None,
     pool: PoolOpt = False,
-    radius: RadiusOpt = "household",
+    radius: RadiusOpt = None,
     peer: PeerOpt = None,
     wait: Annotated[float, typer.Option(min=0.0, max=30.0, help="Seconds to listen for household nodes.")] = 2.0,
     as_json: JsonOpt = False,
@@ -52,11 +52,11 @@ def plan(
     from hearth.orchestrator.survey import plan_model
 
     config = public_settings(radius, False, max_price)
-    chosen = policy(config, radius, pool, peer, max_memory, public=True)
+    chosen = policy(config, config.radius, pool, peer, max_memory, public=True)
     def skipped(problem: str) -> None:
         err.print(f"[yellow]skipped[/] {escape(problem)}")
 
-    public = parse_radius(radius) is Radius.PUBLIC
+    public = config.radius == Radius.PUBLIC
     try:
         result = asyncio.run(plan_model(config, model, chosen, wait, node or [], n_ctx, skipped))
     except HearthError as exc:

@@ -51,7 +51,7 @@ def run(
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print one JSON object (text, token counts, tokens/s).")] = False,
-    radius: RadiusOpt = "household",
+    radius: RadiusOpt = None,
     pool: PoolOpt = False,
     peer: PeerOpt = None,
     max_memory: MaxMemOpt = None,
@@ -63,7 +63,7 @@ def run(
     from hearth.ggml.native import check_rpc_backend
 
     config = public_settings(radius, yes, max_price)
-    chosen = policy(config, radius, pool, peer, max_memory, public=True)
+    chosen = policy(config, config.radius, pool, peer, max_memory, public=True)
     check_rpc_backend()
     name, given = split_model_prompt(model, prompt, config)
     if given is None and not sys.stdin.isatty():
@@ -75,7 +75,7 @@ def run(
         raise InvalidRequest("The prompt is empty; give some text to reply to.")
     sampling: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
                                 "seed": seed, "stop": []}
-    pooled = engines(config, radius, chosen, ask=True)
+    pooled = engines(config, chosen, ask=True)
     if given is None:
         interactive(pooled, name, system, sampling, out, err)
     else:

@@ -35,7 +35,7 @@ def serve(
         help="Read the bearer key from this file (its first line; keep it 0600).",
         envvar="HEARTH_API_KEY_FILE", show_default=False)] = None,
     model: Annotated[str | None, typer.Option(help="Load this model at start-up (default: on first request).")] = None,
-    radius: RadiusOpt = "household",
+    radius: RadiusOpt = None,
     pool_: PoolOpt = False,
     peer: PeerOpt = None,
     max_memory: MaxMemOpt = None,
@@ -57,5 +57,5 @@ def serve(
             err.print(f"[yellow]warning:[/] {escape(str(api_key_file))} can be read by other users; `chmod 600` it.")
     config = public_settings(radius, yes, max_price, host=host, port=port, api_key=api_key)
     launch.check_exposure(config)  # before anything else is judged: the most important refusal
-    chosen = policy(config, radius, pool_, peer, max_memory, public=True)
-    launch.serve(config, engines(config, radius, chosen, ask=False), model, say=say, status=err.status)
+    chosen = policy(config, config.radius, pool_, peer, max_memory, public=True)
+    launch.serve(config, engines(config, chosen, ask=False), model, say=say, status=err.status)

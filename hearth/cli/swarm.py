@@ -94,7 +94,7 @@ def contribute(
         help="Take jobs only in these local hours, START-END, e.g. 22-07 (default: all day).")] = None,
     upload_cap: Annotated[str | None, typer.Option(
         help="Most output to send per day, e.g. 50M; past it jobs are declined (default: no cap).")] = None,
-    radius: RadiusOpt = "household",
+    radius: RadiusOpt = None,
     pool: PoolOpt = False,
     peer: PeerOpt = None,
     max_memory: MaxMemOpt = None,

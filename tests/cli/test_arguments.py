@@ -90,3 +90,18 @@ def test_version_and_help(tmp_path: Path) -> None:
     for command in ("run", "serve", "pull", "models", "rm", "plan", "node", "peers", "pair", "unpair", "rendezvous"):
         assert f" {command} " in helped.stdout, command
     assert "'machine' (this machine only)" in hearth_here(tmp_path, "run", "--help").stdout
+
+
+def test_the_radius_setting_is_the_default_and_the_flag_wins(tmp_path: Path) -> None:
+    """HEARTH_RADIUS sets the radius when --radius is not given (issue 10: 'settings too')."""
+    public = hearth_here(tmp_path, "run", "hi", HEARTH_RADIUS="public")
+    assert public.code == 2 and "HEARTH_COORDINATOR" in public.stderr  # it did try the public radius
+    flag = hearth_here(tmp_path, "plan", "smollm2-135m", "--json", "--max-memory", "4G", "--radius", "machine",
+                       HEARTH_RADIUS="public")
+    setting = hearth_here(tmp_path, "plan", "smollm2-135m", "--json", "--max-memory", "4G", HEARTH_RADIUS="machine")
+    assert flag.code == setting.code == 0 and flag.stdout == setting.stdout, (flag.stderr, setting.stderr)
+    bad = hearth_here(tmp_path, "run", "hi", HEARTH_RADIUS="everywhere")
+    assert bad.code == 2 and "HEARTH_RADIUS" in bad.stderr and "everywhere" in bad.stderr
+    # contribute serves its own circle: a public setting reads as trusted there, a public flag is refused
+    refused = hearth_here(tmp_path, "contribute", "--coordinator", "http://127.0.0.1:9", "--radius", "public")
+    assert refused.code == 2 and "is for requests" in refused.stderr
