@@ -104,6 +104,20 @@ def one_shot(pool: Engines, model: str, prompt: str, system: str | None,
         bridge.close()
 
 
+def _command(text: str, history: list[dict[str, str]], out: Console) -> bool:
+    """A chat's slash command; True when it ends the chat."""
+    if text in ("/bye", "/exit", "/quit"):
+        return True
+    if text == "/clear":
+        history.clear()
+        out.print("Cleared the conversation.")
+    elif text in ("/?", "/help"):
+        out.print(HELP)
+    else:
+        out.print(f"Unknown command {text.split()[0]!r}. {HELP}")
+    return False
+
+
 def interactive(pool: Engines, model: str, system: str | None, sampling: dict[str, Any],
                 out: Console, err: Console) -> None:
     try:
@@ -131,17 +145,9 @@ def interactive(pool: Engines, model: str, system: str | None, sampling: dict[st
             text = line.strip()
             if not text:
                 continue
-            if text in ("/bye", "/exit", "/quit"):
-                return
-            if text == "/clear":
-                history.clear()
-                out.print("Cleared the conversation.")
-                continue
-            if text in ("/?", "/help"):
-                out.print(HELP)
-                continue
             if text.startswith("/"):
-                out.print(f"Unknown command {text.split()[0]!r}. {HELP}")
+                if _command(text, history, out):
+                    return
                 continue
             history.append({"role": "user", "content": text})
             reply: list[str] = []
