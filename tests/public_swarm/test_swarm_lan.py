@@ -7,10 +7,11 @@ machines that contributes as ONE worker.
 
 SmolLM2 needs ~144 MB with a 2048-token context; a cap keeps 90 % of itself (10 % headroom).
 Machine 7 holds 90 MB of it and must borrow the rest from node 6 over ggml RPC. Every machine
-shares one bridge, so the requester also discovers node 6 (mDNS): its 1M plus node 6's 80M stays
-well under 144 MB, so the requester's circle still cannot serve and `--radius public` escalates.
-(Chosen over `--admit trusted` plus `hearth pair`: no pairing step, and it is the plain household
-case: a node that serves anyone on the LAN.)
+shares one bridge, so the requester also discovers node 6 (mDNS), and node 6 admits the household:
+the requester's 1M cannot even hold the input embedding and output head (30 MB, always on the
+asking machine), and 1M plus node 6's 80M is still far under 144 MB, so its circle cannot serve and
+`--radius public` escalates. (Chosen over `--admit trusted` plus `hearth pair`: no pairing step,
+and it is the plain household case, a node that serves anyone on its LAN.)
 """
 
 from __future__ import annotations
