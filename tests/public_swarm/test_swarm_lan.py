@@ -114,8 +114,8 @@ def swarm(tmp_path_factory: pytest.TempPathFactory, models_home: Path) -> Iterat
             lan.wait_http(COORD, url + "/v1/prices")
             workers = [lan.spawn(i, *CONTRIBUTE, "--coordinator", url, "--radius", "machine", PYTHONUNBUFFERED="1")
                        for i in WORKERS]
-            pooled = lan.spawn(POOLED, *CONTRIBUTE, "--coordinator", url, "--radius", "household", "--max-memory", POOLED_CAP,
-                      PYTHONUNBUFFERED="1")
+            pooled = lan.spawn(POOLED, *CONTRIBUTE, "--coordinator", url, "--radius", "household",
+                               "--max-memory", POOLED_CAP, PYTHONUNBUFFERED="1")
             local = lan.hearth(REQUESTER, "run", MODEL, PROMPT, *GREEDY, "--radius", "machine")
             assert local.returncode == 0 and local.stdout.strip(), local.stderr
             deadline = time.monotonic() + 240
@@ -141,7 +141,7 @@ def test_requester_escalates_to_three_workers_and_a_pooled_household_with_the_lo
     print(f"\nset-up {swarm.setup_s:.1f} s; public run {seconds:.1f} s")
     assert public.stdout == swarm.local
     assert "The circle cannot serve" in public.stderr and "served by the public swarm" in public.stderr
-    assert "credits per million tokens" in public.stderr
+    assert ": cost " in public.stderr and "credits per million tokens" in public.stderr
 
     listed = ask(swarm.lan, REQUESTER, "workers", swarm.url, str(swarm.lan.home(REQUESTER)))
     linked = {w["node_id"] for w in listed if w["linked"]}
