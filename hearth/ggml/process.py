@@ -27,6 +27,9 @@ from hearth.ggml.hello import RpcUnreachable, RpcVersion, probe
 from hearth.ggml.server import check_endpoint
 from hearth.net.endpoint import Endpoint
 
+START_TIMEOUT_S = 30.0
+"""How long a new RPC server may take to answer its handshake: a Python start on a busy machine."""
+
 MIB = 1024 * 1024
 SLACK_BYTES = 160 * MIB
 """Address space a server may map beyond its lease, whatever the lease's size. Lessees size
@@ -124,7 +127,7 @@ class RpcServerProcess:
     def used(self) -> int:
         return max(0, self.rss() - self.idle_rss)
 
-    def start(self, timeout: float = 30.0) -> RpcVersion:
+    def start(self, timeout: float = START_TIMEOUT_S) -> RpcVersion:
         """Start the child and wait until it answers the handshake; return its protocol version."""
         cmd = [sys.executable, "-m", "hearth.ggml.server", "--endpoint", self.endpoint,
                "--threads", str(self.threads), "--watch-stdin"]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hearth.errors import HearthError, LinkFailed, NodeRefused, NodeUnreachable, RefusedByPeer
+from hearth.ggml.process import START_TIMEOUT_S
 from hearth.identity import NodeIdentity
 from hearth.node_api.client import NodeClient
 from hearth.orchestrator.peers import Peer
@@ -19,6 +20,9 @@ from hearth.radius import Radius
 from hearth.tunnel.sealed import SealedDialer, lease_key
 
 HEARTBEAT_S = 3.0
+LEASE_WAIT_S = START_TIMEOUT_S + 5.0
+"""A node answers a lease once its new RPC server answers, which may take START_TIMEOUT_S on a busy
+machine: the control API's usual 5 s would give up on a node that is only slow."""
 log = logging.getLogger("hearth.pool")
 
 
@@ -86,7 +90,7 @@ class Placement:
         async def one(a: Assignment) -> Held:
             peer = self.peers[a.node.node_id]
             try:
-                granted = await self._nodes.lease(peer.agent, a.bytes)
+                granted = await self._nodes.lease(peer.agent, a.bytes, timeout=LEASE_WAIT_S)
             except NodeUnreachable as exc:
                 raise LeaseUnanswered(f"{peer.record.name} did not answer the lease request: {exc.message}") from exc
             except HearthError as exc:

@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from hearth.engine.events import Done, ReplyEvent, Token
-from hearth.errors import HearthError
+from hearth.errors import HearthError, LinkFailed
 from hearth.public_swarm.protocol import Action, WorkerSession
 from hearth.public_swarm.protocol.messages import ModelOffer, Offer
 from hearth.public_swarm.runner_rules import Admission, Framer, engine_fields
@@ -40,6 +40,11 @@ Perform = Callable[[list[Action]], Awaitable[None]]
 
 SPEED_PROMPT = "Here is a short story about a lighthouse keeper who"
 SPEED_TOKENS = 32
+MEASURE_TRIES = 3
+"""A model measured through the household is tried again after a link failure (a node busy or
+restarting, a lease unanswered), so that a passing hiccup does not leave the worker with nothing
+to offer; any other failure is final."""
+RETRY_S = 2.0
 
 
 class Runner:
@@ -129,16 +134,31 @@ async def measure_tps(generate: Generate, model: str) -> float:
 
 
 async def measured(generate: Generate, offers: Sequence[ModelOffer],
-                   say: Callable[[str], None]) -> list[ModelOffer]:
+                   say: Callable[[str], None], *, retry_s: float = RETRY_S) -> list[ModelOffer]:
     """The offers with their decode_tps measured here; a model that cannot run here is left out."""
     out = []
     for offer in offers:
-        try:
-            tps = await measure_tps(generate, offer.name)
-        except (HearthError, RuntimeError) as exc:
-            say(f"{offer.name}: cannot run here, not offered ({getattr(exc, 'message', exc)})")
+        tps = await _measure(generate, offer.name, say, retry_s)
+        if tps is None:
             continue
         tps = round(min(1e6, max(0.01, tps)), 2)
         say(f"{offer.name}: {tps:g} tokens/s decode (measured)")
         out.append(offer.model_copy(update={"decode_tps": tps}))
     return out
+
+
+async def _measure(generate: Generate, name: str, say: Callable[[str], None], retry_s: float) -> float | None:
+    """`name`'s decode speed, trying again after a link failure (MEASURE_TRIES); None if it cannot run."""
+    for attempt in range(1, MEASURE_TRIES + 1):
+        try:
+            return await measure_tps(generate, name)
+        except LinkFailed as exc:
+            if attempt == MEASURE_TRIES:
+                say(f"{name}: cannot run here, not offered ({exc.message})")
+                return None
+            say(f"{name}: {exc.message} Trying again in {retry_s * attempt:g} s.")
+            await asyncio.sleep(retry_s * attempt)
+        except (HearthError, RuntimeError) as exc:
+            say(f"{name}: cannot run here, not offered ({getattr(exc, 'message', exc)})")
+            return None
+    return None

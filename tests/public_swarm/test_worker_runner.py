@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from hearth.engine.events import Done, ReplyEvent, Start, Token
-from hearth.errors import EngineFailed
+from hearth.errors import EngineFailed, NodeUnreachable
 from hearth.public_swarm.protocol.actions import Action, JobDeclined, JobFailed, JobFinished, JobTokens, StopJob
-from hearth.public_swarm.runner import Runner, measured
+from hearth.public_swarm.runner import MEASURE_TRIES, Runner, measured
 from hearth.public_swarm.runner_rules import Admission, parse_hours
 from tests.public_swarm.protocol_kit import MODEL, Link, offer
 
@@ -125,3 +125,34 @@ def test_decode_speed_is_measured_per_model_and_a_model_that_cannot_run_is_left_
                                                                   "decode (measured)"]
     assert asyncio.run(measured(Engine([], fail=EngineFailed("no room")), [MODEL], said.append)) == []
     assert "cannot run here" in said[-1] and "no room" in said[-1]
+
+
+class Flaky(Engine):
+    """Fails with `fail` on the first `failures` requests, then plays `events`."""
+
+    def __init__(self, events: list[ReplyEvent], fail: Exception, failures: int) -> None:
+        super().__init__(events)
+        self.error, self.failures = fail, failures
+
+    async def __call__(self, model: str, op: str, **fields: Any) -> AsyncGenerator[ReplyEvent, None]:
+        self.requests.append((model, op, fields))
+        if len(self.requests) <= self.failures:
+            raise self.error
+        for event in self.events:
+            yield event
+
+
+def test_a_household_link_failure_while_measuring_is_tried_again_and_then_gives_up() -> None:
+    """Seen across namespaces: a pooled worker's node was slow to answer its first lease, and the
+    worker quit with nothing to offer. A link failure is tried again; a lasting one still leaves it out."""
+    said: list[str] = []
+    events: list[ReplyEvent] = [Start("1", 3), Token("1", "x", (1,)), done(1)]
+    slow_node = Flaky(events, NodeUnreachable("node6 did not answer."), failures=MEASURE_TRIES - 1)
+    [offer_] = asyncio.run(measured(slow_node, [MODEL], said.append, retry_s=0))
+    assert offer_.decode_tps == 50.0 and len(slow_node.requests) == MEASURE_TRIES
+    assert said[0] == f"{MODEL.name}: node6 did not answer. Trying again in 0 s."
+    gone = Flaky(events, NodeUnreachable("node6 did not answer."), failures=MEASURE_TRIES)
+    assert asyncio.run(measured(gone, [MODEL], said.append, retry_s=0)) == []
+    assert len(gone.requests) == MEASURE_TRIES and "cannot run here" in said[-1]
+    final = Flaky(events, EngineFailed("no room"), failures=1)
+    assert asyncio.run(measured(final, [MODEL], said.append, retry_s=0)) == [] and len(final.requests) == 1
