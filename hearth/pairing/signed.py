@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Generator, Mapping
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import httpx
 from nacl.exceptions import BadSignatureError
@@ -76,14 +77,42 @@ def _decode(value: str, size: int, what: str) -> bytes:
     return raw
 
 
-class Verifier(Generic[T]):
-    """Checks signed requests against the paired keys; remembers nonces for the window."""
+class NonceStore(Protocol):
+    """Where a Verifier remembers the nonces it admitted. In memory for one process; a service run
+    as several processes behind one address shares one (the coordinator's is in its database)."""
 
-    def __init__(self, lookup: Callable[[str], T | None], window: float = WINDOW_S) -> None:
+    def remember(self, nonce: str, until: float, now: float) -> bool:
+        """Record `nonce` until `until`; False when it is already recorded (a replay). Entries
+        past their `until` may be forgotten."""
+        ...
+
+
+class MemoryNonces:
+    """Nonces in this process, forgotten once past their time (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, nonce: str, until: float, now: float) -> bool:
+        with self._lock:
+            self._seen = {n: t for n, t in self._seen.items() if t >= now}
+            if nonce in self._seen:
+                return False
+            self._seen[nonce] = until
+            return True
+
+
+class Verifier(Generic[T]):
+    """Checks signed requests against the paired keys; remembers nonces for the window (in
+    `nonces`: this process's memory unless a shared store is given)."""
+
+    def __init__(self, lookup: Callable[[str], T | None], window: float = WINDOW_S,
+                 nonces: NonceStore | None = None) -> None:
         self.lookup = lookup
         """identity key (base64url) -> the paired peer, or None."""
         self.window = window
-        self._seen: dict[str, float] = {}
+        self.nonces: NonceStore = nonces if nonces is not None else MemoryNonces()
 
     def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes, now: float | None = None) -> T:
         now = time.time() if now is None else now
@@ -106,10 +135,8 @@ class Verifier(Generic[T]):
         peer = self.lookup(b64.encode(key))
         if peer is None:
             raise NotPaired("This node has not paired with the key that signed the request.")
-        self._seen = {n: t for n, t in self._seen.items() if t >= now}
-        if nonce_s in self._seen:
+        if not self.nonces.remember(nonce_s, now + 2 * self.window, now):
             raise Unsigned("This request was already received (replayed nonce).")
-        self._seen[nonce_s] = now + 2 * self.window
         return peer
 
 

@@ -29,8 +29,9 @@ class Coordinator:
 
 
 @contextmanager
-def coordinator(home: Path, db: str | None = None, *args: str) -> Iterator[Coordinator]:
-    """`hearth coordinator --bind 127.0.0.1 --port FREE [--db DB] ARGS` until the block ends (SIGTERM)."""
+def coordinator(home: Path, db: str | None = None, *args: str, env: dict[str, str] | None = None) -> Iterator[Coordinator]:
+    """`hearth coordinator --bind 127.0.0.1 --port FREE [--db DB] ARGS` until the block ends (SIGTERM);
+    `env`: HEARTH_* settings for it."""
     home.mkdir(parents=True, exist_ok=True)
     operator = NodeIdentity.load_or_create(home)
     port = free_port()
@@ -38,7 +39,7 @@ def coordinator(home: Path, db: str | None = None, *args: str) -> Iterator[Coord
     log_path = home / f"coordinator-{port}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen([*HEARTH, "coordinator", "--bind", "127.0.0.1", "--port", str(port), "--db", db, *args],
-                                env=hearth_env(home), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+                                env=hearth_env(home, **(env or {})), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_answering(url + "/v1/prices", proc, log_path)

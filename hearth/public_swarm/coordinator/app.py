@@ -35,6 +35,7 @@ from hearth.public_swarm.coordinator.dispatch import Dispatcher
 from hearth.public_swarm.coordinator.health import install_health
 from hearth.public_swarm.coordinator.job_routes import install_job_routes
 from hearth.public_swarm.coordinator.links import LiveLinks
+from hearth.public_swarm.coordinator.nonces import DbNonces
 from hearth.public_swarm.coordinator.openai_routes import install_openai_routes
 from hearth.public_swarm.coordinator.wire import (
     Credits,
@@ -84,7 +85,8 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
 
     app = FastAPI(title="hearth coordinator", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
-    app.add_middleware(SignedOnly, verifier=Verifier(any_identity), unsigned=wire.UNSIGNED,
+    nonces = DbNonces(ledger.engine)  # shared by every coordinator on the database: no cross-process replay
+    app.add_middleware(SignedOnly, verifier=Verifier(any_identity, nonces=nonces), unsigned=wire.UNSIGNED,
                        first_seen=Welcomer(ledger),
                        optional=wire.signature_optional if dispatcher is not None else lambda path: False)
     install_error_handlers(app)

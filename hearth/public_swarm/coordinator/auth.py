@@ -12,12 +12,14 @@ and the async jobs API). There an unsigned request reaches the route with no sig
 then uses the client address and its free allowance), its body bounded as a signed one's; a
 request that carries a signature is still checked, and a bad one is still a 401.
 
-Nonces are remembered in this process for the signature window; several coordinators behind one
-address would each keep their own (a shared nonce table comes with multi-process serving).
+Nonces are remembered in the coordinator's database (`nonces.DbNonces`, given by the app) for two
+signature windows, so a request captured at one coordinator process is refused at every other;
+the check runs in a thread (it writes to the database), never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request
@@ -88,7 +90,7 @@ class SignedOnly:
             if body is None:
                 return
             if signed:
-                signer = self.verifier.verify(scope["method"], scope["path"], headers, body)
+                signer = await asyncio.to_thread(self.verifier.verify, scope["method"], scope["path"], headers, body)
                 await self.first_seen(signer)
         except HearthError as exc:
             await hearth_error_response(exc, scope["path"])(scope, receive, send)

@@ -8,7 +8,8 @@ LOCKED: one job never goes to two workers). The pump wakes on a submit, a job's 
 linking, and a short poll (jobs opened at another process). Worker events (`LiveLinks.on_event`,
 see `runs.Runs`) stream into the job's row; a lost or failed run goes back to the queue with what
 it streamed (text and token ids), so another worker of the same model resumes it. A timer in every
-process requeues jobs whose lease ran out (a coordinator that died) and expires old holds.
+process requeues jobs whose lease ran out (a coordinator that died), settles jobs a dead process
+left final but unsettled (`books`), and expires old holds.
 
 `follow` streams a job to its requester: pushed deltas for jobs running here, polling the row for
 jobs running at another process, so no process holds state another needs.
@@ -25,6 +26,7 @@ from typing import Protocol
 from hearth.errors import InvalidRequest
 from hearth.models.catalogue import CATALOGUE
 from hearth.public_swarm.coordinator import dispatch_rules as D
+from hearth.public_swarm.coordinator.books import Books
 from hearth.public_swarm.coordinator.dispatch_rules import JobEnded, JobSpec, JobUpdate, ServedModel, TextDelta
 from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobNotFound, JobRefused, JobState
 from hearth.public_swarm.coordinator.jobs import JobQueue
@@ -65,6 +67,7 @@ class Dispatcher:
         self.allowance = allowance
         self.poll_s, self.sweep_s = poll_s, sweep_s
         self.presence = Presence(queue.engine)
+        self.books = Books(ledger, queue, allowance)
         self.runs = Runs(queue, links, stats, close_books=self.close_books, wake=self.wake, lease_s=lease_s)
         self.known: set[str] = {e.alias for e in CATALOGUE.values()}
         """Model names once served (or in the catalogue): asked for with no live worker, a 503."""
@@ -78,6 +81,8 @@ class Dispatcher:
     # -- life ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Close the books dead processes left open (`Books.sweep`), then start the loops."""
+        await asyncio.to_thread(self.books.sweep)
         self.loop = self.runs.loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self.links.on_event = self.runs.on_event
@@ -219,30 +224,14 @@ class Dispatcher:
 
     def close_books(self, job: Job) -> None:
         """Settle a job that just became final, once (ledger keys from the job id): the requester
-        pays for what was delivered, each worker is paid its part, the rest returns. Called by the
-        one process whose write made the job final."""
+        pays for what was delivered, each worker is paid its part, the rest returns (`Books.close`).
+        Called by the one process whose write made the job final; the sweep catches its death."""
         if job.state not in FINAL or job.id in self._closed:
             return
         self._closed[job.id] = None
         while len(self._closed) > CLOSED_KEPT:
             del self._closed[next(iter(self._closed))]
-        spec = JobSpec.from_json(job.request)
-        result = job.result or {}
-        done = job.state is JobState.DONE
-        prompt = min(int(result.get("prompt_tokens", 0)), spec.prompt_cap) if done else 0
-        paid = D.payouts(job.parts, spec.price, prompt_tokens=prompt,
-                         finisher=result.get("finisher") if done else None, max_tokens=job.max_tokens)
-        try:
-            if job.hold_id is not None:
-                self.ledger.settle_split(job.hold_id, paid, D.settle_key(job.id))
-            else:
-                for worker, amount in sorted(paid.items()):
-                    self.ledger.grant(worker, amount, D.pay_key(job.id, worker))
-                if spec.free_address is not None and self.allowance is not None:
-                    used = prompt + sum(n for _, n in job.parts)
-                    self.allowance.give_back(spec.free_address, max(0, spec.allowance_tokens - used))
-        except LedgerRefused as exc:  # e.g. the hold expired: the requester was refunded already
-            log.warning("job %s: could not settle: %s", job.id, exc.message)
+        self.books.close(job)
 
     # -- loops --------------------------------------------------------------------------------
 
@@ -266,7 +255,7 @@ class Dispatcher:
 
     def sweep_once(self) -> None:
         """Publish this process's links; requeue jobs whose lease ran out (settling those that failed
-        for good); expire holds."""
+        for good); close books left open by a dead process, then expire holds (`Books.sweep`)."""
         self.presence.publish((node_id, link.models, link.session.max_jobs)
                               for node_id, link in list(self.links.by_node.items()))
         moved = self.queue.requeue_expired()
@@ -274,7 +263,7 @@ class Dispatcher:
             self.close_books(job)
         if moved:
             self.wake()
-        self.ledger.expire_holds()
+        self.books.sweep()
 
 
 def ended(job: Job) -> JobEnded:

@@ -347,3 +347,11 @@ def plan_cancel(job: Job, requester: str, now: float) -> Job:
         raise JobConflict(f"Job {job.id!r} is already {job.state.value}.", param="job_id")
     return replace(job, state=JobState.CANCELLED, worker_id=None, lease_expires=None, updated_at=now,
                    error="cancelled by the requester")
+
+
+def plan_drop(job: Job, reason: str, now: float) -> Job:
+    """The coordinator drops a job that can no longer be paid for (its hold expired): a queued or
+    running job is cancelled with `reason`; a final one is left as it is."""
+    if job.state in FINAL:
+        return job
+    return replace(job, state=JobState.CANCELLED, worker_id=None, lease_expires=None, updated_at=now, error=reason)

@@ -1,5 +1,6 @@
-"""The job queue's table (SQLAlchemy Core), as migrations c0002 and c0003 leave it; on the coordinator's
-`metadata` (see `tables`), so its Alembic chain knows it. A change here needs a new migration too.
+"""The job queue's table (SQLAlchemy Core), as migrations c0002, c0003 and c0005 (the hold index)
+leave it; on the coordinator's `metadata` (see `tables`), so its Alembic chain knows it.
+A change here needs a new migration too.
 
 - `coordinator_jobs`: one row per job. `submit_key` is unique per requester (a retried submit
   finds its job); `claim_key` lets a worker retry a claim; `(state, digest, created_at)` is the
@@ -43,6 +44,7 @@ jobs = Table(
     Index("ix_coordinator_jobs_queue", "state", "digest", "created_at"),
     Index("ix_coordinator_jobs_lease", "state", "lease_expires"),
     Index("ix_coordinator_jobs_requester", "requester", "created_at"),
+    Index("ix_coordinator_jobs_hold", "hold_id"),
 )
 
 links = Table(

@@ -117,6 +117,13 @@ class JobQueue:
         R.check_requester(requester)
         return self._change(job_id, lambda job, now: R.plan_cancel(job, requester, now))
 
+    def drop(self, job_id: str, reason: str) -> Job:
+        """Cancel a queued or running job for the coordinator (its hold expired: nobody would pay
+        for it); a final job is returned unchanged. The caller closes its books."""
+        R.check_job_id(job_id)
+        R.check_text(reason, "reason", R.MAX_REASON_CHARS)
+        return self._change(job_id, lambda job, now: R.plan_drop(job, reason, now))
+
     def get(self, job_id: str) -> Job | None:
         R.check_job_id(job_id)
         with self.engine.connect() as conn:

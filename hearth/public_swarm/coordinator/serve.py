@@ -60,14 +60,21 @@ def default_db(settings: Settings) -> str:
 
 def open_books(url: str, welcome: int, say: Callable[[str], None]) -> tuple[Ledger, workers.WorkerStore]:
     """The ledger and the worker registry at `url`, migrated; audit problems are said, not hidden."""
+    from hearth.public_swarm.coordinator.books import Books
+    from hearth.public_swarm.coordinator.jobs import JobQueue
+
     ledger = Ledger.open(url, welcome=welcome)
     try:
         workers.upgrade(ledger.engine)
         for problem in ledger.audit():
             say(f"ledger audit: {problem}")
-        expired = ledger.expire_holds()
-        if expired:
-            say(f"returned {len(expired)} expired hold(s) to their requesters")
+        # books left open by a coordinator that died are closed before any hold expires (`books`)
+        swept = Books(ledger, JobQueue(ledger.engine)).sweep()
+        if swept.settled or swept.dropped:
+            say(f"settled {len(swept.settled)} finished job(s) a stopped coordinator left open; "
+                f"dropped {len(swept.dropped)} job(s) whose hold was gone")
+        if swept.expired:
+            say(f"returned {swept.expired} expired hold(s) to their requesters")
     except BaseException:
         ledger.close()
         raise

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, func, insert, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -244,7 +244,9 @@ class Ledger:
 
     def audit(self) -> list[str]:
         """What is wrong with the books (`rules.audit`); empty when they are right. Run at start."""
-        with self.engine.begin() as conn:  # one transaction: balances and holds from one moment
+        # one snapshot for balances and holds (PostgreSQL's default isolation gives one per statement)
+        options = {"isolation_level": "REPEATABLE READ"} if self._pg else {}
+        with self.engine.connect().execution_options(**options) as conn, conn.begin():
             return rules.audit(_balances(conn), [_hold(r) for r in conn.execute(select(holds))])
 
     # -- inside a transaction ----------------------------------------------------------------
@@ -304,11 +306,12 @@ class Ledger:
 
 
 def _balances(conn: Connection) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for side, sign in ((entries.c.credit, 1), (entries.c.debit, -1)):
-        for account, total in conn.execute(select(side, func.sum(entries.c.amount)).group_by(side)):
-            out[account] = out.get(account, 0) + sign * int(total)
-    return out
+    """One statement, so one snapshot: on PostgreSQL (READ COMMITTED) two statements would see
+    different moments, and a settlement landing between them would unbalance the sum."""
+    legs = union_all(select(entries.c.credit.label("account"), entries.c.amount.label("amount")),
+                     select(entries.c.debit.label("account"), (-entries.c.amount).label("amount"))).subquery()
+    rows = conn.execute(select(legs.c.account, func.sum(legs.c.amount)).group_by(legs.c.account))
+    return {account: int(total) for account, total in rows}
 
 
 def _entry(row: Row[Any]) -> Entry:
