@@ -124,7 +124,8 @@ def stream_bench(threads: int, args: argparse.Namespace, work: Path, models: Pat
                 texts[side] = "".join(parts)
             out.same_text &= texts["coordinator"] == texts["direct"]
             print(f"t{threads} round {i + 1}: " + ", ".join(
-                f"{s} {out.runs[s][-1].decode_tps:.1f} tok/s ttft {out.runs[s][-1].ttft_ms:.0f} ms" for s in SIDES))
+                f"{s} {out.runs[s][-1].decode_tps:.1f} tok/s ttft {out.runs[s][-1].ttft_ms:.0f} ms" for s in SIDES),
+                flush=True)
     return out
 
 
@@ -183,7 +184,7 @@ async def dispatch_bench(coords: dict[str, Coordinator], args: argparse.Namespac
                 r = await one_round(coords[name], me, args.jobs)
                 r.db = name
                 rounds.append(r)
-                print(f"{name} round {i + 1}: {r.jobs_per_s:.1f} jobs/s (submitted in {r.submit_s:.2f} s)")
+                print(f"{name} round {i + 1}: {r.jobs_per_s:.1f} jobs/s (submitted in {r.submit_s:.2f} s)", flush=True)
         return rounds
     finally:
         for w in workers:
