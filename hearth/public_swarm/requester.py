@@ -62,11 +62,14 @@ class PublicModel(BaseModel):
         return wanted in (self.id, f"sha256:{self.digest}", self.digest)
 
 
-def check_receipt(cost: PublicCost, asked: str, text: str) -> None:
+def check_receipt(cost: PublicCost, asked: str, text: str, completion_tokens: int | None = None) -> None:
     """ReceiptInvalid/ReceiptForged unless the receipt the coordinator forwarded is for this job,
     from a worker that streamed it, of the weights asked for (sha256:<digest>), and, when one
-    worker served the whole reply, of exactly the text received. (Its signature needs the worker's
-    public key, which the coordinator's C1 answer does not carry: `receipts.verify` checks it.)"""
+    worker's one run served the whole reply, of exactly the text received. A receipt covers only
+    what its run streamed (resume tokens excluded), so when it counts fewer tokens than the reply's
+    `completion_tokens` (the same worker resumed its own job after its link dropped) the text is
+    not compared. (Its signature needs the worker's public key, which the coordinator's C1 answer
+    does not carry: `receipts.verify` checks it.)"""
     receipt = receipts.parse(cost.receipt)
     if receipt.job_id != cost.job_id or receipt.worker not in cost.workers:
         raise receipts.ReceiptForged(f"The receipt is for job {receipt.job_id!r} by {receipt.worker!r}, not job "
@@ -74,7 +77,8 @@ def check_receipt(cost: PublicCost, asked: str, text: str) -> None:
     if asked.startswith("sha256:") and receipt.model_digest != asked.removeprefix("sha256:"):
         raise receipts.ReceiptForged(f"The receipt says weights {receipt.model_digest[:12]}…, not the "
                                      f"{asked[7:19]}… asked for.")
-    if len(cost.workers) == 1 and receipts.sha256_hex(text) != receipt.output_sha256:
+    whole = completion_tokens is None or receipt.completion_tokens >= completion_tokens
+    if len(cost.workers) == 1 and whole and receipts.sha256_hex(text) != receipt.output_sha256:
         raise receipts.ReceiptForged("The receipt covers another output than the text received.")
 
 
@@ -157,7 +161,8 @@ class PublicRequester:
                             if isinstance(event, Token):
                                 received.append(event.text)
                             elif isinstance(event, PublicCost):
-                                check_receipt(event, model, "".join(received))
+                                check_receipt(event, model, "".join(received),
+                                              reader.done.completion_tokens if reader.done else None)
                             yield event
             # Read to the body's end even after [DONE] (more data there is an error): httpx's
             # nested body iterators are only finished cleanly when they run out.

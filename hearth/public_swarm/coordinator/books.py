@@ -63,7 +63,7 @@ class Books:
                 return
             for worker, amount in sorted(plan.paid.items()):
                 self.ledger.grant(worker, amount, D.pay_key(job.id, worker))
-            if plan.free_address is not None and self.allowance is not None:
+            if plan.free_address is not None and self.allowance is not None and plan.give_back > 0:
                 self.allowance.give_back(plan.free_address, plan.give_back)
         except LedgerRefused as exc:  # e.g. the hold expired: the requester was refunded already
             log.warning("job %s: could not settle: %s", job.id, exc.message)

@@ -51,6 +51,8 @@ def closing(job: Job) -> Closing:
     prompt = min(int(result.get("prompt_tokens", 0)), spec.prompt_cap) if done else 0
     paid = D.payouts(job.parts, spec.price, prompt_tokens=prompt,
                      finisher=result.get("finisher") if done else None, max_tokens=job.max_tokens)
+    if job.hold_id is not None:
+        paid = D.not_to_requester(paid, job.requester)
     used = prompt + sum(n for _, n in job.parts)
     return Closing(job.id, job.hold_id, paid, D.settle_key(job.id), spec.free_address,
                    max(0, spec.allowance_tokens - used) if spec.free_address is not None else 0)

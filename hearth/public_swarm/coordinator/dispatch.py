@@ -274,7 +274,9 @@ def ended(job: Job) -> JobEnded:
     prompt = int(result.get("prompt_tokens", 0)) if done else 0
     completion = job.tokens
     charged_prompt = min(prompt, spec.prompt_cap)
-    cost = 0 if job.hold_id is None else (charged_prompt + min(completion, job.max_tokens)) * spec.price
+    paid = D.payouts(job.parts, spec.price, prompt_tokens=charged_prompt,
+                     finisher=result.get("finisher") if done else None, max_tokens=job.max_tokens)
+    cost = 0 if job.hold_id is None else sum(D.not_to_requester(paid, job.requester).values())
     return JobEnded(job.id, job.state.value, result.get("finish_reason") if done else None, prompt, completion,
                     cost, spec.price, workers_of(job.parts), result.get("receipt"),
                     None if done else (job.error or job.state.value))

@@ -181,6 +181,13 @@ def payouts(parts: Sequence[tuple[str, int]], price: int, *, prompt_tokens: int 
     return out
 
 
+def not_to_requester(paid: Mapping[str, int], requester: str) -> dict[str, int]:
+    """The payouts of a credit-paid job without the requester's own part: a node that served its
+    own job (`hearth jobs submit` where it also runs `hearth contribute`) pays itself nothing, and
+    the ledger refuses to pay a requester from its own hold."""
+    return {w: a for w, a in paid.items() if w != requester}
+
+
 @dataclass(frozen=True)
 class TextDelta:
     """More of a job's output, in order."""

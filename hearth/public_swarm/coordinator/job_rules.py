@@ -43,10 +43,10 @@ MAX_DIGESTS = 64
 """Models one claim may offer (as a worker's Hello)."""
 MAX_LEASE_S = 3600.0
 MAX_ATTEMPTS = 3
+"""Runs a job may lose (its worker stopped, or gave it back) before it is failed."""
 MAX_TOKEN_ID = 2**31 - 1
 MAX_RESULT_BYTES = 4096
 """A finished job's result (counts, finish reason, receipt) as JSON."""
-"""Runs a job may lose (its worker stopped, or gave it back) before it is failed."""
 
 
 class JobState(StrEnum):
