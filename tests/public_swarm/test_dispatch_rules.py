@@ -3,6 +3,8 @@ swarm's throughput counter; and the ledger's split settle (hypothesis: the books
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -101,3 +103,21 @@ def test_split_settle_balances_and_never_exceeds_the_hold(amount: int, paid: dic
     assert all(before.get(e.debit, 0) >= 0 for e in entries)
     with pytest.raises(HoldClosed):
         rules.plan_settle_split(closed, hold.id, paid)
+
+
+def test_the_welcome_memo_stays_bounded_and_the_ledger_still_welcomes_once(tmp_path: Path) -> None:
+    """A stream of fresh identities must not grow the coordinator's memory without bound; one
+    forgotten by the memo is asked again and the ledger replays its one welcome."""
+    import asyncio
+
+    from hearth.public_swarm.coordinator.app import Welcomer
+    from hearth.public_swarm.ledger.db import Ledger
+
+    with Ledger.open(f"sqlite:///{tmp_path / 'l.db'}", welcome=5) as ledger:
+        welcomer = Welcomer(ledger, kept=3)
+        names = [f"acct{i:03d}" for i in range(6)]
+        for name in [*names, names[0]]:
+            asyncio.run(welcomer(name))
+        assert len(welcomer.welcomed) == 3
+        assert all(ledger.balance(n) == 5 for n in names)
+        assert ledger.audit() == []

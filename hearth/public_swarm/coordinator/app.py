@@ -54,16 +54,20 @@ from hearth.public_swarm.pricing import price_table
 
 class Welcomer:
     """Gives each identity its welcome grant on its first signed request. The ledger makes the
-    grant once per identity (its key is the identity's); the set only saves asking it again."""
+    grant once per identity (its key is the identity's); the memo only saves asking it again, and
+    forgets the oldest past `kept` identities so a stream of new keys cannot grow it without bound."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, kept: int = 100_000) -> None:
         self.ledger = ledger
-        self.welcomed: set[str] = set()
+        self.kept = kept
+        self.welcomed: dict[str, None] = {}
 
     async def __call__(self, account: str) -> None:
         if account not in self.welcomed:
             await asyncio.to_thread(self.ledger.welcome, account)
-            self.welcomed.add(account)
+            self.welcomed[account] = None
+            while len(self.welcomed) > self.kept:
+                del self.welcomed[next(iter(self.welcomed))]
 
 
 def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
