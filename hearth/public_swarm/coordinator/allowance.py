@@ -59,8 +59,11 @@ class Allowance:
     """The free allowance on `engine` (the ledger's, coordinator migrations run). Thread-safe."""
 
     def __init__(self, engine: Engine, *, tokens_per_day: int = R.TOKENS_PER_DAY,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, scope: str = "") -> None:
+        """`scope` keeps another daily budget per address in the same table (e.g. "welcome": how
+        many new identities an address may have welcomed per day); "" is the token allowance."""
         self.engine = engine
+        self.scope = scope
         self.tokens_per_day = R.check_per_day(tokens_per_day)
         self.clock = clock
         self._pruned_day: int | None = None
@@ -68,7 +71,7 @@ class Allowance:
     def take(self, address: str, tokens: int) -> None:
         """Use `tokens` of `address`'s allowance today, or raise FreeAllowanceUsed (429, says what
         is left and when it resets); nothing is taken on a refusal."""
-        key = R.client_key(address)
+        key = self._key(address)
         R.check_tokens(tokens)
         if self._pruned_day != R.day_of(self.clock()):  # once a day per process: old rows go
             self._pruned_day = R.day_of(self.clock())
@@ -99,7 +102,7 @@ class Allowance:
 
     def give_back(self, address: str, tokens: int) -> None:
         """Return `tokens` a job took but did not use (same UTC day only; see plan_give_back)."""
-        key = R.client_key(address)
+        key = self._key(address)
         R.check_tokens(tokens)
         now = self.clock()
         today = R.day_of(now)
@@ -109,17 +112,21 @@ class Allowance:
 
     def left(self, address: str) -> tuple[int, int]:
         """(tokens left today, when the allowance resets in epoch seconds) for `address`."""
-        key = R.client_key(address)
+        key = self._key(address)
         today = R.day_of(self.clock())
         with self.engine.connect() as conn:
             usage = self._usage(conn, key)
         return R.left_today(usage, today, self.tokens_per_day), R.resets_at(today)
 
     def prune(self) -> int:
-        """Forget rows from before yesterday (they count nothing); how many. Keeps the table to
-        the addresses seen lately."""
+        """Forget rows from before yesterday (they count nothing, whatever their scope); how many.
+        Keeps the table to the addresses seen lately."""
         with self.engine.begin() as conn:
             return int(conn.execute(delete(allowance).where(allowance.c.day < R.day_of(self.clock()) - 1)).rowcount)
+
+    def _key(self, address: str) -> str:
+        key = R.client_key(address)
+        return f"{self.scope}:{key}" if self.scope else key
 
     @staticmethod
     def _usage(conn: Connection, key: str) -> Usage | None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +32,8 @@ from hearth import __version__
 from hearth.net.http_errors import install_error_handlers
 from hearth.pairing.signed import Verifier
 from hearth.public_swarm.coordinator import wire
+from hearth.public_swarm.coordinator.allowance import Allowance
+from hearth.public_swarm.coordinator.allowance_rules import AllowanceInputInvalid, FreeAllowanceUsed
 from hearth.public_swarm.coordinator.auth import SignedOnly, any_identity, check_operator, signer_of
 from hearth.public_swarm.coordinator.dispatch import Dispatcher
 from hearth.public_swarm.coordinator.health import install_health
@@ -51,27 +55,54 @@ from hearth.public_swarm.coordinator.workers import WorkerStore
 from hearth.public_swarm.ledger.db import Ledger
 from hearth.public_swarm.pricing import price_table
 
+log = logging.getLogger("hearth.coordinator")
+
+WELCOMES_PER_ADDRESS = 3
+"""New identities one client address (IPv6: its /64) may have welcomed per UTC day: without a bound,
+a script making a fresh key per request would mint credits at will. Loopback is not counted: an
+address on the coordinator's own machine is its operator's (and tests')."""
+
 
 class Welcomer:
-    """Gives each identity its welcome grant on its first signed request. The ledger makes the
+    """Gives each identity its welcome grant on its first signed request, at most
+    `per_address.tokens_per_day` new identities per client address per day. The ledger makes the
     grant once per identity (its key is the identity's); the memo only saves asking it again, and
-    forgets the oldest past `kept` identities so a stream of new keys cannot grow it without bound."""
+    forgets the oldest past `kept` identities so a stream of new keys cannot grow it without bound.
+    An identity refused its welcome still works, with what it earns by contributing."""
 
-    def __init__(self, ledger: Ledger, kept: int = 100_000) -> None:
+    def __init__(self, ledger: Ledger, per_address: Allowance | None = None, kept: int = 100_000) -> None:
         self.ledger = ledger
+        self.per_address = per_address
         self.kept = kept
         self.welcomed: dict[str, None] = {}
 
-    async def __call__(self, account: str) -> None:
+    async def __call__(self, account: str, address: str = "") -> None:
         if account not in self.welcomed:
-            await asyncio.to_thread(self.ledger.welcome, account)
+            await asyncio.to_thread(self._welcome, account, address)
             self.welcomed[account] = None
             while len(self.welcomed) > self.kept:
                 del self.welcomed[next(iter(self.welcomed))]
 
+    def _welcome(self, account: str, address: str) -> None:
+        if self.per_address is not None and not _loopback(address) and not self.ledger.was_welcomed(account):
+            try:
+                self.per_address.take(address, 1)
+            except (FreeAllowanceUsed, AllowanceInputInvalid) as exc:
+                log.info("no welcome grant for %s from %s: %s", account, address, exc.message)
+                return
+        self.ledger.welcome(account)
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
 
 def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
-                           links: LiveLinks | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
+                           links: LiveLinks | None = None, dispatcher: Dispatcher | None = None,
+                           welcomes_per_address: int = WELCOMES_PER_ADDRESS) -> FastAPI:
     """The app over `ledger`, `registry` and the live `links`; `operator` is the node id allowed to
     grant credits. With a `dispatcher` (over the same links), the requester routes are served and
     the dispatcher runs while the app does."""
@@ -91,7 +122,8 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
                   openapi_url=None, lifespan=lifespan)
     nonces = DbNonces(ledger.engine)  # shared by every coordinator on the database: no cross-process replay
     app.add_middleware(SignedOnly, verifier=Verifier(any_identity, nonces=nonces), unsigned=wire.UNSIGNED,
-                       first_seen=Welcomer(ledger),
+                       first_seen=Welcomer(ledger, Allowance(ledger.engine, tokens_per_day=welcomes_per_address,
+                                                                  scope="welcome")),
                        optional=wire.signature_optional if dispatcher is not None else lambda path: False)
     install_error_handlers(app)
     if dispatcher is not None:

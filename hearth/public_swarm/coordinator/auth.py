@@ -66,10 +66,10 @@ def signer_of(request: Request) -> str:
 
 class SignedOnly:
     """Admits requests signed by any identity, except to `unsigned` paths; puts the signer's node
-    id in `scope["state"]["signer"]` and awaits `first_seen(node_id)` before routing."""
+    id in `scope["state"]["signer"]` and awaits `first_seen(node_id, client address)` before routing."""
 
     def __init__(self, app: ASGIApp, verifier: Verifier[str], unsigned: frozenset[str],
-                 first_seen: Callable[[str], Awaitable[None]],
+                 first_seen: Callable[[str, str], Awaitable[None]],
                  optional: Callable[[str], bool] = lambda path: False) -> None:
         self.app, self.verifier, self.unsigned, self.first_seen = app, verifier, unsigned, first_seen
         self.optional = optional
@@ -91,7 +91,8 @@ class SignedOnly:
                 return
             if signed:
                 signer = await asyncio.to_thread(self.verifier.verify, scope["method"], scope["path"], headers, body)
-                await self.first_seen(signer)
+                client = scope.get("client")
+                await self.first_seen(signer, str(client[0]) if client else "")
         except HearthError as exc:
             await hearth_error_response(exc, scope["path"])(scope, receive, send)
             return

@@ -90,6 +90,13 @@ class Ledger:
 
         return self._run(key, request, None, body, lambda conn, row: _entry(row))
 
+    def was_welcomed(self, account: str) -> bool:
+        """Whether this identity already had its welcome grant."""
+        rules.check_account(account)
+        with self.engine.connect() as conn:
+            return conn.execute(select(entries.c.id).where(entries.c.op_key == rules.welcome_key(account))
+                                .limit(1)).first() is not None
+
     def welcome(self, account: str) -> Entry:
         """The welcome grant, once per identity: later calls return the first grant's entry."""
         planned = rules.plan_welcome(account, self.welcome_amount)
