@@ -150,6 +150,30 @@ def test_a_client_leaving_mid_stream_cancels_and_pays_what_streamed(tmp_path: Pa
     asyncio.run(main())
 
 
+def test_a_client_leaving_a_plain_request_cancels_it_too(tmp_path: Path) -> None:
+    """Not only streams: a non-streaming client that times out stops its job and pays what streamed."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+
+    async def main() -> None:
+        async with coordinator(tmp_path, url) as base:
+            worker = await ScriptedWorker(identity(1), slow_s=0.3).start(base)
+            with ledger_of(url) as ledger, JobQueue.open(url) as queue:
+                ledger.grant(ASKER.node_id, 10**6, "grant-live-4")
+                async with httpx.AsyncClient(base_url=base, auth=SignedAuth(ASKER), timeout=1.2) as client:
+                    with pytest.raises(httpx.ReadTimeout):
+                        await client.post("/v1/chat/completions", json=BODY)
+                jobs = queue.list_for(ASKER.node_id)
+                await wait_until("the job cancelled", lambda: queue.get(jobs[0].id).state is JobState.CANCELLED)
+                await asyncio.sleep(0.8)
+                job = queue.get(jobs[0].id)
+                assert job is not None and job.tokens < 16 and not worker.finished
+                assert ledger.balance(ASKER.node_id) == 2 * 10**6 - ledger.balance(worker.me.node_id)
+                assert ledger.holds_of(ASKER.node_id) == [] and ledger.audit() == []
+            await worker.stop()
+
+    asyncio.run(main())
+
+
 def test_unsigned_requests_use_the_free_allowance_and_the_operator_pays(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     allowance = Allowance(1000)

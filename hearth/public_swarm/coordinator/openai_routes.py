@@ -60,12 +60,20 @@ def install_openai_routes(app: FastAPI, dispatcher: Dispatcher) -> None:
                                      media_type="text/event-stream", headers={
                                          "X-Hearth-Max-Cost": str(held), "Cache-Control": "no-cache"})
         text, end = [], None
-        async for update in dispatcher.follow(job.id):
-            if isinstance(update, TextDelta):
-                text.append(update.text)
-            else:
-                end = update
-        assert end is not None
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(request, gone))
+        try:
+            async for update in _until(dispatcher.follow(job.id), gone):
+                if isinstance(update, TextDelta):
+                    text.append(update.text)
+                else:
+                    end = update
+        finally:
+            watcher.cancel()
+            if end is None:  # the client left (timed out, closed) first: stop paying for a reply nobody reads
+                _cancel_later(dispatcher, job.id, account, leaving)
+        if end is None:
+            return JSONResponse({}, status_code=499)  # nobody is there to read it
         if end.state != "done":
             raise W.failed(end)
         return JSONResponse(W.response(kind, model, "".join(text), end, int(job.created_at)),
@@ -104,10 +112,15 @@ async def _stream(request: Request, dispatcher: Dispatcher, job: Job, kind: str,
     finally:
         watcher.cancel()
         if end is None:  # the client left (or the server stops) before the end: cancel the job
-            task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(_cancel, dispatcher, job.id, account))
-            leaving.add(task)
-            task.add_done_callback(leaving.discard)
+            _cancel_later(dispatcher, job.id, account, leaving)
+
+
+def _cancel_later(dispatcher: Dispatcher, job_id: str, account: str, leaving: set[asyncio.Task[object]]) -> None:
+    """Cancel a job whose client left, in the background (it pays for what streamed)."""
+    task: asyncio.Task[object] = asyncio.get_running_loop().create_task(
+        asyncio.to_thread(_cancel, dispatcher, job_id, account))
+    leaving.add(task)
+    task.add_done_callback(leaving.discard)
 
 
 async def _until(updates: AsyncIterator[W.JobUpdate], gone: asyncio.Event) -> AsyncIterator[W.JobUpdate]:
