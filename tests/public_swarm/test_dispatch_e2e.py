@@ -104,7 +104,7 @@ def test_a_worker_killed_mid_stream_is_resumed_by_another(tmp_path: Path, models
     """kill -9 of the worker streaming a job: the coordinator moves the job at once (its link drops)
     to the other worker, which resumes from the streamed token ids; the requester's one stream is
     the local greedy run, billed once, each worker paid for its part."""
-    models, long = models_home / "models", 160
+    models, long = models_home / "models", 96
     expected = asyncio.run(local_text(tmp_path / "local", models, long))
     me = NodeIdentity.load_or_create(tmp_path / "asker")
     with coordinator(tmp_path / "coord") as coord, \
@@ -128,7 +128,7 @@ def test_a_worker_killed_mid_stream_is_resumed_by_another(tmp_path: Path, models
             assert victim in procs
             procs[victim].kill()
             killed_at, at_tokens = time.monotonic(), jobs[0].tokens
-            reader.join(120)
+            reader.join(300)  # the rest of the reply on one loaded 2-core machine
             job = queue.get(jobs[0].id)
         assert job is not None and job.state is JobState.DONE
         chunks = [c for c in out if isinstance(c, Completion)]

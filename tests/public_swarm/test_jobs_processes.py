@@ -7,6 +7,7 @@ and gives up with exit 9 at its --timeout; malformed input gets exit 2 with the 
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 from pathlib import Path
@@ -39,7 +40,10 @@ def test_jobs_survive_a_coordinator_killed_and_restarted(tmp_path: Path) -> None
     url = f"http://127.0.0.1:{port}"
     me = NodeIdentity.load_or_create(asker)
     log = tmp_path / "w" / "contribute.log"
-    with contributor(tmp_path / "w", url):
+    # The worker declines every job (--hours: a window that excludes this hour), so the jobs stay
+    # queued across the restart: this test is about the queue surviving, not about running them.
+    hour = datetime.datetime.now().hour
+    with contributor(tmp_path / "w", url, "--hours", f"{(hour + 2) % 24}-{(hour + 3) % 24}"):
         with coordinator_at(tmp_path / "coord", port) as first:
             wait_for("worker linked", lambda: bool(live(url, me)), FIRST_LINK_S, log)
             signed = cli_json(asker, "submit", DEFAULT_MODEL, "Say hi.", "--max-tokens", "8", "--key", "restart-0001",
