@@ -66,7 +66,7 @@ class BoundedHttpClient:
 
     async def exchange(self, method: str, url: str, *, content: bytes | None = None,
                        headers: Mapping[str, str] | None = None,
-                       timeout: float | None = None) -> tuple[httpx.Response, bytes]:
+                       timeout: float | httpx.Timeout | None = None) -> tuple[httpx.Response, bytes]:
         """Send one request and read its whole answer, refused past `max_answer`."""
         async with self.streaming(method, url, content=content, headers=headers, timeout=timeout) as response:
             return response, await self.read(response, self.max_answer)

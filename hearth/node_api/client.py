@@ -122,7 +122,7 @@ class NodeClient(BoundedHttpClient):
                                  "be; is that port a hearth node's control API?")
 
     async def _call(self, method: str, node: Endpoint, path: str, expect: int, body: BaseModel | None = None,
-                    timeout: float | None = None) -> bytes:
+                    timeout: float | httpx.Timeout | None = None) -> bytes:
         what = f"{method} {path}"
         content = body.model_dump_json().encode() if body is not None else None
         headers = {"content-type": "application/json"} if body is not None else None
@@ -153,7 +153,7 @@ class NodeClient(BoundedHttpClient):
             raise NodeAnswerInvalid("The node's proof is not base64url: update hearth so that both machines "
                                     "run the same version.") from exc
 
-    async def lease(self, node: Endpoint, size: int, *, timeout: float | None = None) -> Granted:
+    async def lease(self, node: Endpoint, size: int, *, timeout: float | httpx.Timeout | None = None) -> Granted:
         """A lease of `size` bytes: an RPC server on the node and where to reach it."""
         body = await self._call("POST", node, wire.LEASES, 201, wire.LeaseRequest(bytes=size), timeout)
         return _parse(Granted, body, f"POST {wire.LEASES}")

@@ -8,10 +8,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
+
 from hearth.errors import HearthError, LinkFailed, NodeRefused, NodeUnreachable, RefusedByPeer
 from hearth.ggml.process import START_TIMEOUT_S
 from hearth.identity import NodeIdentity
-from hearth.node_api.client import NodeClient
+from hearth.node_api.client import DEFAULT_TIMEOUT, NodeClient
 from hearth.orchestrator.peers import Peer
 from hearth.orchestrator.planner import Assignment, Plan
 from hearth.pairing.signed import NotPaired, Unsigned
@@ -23,6 +25,8 @@ HEARTBEAT_S = 3.0
 LEASE_WAIT_S = START_TIMEOUT_S + 5.0
 """A node answers a lease once its new RPC server answers, which may take START_TIMEOUT_S on a busy
 machine: the control API's usual 5 s would give up on a node that is only slow."""
+LEASE_TIMEOUT = httpx.Timeout(DEFAULT_TIMEOUT, read=LEASE_WAIT_S)
+"""Connecting still fails after the usual 5 s (a node that vanished); only the answer may take long."""
 log = logging.getLogger("hearth.pool")
 
 
@@ -90,7 +94,7 @@ class Placement:
         async def one(a: Assignment) -> Held:
             peer = self.peers[a.node.node_id]
             try:
-                granted = await self._nodes.lease(peer.agent, a.bytes, timeout=LEASE_WAIT_S)
+                granted = await self._nodes.lease(peer.agent, a.bytes, timeout=LEASE_TIMEOUT)
             except NodeUnreachable as exc:
                 raise LeaseUnanswered(f"{peer.record.name} did not answer the lease request: {exc.message}") from exc
             except HearthError as exc:

@@ -24,10 +24,12 @@ def test_a_lease_request_waits_as_long_as_a_new_rpc_server_may_take_to_start(tmp
     me, node = NodeIdentity.load_or_create(tmp_path / "me"), NodeIdentity.load_or_create(tmp_path / "node")
     inner = agent(node)
     waited: list[float] = []
+    connecting: list[float] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.path == wire.LEASES:
             waited.append(request.extensions["timeout"]["read"])
+            connecting.append(request.extensions["timeout"]["connect"])
         return inner.handle_request(request)
 
     remote = Assignment(NodeCapacity(node.node_id, "den pc", "CPU", 10**9), 30, 10**8, "the rest")
@@ -44,3 +46,4 @@ def test_a_lease_request_waits_as_long_as_a_new_rpc_server_may_take_to_start(tmp
 
     assert asyncio.run(go()) == ("192.0.2.7:50123",)
     assert waited == [LEASE_WAIT_S] and LEASE_WAIT_S > START_TIMEOUT_S > DEFAULT_TIMEOUT
+    assert connecting == [DEFAULT_TIMEOUT]  # a node that vanished still fails within the usual 5 s

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 
 from hearth.errors import HearthError
 from hearth.public_swarm.coordinator import books_rules as B
@@ -71,15 +71,17 @@ class Books:
     def pending(self, now: float, limit: int = SWEEP_BATCH) -> list[tuple[Job, Hold]]:
         """Jobs with a hold whose books need the sweep: final with the hold open, or not final with
         the hold closed or past expiry (the open holds and the unfinished jobs are the few rows)."""
-        final = [s.value for s in FINAL]
-        query = (select(jobs, *[c.label(f"h_{c.name}") for c in holds.c])
-                 .join(holds, holds.c.id == jobs.c.hold_id)
-                 .where(or_(and_(jobs.c.state.in_(final), holds.c.state == HoldState.OPEN.value),
-                            and_(jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
-                                 or_(holds.c.state != HoldState.OPEN.value, holds.c.expires_at <= now))))
-                 .order_by(jobs.c.updated_at).limit(limit))
+        both = select(jobs, *[c.label(f"h_{c.name}") for c in holds.c]).join(holds, holds.c.id == jobs.c.hold_id)
+        # Two queries, not one OR: each starts from the few rows (open holds; unfinished jobs), so the
+        # sweep does not read every finished job ever, every few seconds, in every process.
+        left_open = both.where(holds.c.state == HoldState.OPEN.value, jobs.c.state.in_([s.value for s in FINAL]))
+        unpayable = both.where(jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+                               or_(holds.c.state != HoldState.OPEN.value, holds.c.expires_at <= now))
         with self.ledger.engine.connect() as conn:
-            return [(_job(row), _hold_of(row)) for row in conn.execute(query)]
+            rows = [*conn.execute(left_open.order_by(jobs.c.updated_at).limit(limit)),
+                    *conn.execute(unpayable.order_by(jobs.c.updated_at).limit(limit))]
+        rows.sort(key=lambda row: row.updated_at)
+        return [(_job(row), _hold_of(row)) for row in rows[:limit]]
 
     def sweep(self, now: float | None = None) -> Swept:
         """Close what dead coordinators left open, then expire holds past their time."""
