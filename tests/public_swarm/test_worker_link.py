@@ -9,6 +9,7 @@ client address past its link cap is refused, and the coordinator keeps serving t
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 import time
@@ -52,7 +53,8 @@ def test_worker_links_is_live_with_its_models_and_leaves_when_killed(tmp_path: P
         view = live(url, me)[node]
         manifest = ModelStore(tmp_path / "w" / "models").get(DEFAULT_MODEL)
         assert manifest is not None
-        assert view.linked and view.hardware is None
+        # the hardware registration follows the link by a moment: absent, or this machine's
+        assert view.linked and (view.hardware is None or view.hardware.cores == os.cpu_count())
         assert [(m.digest, m.name) for m in view.models] == [(manifest.digest, DEFAULT_MODEL)]
         assert view.models[0].credits_per_million_tokens >= 1
         print(f"worker live after {took:.1f} s (process start included)")
