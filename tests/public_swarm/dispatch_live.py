@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from hearth.public_swarm.protocol.actions import Action, JobOffered, StopJob
 from hearth.public_swarm.protocol.messages import Offer
 from hearth.settings import Settings
 from tests.conftest import free_port
-from tests.public_swarm.dispatch_kit import MODEL
+from tests.public_swarm.dispatch_kit import MODEL, PRICE
 
 PIECES = [("Hello", 1), (",", 2), (" world", 3), ("!", 4), (" How", 5), (" are", 6), (" you", 7), ("?", 8)]
 TEXT = "".join(p for p, _ in PIECES)
@@ -178,3 +179,20 @@ def ledger_of(url: str) -> Ledger:
 
 
 __all__ = ["httpx"]
+
+
+def assert_each_job_once_and_books_balance(url: str, workers: list[ScriptedWorker], askers: list[NodeIdentity],
+                                           results: list[dict[str, object]], jobs: int) -> None:
+    """After `jobs` completions over `workers` (2 coordinators on one database): each job offered to
+    exactly one worker, every text the scripted one, each worker paid for what it finished, books balanced."""
+    offered = Counter(o.job_id for w in workers for o in w.offered)
+    assert len(offered) == jobs and set(offered.values()) == {1}, offered
+    assert all(r["choices"][0]["text"] == TEXT for r in results)  # type: ignore[index]
+    cost = (PROMPT_TOKENS + 8) * PRICE
+    with ledger_of(url) as ledger:
+        for w in workers:
+            assert ledger.balance(w.me.node_id) == len(w.finished) * cost
+        assert sum(len(w.finished) for w in workers) == jobs
+        assert ledger.audit() == [] and sum(ledger.balances().values()) == 0
+        assert all(ledger.holds_of(x.node_id) == [] for x in askers)
+    print("jobs per worker:", [len(w.finished) for w in workers])

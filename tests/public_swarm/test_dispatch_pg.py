@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,15 @@ import pytest
 
 from hearth.pairing.signed import SignedAuth
 from tests.public_swarm.dispatch_kit import MODEL, PRICE
-from tests.public_swarm.dispatch_live import PROMPT_TOKENS, TEXT, ScriptedWorker, coordinator, identity, ledger_of
+from tests.public_swarm.dispatch_live import (
+    PROMPT_TOKENS,
+    TEXT,
+    ScriptedWorker,
+    assert_each_job_once_and_books_balance,
+    coordinator,
+    identity,
+    ledger_of,
+)
 
 pytestmark = pytest.mark.slow
 JOBS = 12
@@ -37,18 +44,8 @@ def test_two_coordinators_never_give_one_job_to_two_workers(tmp_path: Path, post
             workers = [await ScriptedWorker(identity(i + 1), max_jobs=2, slow_s=0.01).start(base)
                        for i, base in enumerate([a, a, b])]  # b's jobs mostly run at a's workers
             results = await asyncio.gather(*(ask(a if i % 2 else b, i % 3) for i in range(JOBS)))
-            offered = Counter(o.job_id for w in workers for o in w.offered)
-            assert len(offered) == JOBS and set(offered.values()) == {1}, offered
-            assert all(r["choices"][0]["text"] == TEXT for r in results)  # type: ignore[index]
-            cost = (PROMPT_TOKENS + 8) * PRICE
             await asyncio.sleep(0.5)
-            with ledger_of(postgres_url) as ledger:
-                for w in workers:
-                    assert ledger.balance(w.me.node_id) == len(w.finished) * cost
-                assert sum(len(w.finished) for w in workers) == JOBS
-                assert ledger.audit() == [] and sum(ledger.balances().values()) == 0
-                assert all(ledger.holds_of(x.node_id) == [] for x in askers)
-            print("jobs per worker:", [len(w.finished) for w in workers])
+            assert_each_job_once_and_books_balance(postgres_url, workers, askers, results, JOBS)
             for w in workers:
                 await w.stop()
 

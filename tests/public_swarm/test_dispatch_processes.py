@@ -8,7 +8,6 @@ beside the rest of the suite on 2 cores."""
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -16,8 +15,8 @@ import pytest
 
 from hearth.pairing.signed import SignedAuth
 from tests.public_swarm.coordinator_proc import coordinator
-from tests.public_swarm.dispatch_kit import MODEL, PRICE
-from tests.public_swarm.dispatch_live import PROMPT_TOKENS, TEXT, ScriptedWorker, identity, ledger_of
+from tests.public_swarm.dispatch_kit import MODEL
+from tests.public_swarm.dispatch_live import ScriptedWorker, assert_each_job_once_and_books_balance, identity
 
 pytestmark = pytest.mark.slow
 JOBS = 12
@@ -41,18 +40,8 @@ def test_two_coordinator_processes_on_one_postgresql_never_give_one_job_to_two_w
             workers = [await ScriptedWorker(identity(i + 1), max_jobs=2, slow_s=0.01).start(base)
                        for i, base in enumerate([a.url, a.url, b.url])]
             results = await asyncio.gather(*(ask(a.url if i % 2 else b.url, i % 3) for i in range(JOBS)))
-            offered = Counter(o.job_id for w in workers for o in w.offered)
-            assert len(offered) == JOBS and set(offered.values()) == {1}, offered
-            assert all(r["choices"][0]["text"] == TEXT for r in results)  # type: ignore[index]
             await asyncio.sleep(1.0)
-            cost = (PROMPT_TOKENS + 8) * PRICE
-            with ledger_of(postgres_url) as ledger:
-                for w in workers:
-                    assert ledger.balance(w.me.node_id) == len(w.finished) * cost
-                assert sum(len(w.finished) for w in workers) == JOBS
-                assert ledger.audit() == [] and sum(ledger.balances().values()) == 0
-                assert all(ledger.holds_of(x.node_id) == [] for x in askers)
-            print("jobs per worker:", [len(w.finished) for w in workers])
+            assert_each_job_once_and_books_balance(postgres_url, workers, askers, results, JOBS)
             for w in workers:
                 await w.stop()
 
