@@ -117,6 +117,17 @@ def hellos(draw: st.DrawFn) -> m.Hello:
                    models=models, max_jobs=draw(st.integers(1, m.MAX_JOBS)))
 
 
+@st.composite
+def checked_msgs(draw: st.DrawFn) -> m.Checked:
+    n = draw(st.integers(1, 6))
+    return m.Checked(job_id=draw(ids), prompt_tokens=draw(counts),
+                     ranks=draw(st.lists(st.integers(0, m.MAX_CHECK_TOP_K), min_size=n, max_size=n)),
+                     gaps=draw(st.lists(st.floats(0, 1e6), min_size=n, max_size=n)), text=draw(short))
+
+
+checks = st.none() | st.builds(m.CheckRequest, token_ids=st.lists(token_ids, min_size=1, max_size=6),
+                               top_k=st.integers(1, m.MAX_CHECK_TOP_K))
+
 MESSAGES: dict[str, st.SearchStrategy[m.Message]] = {
     "hello": hellos(),
     "heartbeat": st.just(m.Heartbeat()),
@@ -125,11 +136,12 @@ MESSAGES: dict[str, st.SearchStrategy[m.Message]] = {
     "tokens": tokens_msgs(),
     "finished": st.builds(m.Finished, job_id=ids, finish_reason=st.sampled_from(["stop", "length"]),
                           prompt_tokens=counts, completion_tokens=counts, receipt=st.text(max_size=100)),
+    "checked": checked_msgs(),
     "failed": st.builds(m.Failed, job_id=ids, code=codes, message=st.text(max_size=100)),
     "challenge": st.builds(m.Challenge, v=st.integers(0, 2**16),
                            nonce=st.binary(min_size=32, max_size=32).map(b64.encode)),
     "welcome": st.builds(m.Welcome, node_id=node_ids, heartbeat_s=st.floats(0.05, 300)),
-    "offer": st.builds(m.Offer, job_id=ids, model_digest=digests, request=requests()),
+    "offer": st.builds(m.Offer, job_id=ids, model_digest=digests, request=requests(), check=checks),
     "cancel": st.builds(m.Cancel, job_id=ids),
     "ping": st.just(m.Ping()),
 }

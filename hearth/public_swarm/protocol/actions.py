@@ -39,7 +39,8 @@ class CloseCode(IntEnum):
     RECEIPT_REFUSED = 4009
     """A Finished whose receipt is malformed or does not verify (key, job, model, prompt, output)."""
     COUNT_MISMATCH = 4010
-    """A Finished whose counts disagree with its receipt or with what was streamed."""
+    """A Finished whose counts disagree with its receipt or with what was streamed, or a Checked
+    whose length is not its check's."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,17 @@ class JobFinished:
 
 
 @dataclass(frozen=True)
+class JobChecked:
+    """A spot-check's answer (messages.Checked): one rank and gap per token id of the check."""
+
+    job_id: str
+    prompt_tokens: int
+    ranks: tuple[int, ...]
+    gaps: tuple[float, ...]
+    text: str
+
+
+@dataclass(frozen=True)
 class JobFailed:
     """The worker gave up on the job (its code and message): retry it elsewhere."""
 
@@ -148,5 +160,5 @@ class StopJob:
     job_id: str
 
 
-Action = (Send | Close | Registered | JobAccepted | JobDeclined | JobTokens | JobFinished | JobFailed
+Action = (Send | Close | Registered | JobAccepted | JobDeclined | JobTokens | JobFinished | JobChecked | JobFailed
           | JobLost | Welcomed | JobOffered | StopJob)

@@ -16,6 +16,8 @@ Rules it enforces (a violation closes the connection with a CloseCode; nothing r
 - a Finished's receipt parses, names this job, this model and this worker, verifies with the
   worker's key against the job's prompt bytes and exactly the text streamed, and its counts equal
   the Finished's, whose completion_tokens equals the token ids streamed;
+- a spot-check (an Offer with `check`) is answered by one Checked with one rank and gap per token
+  id checked, and by no Tokens or Finished; a plain job is never answered by a Checked;
 - never more jobs at once than the worker's max_jobs (offer() declines locally when full).
 When the session closes with jobs unfinished, each is reported as JobLost with what it streamed.
 Messages about a job the coordinator cancelled are ignored (they may have crossed the Cancel).
@@ -36,6 +38,7 @@ from hearth.public_swarm.protocol.actions import (
     Close,
     CloseCode,
     JobAccepted,
+    JobChecked,
     JobDeclined,
     JobFailed,
     JobFinished,
@@ -49,6 +52,7 @@ from hearth.public_swarm.protocol.messages import (
     Accept,
     Cancel,
     Challenge,
+    Checked,
     Decline,
     Failed,
     Finished,
@@ -146,6 +150,8 @@ class CoordinatorSession:
                 return self._tokens(msg)
             case Finished():
                 return self._finished(msg)
+            case Checked():
+                return self._checked(msg)
             case Failed():
                 return self._failed(msg)
             case Hello():
@@ -244,6 +250,9 @@ class CoordinatorSession:
         job = self._job(msg.job_id, "tokens", accepted=True)
         if isinstance(job, list):
             return job
+        if job.offer.check is not None:
+            return self._close(CloseCode.UNEXPECTED, f"Tokens for job {msg.job_id!r}, a spot-check; "
+                                                     "it is answered by one checked message.")
         if msg.seq != job.next_seq:
             return self._close(CloseCode.BAD_SEQUENCE, f"Tokens for job {msg.job_id!r} with seq {msg.seq}; "
                                                        f"the next is {job.next_seq}.")
@@ -260,6 +269,9 @@ class CoordinatorSession:
         if isinstance(job, list):
             return job
         assert self.public_key is not None and self.node_id is not None  # READY
+        if job.offer.check is not None:
+            return self._close(CloseCode.UNEXPECTED, f"A finished for job {msg.job_id!r}, a spot-check; "
+                                                     "it is answered by one checked message.")
         try:
             receipt = receipts.parse(msg.receipt)
             if (receipt.job_id, receipt.model_digest) != (msg.job_id, job.offer.model_digest):
@@ -278,6 +290,19 @@ class CoordinatorSession:
                 f"{receipt.prompt_tokens}+{receipt.completion_tokens}."))
         del self.jobs[msg.job_id]
         return [JobFinished(msg.job_id, msg.finish_reason, msg.prompt_tokens, streamed, receipt)]
+
+    def _checked(self, msg: Checked) -> list[Action]:
+        job = self._job(msg.job_id, "checked", accepted=True)
+        if isinstance(job, list):
+            return job
+        check = job.offer.check
+        if check is None:
+            return self._close(CloseCode.UNEXPECTED, f"A checked for job {msg.job_id!r}, which is not a spot-check.")
+        if len(msg.ranks) != len(check.token_ids):
+            return self._close(CloseCode.COUNT_MISMATCH, f"Job {msg.job_id!r} checks {len(check.token_ids)} "
+                                                         f"tokens; the checked message scores {len(msg.ranks)}.")
+        del self.jobs[msg.job_id]
+        return [JobChecked(msg.job_id, msg.prompt_tokens, tuple(msg.ranks), tuple(msg.gaps), msg.text)]
 
     def _failed(self, msg: Failed) -> list[Action]:
         job = self._job(msg.job_id, "failed", accepted=None)

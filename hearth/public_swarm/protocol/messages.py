@@ -7,8 +7,12 @@ field set, exact JSON types, bounded sizes and counts, no NaN or Infinity, no du
 else raises MessageInvalid) and `encode(msg) -> str` (compact JSON that `decode` reads back equal).
 The order in which they may be sent is enforced by hearth.public_swarm.protocol.session.
 
-worker → coordinator: Hello, Heartbeat, Accept, Decline, Tokens, Finished, Failed
+worker → coordinator: Hello, Heartbeat, Accept, Decline, Tokens, Finished, Checked, Failed
 coordinator → worker: Challenge, Welcome, Offer, Cancel, Ping
+
+A spot-check (issue 11) is an Offer with `check` set: the worker does not generate, it scores
+another worker's output (the check's token ids) under its own copy of the model and answers with
+one Checked instead of Tokens and Finished.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ MAX_CHARS_PER_TOKEN = 256
 """A Tokens frame's text is at most this many characters per token id it carries, so the text a
 job streams is bounded by its max_tokens."""
 MAX_TOKEN_ID = 2**31 - 1
+MAX_CHECK_TOKENS = 4096
+"""Token ids one spot-check scores at most (a longer output is checked on its first this many)."""
+MAX_CHECK_TOP_K = 64
 
 _ID = r"^[A-Za-z0-9_-]{1,64}$"
 _SHA256 = r"^[0-9a-f]{64}$"
@@ -125,6 +132,16 @@ class JobRequest(_Strict):
         return self
 
 
+class CheckRequest(_Strict):
+    """Score another worker's output: evaluate the job's prompt (the Offer's request, resume data
+    included), then these token ids one at a time, and at each step report where the given token
+    ranks among this model's logits and how far below the best logit it is (see Checked)."""
+
+    token_ids: list[TokenId] = Field(min_length=1, max_length=MAX_CHECK_TOKENS)
+    top_k: int = Field(default=8, ge=1, le=MAX_CHECK_TOP_K)
+    """Ranks at or past top_k are reported as top_k ("not among the best top_k")."""
+
+
 def prompt_bytes(request: JobRequest) -> bytes:
     """The bytes a job's receipt hashes as its prompt: the request (resume data included) as canonical
     JSON. Worker and coordinator both compute it from the parsed request, so they hash the same bytes."""
@@ -202,6 +219,31 @@ class Finished(_Strict):
     receipt: str = Field(max_length=MAX_RECEIPT_BYTES)
 
 
+Rank = Annotated[int, Field(ge=0, le=MAX_CHECK_TOP_K)]
+Gap = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+
+
+class Checked(_Strict):
+    """A spot-check's answer, one entry per token id of the Offer's check, in order: `ranks[i]` is
+    the place of token i among the scorer's logits at step i (0: the scorer's own greedy choice;
+    top_k: not among its best top_k), `gaps[i]` the scorer's best logit minus token i's logit
+    (0 when it is the best). `text` is the scorer's detokenisation of the ids, so the coordinator
+    can tell whether they are the text the checked worker streamed."""
+
+    type: Literal["checked"] = "checked"
+    job_id: JobId
+    prompt_tokens: Count
+    ranks: list[Rank] = Field(min_length=1, max_length=MAX_CHECK_TOKENS)
+    gaps: list[Gap] = Field(min_length=1, max_length=MAX_CHECK_TOKENS)
+    text: str = Field(max_length=MAX_CHARS_PER_TOKEN * MAX_CHECK_TOKENS)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> Checked:
+        if len(self.ranks) != len(self.gaps):
+            raise ValueError("a Checked has one gap per rank")
+        return self
+
+
 class Failed(_Strict):
     """The worker could not finish a job it accepted; the coordinator may give it to another worker."""
 
@@ -238,6 +280,8 @@ class Offer(_Strict):
     job_id: JobId
     model_digest: Digest
     request: JobRequest
+    check: CheckRequest | None = None
+    """Set on a spot-check: score these token ids, answer with Checked (no Tokens, no Finished)."""
 
 
 class Cancel(_Strict):
@@ -253,10 +297,10 @@ class Ping(_Strict):
     type: Literal["ping"] = "ping"
 
 
-WorkerMessage = Hello | Heartbeat | Accept | Decline | Tokens | Finished | Failed
+WorkerMessage = Hello | Heartbeat | Accept | Decline | Tokens | Finished | Checked | Failed
 CoordinatorMessage = Challenge | Welcome | Offer | Cancel | Ping
 Message = WorkerMessage | CoordinatorMessage
-WORKER_MESSAGES = (Hello, Heartbeat, Accept, Decline, Tokens, Finished, Failed)
+WORKER_MESSAGES = (Hello, Heartbeat, Accept, Decline, Tokens, Finished, Checked, Failed)
 COORDINATOR_MESSAGES = (Challenge, Welcome, Offer, Cancel, Ping)
 
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(

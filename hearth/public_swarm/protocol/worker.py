@@ -41,6 +41,7 @@ from hearth.public_swarm.protocol.messages import (
     Accept,
     Cancel,
     Challenge,
+    Checked,
     Decline,
     Failed,
     Finished,
@@ -176,6 +177,16 @@ class WorkerSession:
         return self._send(Finished(job_id=job_id, finish_reason=finish_reason,
                                    prompt_tokens=prompt_tokens, completion_tokens=job.completion_tokens,
                                    receipt=receipts.encode(receipt).decode("ascii")), now)
+
+    def checked(self, job_id: str, prompt_tokens: int, ranks: Sequence[int], gaps: Sequence[float], text: str,
+                now: float) -> list[Action]:
+        """Answer an accepted spot-check (an Offer with `check`): one rank and gap per token id."""
+        job = self.jobs.get(job_id)
+        if job is None or not job.accepted or job.offer.check is None:
+            return []
+        del self.jobs[job_id]
+        return self._send(Checked(job_id=job_id, prompt_tokens=prompt_tokens, ranks=list(ranks),
+                                  gaps=list(gaps), text=text), now)
 
     def fail(self, job_id: str, code: str, message: str, now: float) -> list[Action]:
         if self.jobs.pop(job_id, None) is None:
