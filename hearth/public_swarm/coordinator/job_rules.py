@@ -117,6 +117,14 @@ class Job:
     ids were reported. Each worker is paid for its part."""
     result: dict[str, Any] | None = None
     """Set when done: finish_reason, prompt_tokens, the finishing worker and its receipt."""
+    purpose: str = "user"
+    """'user', or (issue 11, `claim_rules`) 'check' (scores `parent`'s tokens) or 'canary'."""
+    target: str | None = None
+    avoid: tuple[str, ...] = ()
+    avoid_owner: str | None = None
+    parent: str | None = None
+    verified_only: bool = False
+    """Who may claim it: only `target`; never one in `avoid` or of `avoid_owner`; only trusted ones."""
 
 
 # -- checks ---------------------------------------------------------------------------------

@@ -26,9 +26,10 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Row, false, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hearth.public_swarm.coordinator import claim_rules as C
 from hearth.public_swarm.coordinator import job_rules as R
 from hearth.public_swarm.coordinator.job_rules import Job, JobState
 from hearth.public_swarm.coordinator.job_tables import jobs
@@ -77,17 +78,22 @@ class JobQueue:
     # -- requesters ---------------------------------------------------------------------------
 
     def submit(self, requester: str, key: str, digest: str, request: dict[str, Any], max_tokens: int,
-               hold_id: str | None = None) -> Job:
+               hold_id: str | None = None, *, purpose: str = "user", target: str | None = None,
+               avoid: Collection[str] = (), avoid_owner: str | None = None, parent: str | None = None,
+               verified_only: bool = False) -> Job:
         """Queue a job for the model `digest`, paid by the ledger hold `hold_id` (stored, not
         checked: the caller holds the credits first). The same `key` from the same requester
-        returns the first job; with other arguments it raises `KeyReused`."""
+        returns the first job; with other arguments it raises `KeyReused`. The keywords say who
+        may claim it (`claim_rules`)."""
         R.check_requester(requester)
         R.check_key(key)
         R.check_digest(digest)
         body = R.encode_request(request)
         R.check_max_tokens(max_tokens)
         R.check_hold_id(hold_id)
-        fp = hashlib.sha256(R.fingerprint(digest, body, max_tokens, hold_id).encode()).hexdigest()
+        route = C.check_routing(purpose, target, avoid, avoid_owner, parent, verified_only)
+        fp = hashlib.sha256((R.fingerprint(digest, body, max_tokens, hold_id)
+                             + route.fingerprint_part()).encode()).hexdigest()
         for attempt in range(2):
             try:
                 with self.engine.begin() as conn:
@@ -103,7 +109,9 @@ class JobQueue:
                     conn.execute(insert(jobs).values(
                         id=job_id, requester=requester, submit_key=key, fingerprint=fp, digest=digest,
                         request=body, max_tokens=max_tokens, hold_id=hold_id, state=JobState.QUEUED.value,
-                        attempts=0, text="", tokens=0, created_at=now, updated_at=now, token_ids="[]", parts="[]"))
+                        attempts=0, text="", tokens=0, created_at=now, updated_at=now, token_ids="[]", parts="[]",
+                        purpose=route.purpose, target=route.target, avoid=json.dumps(list(route.avoid)),
+                        avoid_owner=route.avoid_owner, parent=route.parent, verified_only=route.verified_only))
                     return _job(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
             except IntegrityError:  # a racing submit of the same key won: replay it
                 if attempt:
@@ -158,9 +166,10 @@ class JobQueue:
             return [_job(r) for r in conn.execute(query)]
 
     def counts(self) -> dict[JobState, int]:
-        """Jobs per state (for the health page)."""
+        """Requesters' jobs per state (for the health page; spot-checks and canaries are not counted)."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.state, func.count()).group_by(jobs.c.state)).all()
+            rows = conn.execute(select(jobs.c.state, func.count()).where(jobs.c.purpose == "user")
+                                .group_by(jobs.c.state)).all()
         out = dict.fromkeys(JobState, 0)
         out.update({JobState(s): int(n) for s, n in rows})
         return out
@@ -168,22 +177,28 @@ class JobQueue:
     # -- workers ------------------------------------------------------------------------------
 
     def claim(self, worker_id: str, digests: Collection[str], lease_s: float = LEASE_S,
-              key: str | None = None) -> Job | None:
-        """Take the oldest queued job of one of `digests` (models the worker holds), running on
-        `worker_id` until `now + lease_s`; None when there is none. With `key`, a retried claim
-        returns the job the first one took (while it still runs on this worker)."""
+              key: str | None = None, *, owner: str | None = None, trusted: bool = False) -> Job | None:
+        """Take the oldest queued job of one of `digests` (models the worker holds) that this worker
+        (of `owner`; `trusted` or not) may claim (`claim_rules.may_claim`), running on `worker_id`
+        until `now + lease_s`; None when there is none. With `key`, a retried claim returns the
+        job the first one took (while it still runs on this worker)."""
         R.check_worker_id(worker_id)
         wanted = R.check_digests(digests)
         lease_s = R.check_seconds(lease_s, "lease_s")
         if key is not None:
             R.check_key(key)
+        if owner is not None:
+            C.check_owner(owner)
+        if type(trusted) is not bool:
+            raise R.JobInputInvalid(f"trusted must be true or false; got {trusted!r:.40}", param="trusted")
         with self.engine.begin() as conn:
             if key is not None:
                 row = conn.execute(select(jobs).where(jobs.c.claim_key == key, jobs.c.worker_id == worker_id,
                                                       jobs.c.state == JobState.RUNNING.value)).first()
                 if row is not None:
                     return _job(row)
-            query = (select(jobs.c.id).where(jobs.c.state == JobState.QUEUED.value, jobs.c.digest.in_(wanted))
+            query = (select(jobs.c.id).where(jobs.c.state == JobState.QUEUED.value, jobs.c.digest.in_(wanted),
+                                             *_claimable(worker_id, owner, trusted))
                      .order_by(jobs.c.created_at, jobs.c.id).limit(1))
             if self._pg:
                 query = query.with_for_update(skip_locked=True)
@@ -291,7 +306,20 @@ def _job(row: Row[Any]) -> Job:
                updated_at=row.updated_at, lease_expires=row.lease_expires, lease_s=row.lease_s,
                token_ids=tuple(json.loads(row.token_ids or "[]")),
                parts=tuple((str(w), int(n)) for w, n in json.loads(row.parts or "[]")),
-               result=None if row.result is None else json.loads(row.result))
+               result=None if row.result is None else json.loads(row.result), purpose=row.purpose,
+               target=row.target, avoid=tuple(json.loads(row.avoid or "[]")), avoid_owner=row.avoid_owner,
+               parent=row.parent, verified_only=bool(row.verified_only))
+
+
+def _claimable(worker_id: str, owner: str | None, trusted: bool) -> list[ColumnElement[bool]]:
+    """`claim_rules.may_claim` as SQL conditions (worker ids are a-z2-7: nothing to escape in LIKE)."""
+    out = [or_(jobs.c.target.is_(None), jobs.c.target == worker_id),
+           ~jobs.c.avoid.contains(f'"{worker_id}"'),
+           jobs.c.avoid_owner.is_(None) if owner is None
+           else or_(jobs.c.avoid_owner.is_(None), jobs.c.avoid_owner != owner)]
+    if not trusted:
+        out.append(jobs.c.verified_only == false())
+    return out
 
 
 def _ids_json(ids: tuple[int, ...]) -> str:
