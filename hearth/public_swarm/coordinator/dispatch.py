@@ -13,6 +13,12 @@ left final but unsettled (`books`), and expires old holds.
 
 `follow` streams a job to its requester: pushed deltas for jobs running here, polling the row for
 jobs running at another process, so no process holds state another needs.
+
+With `trust` (issue 11; `hearth coordinator` always, tests of other things may leave it out):
+workers' earnings go to `trust.payee` (escrow while new), a linking worker's standing is recorded
+(`Trust.seen`), links closed for a lie are suspicions, each job made final here goes to the
+`Verifier` (spot-checks and canaries), and the sweep vests escrows, lifts quarantines and drops
+checks nobody could take.
 """
 
 from __future__ import annotations
@@ -30,10 +36,11 @@ from hearth.public_swarm.coordinator.books import Books
 from hearth.public_swarm.coordinator.dispatch_rules import JobEnded, JobSpec, JobUpdate, ServedModel, TextDelta
 from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobNotFound, JobRefused, JobState
 from hearth.public_swarm.coordinator.jobs import JobQueue
-from hearth.public_swarm.coordinator.links import LiveLinks
+from hearth.public_swarm.coordinator.links import Link, LiveLinks
 from hearth.public_swarm.coordinator.presence import Presence
 from hearth.public_swarm.coordinator.runs import Runs
 from hearth.public_swarm.coordinator.stats import SwarmStats
+from hearth.public_swarm.coordinator.verifier import TrustBook, Verifier
 from hearth.public_swarm.ledger.db import Ledger
 from hearth.public_swarm.ledger.errors import LedgerRefused
 from hearth.public_swarm.pricing import check_ceiling, max_cost, price_of_quant
@@ -62,13 +69,18 @@ class Dispatcher:
 
     def __init__(self, ledger: Ledger, queue: JobQueue, links: LiveLinks, *, stats: SwarmStats,
                  allowance: FreeAllowance | None = None, poll_s: float = POLL_S, sweep_s: float = SWEEP_S,
-                 lease_s: float | None = None) -> None:
+                 lease_s: float | None = None, trust: TrustBook | None = None,
+                 verifier: Verifier | None = None) -> None:
         self.ledger, self.queue, self.links, self.stats = ledger, queue, links, stats
         self.allowance = allowance
         self.poll_s, self.sweep_s = poll_s, sweep_s
         self.presence = Presence(queue.engine)
-        self.books = Books(ledger, queue, allowance)
-        self.runs = Runs(queue, links, stats, close_books=self.close_books, wake=self.wake, lease_s=lease_s)
+        self.trust = trust
+        self.verifier = verifier if verifier is not None or trust is None else Verifier(queue, ledger, trust)
+        self.books = (Books(ledger, queue, allowance) if trust is None
+                      else Books(ledger, queue, allowance, payee=trust.payee))
+        self.runs = Runs(queue, links, stats, close_books=self.close_books, wake=self.wake, lease_s=lease_s,
+                         trust=trust, verifier=self.verifier)
         self.known: set[str] = {e.alias for e in CATALOGUE.values()}
         """Model names once served (or in the catalogue): asked for with no live worker, a 503."""
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,6 +99,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self.links.on_event = self.runs.on_event
         self.links.on_link = self._linked
+        self.links.on_suspect = self._suspect
         self._tasks = [asyncio.create_task(self._pump(), name="dispatch-pump"),
                        asyncio.create_task(self._sweep(), name="dispatch-sweep"),
                        asyncio.create_task(self.runs.flusher(), name="dispatch-flush")]
@@ -100,12 +113,28 @@ class Dispatcher:
         self._tasks = []
         await self.runs.give_back_all("the coordinator is stopping")
 
-    def _linked(self) -> None:
-        """A worker linked: publish it now (other processes may open jobs for it) and offer it work."""
-        self.wake()
+    def _linked(self, node_id: str, link: Link) -> None:
+        """A worker linked: record its standing, publish it now (other processes may open jobs for
+        it) and offer it work."""
+        if self.trust is not None and self.loop is not None:
+            self.runs.spawn(self._seen(self.trust, node_id, link.peer))
+        else:
+            self.wake()
         if self.loop is not None:
             self.runs.spawn(asyncio.to_thread(self.presence.publish, [
                 (n, link.models, link.session.max_jobs) for n, link in list(self.links.by_node.items())]))
+
+    async def _seen(self, trust: TrustBook, node_id: str, peer: str) -> None:
+        try:
+            await asyncio.to_thread(trust.seen, node_id, peer)
+        except Exception:  # without a standing it is offered nothing until it links again
+            log.exception("worker %s: standing not recorded", node_id)
+        self.wake()
+
+    def _suspect(self, node_id: str, reason: str) -> None:
+        log.warning("worker %s: suspicion: %s", node_id, reason)
+        if self.trust is not None and self.loop is not None:
+            self.runs._tell(self.trust.suspect, node_id, reason)
 
     def wake(self) -> None:
         """Look for work now (thread-safe): a job was opened or ended, or a worker linked."""
@@ -128,9 +157,10 @@ class Dispatcher:
     # -- requesters ---------------------------------------------------------------------------
 
     def open_job(self, account: str, key: str, model: str, request: JobRequest, max_price: int | None, *,
-                 kind: str = "chat", free_address: str | None = None) -> Job:
+                 kind: str = "chat", free_address: str | None = None, verified_only: bool = False) -> Job:
         """Queue `request` for `model`, paid by `account`'s credits (a ledger hold of its maximum
-        cost) or, with `free_address`, by that address's free allowance. Refusals (ModelNotServed,
+        cost) or, with `free_address`, by that address's free allowance; `verified_only`: only a
+        trusted worker may take it (it waits for one). Refusals (ModelNotServed,
         NoWorker, PriceAboveCeiling, InsufficientCredits, FreeAllowanceUsed, a bad request) write
         nothing. The same `key` from the same account returns the first job."""
         served = self.resolve(model)
@@ -141,13 +171,15 @@ class Dispatcher:
             raise InvalidRequest(f"max_tokens ({request.max_tokens}) must be below {served.name}'s context of "
                                  f"{served.n_ctx} tokens.", param="max_tokens")
         price = price_of_quant(served.n_params, served.quantization)
-        spec = JobSpec(request, kind, served.name, price.per_token, D.prompt_cap(request), free_address)
+        spec = JobSpec(request, kind, served.name, price.per_token, D.prompt_cap(request), free_address,
+                       verified_only)
         if free_address is not None:
             return self._open_free(account, key, served, spec)
         hold = self.ledger.hold(account, max_cost(price, spec.prompt_cap, request.max_tokens),
                                 D.hold_key(account, key), D.HOLD_TTL_S)
         try:
-            job = self.queue.submit(account, key, served.digest, spec.to_json(), request.max_tokens, hold.id)
+            job = self.queue.submit(account, key, served.digest, spec.to_json(), request.max_tokens, hold.id,
+                                    verified_only=spec.verified_only)
         except BaseException:
             with contextlib.suppress(LedgerRefused):
                 self.ledger.release(hold.id, f"{D.hold_key(account, key)}-undo")
@@ -162,7 +194,8 @@ class Dispatcher:
         assert spec.free_address is not None
         self.allowance.take(spec.free_address, spec.allowance_tokens)
         try:
-            job = self.queue.submit(account, key, served.digest, spec.to_json(), spec.request.max_tokens, None)
+            job = self.queue.submit(account, key, served.digest, spec.to_json(), spec.request.max_tokens, None,
+                                    verified_only=spec.verified_only)
         except BaseException:
             self.allowance.give_back(spec.free_address, spec.allowance_tokens)
             raise
@@ -231,7 +264,14 @@ class Dispatcher:
         self._closed[job.id] = None
         while len(self._closed) > CLOSED_KEPT:
             del self._closed[next(iter(self._closed))]
-        self.books.close(job)
+        if job.purpose != "check":  # a check has no hold; the verifier pays its worker
+            self.books.close(job)
+        if self.verifier is not None:
+            try:
+                self.verifier.ended(job)
+                self.wake()
+            except Exception:  # a check not made is not worth the job's books: logged
+                log.exception("job %s: spot-check planning failed", job.id)
 
     # -- loops --------------------------------------------------------------------------------
 
@@ -264,6 +304,10 @@ class Dispatcher:
         if moved:
             self.wake()
         self.books.sweep()
+        if self.trust is not None:
+            self.trust.sweep()
+        if self.verifier is not None and self.verifier.sweep():
+            self.wake()
 
 
 def ended(job: Job) -> JobEnded:

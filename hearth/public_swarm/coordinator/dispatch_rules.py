@@ -146,11 +146,16 @@ class JobSpec:
     prompt_cap: int
     free_address: str | None = None
     """The client address whose free allowance pays (unsigned requests); None: the ledger hold."""
+    verified_only: bool = False
+    """Only a trusted worker may run it (issue 11: `X-Hearth-Verified-Only`)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": 1, "request": self.request.model_dump(mode="json", exclude={"resume"}), "kind": self.kind,
-                "model": self.model, "price": self.price, "prompt_cap": self.prompt_cap,
-                "free_address": self.free_address}
+        out = {"v": 1, "request": self.request.model_dump(mode="json", exclude={"resume"}), "kind": self.kind,
+               "model": self.model, "price": self.price, "prompt_cap": self.prompt_cap,
+               "free_address": self.free_address}
+        if self.verified_only:
+            out["verified_only"] = True
+        return out
 
     @property
     def allowance_tokens(self) -> int:
@@ -160,7 +165,8 @@ class JobSpec:
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         try:
             return cls(JobRequest.model_validate(data["request"]), str(data["kind"]), str(data["model"]),
-                       int(data["price"]), int(data["prompt_cap"]), data.get("free_address"))
+                       int(data["price"]), int(data["prompt_cap"]), data.get("free_address"),
+                       data.get("verified_only") is True)
         except (KeyError, TypeError, ValueError, ValidationError) as exc:
             raise InvalidRequest(f"A stored job request is not one this build reads: {exc}"[:300]) from exc
 

@@ -12,6 +12,9 @@ Bounds: at most `per_client` connections per client address (handshakes included
 refused before the upgrade), frames over `MAX_LINK_FRAME_BYTES` are closed by the WebSocket layer
 (code 1009), a connection that does not say Hello in time is closed (CloseCode.TIMEOUT), and a
 second link of one node replaces the first (a reconnecting worker whose old socket is half dead).
+A link the session closes for a receipt that does not verify or counts that do not add up
+(CloseCode.RECEIPT_REFUSED, COUNT_MISMATCH) is reported to `on_suspect` (issue 11: it counts as a
+failed check of that worker).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from hearth.public_swarm.coordinator.wire import ModelView, OfferedModel, WorkerView
 from hearth.public_swarm.pricing import BITS_PER_WEIGHT, price_of_quant
 from hearth.public_swarm.protocol import Action, Close, CoordinatorSession, Send, encode
-from hearth.public_swarm.protocol.actions import Registered
+from hearth.public_swarm.protocol.actions import CloseCode, Registered
 from hearth.public_swarm.protocol.messages import ModelOffer, Offer
 
 log = logging.getLogger("hearth.coordinator.links")
@@ -43,6 +46,8 @@ HEARTBEAT_S = 5.0
 """Both ends expect traffic this often; 3 silent intervals mean the peer is dead (the dispatcher then
 moves its jobs). `hearth coordinator` takes another from HEARTH_LINK_HEARTBEAT_S (tests use 0.5)."""
 HELLO_TIMEOUT_S = 10.0
+SUSPICIOUS = frozenset({CloseCode.RECEIPT_REFUSED, CloseCode.COUNT_MISMATCH})
+"""Close codes that say the worker lied about what it served, not that it broke down."""
 TRY_LATER = 1013
 """WebSocket close code 'try again later': too many connections from this address."""
 
@@ -115,8 +120,11 @@ class LiveLinks:
         self.hello_timeout_s = hello_timeout_s
         self.on_event = on_event
         """Called with each job event (JobAccepted, JobTokens, JobFinished, JobLost, ...): the dispatcher's."""
-        self.on_link: Callable[[], None] | None = None
-        """Called when a worker links (the dispatcher offers it the jobs waiting)."""
+        self.on_link: Callable[[str, Link], None] | None = None
+        """Called with (node id, link) when a worker links (the dispatcher records its standing and
+        offers it the jobs waiting)."""
+        self.on_suspect: Callable[[str, str], None] | None = None
+        """Called with (node id, reason) when its link is closed for a lie (`SUSPICIOUS`)."""
         self.by_node: dict[str, Link] = {}
         self._per_peer: Counter[str] = Counter()
 
@@ -192,6 +200,10 @@ class LiveLinks:
                 return
 
     async def _handle(self, link: Link, actions: list[Action]) -> None:
+        node_id = link.session.node_id
+        for action in actions:
+            if isinstance(action, Close) and action.code in SUSPICIOUS and node_id and self.on_suspect:
+                self.on_suspect(node_id, f"{action.code.name.lower()}: {action.reason}"[:300])
         for event in await link.perform(actions):
             if isinstance(event, Registered):
                 old = self.by_node.get(event.node_id)
@@ -201,7 +213,7 @@ class LiveLinks:
                 if old is not None and old is not link:
                     await old.perform(old.session.close("Replaced by a newer link of this worker."))
                 if self.on_link is not None:
-                    self.on_link()
+                    self.on_link(event.node_id, link)
             else:
                 self._event(link, event)
 

@@ -6,6 +6,13 @@ job's row by the flusher every FLUSH_S (which also renews the lease); a run's en
 place (`_end`), serialised with the flushes by the run's lock. Declined jobs go back to the queue
 uncounted and the link cools down before it is offered another; lost or failed runs go back with
 what they streamed, so the next worker resumes them.
+
+With trust (issue 11, `trust.Trust` and `verifier.Verifier`): links with room are offered work in
+the order of their standing (`Standing.rank()`: reference and trusted first, then the faster), a
+quarantined worker is offered nothing, each claim says the worker's owner and whether it is trusted
+(`claim_rules`); a check job is offered as `Offer(check=...)` and its JobChecked goes to the
+verifier; a finished job counts for its worker (and may raise the too-fast suspicion), a failed or
+lost one against it.
 """
 
 from __future__ import annotations
@@ -20,14 +27,18 @@ from typing import Any
 
 from hearth.errors import HearthError
 from hearth.public_swarm import receipts
+from hearth.public_swarm.coordinator import verifier_rules as V
 from hearth.public_swarm.coordinator.dispatch_rules import JobSpec
 from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobConflict
 from hearth.public_swarm.coordinator.jobs import LEASE_S, JobQueue
 from hearth.public_swarm.coordinator.links import Link, LiveLinks
 from hearth.public_swarm.coordinator.stats import SwarmStats
+from hearth.public_swarm.coordinator.trust_rules import TrustState, too_fast
+from hearth.public_swarm.coordinator.verifier import TrustBook, Verifier
 from hearth.public_swarm.protocol.actions import (
     Action,
     JobAccepted,
+    JobChecked,
     JobDeclined,
     JobFailed,
     JobFinished,
@@ -58,6 +69,7 @@ class Run:
     renewed: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     ended: bool = False
+    started: float = field(default_factory=time.monotonic)
 
     def full_text(self) -> str:
         return self.job.text + "".join(self.text)
@@ -70,8 +82,10 @@ class Runs:
     """This process's running jobs; the LiveLinks event handler and the flusher."""
 
     def __init__(self, queue: JobQueue, links: LiveLinks, stats: SwarmStats, *, close_books: Callable[[Job], None],
-                 wake: Callable[[], None], lease_s: float | None = None) -> None:
+                 wake: Callable[[], None], lease_s: float | None = None, trust: TrustBook | None = None,
+                 verifier: Verifier | None = None) -> None:
         self.queue, self.links, self.stats = queue, links, stats
+        self.trust, self.verifier = trust, verifier
         self.close_books, self.wake = close_books, wake
         self.loop: asyncio.AbstractEventLoop | None = None
         self.lease_s = lease_s or LEASE_S
@@ -105,11 +119,25 @@ class Runs:
     # -- offering -----------------------------------------------------------------------------
 
     async def dispatch_all(self) -> None:
-        """Claim and offer jobs to every local link with room, until the queue has none for it."""
-        for node_id, link in list(self.links.by_node.items()):
+        """Claim and offer jobs to every local link with room, until the queue has none for it;
+        with trust, best standing first and never to a quarantined worker."""
+        ready = [(n, link) for n, link in list(self.links.by_node.items()) if self._has_room(n, link)]
+        if not ready:
+            return
+        standings: dict[str, Any] = {}
+        if self.trust is not None:
+            standings = await asyncio.to_thread(self.trust.standings, [n for n, _ in ready])
+            now = time.time()
+            ready = [(n, link) for n, link in ready if n in standings and standings[n].may_serve(now)]
+            ready.sort(key=lambda nl: (*standings[nl[0]].rank(), -_speed(nl[1])))
+        for node_id, link in ready:
+            s = standings.get(node_id)
+            owner = None if s is None else s.owner
+            trusted = s is not None and s.state is TrustState.TRUSTED
             while self._has_room(node_id, link):
                 digests = list(link.session.models)
-                job = await asyncio.to_thread(self.queue.claim, node_id, digests, self.lease_s)
+                job = await asyncio.to_thread(self.queue.claim, node_id, digests, self.lease_s,
+                                              owner=owner, trusted=trusted)
                 if job is None:
                     break
                 await self._offer(job, link, node_id)
@@ -125,14 +153,17 @@ class Runs:
     async def _offer(self, job: Job, link: Link, node_id: str) -> None:
         spec = JobSpec.from_json(job.request)
         resume = Resume(text=job.text, token_ids=list(job.token_ids)) if job.token_ids else None
+        if job.purpose == "check":  # scores the checked job's ids after its prompt: no resume
+            resume = None
         request = spec.request.model_copy(update={"resume": resume})
         run = Run(job, link, node_id)
         self.local[job.id] = run
         try:
+            check = V.check_request(job.request)[0] if job.purpose == "check" else None
             offer = Offer(job_id=job.id, model_digest=job.digest, request=type(request).model_validate(
-                request.model_dump()))
+                request.model_dump()), check=check)
             events = await link.offer(offer)
-        except (HearthError, ValueError, OSError, RuntimeError) as exc:
+        except (HearthError, ValueError, KeyError, OSError, RuntimeError) as exc:
             events = [JobDeclined(job.id, "offer_failed")]
             log.info("job %s: offer to %s failed: %s", job.id, node_id, exc)
         for event in events:
@@ -155,13 +186,22 @@ class Runs:
                 self.notify(run.job.id)
             case JobFinished():
                 self.spawn(self._end(run, "finished", event))
+            case JobChecked():
+                self.spawn(self._end(run, "checked", event))
             case JobDeclined():
                 self.cooling[run.worker] = time.monotonic() + COOL_S
                 self.spawn(self._end(run, "declined", event.reason))
             case JobFailed():
+                self._tell(None if self.trust is None else self.trust.aborted, run.worker)
                 self.spawn(self._end(run, "lost", f"worker {run.worker} failed: {event.code}: {event.message}"))
             case JobLost():
+                self._tell(None if self.trust is None else self.trust.aborted, run.worker)
                 self.spawn(self._end(run, "lost", f"worker {run.worker} was lost"))
+
+    def _tell(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+        """Call a Trust method in a thread, its failure logged (a standing is not worth a job)."""
+        if hook is not None:
+            self.spawn(_logged(hook, *args))
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -186,11 +226,17 @@ class Runs:
 
     def _write_end(self, run: Run, how: str, detail: Any) -> Job | None:
         q, job_id, text, ids = self.queue, run.job.id, run.full_text(), run.full_ids()
+        if how == "checked":
+            assert isinstance(detail, JobChecked) and self.verifier is not None
+            self.verifier.checked(run.job, run.worker, detail.prompt_tokens, detail.ranks, detail.gaps, detail.text)
+            return None  # the verifier finished the check job; it has no books
         if how == "finished":
             assert isinstance(detail, JobFinished)
             result = {"finish_reason": detail.finish_reason, "prompt_tokens": detail.prompt_tokens,
                       "finisher": run.worker, "receipt": receipts.encode(detail.receipt).decode("ascii")}
-            return q.finish(job_id, run.worker, text, len(ids), ids, result)
+            done = q.finish(job_id, run.worker, text, len(ids), ids, result)
+            self._finished_by(run, len(run.ids))
+            return done
         if how == "declined" and not run.ids:
             return q.release(job_id, run.worker, f"declined by {run.worker}: {detail}")
         if run.ids:
@@ -253,6 +299,32 @@ class Runs:
             del self.local[run.job.id]
         self.notify(run.job.id)
         self.spawn(_perform(run.link, lambda: run.link.session.cancel(run.job.id, time.monotonic())))
+
+
+    def _finished_by(self, run: Run, tokens: int) -> None:
+        """A finished run counts for its worker; streamed faster than its own declared speed allows,
+        it is a suspicion (`trust_rules.too_fast`)."""
+        if self.trust is None:
+            return
+        if run.job.purpose == "user":
+            self.trust.finished(run.worker)
+        declared = _speed(run.link, run.job.digest)
+        reason = too_fast(tokens, time.monotonic() - run.started, declared) if declared > 0 else None
+        if reason is not None:
+            self.trust.suspect(run.worker, reason)
+
+
+def _speed(link: Link, digest: str | None = None) -> float:
+    """The decode speed the worker declared (tokens/s) for `digest`, or its best."""
+    speeds = [m.decode_tps for m in link.models if digest is None or m.digest == digest]
+    return max(speeds, default=0.0)
+
+
+async def _logged(hook: Callable[..., Any], *args: Any) -> None:
+    try:
+        await asyncio.to_thread(hook, *args)
+    except Exception:
+        log.exception("trust: %s%s failed", getattr(hook, "__name__", "hook"), args)
 
 
 async def _perform(link: Link, actions: Callable[[], list[Action]]) -> None:
