@@ -16,6 +16,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── JobInputInvalid           public_swarm.coordinator.job_rules: a malformed job id, digest, size or state
     │   ├── NoCoordinator             public_swarm.coordinator.client: pass --coordinator or set HEARTH_COORDINATOR
     │   ├── AllowanceInputInvalid     public_swarm.coordinator.allowance_rules: not an IP address, or a bad token count
+    │   ├── TrustInputInvalid         public_swarm.coordinator.trust_rules: a malformed node id, check id or address
     │   ├── NoCoordinatorSet          escalation.pool: --radius public needs HEARTH_COORDINATOR
     │   ├── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │   │   └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
@@ -73,6 +74,10 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     ├── JobRefused                    public_swarm.coordinator.job_rules: nothing written (HTTP 409)
     │   ├── JobNotFound               no job has that id for you (HTTP 404)
     │   └── JobConflict               not this worker's, already final, or text not continuing the stream
+    ├── TrustRefused                  public_swarm.coordinator.trust_rules: nothing written (HTTP 409)
+    │   ├── WorkerUnknown             no standing for that worker: it never linked here (HTTP 404)
+    │   ├── CheckNotFound             no spot-check has that id (HTTP 404)
+    │   └── CheckConflict             that check id is open for another job or worker
     ├── WaitTimedOut                  public_swarm.coordinator.jobs_client: the job runs on; ask again (exit 9)
     ├── PublicNotConsented            escalation.consent: --yes, HEARTH_PUBLIC_OK=1 or answer once (HTTP 403)
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)

@@ -10,6 +10,7 @@ whoever gets there first; dropping a job is a guarded queue write.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobRefused, Jo
 from hearth.public_swarm.coordinator.job_tables import jobs
 from hearth.public_swarm.coordinator.jobs import JobQueue, _job
 from hearth.public_swarm.ledger.db import Ledger
-from hearth.public_swarm.ledger.errors import LedgerRefused
+from hearth.public_swarm.ledger.errors import KeyReused, LedgerRefused
 from hearth.public_swarm.ledger.models import holds
 from hearth.public_swarm.ledger.rules import Hold, HoldState
 
@@ -46,27 +47,44 @@ class Swept:
     """Holds returned to their requesters (past expiry, no job settled them)."""
 
 
-class Books:
-    """Closing jobs' books on `ledger` (free-tier allowances given back to `allowance`)."""
+def _own(worker: str) -> str:
+    return worker
 
-    def __init__(self, ledger: Ledger, queue: JobQueue, allowance: GiveBack | None = None) -> None:
-        self.ledger, self.queue, self.allowance = ledger, queue, allowance
+
+class Books:
+    """Closing jobs' books on `ledger` (free-tier allowances given back to `allowance`). Each
+    worker's part is paid to `payee(worker)`: the worker's own account, or its vesting account while
+    its earnings sit in escrow (`trust.Trust.payee`)."""
+
+    def __init__(self, ledger: Ledger, queue: JobQueue, allowance: GiveBack | None = None, *,
+                 payee: Callable[[str], str] = _own) -> None:
+        self.ledger, self.queue, self.allowance, self.payee = ledger, queue, allowance, payee
 
     def close(self, job: Job) -> None:
         """Settle a final job once (ledger keys from the job id): the requester pays for what was
-        delivered, each worker is paid its part, the rest returns. A free job's workers are paid
-        by the operator and the unused allowance goes back (call that part once per job)."""
+        delivered, each worker is paid its part (to its payee), the rest returns. A free job's
+        workers are paid by the operator and the unused allowance goes back (call that part once
+        per job). A retry after a worker's payee changed (it vested meanwhile) finds the key spent
+        with the other payee: the job was paid once, so that is logged, not raised."""
         plan = B.closing(job)
         try:
             if plan.hold_id is not None:
-                self.ledger.settle_split(plan.hold_id, plan.paid, plan.key)
+                self.ledger.settle_split(plan.hold_id, B.paid_to(plan.paid, self.payee), plan.key)
                 return
             for worker, amount in sorted(plan.paid.items()):
-                self.ledger.grant(worker, amount, D.pay_key(job.id, worker))
+                try:
+                    self.ledger.grant(self.payee(worker), amount, D.pay_key(job.id, worker))
+                except KeyReused:
+                    log.info("job %s: %s was paid already (to its other account)", job.id, worker)
             if plan.free_address is not None and self.allowance is not None and plan.give_back > 0:
                 self.allowance.give_back(plan.free_address, plan.give_back)
         except LedgerRefused as exc:  # e.g. the hold expired: the requester was refunded already
             log.warning("job %s: could not settle: %s", job.id, exc.message)
+        except KeyReused:
+            hold = self.ledger.get_hold(plan.hold_id) if plan.hold_id is not None else None
+            if hold is None or hold.state is HoldState.OPEN:
+                raise
+            log.info("job %s: settled already (a worker's payee changed since)", job.id)
 
     def pending(self, now: float, limit: int = SWEEP_BATCH) -> list[tuple[Job, Hold]]:
         """Jobs with a hold whose books need the sweep: final with the hold open, or not final with

@@ -15,7 +15,7 @@ hold's TTL (`dispatch_rules.HOLD_TTL_S`) leaves a final job unsettled: its reque
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from hearth.public_swarm.coordinator import dispatch_rules as D
@@ -56,6 +56,16 @@ def closing(job: Job) -> Closing:
     used = prompt + sum(n for _, n in job.parts)
     return Closing(job.id, job.hold_id, paid, D.settle_key(job.id), spec.free_address,
                    max(0, spec.allowance_tokens - used) if spec.free_address is not None else 0)
+
+
+def paid_to(paid: Mapping[str, int], payee: Callable[[str], str]) -> dict[str, int]:
+    """Workers' parts keyed by the account each is paid to now (its own, or its vesting account):
+    parts whose payees coincide are added, so nothing is lost if a payee maps two workers together."""
+    out: dict[str, int] = {}
+    for worker, amount in paid.items():
+        account = payee(worker)
+        out[account] = out.get(account, 0) + amount
+    return out
 
 
 @dataclass(frozen=True)

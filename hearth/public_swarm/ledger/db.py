@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from hearth.public_swarm.ledger import rules
 from hearth.public_swarm.ledger.engine import backend_of, make_engine, upgrade
 from hearth.public_swarm.ledger.errors import HoldClosed, KeyReused, LedgerInputInvalid
-from hearth.public_swarm.ledger.models import accounts, entries, holds
+from hearth.public_swarm.ledger.models import accounts, entries, holds, moves
 from hearth.public_swarm.ledger.rules import Entry, Hold, HoldState, Kind, Settlement, SplitSettlement
 
 T = TypeVar("T")
@@ -78,7 +78,8 @@ class Ledger:
     # -- operations --------------------------------------------------------------------------
 
     def grant(self, account: str, amount: int, key: str) -> Entry:
-        """The operator gives `amount` micro-credits to `account`."""
+        """The operator gives `amount` micro-credits to `account` (a participant or a worker's
+        vesting account)."""
         rules.check_key(key)
         planned = rules.plan_grant(account, amount)
         request = rules.fingerprint("grant", account, amount)
@@ -138,7 +139,7 @@ class Ledger:
         rules.check_key(key)
         rules.check_hold_id(hold_id)
         rules.check_amount(served, "served", allow_zero=True)
-        rules.check_account(worker, "worker")
+        rules.check_payee(worker, "worker")
         request = rules.fingerprint("settle", hold_id, served, worker)
 
         def body(conn: Connection) -> Settlement:
@@ -191,6 +192,46 @@ class Ledger:
 
         return self._run(key, request, self._lock_hold(hold_id), body,
                          lambda conn, row: self._hold(conn, hold_id) or _gone(row))
+
+    def vest(self, worker: str, key: str, *, conn: Connection | None = None) -> int:
+        """Move the whole of `worker`'s vesting account to the worker: its escrowed earnings are its
+        own now. Returns the micro-credits moved (0 when the escrow was empty: the key is spent
+        anyway). Once per key. With `conn`, runs inside the caller's transaction (the caller
+        guarantees the key is not raced, e.g. by a guarded write of its own in that transaction)."""
+        return self._move_escrow("vest", worker, key, conn)
+
+    def forfeit(self, worker: str, key: str, *, conn: Connection | None = None) -> int:
+        """Move the whole of `worker`'s vesting account to the operator (a failed spot-check).
+        Returns the micro-credits moved. Once per key; `conn` as for `vest`."""
+        return self._move_escrow("forfeit", worker, key, conn)
+
+    def _move_escrow(self, op: str, worker: str, key: str, conn: Connection | None) -> int:
+        rules.check_key(key)
+        escrow = rules.vesting_account(worker)
+        request = rules.fingerprint(op, worker)
+        plan = rules.plan_vest if op == "vest" else rules.plan_forfeit
+
+        def lock(c: Connection) -> None:
+            self._ensure_account(c, escrow)
+            c.execute(select(accounts.c.id).where(accounts.c.id == escrow).with_for_update())
+
+        def body(c: Connection) -> int:
+            planned = plan(worker, self._balance(c, escrow))
+            if planned:
+                self._ensure_account(c, planned[0].credit)
+                self._write(c, key, request, planned)
+            amount = sum(e.amount for e in planned)
+            c.execute(insert(moves).values(op_key=key, request=request, amount=amount, created_at=self.clock()))
+            return amount
+
+        def replay(c: Connection, row: Row[Any]) -> int:
+            got = c.execute(select(moves.c.amount).where(moves.c.op_key == key)).scalar_one_or_none()
+            return 0 if got is None else int(got)
+
+        if conn is None:
+            return self._run(key, request, lock, body, replay)
+        lock(conn)
+        return self._once(conn, key, request, body, replay)
 
     def expire_holds(self, now: float | None = None) -> list[Hold]:
         """Close every open hold past its expiry (up to `EXPIRE_BATCH`), returning its credits.
@@ -267,17 +308,26 @@ class Ledger:
                 with self.engine.begin() as conn:
                     if lock is not None:
                         lock(conn)
-                    first = conn.execute(select(entries).where(entries.c.op_key == key, entries.c.leg == 0)).first()
-                    if first is None:
-                        return body(conn)
-                    if first.request != request:
-                        raise KeyReused(f"Idempotency key {key!r} was used for another operation "
-                                        f"({first.request.split('|')[0]}); use a fresh key.", param="key")
-                    return replay(conn, first)
+                    return self._once(conn, key, request, body, replay)
             except IntegrityError:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def _once(self, conn: Connection, key: str, request: str, body: Callable[[Connection], T],
+              replay: Callable[[Connection, Row[Any]], T]) -> T:
+        """Replay the key's first result or run `body`, in the caller's transaction. A key is
+        spent by its entries, or by its `moves` row (an escrow move, which may have no entry)."""
+        first: Row[Any] | None = conn.execute(
+            select(entries).where(entries.c.op_key == key, entries.c.leg == 0)).first()
+        if first is None:
+            first = conn.execute(select(moves).where(moves.c.op_key == key)).first()
+        if first is None:
+            return body(conn)
+        if first.request != request:
+            raise KeyReused(f"Idempotency key {key!r} was used for another operation "
+                            f"({first.request.split('|')[0]}); use a fresh key.", param="key")
+        return replay(conn, first)
 
     def _ensure_account(self, conn: Connection, account: str) -> None:
         dialect_insert = postgresql.insert if self._pg else sqlite.insert

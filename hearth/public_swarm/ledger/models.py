@@ -11,6 +11,8 @@ are written against. A change to a table needs both: a new migration and the cha
   (`rules.fingerprint`), to tell a retry from a key reused with other arguments.
 - `holds`: one row per hold, with its state; closing a hold and writing its entries is one
   transaction, so the state and the escrow's balance always agree.
+- `moves` (migration 0002): one row per vest or forfeit of a worker's escrow account, keyed by its
+  idempotency key, with the amount moved (0 too: the key is spent even when the escrow was empty).
 """
 
 from __future__ import annotations
@@ -73,4 +75,13 @@ holds = Table(
     CheckConstraint("amount > 0", name="ck_ledger_holds_amount"),
     Index("ix_ledger_holds_open", "state", "expires_at"),
     Index("ix_ledger_holds_requester", "requester"),
+)
+
+moves = Table(
+    "ledger_moves", metadata,
+    Column("op_key", String(160), primary_key=True),
+    Column("request", String(400), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("created_at", Double, nullable=False),
+    CheckConstraint("amount >= 0", name="ck_ledger_moves_amount"),
 )

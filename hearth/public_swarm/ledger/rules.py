@@ -12,6 +12,10 @@ Accounts:
 - `escrow_account(hold_id)`: one per hold. A request first moves its maximum cost from the
   requester into the hold's escrow (`plan_hold`); settling moves the served part to the worker
   and the rest back to the requester (`plan_settle`); releasing or expiring moves all of it back.
+- `vesting_account(worker)`: one per worker (issue 11), where the coordinator pays a worker whose
+  earnings are not yet its own (a new worker, or a trusted one for the period since its last
+  passed spot-check). `plan_vest` moves the whole balance to the worker; `plan_forfeit` moves it
+  to the operator (a failed check). Its id has a ':' that no participant's id may have.
 
 The database layer (`hearth.public_swarm.ledger.db`) reads the current balance and hold, calls
 these functions inside one locked transaction, and writes what they return. Later callers (the
@@ -43,6 +47,7 @@ MAX_TTL = 7 * 24 * 3600.0
 
 OPERATOR = "operator"
 ESCROW_PREFIX = "escrow:"
+VESTING_PREFIX = "vesting:"
 ACCOUNT_ID = re.compile(r"[a-z0-9][a-z0-9_.-]{2,63}")
 """A participant's account id: a node id (16 base32 letters) or another lower-case name."""
 HOLD_ID = re.compile(r"[a-z0-9]{8,64}")
@@ -66,6 +71,10 @@ class Kind(StrEnum):
     """escrow -> requester: the part of a hold not served, or all of it when the request was dropped."""
     EXPIRE = "expire"
     """escrow -> requester: a hold nobody settled before it expired."""
+    VEST = "vest"
+    """vesting account -> worker: a worker's escrowed earnings, now its own."""
+    FORFEIT = "forfeit"
+    """vesting account -> operator: a worker's escrowed earnings, lost to a failed check."""
 
 
 class HoldState(StrEnum):
@@ -111,6 +120,11 @@ def escrow_account(hold_id: str) -> str:
     return ESCROW_PREFIX + hold_id
 
 
+def vesting_account(worker: str) -> str:
+    """The account a worker's escrowed earnings sit in (`worker` is checked)."""
+    return VESTING_PREFIX + check_account(worker, "worker")
+
+
 def welcome_key(account: str) -> str:
     """The welcome grant's idempotency key: one per identity, ever."""
     return f"~welcome/{account}"
@@ -129,10 +143,21 @@ def check_account(account: object, what: str = "account") -> str:
     return account
 
 
+def check_payee(account: object, what: str = "worker") -> str:
+    """An account earnings may be paid to: a participant, or a participant's vesting account."""
+    if isinstance(account, str) and account.startswith(VESTING_PREFIX):
+        check_account(account[len(VESTING_PREFIX):], what)
+        return account
+    return check_account(account, what)
+
+
 def check_any_account(account: object) -> str:
-    """Any account a balance or statement may be asked of: a participant, the operator, an escrow."""
+    """Any account a balance or statement may be asked of: a participant, the operator, an escrow,
+    a worker's vesting account."""
     if account == OPERATOR:
         return OPERATOR
+    if isinstance(account, str) and account.startswith(VESTING_PREFIX):
+        return check_payee(account)
     if isinstance(account, str) and account.startswith(ESCROW_PREFIX):
         check_hold_id(account[len(ESCROW_PREFIX):])
         return account
@@ -177,8 +202,9 @@ def fingerprint(op: str, *args: object) -> str:
 
 
 def plan_grant(account: str, amount: int) -> list[Entry]:
-    """The operator gives `amount` to `account`."""
-    return [Entry(Kind.GRANT, OPERATOR, check_account(account), check_amount(amount))]
+    """The operator gives `amount` to `account` (a participant, or a worker's vesting account when
+    the operator pays a free-tier job's worker that is still in escrow)."""
+    return [Entry(Kind.GRANT, OPERATOR, check_payee(account, "account"), check_amount(amount))]
 
 
 def plan_welcome(account: str, amount: int = WELCOME_GRANT) -> list[Entry]:
@@ -215,7 +241,7 @@ def plan_settle(hold: Hold | None, hold_id: str, served: int, worker: str) -> tu
     `hold` is the current row for `hold_id` (None when there is none)."""
     check_hold_id(hold_id)
     check_amount(served, "served", allow_zero=True)
-    check_account(worker, "worker")
+    check_payee(worker, "worker")
     hold = _open(hold, hold_id)
     if served > hold.amount:
         raise LedgerInputInvalid(
@@ -253,14 +279,14 @@ def plan_settle_split(hold: Hold | None, hold_id: str,
     check_hold_id(hold_id)
     if not isinstance(paid, Mapping) or len(paid) > 64:
         raise LedgerInputInvalid("paid must map at most 64 workers to amounts.", param="paid")
-    parts = sorted((check_account(w, "worker"), check_amount(a, "served", allow_zero=True)) for w, a in paid.items())
+    parts = sorted((check_payee(w, "worker"), check_amount(a, "served", allow_zero=True)) for w, a in paid.items())
     hold = _open(hold, hold_id)
     served = sum(a for _, a in parts)
     if served > hold.amount:
         raise LedgerInputInvalid(
             f"served ({format_credits(served)}) is more than hold {hold.id!r} set aside "
             f"({format_credits(hold.amount)}).", param="served")
-    if hold.requester in (w for w, a in parts if a):
+    if {hold.requester, VESTING_PREFIX + hold.requester} & {w for w, a in parts if a}:
         raise LedgerInputInvalid("A requester is not paid from its own hold.", param="paid")
     escrow = escrow_account(hold.id)
     entries = [Entry(Kind.SETTLE, escrow, w, a, hold.id) for w, a in parts if a]
@@ -288,6 +314,18 @@ def plan_expire(holds: Iterable[Hold], now: float) -> list[tuple[Hold, list[Entr
     return out
 
 
+def plan_vest(worker: str, balance: int) -> list[Entry]:
+    """Move a worker's whole escrow (`balance`, read under its vesting account's lock) to the worker."""
+    amount = check_amount(balance, "balance", allow_zero=True)
+    return [Entry(Kind.VEST, vesting_account(worker), worker, amount)] if amount else []
+
+
+def plan_forfeit(worker: str, balance: int) -> list[Entry]:
+    """Move a worker's whole escrow (`balance`, read under its vesting account's lock) to the operator."""
+    amount = check_amount(balance, "balance", allow_zero=True)
+    return [Entry(Kind.FORFEIT, vesting_account(worker), OPERATOR, amount)] if amount else []
+
+
 def balances(entries: Iterable[Entry]) -> dict[str, int]:
     """Each account's balance: credits in minus debits out."""
     out: dict[str, int] = {}
@@ -299,8 +337,9 @@ def balances(entries: Iterable[Entry]) -> dict[str, int]:
 
 def audit(balance: Mapping[str, int], holds: Iterable[Hold]) -> list[str]:
     """What is wrong with a ledger's state, if anything (an empty list when the books are right):
-    the accounts sum to zero, no participant or escrow is negative, and each hold's escrow holds
-    its amount while open and nothing once closed."""
+    the accounts sum to zero, no participant, escrow or vesting account is negative, and each hold's
+    escrow holds its amount while open and nothing once closed (a vesting account may hold any
+    non-negative amount: a worker's earnings not yet its own)."""
     problems = []
     if (total := sum(balance.values())) != 0:
         problems.append(f"accounts sum to {total}, not 0")
