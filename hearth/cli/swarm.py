@@ -25,13 +25,16 @@ def coordinator(
              "(default: sqlite:///HEARTH_HOME/coordinator.db).")] = None,
     welcome: Annotated[str | None, typer.Option(
         help="Credits each new identity receives once, e.g. 10 or 2.5 (default: 10).")] = None,
+    reference: Annotated[list[str] | None, typer.Option(
+        "--reference", metavar="NODE_ID", help="A worker the operator runs and trusts (repeatable): never "
+        "escrowed or spot-checked, preferred for checking others.")] = None,
 ) -> None:
     """Run the public swarm's coordinator: workers register, requesters get credits and prices.
 
     This HEARTH_HOME's identity is the operator: `hearth credits grant` run with it grants credits."""
     from hearth.public_swarm.coordinator.serve import serve_coordinator
 
-    serve_coordinator(settings(), bind, port, db, welcome, say=say)
+    serve_coordinator(settings(), bind, port, db, welcome, say=say, references=reference or ())
 
 
 credits_app = typer.Typer(help="Your credits on the public swarm; the operator grants them.",

@@ -45,8 +45,11 @@ def identity(seed: int) -> NodeIdentity:
 
 @contextlib.asynccontextmanager
 async def coordinator(tmp: Path, url: str, *, allowance: Any = None, heartbeat_s: float = 2.0,
-                      name: str = "coord") -> AsyncIterator[str]:
-    """`hearth coordinator`'s serving coroutine on a free port over the database at `url`; its base URL."""
+                      name: str = "coord", checks: bool = False, references: tuple[str, ...] = (),
+                      random: Any = None) -> AsyncIterator[str]:
+    """`hearth coordinator`'s serving coroutine on a free port over the database at `url`; its base URL.
+    `checks`: with trust, spot-checks and canaries (issue 11; off here by default, so the tests of
+    other things keep simple books); `random` fixes which jobs are checked."""
     home = tmp / name
     home.mkdir(parents=True, exist_ok=True)
     settings = Settings(home=home)
@@ -57,7 +60,8 @@ async def coordinator(tmp: Path, url: str, *, allowance: Any = None, heartbeat_s
     serve.heartbeat_from_env = lambda: heartbeat_s  # type: ignore[assignment]
     try:
         task = asyncio.create_task(serve.run_coordinator(settings, "127.0.0.1", port, ledger, registry,
-                                                         NodeIdentity.load_or_create(home), ready, allowance))
+                                                         NodeIdentity.load_or_create(home), ready, allowance,
+                                                         references=references, checks=checks, random=random))
         await asyncio.wait({task, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         serve.heartbeat_from_env = old  # type: ignore[assignment]
@@ -79,6 +83,10 @@ class ScriptedWorker:
     me: NodeIdentity
     hang_after: int | None = None
     slow_s: float = 0.02
+    cheat: bool = False
+    """Stream other token ids than the model's (issue 11's "random tokens" cheat: no real worker cheats,
+    so a cheater is scripted); its text stays the same."""
+    checked: list[Offer] = field(default_factory=list)
     max_jobs: int = 1
     offered: list[Offer] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
@@ -141,6 +149,16 @@ class ScriptedWorker:
         now = time.monotonic
         await self._do(self.session.accept(offer.job_id, now()))
         self.accepted.set()
+        if offer.check is not None:  # score as an honest copy of the model whose greedy output is PIECES
+            self.checked.append(offer)
+            model = [tid for _, tid in PIECES]
+            ids = offer.check.token_ids
+            ranks = [0 if i < len(model) and t == model[i] else offer.check.top_k for i, t in enumerate(ids)]
+            gaps = [0.0 if r == 0 else 9.0 for r in ranks]
+            text = "".join(PIECES[i][0] if r == 0 else "\ufffd" for i, r in enumerate(ranks))
+            await asyncio.sleep(self.slow_s)
+            await self._do(self.session.checked(offer.job_id, PROMPT_TOKENS, ranks, gaps, text, now()))
+            return
         start = len(offer.request.resume.token_ids) if offer.request.resume else 0
         for text, tid in PIECES[start:offer.request.max_tokens]:
             if self.hang_after is not None and self.streamed >= self.hang_after:
@@ -149,7 +167,7 @@ class ScriptedWorker:
             await asyncio.sleep(self.slow_s)
             if offer.job_id not in self.session.jobs:
                 return  # cancelled
-            await self._do(self.session.tokens(offer.job_id, text, [tid], now()))
+            await self._do(self.session.tokens(offer.job_id, text, [tid + 1000 if self.cheat else tid], now()))
             self.streamed += 1
         reason = "stop" if offer.request.max_tokens > len(PIECES) else "length"
         await self._do(self.session.finish(offer.job_id, reason, PROMPT_TOKENS, now()))

@@ -33,6 +33,7 @@ from hearth.public_swarm.coordinator.job_wire import (
     LIST_LIMIT,
     MAX_LIST,
     MAX_PRICE_HEADER,
+    VERIFIED_ONLY_HEADER,
     JobList,
     JobResult,
     JobSubmit,
@@ -40,6 +41,7 @@ from hearth.public_swarm.coordinator.job_wire import (
     Usage,
     estimate_wait,
     max_price,
+    verified_only,
     view,
 )
 
@@ -128,8 +130,9 @@ def install_job_routes(app: FastAPI, dispatcher: Dispatcher) -> None:
     def submit(body: JobSubmit, request: Request) -> JobView:
         who = requester_of(request)
         ceiling = max_price(request.headers.get(MAX_PRICE_HEADER))
+        only = body.verified_only or verified_only(request.headers.get(VERIFIED_ONLY_HEADER))
         job = dispatcher.open_job(who.account, body.key or secrets.token_hex(16), body.model, body.job_request(),
-                                  ceiling, kind=body.kind, free_address=who.address)
+                                  ceiling, kind=body.kind, free_address=who.address, verified_only=only)
         return views([job])[0]
 
     @app.get(JOBS)

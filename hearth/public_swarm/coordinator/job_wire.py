@@ -33,6 +33,8 @@ LIST_LIMIT = 20
 """Jobs `GET /v1/jobs` shows unless `limit` says otherwise (at most MAX_LIST)."""
 MAX_LIST = 100
 MAX_PRICE_HEADER = "x-hearth-max-price"
+VERIFIED_ONLY_HEADER = "x-hearth-verified-only"
+"""`1`: only a trusted (verified) worker may run the job (issue 11); it waits for one."""
 _PRICE = re.compile(r"[0-9]{1,12}")
 MAX_WAIT_S = 7 * 86_400.0
 """Estimates past a week are not estimates: shown as unknown (null)."""
@@ -78,6 +80,8 @@ class JobSubmit(_Strict):
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     stop: StopWord | list[StopWord] | None = Field(default=None)
     key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{8,128}$")
+    verified_only: bool = False
+    """Only a trusted worker may run it (as the X-Hearth-Verified-Only header)."""
 
     @model_validator(mode="after")
     def _one_input(self) -> JobSubmit:
@@ -105,6 +109,17 @@ class JobSubmit(_Strict):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise InvalidRequest(f"Invalid job: {where}: {first['msg']}.", param=where) from None
+
+
+def verified_only(header: str | None) -> bool:
+    """`X-Hearth-Verified-Only`: 1/true asks for trusted workers only; absent, 0 or false does not."""
+    if header is None:
+        return False
+    value = header.strip().lower()
+    if value not in ("1", "0", "true", "false"):
+        raise InvalidRequest(f"X-Hearth-Verified-Only must be 1 or 0; got {header!r:.40}.",
+                             param="X-Hearth-Verified-Only")
+    return value in ("1", "true")
 
 
 def max_price(header: str | None) -> int | None:

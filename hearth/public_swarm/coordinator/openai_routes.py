@@ -26,6 +26,7 @@ from hearth.public_swarm.coordinator import openai_wire as W
 from hearth.public_swarm.coordinator.dispatch import Dispatcher
 from hearth.public_swarm.coordinator.dispatch_rules import JobEnded, JobSpec, TextDelta, free_account
 from hearth.public_swarm.coordinator.job_rules import Job
+from hearth.public_swarm.coordinator.job_wire import VERIFIED_ONLY_HEADER, verified_only
 from hearth.public_swarm.coordinator.wire import CHAT, COMPLETIONS, MODELS
 from hearth.public_swarm.pricing import parse_ceiling
 
@@ -51,8 +52,9 @@ def install_openai_routes(app: FastAPI, dispatcher: Dispatcher) -> None:
         signer = request.scope.get("state", {}).get("signer")
         address = None if isinstance(signer, str) else (request.client.host if request.client else "unknown")
         account = signer if isinstance(signer, str) else free_account(address or "unknown")
+        only = verified_only(request.headers.get(VERIFIED_ONLY_HEADER))
         job = await asyncio.to_thread(dispatcher.open_job, account, secrets.token_hex(16), body.model, job_request,
-                                      ceiling, kind=kind, free_address=address)
+                                      ceiling, kind=kind, free_address=address, verified_only=only)
         model = JobSpec.from_json(job.request).model
         if body.stream:
             held = await asyncio.to_thread(dispatcher.hold_amount, job)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from hearth.errors import HearthError
@@ -54,6 +54,18 @@ def heartbeat_from_env() -> float:
     return value
 
 
+CHECKS_ENV = "HEARTH_SPOT_CHECKS"
+"""'off' runs the coordinator without trust (no spot-checks, escrow, reputation or quarantine): for a
+swarm of machines one trusts, and for the tests of other things, whose books it keeps simple."""
+
+
+def checks_from_env() -> bool:
+    text = os.environ.get(CHECKS_ENV, "").strip().lower()
+    if text not in ("", "on", "off", "1", "0"):
+        raise HearthError(f"{CHECKS_ENV} must be on or off; got {text[:20]!r}.")
+    return text not in ("off", "0")
+
+
 def default_db(settings: Settings) -> str:
     return f"sqlite:///{settings.home / 'coordinator.db'}"
 
@@ -83,16 +95,27 @@ def open_books(url: str, welcome: int, say: Callable[[str], None]) -> tuple[Ledg
 
 async def run_coordinator(settings: Settings, address: str, port: int, ledger: Ledger,
                           registry: workers.WorkerStore, operator: NodeIdentity,
-                          ready: asyncio.Event | None = None, allowance: FreeAllowance | None = None) -> None:
-    """Serve until cancelled or stopped; unsigned requests use `allowance` (none: they are refused)."""
+                          ready: asyncio.Event | None = None, allowance: FreeAllowance | None = None, *,
+                          references: Collection[str] = (), checks: bool | None = None,
+                          random: Callable[[], float] | None = None) -> None:
+    """Serve until cancelled or stopped; unsigned requests use `allowance` (none: they are refused).
+    `references`: the operator's trusted workers; `checks` (default: HEARTH_SPOT_CHECKS, on): trust,
+    spot-checks and canaries (`verifier`; `random` draws which jobs are checked, tests fix it)."""
     from hearth.public_swarm.coordinator.app import create_coordinator_app
     from hearth.public_swarm.coordinator.dispatch import Dispatcher
     from hearth.public_swarm.coordinator.jobs import JobQueue
     from hearth.public_swarm.coordinator.links import MAX_LINK_FRAME_BYTES, LiveLinks
     from hearth.public_swarm.coordinator.stats import SwarmStats
+    from hearth.public_swarm.coordinator.trust import Trust
+    from hearth.public_swarm.coordinator.verifier import Verifier
 
     links = LiveLinks(heartbeat_s=heartbeat_from_env())
-    dispatcher = Dispatcher(ledger, JobQueue(ledger.engine), links, stats=SwarmStats(), allowance=allowance)
+    on = checks_from_env() if checks is None else checks
+    trust = Trust(ledger.engine, ledger, references=references) if on else None
+    queue = JobQueue(ledger.engine)
+    verifier = None if trust is None or random is None else Verifier(queue, ledger, trust, random=random)
+    dispatcher = Dispatcher(ledger, queue, links, stats=SwarmStats(), allowance=allowance, trust=trust,
+                            verifier=verifier)
     app = create_coordinator_app(ledger, registry, operator.node_id, links, dispatcher)
     server = web_server(app, settings, address, ws="websockets-sansio", ws_max_size=MAX_LINK_FRAME_BYTES,
                         ws_per_message_deflate=False, ws_ping_interval=None)
@@ -116,11 +139,14 @@ async def run_coordinator(settings: Settings, address: str, port: int, ledger: L
 
 
 def serve_coordinator(settings: Settings, bind: str, port: int, db: str | None, welcome: str | None,
-                      say: Callable[[str], None]) -> None:
+                      say: Callable[[str], None], *, references: Collection[str] = ()) -> None:
     """`hearth coordinator`: check what it was given, then serve until SIGINT or SIGTERM."""
     from hearth.public_swarm.coordinator.allowance import Allowance
+    from hearth.public_swarm.coordinator.trust_rules import check_node_id
 
     address = check_bind(bind)
+    references = [check_node_id(r, "--reference") for r in references]
+    checks_from_env()
     url = db or default_db(settings)
     backend_of(url)
     grant = parse_credits(welcome, "--welcome") if welcome is not None else rules.WELCOME_GRANT
@@ -133,6 +159,6 @@ def serve_coordinator(settings: Settings, bind: str, port: int, db: str | None, 
         stop_cleanly_on_sigterm("hearth coordinator")
         with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run_coordinator(settings, address, port, ledger, registry, operator,
-                                       allowance=Allowance(ledger.engine)))
+                                       allowance=Allowance(ledger.engine), references=references))
     finally:
         ledger.close()
