@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     coordinator refuses a model priced above it (402, naming the price and the ceiling). None: no
     ceiling. Written as pricing.parse_ceiling reads it: digits, `_` or `,` between them."""
 
+    verified_only: bool = False
+    """Ask the public swarm for trusted (verified) workers only: hearth's requests carry
+    `X-Hearth-Verified-Only: 1`, and wait for such a worker rather than run on a new one (issue 11)."""
+
     radius: str = "household"
     """How far a request may reach when `--radius` is not given: machine, household, trusted or
     public (`hearth run`, `serve`, `plan`; commands that serve their own circle read public as trusted)."""

@@ -30,6 +30,7 @@ from hearth.public_swarm.coordinator.dispatch_rules import FreeTierClosed, Model
 from hearth.public_swarm.coordinator.openai_wire import JobNotServed
 from hearth.public_swarm.pricing import PriceAboveCeiling
 from hearth.public_swarm.sse import ChunkReader, PublicCost, PublicEvent, PublicStreamInvalid, SseLines
+from hearth.settings import Settings
 
 CHAT, COMPLETIONS, MODELS = "/v1/chat/completions", "/v1/completions", "/v1/models"
 DEFAULT_MAX_TOKENS = 256
@@ -101,13 +102,15 @@ def request_body(model: str, op: str, fields: dict[str, Any]) -> dict[str, Any]:
 
 class PublicRequester:
     """Asks one coordinator, signing as `identity`; `max_price` (credits per million tokens) is
-    the ceiling sent with every request. Close it (or `async with`)."""
+    the ceiling sent with every request; `verified_only` (default: HEARTH_VERIFIED_ONLY) asks for
+    trusted workers only. Close it (or `async with`)."""
 
     def __init__(self, url: str, identity: NodeIdentity, *, max_price: int | None = None,
                  idle_s: float = IDLE_S, total_s: float = TOTAL_S,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, verified_only: bool | None = None) -> None:
         self.client = CoordinatorClient(url, identity, transport=transport)
         self.max_price, self.idle_s, self.total_s = max_price, idle_s, total_s
+        self.verified_only = Settings().verified_only if verified_only is None else verified_only
 
     async def __aenter__(self) -> PublicRequester:
         return self
@@ -143,6 +146,8 @@ class PublicRequester:
         headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if self.max_price is not None:
             headers["x-hearth-max-price"] = str(self.max_price)
+        if self.verified_only:
+            headers["x-hearth-verified-only"] = "1"
         deadline = time.monotonic() + self.total_s
         timeout = httpx.Timeout(self.client.timeout, read=self.idle_s)
         async with self.client.streaming("POST", self.client.base + path, content=content, headers=headers,
