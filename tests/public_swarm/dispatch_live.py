@@ -29,7 +29,7 @@ from hearth.public_swarm.coordinator import serve
 from hearth.public_swarm.ledger.db import Ledger
 from hearth.public_swarm.protocol import Close, Send, WorkerSession, encode
 from hearth.public_swarm.protocol.actions import Action, JobOffered, StopJob
-from hearth.public_swarm.protocol.messages import Offer
+from hearth.public_swarm.protocol.messages import Finished, Offer
 from hearth.settings import Settings
 from tests.conftest import free_port
 from tests.public_swarm.dispatch_kit import MODEL, PRICE
@@ -87,6 +87,8 @@ class ScriptedWorker:
     """Stream other token ids than the model's (issue 11's "random tokens" cheat: no real worker cheats,
     so a cheater is scripted); its text stays the same."""
     checked: list[Offer] = field(default_factory=list)
+    bad_receipt: bool = False
+    """Finish with a receipt that does not verify (scripted for the same reason as `cheat`)."""
     max_jobs: int = 1
     offered: list[Offer] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
@@ -170,6 +172,10 @@ class ScriptedWorker:
             await self._do(self.session.tokens(offer.job_id, text, [tid + 1000 if self.cheat else tid], now()))
             self.streamed += 1
         reason = "stop" if offer.request.max_tokens > len(PIECES) else "length"
+        if self.bad_receipt and self._ws is not None:
+            await self._ws.send(encode(Finished(job_id=offer.job_id, finish_reason=reason, prompt_tokens=PROMPT_TOKENS,
+                                                completion_tokens=self.streamed, receipt="not-a-receipt")))
+            return
         await self._do(self.session.finish(offer.job_id, reason, PROMPT_TOKENS, now()))
         self.finished.append(offer.job_id)
 

@@ -156,3 +156,27 @@ def test_a_verified_only_job_waits_for_a_trusted_worker(tmp_path: Path) -> None:
                 await w.stop()
 
     asyncio.run(main())
+
+
+def test_a_receipt_that_does_not_verify_counts_as_a_failed_check(tmp_path: Path) -> None:
+    """The protocol closes the liar's link (CloseCode.RECEIPT_REFUSED); the links report it to Trust as
+    a receipt mismatch, and its job resumes on an honest worker."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    async def main() -> None:
+        async with coordinator(tmp_path, url, checks=True, random=lambda: 0.99) as base:
+            liar = await ScriptedWorker(identity(1), bad_receipt=True).start(base)
+            with ledger_of(url) as ledger:
+                ledger.grant(ASKER.node_id, 10**6, "grant-checks-4")
+            asking = asyncio.create_task(ask(base))
+            await wait_until("the liar suspected", lambda: getattr(standing(url, liar.me.node_id), "failed", 0) >= 1)
+            honest = await ScriptedWorker(identity(2)).start(base)
+            answer = await asyncio.wait_for(asking, 30)
+            assert answer["choices"][0]["message"]["content"] == TEXT
+            assert len(honest.finished) == 1  # it resumed after the 8 tokens the liar streamed
+            with ledger_of(url) as ledger:
+                assert ledger.audit() == []
+            for w in (liar, honest):
+                await w.stop()
+
+    asyncio.run(main())

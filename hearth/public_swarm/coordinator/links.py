@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from hearth.public_swarm.coordinator.trust_rules import COUNT_MISMATCH, RECEIPT_MISMATCH
 from hearth.public_swarm.coordinator.wire import ModelView, OfferedModel, WorkerView
 from hearth.public_swarm.pricing import BITS_PER_WEIGHT, price_of_quant
 from hearth.public_swarm.protocol import Action, Close, CoordinatorSession, Send, encode
@@ -46,8 +47,9 @@ HEARTBEAT_S = 5.0
 """Both ends expect traffic this often; 3 silent intervals mean the peer is dead (the dispatcher then
 moves its jobs). `hearth coordinator` takes another from HEARTH_LINK_HEARTBEAT_S (tests use 0.5)."""
 HELLO_TIMEOUT_S = 10.0
-SUSPICIOUS = frozenset({CloseCode.RECEIPT_REFUSED, CloseCode.COUNT_MISMATCH})
-"""Close codes that say the worker lied about what it served, not that it broke down."""
+SUSPICIOUS = {CloseCode.RECEIPT_REFUSED: RECEIPT_MISMATCH, CloseCode.COUNT_MISMATCH: COUNT_MISMATCH}
+"""Close codes that say the worker lied about what it served, not that it broke down, and the
+suspicion each is (`trust_rules`: both count as a failed check)."""
 TRY_LATER = 1013
 """WebSocket close code 'try again later': too many connections from this address."""
 
@@ -203,7 +205,7 @@ class LiveLinks:
         node_id = link.session.node_id
         for action in actions:
             if isinstance(action, Close) and action.code in SUSPICIOUS and node_id and self.on_suspect:
-                self.on_suspect(node_id, f"{action.code.name.lower()}: {action.reason}"[:300])
+                self.on_suspect(node_id, f"{SUSPICIOUS[action.code]}: {action.reason}"[:300])
         for event in await link.perform(actions):
             if isinstance(event, Registered):
                 old = self.by_node.get(event.node_id)
