@@ -235,7 +235,10 @@ class Runs:
             result = {"finish_reason": detail.finish_reason, "prompt_tokens": detail.prompt_tokens,
                       "finisher": run.worker, "receipt": receipts.encode(detail.receipt).decode("ascii")}
             done = q.finish(job_id, run.worker, text, len(ids), ids, result)
-            self._finished_by(run, len(run.ids))
+            try:
+                self._finished_by(run, len(run.ids))
+            except Exception:  # a standing not updated must not leave the job's books open
+                log.exception("job %s: the worker's standing was not updated", job_id)
             return done
         if how == "declined" and not run.ids:
             return q.release(job_id, run.worker, f"declined by {run.worker}: {detail}")

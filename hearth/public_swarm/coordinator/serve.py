@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
-from hearth.errors import HearthError
+from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NodeIdentity
 from hearth.net.bind import check_bind
 from hearth.net.endpoint import join_host_port
@@ -62,7 +62,7 @@ swarm of machines one trusts, and for the tests of other things, whose books it 
 def checks_from_env() -> bool:
     text = os.environ.get(CHECKS_ENV, "").strip().lower()
     if text not in ("", "on", "off", "1", "0"):
-        raise HearthError(f"{CHECKS_ENV} must be on or off; got {text[:20]!r}.")
+        raise InvalidRequest(f"{CHECKS_ENV} must be on or off; got {text[:20]!r}.", param=CHECKS_ENV)
     return text not in ("off", "0")
 
 
