@@ -102,6 +102,20 @@ class Embedding:
 
 
 @dataclass(frozen=True)
+class Scored:
+    """A score request's result, before its Done: for each given token id in order, its rank among
+    the logits at that step (0: the greedy choice; top_k: not among the best top_k) and the best
+    logit minus its logit (>= 0); `text` is the ids' detokenisation as generate would stream it."""
+
+    kind: ClassVar[str] = "scored"
+    id: str
+    prompt_tokens: int
+    ranks: tuple[int, ...]
+    gaps: tuple[float, ...]
+    text: str
+
+
+@dataclass(frozen=True)
 class Error:
     """A request failed (id None: a request line the child could not read). `code` names the
     kind: context_length_exceeded, invalid_request, engine_error, protocol."""
@@ -112,10 +126,11 @@ class Error:
     message: str
 
 
-ReplyEvent: TypeAlias = Start | Token | Done | Vectors | Embedding
+ReplyEvent: TypeAlias = Start | Token | Scored | Done | Vectors | Embedding
 """What a request yields to its caller (an Error is raised instead)."""
 EngineEvent: TypeAlias = Progress | Ready | Fatal | ReplyEvent | Error
-KINDS: tuple[type[EngineEvent], ...] = (Progress, Ready, Fatal, Start, Token, Done, Vectors, Embedding, Error)
+KINDS: tuple[type[EngineEvent], ...] = (Progress, Ready, Fatal, Start, Token, Scored, Done, Vectors, Embedding,
+                                        Error)
 
 Check = Callable[[Any, str], Any]
 

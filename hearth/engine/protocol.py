@@ -1,6 +1,6 @@
 """Framing between the supervisor and the engine child: one JSON object per line.
 
-Parent -> child (requests, plain dicts): {"op": "complete"|"chat"|"embed"|"cancel", "id": str, ...}
+Parent -> child (requests, plain dicts): {"op": "complete"|"chat"|"embed"|"score"|"cancel", "id": str, ...}
 Child -> parent (events): typed, see hearth.engine.events, which builds on the framing here.
 Both ends always come from the same install, so neither side negotiates versions.
 """
@@ -10,11 +10,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-OPS = frozenset({"complete", "chat", "embed", "cancel"})
+OPS = frozenset({"complete", "chat", "embed", "score", "cancel"})
 
 
 class ProtocolError(ValueError):
     """A line that is not a well-formed message."""
+
+
+class RequestError(Exception):
+    """A request the engine child cannot serve; it answers with an Error event of this code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def _no_constants(name: str) -> float:

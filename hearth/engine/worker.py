@@ -35,7 +35,8 @@ from hearth.engine.events import (
     encode,
 )
 from hearth.engine.load import model_params
-from hearth.engine.protocol import ProtocolError, decode_request
+from hearth.engine.protocol import ProtocolError, RequestError, decode_request
+from hearth.engine.score import score
 from hearth.engine.templates import template_for
 from hearth.engine.textstream import TextStream
 
@@ -60,13 +61,6 @@ class Emitter:
             self._stream.flush()
 
 
-class RequestError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 class Engine:
     def __init__(self, model_path: str, n_ctx: int, n_threads: int,
                  rpc: list[str] | None = None, split: list[float] | None = None,
@@ -77,6 +71,7 @@ class Engine:
         self._llama_cpp = llama_cpp
         self.model_path = model_path
         self.n_threads = n_threads
+        self.chunk = PROMPT_CHUNK
         with model_params(rpc or [], split, progress or (lambda _: None)) as placement:
             self.llm = llama_cpp.Llama(
                 model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
@@ -191,7 +186,7 @@ class Engine:
         own prefix reuse evaluates whatever suffix is left in one batch). A reused chunk was
         computed exactly as a fresh one would be, so reuse changes no result.
         """
-        size = PROMPT_CHUNK
+        size = self.chunk
         keep = 0
         for cached, token in zip(self._chunks, tokens, strict=False):
             if cached != token:
@@ -374,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if req["op"] == "embed":
                 engine.embed(req, cancels[rid], out)
+            elif req["op"] == "score":
+                score(engine, req, cancels[rid], out)
             else:
                 engine.generate(req, cancels[rid], out)
         except RequestError as exc:

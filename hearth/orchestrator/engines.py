@@ -244,7 +244,7 @@ class EnginePool:
             attempt = 0
             while True:
                 engine = await self._engine_for(model)
-                resume = {"resume": ids, "resumed_text": "".join(sent)} if ids and op != "embed" else {}
+                resume = {"resume": ids, "resumed_text": "".join(sent)} if ids and op not in ("embed", "score") else {}
                 try:
                     async for event in engine.request(op, **fields, **resume):
                         if isinstance(event, Start):

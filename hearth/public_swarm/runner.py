@@ -8,7 +8,8 @@ framing) are pure, in hearth.public_swarm.runner_rules; this module only drives 
 each engine Token goes out as a Tokens frame through the WorkerSession, Done ends the job with
 `finish` (the session signs the receipt over exactly what was streamed), an engine error with
 `fail`, and a StopJob (Cancel, or the coordinator gone) cancels the generation task, which cancels
-the request in the engine child.
+the request in the engine child. A spot-check (an Offer with `check`) runs the engine's "score" op
+instead and answers with one `checked`; engine errors and cancels go the same way as a job's.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from hearth.engine.events import Done, ReplyEvent, Token
+from hearth.engine.events import Done, ReplyEvent, Scored, Token
 from hearth.errors import HearthError, LinkFailed
 from hearth.public_swarm.protocol import Action, WorkerSession
 from hearth.public_swarm.protocol.messages import ModelOffer, Offer
-from hearth.public_swarm.runner_rules import Admission, Framer, engine_fields
+from hearth.public_swarm.runner_rules import Admission, Framer, engine_fields, score_fields
 
 log = logging.getLogger("hearth.contribute")
 
@@ -91,30 +92,56 @@ class Runner:
 
     async def _run(self, session: WorkerSession, offer: Offer, perform: Perform) -> None:
         job_id = offer.job_id
-        op, fields = engine_fields(offer.request)
-        framer = Framer()
         try:
-            async for event in self.generate(self.names[offer.model_digest], op, **fields):
-                if isinstance(event, Token):
-                    for text, ids in framer.push(event.text, event.ids):
-                        await perform(session.tokens(job_id, text, ids, time.monotonic()))
-                        self.admission.sent(text)
-                elif isinstance(event, Done):
-                    if event.finish_reason == "cancelled":
-                        await perform(session.fail(job_id, "cancelled", "The engine cancelled the job.",
-                                                   time.monotonic()))
-                    else:
-                        await perform(session.finish(job_id, event.finish_reason, event.prompt_tokens,
-                                                     time.monotonic()))
-                    return
-            await perform(session.fail(job_id, "engine_error", "The engine ended without finishing.",
-                                       time.monotonic()))
+            if offer.check is not None:
+                await self._score(session, offer, perform)
+            else:
+                await self._generate(session, offer, perform)
         except HearthError as exc:
             log.info("job %s failed: %s", job_id, exc.message)
             await perform(session.fail(job_id, exc.code, exc.message, time.monotonic()))
         except (OSError, RuntimeError, ValueError) as exc:  # the link or the engine broke under us
             log.warning("job %s failed: %s", job_id, exc, exc_info=True)
             await perform(session.fail(job_id, "worker_error", f"{type(exc).__name__}: {exc}", time.monotonic()))
+
+    async def _score(self, session: WorkerSession, offer: Offer, perform: Perform) -> None:
+        """A spot-check: score the check's ids under this machine's copy of the model."""
+        assert offer.check is not None
+        job_id = offer.job_id
+        scored: Scored | None = None
+        async for event in self.generate(self.names[offer.model_digest], "score",
+                                         **score_fields(offer.request, offer.check)):
+            if isinstance(event, Scored):
+                scored = event
+            elif isinstance(event, Done):
+                break
+        if scored is None or len(scored.ranks) != len(offer.check.token_ids):
+            await perform(session.fail(job_id, "cancelled" if scored is None else "engine_error",
+                                       "The engine ended the check without scoring every token.",
+                                       time.monotonic()))
+            return
+        await perform(session.checked(job_id, scored.prompt_tokens, scored.ranks, scored.gaps, scored.text,
+                                      time.monotonic()))
+
+    async def _generate(self, session: WorkerSession, offer: Offer, perform: Perform) -> None:
+        job_id = offer.job_id
+        op, fields = engine_fields(offer.request)
+        framer = Framer()
+        async for event in self.generate(self.names[offer.model_digest], op, **fields):
+            if isinstance(event, Token):
+                for text, ids in framer.push(event.text, event.ids):
+                    await perform(session.tokens(job_id, text, ids, time.monotonic()))
+                    self.admission.sent(text)
+            elif isinstance(event, Done):
+                if event.finish_reason == "cancelled":
+                    await perform(session.fail(job_id, "cancelled", "The engine cancelled the job.",
+                                               time.monotonic()))
+                else:
+                    await perform(session.finish(job_id, event.finish_reason, event.prompt_tokens,
+                                                 time.monotonic()))
+                return
+        await perform(session.fail(job_id, "engine_error", "The engine ended without finishing.",
+                                   time.monotonic()))
 
 
 async def measure_tps(generate: Generate, model: str) -> float:

@@ -9,6 +9,9 @@ Everything it decides is here, so tests drive it without sockets or a model:
 - `engine_fields`: an Offer's JobRequest as the engine's request fields (the same fields
   `EnginePool.run` takes from the HTTP server), its Resume as `resume` ids + `resumed_text`, so a job
   moved from a dead worker continues exactly where that worker stopped.
+- `score_fields`: a spot-check Offer (`check` set) as the engine's "score" request: the job's prompt or
+  messages as generate would evaluate them, the earlier workers' ids (a Resume) as context, then the
+  ids to score.
 - `Framer`: engine Tokens -> protocol Tokens frames. A frame carries at least one token id, so text
   without ids (what a resumed engine re-sends of the dead worker's held-back text) rides on the next
   frame that has ids; ids and characters per frame stay within the protocol's bounds.
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.errors import InvalidRequest
-from hearth.public_swarm.protocol.messages import MAX_CHARS_PER_TOKEN, MAX_IDS_PER_FRAME, JobRequest
+from hearth.public_swarm.protocol.messages import MAX_CHARS_PER_TOKEN, MAX_IDS_PER_FRAME, CheckRequest, JobRequest
 from hearth.units import parse_size
 
 OFF_HOURS = "off_hours"
@@ -143,6 +146,20 @@ def engine_fields(request: JobRequest) -> tuple[str, dict[str, Any]]:
         return "chat", fields
     fields["prompt"] = request.prompt
     return "complete", fields
+
+
+def score_fields(request: JobRequest, check: CheckRequest) -> dict[str, Any]:
+    """The fields of the engine's "score" op for a spot-check: the checked job's input (the chat
+    template applied exactly as for generate), what earlier workers streamed before the checked
+    ids as `context` (a Resume), and the ids with top_k. Sampling does not matter to a score."""
+    fields: dict[str, Any] = {"token_ids": list(check.token_ids), "top_k": check.top_k}
+    if request.resume is not None and request.resume.token_ids:
+        fields["context"] = list(request.resume.token_ids)
+    if request.messages is not None:
+        fields["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+    else:
+        fields["prompt"] = request.prompt
+    return fields
 
 
 @dataclass

@@ -21,6 +21,7 @@ from hearth.engine.events import (
     Fatal,
     Progress,
     Ready,
+    Scored,
     Start,
     Token,
     Vectors,
@@ -42,6 +43,7 @@ any_events: st.SearchStrategy[EngineEvent] = st.one_of(
               st.none() | numbers),
     st.builds(Vectors, ids, counts, st.lists(st.lists(numbers, max_size=8).map(tuple), max_size=4).map(tuple)),
     st.builds(Embedding, ids, counts),
+    st.builds(Scored, ids, counts, st.lists(counts).map(tuple), st.lists(numbers).map(tuple), st.text()),
     st.builds(Error, st.none() | ids, st.text(max_size=30), st.text()),
 )
 json_values = st.recursive(
@@ -149,6 +151,6 @@ def _sample(cls: type[EngineEvent]) -> EngineEvent:
     samples: list[EngineEvent] = [
         Progress(0.5), Ready(1, 2048, 12.5), Fatal("no"), Start("1", 3), Token("1", "a", (1,)),
         Done("1", "stop", 3, 1, 2.0, 3.0, None), Vectors("1", 0, ((0.5,),)), Embedding("1", 2),
-        Error("1", "invalid_request", "no"),
+        Scored("1", 3, (0, 1), (0.0, 0.25), "ab"), Error("1", "invalid_request", "no"),
     ]
     return next(s for s in samples if type(s) is cls)
