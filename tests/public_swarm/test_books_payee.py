@@ -11,9 +11,8 @@ from hearth.public_swarm.coordinator.dispatch_rules import JobSpec
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.ledger.rules import vesting_account
 from tests.public_swarm.dispatch_kit import chat
-from tests.public_swarm.trust_kit import Clock, books_balanced, install_verify_stand_in, node, open_trust
+from tests.public_swarm.trust_kit import Clock, books_balanced, node, open_trust
 
-install_verify_stand_in()
 SPEC = JobSpec(chat(max_tokens=8), "chat", "m", 599, 40)
 FREE = JobSpec(chat(max_tokens=8), "chat", "m", 599, 40, free_address="203.0.113.9")
 DIGEST = "ab" * 32

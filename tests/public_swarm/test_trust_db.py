@@ -23,9 +23,8 @@ from hearth.public_swarm.coordinator.trust_rules import (
 from hearth.public_swarm.ledger.db import Ledger
 from hearth.public_swarm.ledger.models import entries
 from hearth.public_swarm.ledger.rules import MICRO, OPERATOR, vesting_account
-from tests.public_swarm.trust_kit import Clock, books_balanced, install_verify_stand_in, node, open_trust
+from tests.public_swarm.trust_kit import Clock, books_balanced, node, open_trust
 
-install_verify_stand_in()
 W, V, REF = node(1), node(2), node(3)
 ADDR = "203.0.113.7"
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hearth.public_swarm import verify
 from hearth.public_swarm.coordinator import trust_rules as R
 from hearth.public_swarm.coordinator.trust_rules import Move, Standing, TrustInputInvalid, TrustState
-from tests.public_swarm.trust_kit import install_verify_stand_in, node
+from tests.public_swarm.trust_kit import node
 
-install_verify_stand_in()
 N = node(1)
 
 
@@ -121,6 +121,7 @@ def test_random_histories_keep_the_policy(events: list[tuple[str, float]], refer
             failures.append(now)
             assert s.streak == 0 and s.failed == before.failed + 1
             assert move is (Move.NONE if reference else Move.FORFEIT)
+            assert s.check_rate() == (0.0 if reference else verify.NEW_RATE)  # checked as often as a new one
             assert (s.state is TrustState.QUARANTINED) == (recent + 1 >= R.QUARANTINE_AFTER
                                                            or before.state is TrustState.QUARANTINED)
         else:
