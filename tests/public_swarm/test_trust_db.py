@@ -5,6 +5,7 @@ input is refused with a clear error and writes nothing. The ledger invariant hol
 
 from __future__ import annotations
 
+import random
 import threading
 
 import pytest
@@ -23,9 +24,8 @@ from hearth.public_swarm.coordinator.trust_rules import (
 from hearth.public_swarm.ledger.db import Ledger
 from hearth.public_swarm.ledger.models import entries
 from hearth.public_swarm.ledger.rules import MICRO, OPERATOR, vesting_account
-from tests.public_swarm.trust_kit import Clock, books_balanced, install_verify_stand_in, node, open_trust
+from tests.public_swarm.trust_kit import Clock, books_balanced, node, open_trust
 
-install_verify_stand_in()
 W, V, REF = node(1), node(2), node(3)
 ADDR = "203.0.113.7"
 
@@ -201,3 +201,43 @@ def test_malformed_input_gets_a_clear_error_and_writes_nothing(tmp_path, call, e
             call(t)
         assert counts(ledger) == before
         assert t.standing(W) == t.standing(W) and t.standing(W).failed == 0  # type: ignore[union-attr]
+
+
+def test_random_sequences_keep_the_books_and_every_credit_accounted(ledger_url: str) -> None:
+    """120 random events over three workers (jobs paid to their payee, passes, failures, mismatches,
+    suspicions, aborts, days passing and sweeps): after each, the ledger invariant holds; at the end
+    each worker's earnings are exactly its escrow plus what vested plus what was forfeited."""
+    rng = random.Random(11)
+    clock = Clock()
+    ledger, t = open_trust(ledger_url, clock)
+    workers = [node(10 + i) for i in range(3)]
+    earned = dict.fromkeys(workers, 0)
+    with ledger:
+        t.seen(V, "198.51.100.9")
+        for i, w in enumerate(workers):
+            t.seen(w, f"203.0.{113 + i}.7")
+        for i in range(120):
+            w = rng.choice(workers)
+            kind = rng.choice(["job", "job", "job", "pass", "pass", "fail", "mismatch", "suspect", "abort", "time"])
+            clock.now += rng.uniform(1, 4 * 3600)
+            if kind == "job":
+                earn(ledger, t, w, 1000 + i, f"pay-{i:05d}")
+                earned[w] += 1000 + i
+                t.finished(w)
+            elif kind in ("pass", "fail"):
+                t.open_check(f"check{i:05d}", f"job{i:08d}", w)
+                assert t.decide(f"check{i:05d}", V, kind == "pass", "" if kind == "pass" else "flipped") is not None
+                assert t.decide(f"check{i:05d}", V, kind == "pass", "") is None
+            elif kind == "mismatch":
+                t.suspect(w, f"{R.RECEIPT_MISMATCH}: digest differs")
+            elif kind == "suspect":
+                t.suspect(w, "too fast: 900 tokens/s")
+            elif kind == "abort":
+                t.aborted(w)
+            else:
+                t.sweep()
+            books_balanced(ledger)
+        for w in workers:
+            s = t.summary(w)
+            assert s["escrowed"] + s["vested"] + s["forfeited"] == earned[w], (w, s, earned[w])
+            assert ledger.balance(w) == s["vested"]

@@ -24,7 +24,6 @@ The policy, as constants below (each says why):
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import re
 from dataclasses import dataclass, replace
@@ -32,12 +31,14 @@ from enum import StrEnum
 
 from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NODE_ID_LEN
+from hearth.public_swarm import verify
 
 VEST_AFTER_VERIFIED = 10
-"""Verified checks in a row a new worker needs before its earnings vest: at the new-worker check rate
-(25 %) that is about 40 jobs, long enough that a cheater which passes a few checks by luck is
-caught before its escrow ever leaves (its chance to pass 10 independent checks is negligible for the
-three cheats of issue 11, each failing a check with near certainty)."""
+"""Verified checks in a row a new worker needs before its earnings vest: at `verify.check_rate`'s
+rates for streaks 0-9 (25 % falling to about 13 %) that is about 55 jobs, long enough that a
+cheater which passes a few checks by luck is caught before its escrow ever leaves (its chance to
+pass 10 independent checks is negligible for the three cheats of issue 11, each failing a check
+with near certainty)."""
 ESCROW_MAX_S = 24 * 3600.0
 """The longest earnings wait in escrow without a failure (a new worker's first period, and each
 checked period after): one day bounds what an honest but rarely checked worker waits for."""
@@ -150,7 +151,7 @@ class Standing:
     def check_rate(self) -> float:
         """The chance one finished job is spot-checked: never for the operator's reference workers,
         else `verify.check_rate` (high while the streak is short, back up after any failure)."""
-        return 0.0 if self.reference else _verify_rate(self.streak, self.failed)
+        return 0.0 if self.reference else verify.check_rate(self.streak, self.failed)
 
     def may_serve(self, now: float) -> bool:
         """False while quarantined (even before the sweep lifts an ended quarantine, the time decides)."""
@@ -179,13 +180,6 @@ class Standing:
                                            TrustState.QUARANTINED: 3}[self.state])
         share = round(self.verified_share / RANK_SHARE_STEP) * RANK_SHARE_STEP
         return tier, -share, -min(self.streak, VEST_AFTER_VERIFIED)
-
-
-def _verify_rate(streak: int, failed: int) -> float:
-    # TODO(issue 11): a plain `from hearth.public_swarm import verify` once helper "scorer"'s module
-    # is merged; until then it is looked up at call time so this module imports without it.
-    verify = importlib.import_module("hearth.public_swarm.verify")
-    return float(verify.check_rate(streak, failed))
 
 
 @dataclass(frozen=True)
