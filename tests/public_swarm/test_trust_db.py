@@ -241,3 +241,39 @@ def test_random_sequences_keep_the_books_and_every_credit_accounted(ledger_url: 
             s = t.summary(w)
             assert s["escrowed"] + s["vested"] + s["forfeited"] == earned[w], (w, s, earned[w])
             assert ledger.balance(w) == s["vested"]
+
+
+def test_coordinators_racing_on_one_worker_lose_no_update(ledger_url: str) -> None:
+    """4 Trust instances (as 4 coordinator processes) see a new worker at once (one row made), then
+    count 10 finished jobs each and open-and-decide their own checks: every update lands."""
+    clock = Clock()
+    others = [open_trust(ledger_url, clock) for _ in range(4)]
+    start = threading.Barrier(len(others))
+    errors: list[BaseException] = []
+
+    def run(n: int, tr: Trust) -> None:
+        try:
+            start.wait()
+            tr.seen(W, ADDR)
+            tr.seen(V, "198.51.100.9")
+            for _ in range(10):
+                tr.finished(W)
+            tr.open_check(f"check-{n}-0001", f"job{n:08d}", W)
+            tr.decide(f"check-{n}-0001", V, True, "")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n, tr)) for n, (_, tr) in enumerate(others)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    try:
+        assert not errors, errors
+        s = others[0][1].standing(W)
+        assert s is not None and (s.jobs, s.verified, s.streak) == (40, 4, 4)
+        assert counts(others[0][0])[0] == 2
+        books_balanced(others[0][0])
+    finally:
+        for led, _ in others:
+            led.close()
