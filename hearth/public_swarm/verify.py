@@ -7,9 +7,10 @@ Two honest engines of the same digest agree token for token on the same build; a
 counts, batch shapes or builds the float sums round differently, and where the top two logits
 nearly tie the greedy choice can flip. So an output passes when every token is among the scorer's
 best TOP_K, every token that is not the scorer's choice is a near-tie (gap <= TIE_GAP), and such
-flips are few. TIE_GAP and the flip budget are measured by scripts/bench_verify.py (figures in
-docs/benchmarks.md): honest pairs under different threads and prompt chunks never exceed them,
-while a smaller model passed off under a bigger one's digest, or random tokens, fail at once.
+flips are at most FLIP_SHARE of the tokens. TIE_GAP and the flip budget are measured by
+scripts/bench_verify.py (figures in docs/benchmarks.md): honest pairs whose prompts ran through
+different kernels stay well inside them, while a smaller model passed off under a bigger one's
+digest, or random tokens, fail every check.
 
 How often a worker is checked adapts as in BOINC's adaptive replication: NEW_RATE until it has a
 verified run, halving every HALF_LIFE verified checks down to MIN_RATE (a floor that rises with
@@ -26,9 +27,14 @@ TOP_K = 8
 """Ranks a check asks the scorer for; a token at rank >= TOP_K fails outright."""
 TIE_GAP = 1.0
 """The largest logit gap (scorer's best minus the worker's token) accepted where the worker's token
-is not the scorer's greedy choice. Measured: see docs/benchmarks.md, "Spot-check drift"."""
-FLIP_EVERY = 8
-"""At most one such near-tie flip per FLIP_EVERY scored tokens (and at least one is allowed)."""
+is not the scorer's greedy choice. Measured (docs/benchmarks.md, "Spot-check verification"): two
+honest SmolLM2 engines whose prompts ran through different kernels (64-token batches vs one token
+per call) flipped 156 tokens over 400 outputs, at gaps of at most 0.494; a smaller model's output
+under Gemma's digest flipped at a median gap of 1.93 and always had a token past 1.9 or the top 8."""
+FLIP_SHARE = 0.5
+"""At most this share of the scored tokens may be near-tie flips (at least one may). Drift is not
+one flip and back: once two engines' caches differ, near-ties can flip again (measured: up to 3 of
+12 tokens in one honest output)."""
 NEW_RATE = 0.25
 """The chance a job of a worker with no verified run is checked."""
 MIN_RATE = 0.02
@@ -50,7 +56,7 @@ class Verdict:
 
 def max_flips(n: int) -> int:
     """Near-tie flips allowed in n scored tokens."""
-    return max(1, n // FLIP_EVERY)
+    return max(1, int(n * FLIP_SHARE))
 
 
 def verdict(ranks: Sequence[int], gaps: Sequence[float], *, top_k: int = TOP_K) -> Verdict:

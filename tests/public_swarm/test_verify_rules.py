@@ -5,6 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hearth.public_swarm.protocol.messages import ChatMessage, CheckRequest, JobRequest, Resume, Sampling
+from hearth.public_swarm.runner_rules import score_fields
 from hearth.public_swarm.verify import (
     MAX_STOP_TAIL,
     MIN_RATE,
@@ -122,3 +124,12 @@ def test_a_long_verified_run_falls_to_the_minimum() -> None:
     assert check_rate(10_000, 0) == MIN_RATE
     assert check_rate(10, 0) == NEW_RATE / 2
     assert check_rate(10_000, 3) == 4 * MIN_RATE
+
+
+def test_a_check_scores_the_jobs_input_after_what_earlier_workers_streamed() -> None:
+    chat = JobRequest(messages=[ChatMessage(role="user", content="Hi")], max_tokens=9,
+                      sampling=Sampling(temperature=0.7, seed=3), resume=Resume(text="Hel", token_ids=[5, 6]))
+    assert score_fields(chat, CheckRequest(token_ids=[7, 8], top_k=4)) == {
+        "messages": [{"role": "user", "content": "Hi"}], "context": [5, 6], "token_ids": [7, 8], "top_k": 4}
+    plain = JobRequest(prompt="Once", max_tokens=4)
+    assert score_fields(plain, CheckRequest(token_ids=[1])) == {"prompt": "Once", "token_ids": [1], "top_k": 8}
