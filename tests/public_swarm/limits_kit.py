@@ -69,3 +69,9 @@ def client(url: str, address: str = "127.0.0.1", identity: NodeIdentity | None =
 def job_body(key: str, max_tokens: int = 4) -> dict[str, object]:
     return {"model": MODEL.name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
             "key": key}
+
+
+UNLIMITED = ("--address-rate", "1000000", "--address-burst", "1000000", "--identity-rate", "1000000",
+             "--identity-burst", "1000000", "--jobs-per-requester", "10000")
+"""`hearth coordinator` options for tests and benchmarks that send hundreds of requests at once
+from 127.0.0.1 (from many machines in life): the rate limits and jobs at once never bind."""
