@@ -184,8 +184,8 @@ async def poll_one(http: httpx.AsyncClient, i: int, max_tokens: int, out: Outcom
 
 
 async def chaos(rng: random.Random, workers: Workers, every: tuple[float, float], down: tuple[float, float],
-                out: Outcome, stop: asyncio.Event) -> None:
-    """Kill a random live worker every `every` seconds; restart it after `down` seconds."""
+                out: Outcome, stop: asyncio.Event, max_kills: int | None = None) -> None:
+    """Kill a random live worker every `every` seconds (at most `max_kills`); restart it after `down` seconds."""
     restarts: set[asyncio.Task[None]] = set()
 
     async def restart(i: int, after: float) -> None:
@@ -193,7 +193,7 @@ async def chaos(rng: random.Random, workers: Workers, every: tuple[float, float]
         workers.start(i)
         out.restarts += 1
 
-    while not stop.is_set():
+    while not stop.is_set() and (max_kills is None or out.kills < max_kills):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), rng.uniform(*every))
         if stop.is_set():
@@ -207,6 +207,7 @@ async def chaos(rng: random.Random, workers: Workers, every: tuple[float, float]
         task = asyncio.create_task(restart(victim, rng.uniform(*down)))
         restarts.add(task)
         task.add_done_callback(restarts.discard)
+    await stop.wait()  # past max_kills: the restarts still come
     for task in list(restarts):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -215,7 +216,7 @@ async def chaos(rng: random.Random, workers: Workers, every: tuple[float, float]
 
 async def drive(coord: Coordinator, workers: Workers, n_jobs: int, *, requesters: int, concurrency: int,
                 max_tokens: int, every: tuple[float, float], down: tuple[float, float], seed: int,
-                out: Outcome, link_timeout: float) -> None:
+                out: Outcome, link_timeout: float, max_kills: int | None) -> None:
     rng = random.Random(seed)
     for i in workers.procs:
         workers.start(i)
@@ -245,7 +246,7 @@ async def drive(coord: Coordinator, workers: Workers, n_jobs: int, *, requesters
             except (httpx.HTTPError, TimeoutError) as exc:
                 out.client_errors[type(exc).__name__] += 1
 
-    chaos_task = asyncio.create_task(chaos(rng, workers, every, down, out, stop))
+    chaos_task = asyncio.create_task(chaos(rng, workers, every, down, out, stop, max_kills))
     try:
         await asyncio.gather(*(one(i) for i in range(n_jobs)))
     finally:
@@ -294,7 +295,7 @@ def read_books(coord: Coordinator, out: Outcome, settle_s: float = 30) -> None:
 def run_chaos(work: Path, models: Path, n_jobs: int, *, workers: int = 3, requesters: int = 4, concurrency: int = 8,
               max_tokens: int = 8, every: tuple[float, float] = (4.0, 12.0), down: tuple[float, float] = (1.0, 6.0),
               seed: int = 11, declared_max_jobs: int = 3, jobs_per_worker: int = 2,
-              link_timeout: float = 300) -> Outcome:
+              link_timeout: float = 300, max_kills: int | None = None) -> Outcome:
     """The whole run; what held is in the Outcome (`held`)."""
     out = Outcome(declared_max_jobs=declared_max_jobs)
     t0 = time.monotonic()
@@ -304,7 +305,7 @@ def run_chaos(work: Path, models: Path, n_jobs: int, *, workers: int = 3, reques
         try:
             asyncio.run(drive(coord, pool, n_jobs, requesters=requesters, concurrency=concurrency,
                               max_tokens=max_tokens, every=every, down=down, seed=seed, out=out,
-                              link_timeout=link_timeout))
+                              link_timeout=link_timeout, max_kills=max_kills))
         finally:
             pool.stop_all()
         out.seconds = time.monotonic() - t0
