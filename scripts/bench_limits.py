@@ -128,9 +128,10 @@ def run(args: argparse.Namespace) -> str:
         async def flooding() -> None:
             await asyncio.sleep(args.before)
             for name, (address, seed, path, rate, _burst) in floods.items():
-                procs[name] = subprocess.Popen(
+                procs[name] = subprocess.Popen(  # niced: in life the flood's client CPU is another machine's
                     [sys.executable, __file__, "--flood", coord.url, address, str(seed), path, str(10 * rate),
-                     str(args.seconds)], stdout=subprocess.PIPE, text=True, cwd=REPO)
+                     str(args.seconds)], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                    preexec_fn=lambda: os.nice(args.nice))
 
         async def both() -> list[tuple[float, float, int]]:
             samples, _ = await asyncio.gather(measure(), flooding())
@@ -141,12 +142,13 @@ def run(args: argparse.Namespace) -> str:
         results = {name: json.loads(p.communicate(timeout=120)[0]) for name, p in procs.items()}
     lines = ["## Rate limits under a flood (`scripts/bench_limits.py`)", "",
              f"Command: `.venv/bin/python scripts/bench_limits.py --seconds {args.seconds:g} --before {args.before:g} "
-             f"--identity-rate {args.identity_rate:g} --address-rate {args.address_rate:g}`  ",
+             f"--identity-rate {args.identity_rate:g} --address-rate {args.address_rate:g} --nice {args.nice}`  ",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores (shared with other work), Python "
              f"{platform.python_version()}; one real `hearth coordinator` on SQLite with `{' '.join(limits)}`.",
              "", "Every client comes from its own loopback address (127.0.0.x); the signed flooder and the normal "
              "clients sign with their own identities, so the per-identity and per-address buckets are both "
-             "exercised.", "",
+             "exercised. All run on this one machine; the flooders' processes run at niceness "
+             f"{args.nice} (in life their CPU is their own machines', not the coordinator's).", "",
              "| flooder | limit that binds | sent (10x) | admitted | 429 | other | excess | 429 share of excess |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in results.items():
@@ -185,6 +187,7 @@ def main() -> None:
     parser.add_argument("--address-burst", type=int, default=10)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--client-rps", type=float, default=1)
+    parser.add_argument("--nice", type=int, default=10, help="the flooders' niceness (0: same priority)")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update docs/benchmarks.md")
     args = parser.parse_args()
     text = run(args)

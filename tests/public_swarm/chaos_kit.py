@@ -62,7 +62,10 @@ class Outcome:
     errors: Counter[str] = field(default_factory=Counter)
     stuck: list[str] = field(default_factory=list)
     moved: int = 0
-    """Jobs that ran on more than one worker (a kill took their first)."""
+    """Jobs that streamed from more than one worker (a kill took their first mid-stream)."""
+    lost_runs: int = 0
+    """Runs lost (a worker killed or silent while it held the job), summed over jobs."""
+    jobs_with_lost_run: int = 0
     holds: int = 0
     closed_twice: list[str] = field(default_factory=list)
     still_open: list[str] = field(default_factory=list)
@@ -268,7 +271,7 @@ def read_books(coord: Coordinator, out: Outcome, settle_s: float = 30) -> None:
                 break
             time.sleep(1)
         with ledger.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.id, jobs.c.state, jobs.c.error, jobs.c.parts, jobs.c.hold_id)).all()
+            rows = conn.execute(select(jobs.c.id, jobs.c.state, jobs.c.error, jobs.c.parts, jobs.c.attempts)).all()
             closing: defaultdict[str, set[str]] = defaultdict(set)
             for hold_id, op_key in conn.execute(select(entries.c.hold_id, entries.c.op_key).where(
                     entries.c.hold_id.is_not(None), entries.c.kind != "hold")):
@@ -285,6 +288,8 @@ def read_books(coord: Coordinator, out: Outcome, settle_s: float = 30) -> None:
                 out.errors[(row.error or "(no error text)")[:80]] += 1
             if len({w for w, n in json.loads(row.parts or "[]") if n > 0}) > 1:
                 out.moved += 1
+            out.lost_runs += int(row.attempts)
+            out.jobs_with_lost_run += int(row.attempts) > 0
         out.holds = len(all_holds)
         out.closed_twice = [h for h, keys in closing.items() if len(keys) > 1]
         out.still_open = [h.id for h in all_holds if h.state == "open"]

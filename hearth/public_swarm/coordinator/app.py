@@ -71,10 +71,10 @@ class Welcomer:
     `per_address.tokens_per_day` new identities per client address (IPv6: its /64) per UTC day
     (`Limits.welcomes_per_address`): without a bound, a script making a fresh key per request would
     mint credits at will. Loopback is not counted: an address on the coordinator's own machine is
-    its operator's (and tests'). The ledger makes the
-    grant once per identity (its key is the identity's); the memo only saves asking it again, and
-    forgets the oldest past `kept` identities so a stream of new keys cannot grow it without bound.
-    An identity refused its welcome still works, with what it earns by contributing."""
+    its operator's (and tests'). The ledger makes the grant once per identity (its key is the
+    identity's); the memo only saves asking it again, and forgets the oldest past `kept` identities
+    so a stream of new keys cannot grow it without bound. An identity refused its welcome still
+    works, with what it earns by contributing."""
 
     def __init__(self, ledger: Ledger, per_address: Allowance | None = None, kept: int = 100_000) -> None:
         self.ledger = ledger
