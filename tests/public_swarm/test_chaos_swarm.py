@@ -1,17 +1,14 @@
 """The chaos run, short (scripts/chaos_swarm.py runs 200 jobs and many kills; docs/reliability.md):
 a real coordinator and three real `hearth contribute` workers, 20 jobs (streamed and polled) from
 signed requesters, one worker killed with SIGKILL mid-run and restarted. Nothing is lost, nothing
-charged twice, the books balance, and the coordinator caps each worker's declared max_jobs."""
+charged twice, the books balance, and the coordinator caps each worker's declared max_jobs.
+About 30 s here (three model loads), so not marked slow."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.public_swarm.chaos_kit import run_chaos
-
-pytestmark = pytest.mark.slow
 
 
 def test_jobs_survive_a_worker_killed_and_the_books_balance(tmp_path: Path, models_home: Path) -> None:
