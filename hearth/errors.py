@@ -17,6 +17,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── NoCoordinator             public_swarm.coordinator.client: pass --coordinator or set HEARTH_COORDINATOR
     │   ├── AllowanceInputInvalid     public_swarm.coordinator.allowance_rules: not an IP address, or a bad token count
     │   ├── TrustInputInvalid         public_swarm.coordinator.trust_rules: a malformed node id, check id or address
+    │   ├── LimitsInvalid             public_swarm.coordinator.ratelimit_rules: a limit setting out of range
     │   ├── NoCoordinatorSet          escalation.pool: --radius public needs HEARTH_COORDINATOR
     │   ├── ReceiptInvalid            public_swarm.receipts: a malformed receipt is refused
     │   │   └── ReceiptForged         signature, worker id or hashes do not match: do not pay it (HTTP 403)
@@ -30,6 +31,8 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     ├── OutOfCapacity                 not enough room now: wait, free memory, or widen the radius
     │   ├── QueueFull                 retry after Retry-After (HTTP 429)
     │   ├── FreeAllowanceUsed         public_swarm.coordinator.allowance_rules: wait for the reset, or sign (HTTP 429)
+    │   ├── RateLimited               public_swarm.coordinator.ratelimit_rules: retry after Retry-After (HTTP 429)
+    │   ├── TooManyJobs               public_swarm.coordinator.ratelimit_rules: wait for a job to end (HTTP 429)
     │   ├── DoesNotFit                orchestrator.planner: pair or add a machine (exit 6)
     │   ├── NoWorker                  public_swarm.coordinator.dispatch_rules: no live worker holds the model (HTTP 503)
     │   └── LeaseRefused              node_api.errors (also a RefusedByPeer)

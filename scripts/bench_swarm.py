@@ -43,6 +43,7 @@ from hearth.public_swarm.coordinator.jobs import JobQueue  # noqa: E402
 from hearth.public_swarm.ledger.db import Ledger  # noqa: E402
 from tests.public_swarm.coordinator_proc import Coordinator, coordinator  # noqa: E402
 from tests.public_swarm.dispatch_kit import MODEL as SCRIPTED  # noqa: E402
+from tests.public_swarm.limits_kit import UNLIMITED  # noqa: E402
 
 PROMPT = "Write a long essay about the history of Rome."
 SIDES = ("coordinator", "direct")
@@ -194,8 +195,9 @@ async def dispatch_bench(coords: dict[str, Coordinator], args: argparse.Namespac
 def run_dispatch(args: argparse.Namespace, work: Path) -> list[DispatchRound]:
     with ExitStack() as stack:
         cluster = stack.enter_context(throwaway_postgres())
-        coords = {"SQLite": stack.enter_context(coordinator(work / "dispatch-sqlite")),
-                  "PostgreSQL 15": stack.enter_context(coordinator(work / "dispatch-pg", cluster.new_database()))}
+        coords = {"SQLite": stack.enter_context(coordinator(work / "dispatch-sqlite", None, *UNLIMITED)),
+                  "PostgreSQL 15": stack.enter_context(coordinator(work / "dispatch-pg", cluster.new_database(),
+                                                                   *UNLIMITED))}
         return asyncio.run(dispatch_bench(coords, args))
 
 

@@ -12,9 +12,26 @@ from rich.table import Table
 
 from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, out, say, settings
 from hearth.ports import DEFAULT_COORDINATOR_PORT
+from hearth.public_swarm.coordinator.ratelimit_rules import DEFAULT_LIMITS
 
 CoordinatorOpt = Annotated[str | None, typer.Option(
     "--coordinator", help="The coordinator's URL, http(s)://HOST:PORT (default: HEARTH_COORDINATOR).")]
+
+
+D = DEFAULT_LIMITS
+AddressRate = Annotated[float, typer.Option(min=0.001, max=1e6, help=(
+    "Requests a second (sustained) from one client address (IPv6: its /64), on every route."))]
+AddressBurst = Annotated[int, typer.Option(min=1, max=10**6, help="Requests at once from one client address.")]
+IdentityRate = Annotated[float, typer.Option(min=0.001, max=1e6, help=(
+    "Requests a second (sustained) signed by one identity, counted once its signature verifies."))]
+IdentityBurst = Annotated[int, typer.Option(min=1, max=10**6, help="Requests at once signed by one identity.")]
+JobsOpt = Annotated[int, typer.Option(min=1, max=10_000, help=(
+    "Jobs queued or running at once per account (or free-tier address); one more is refused (429)."))]
+WorkerJobsOpt = Annotated[int, typer.Option(min=1, max=64, help="The most jobs offered to one worker at once.")]
+FreeOpt = Annotated[int, typer.Option(min=0, max=10**9, help=(
+    "Free tokens per client address per UTC day for unsigned requests (0: none, requests must be signed)."))]
+WelcomesOpt = Annotated[int, typer.Option(min=0, max=10**6, help=(
+    "New identities per client address per UTC day that get the welcome grant (many keys do not multiply it)."))]
 
 
 def coordinator(
@@ -28,13 +45,26 @@ def coordinator(
     reference: Annotated[list[str] | None, typer.Option(
         "--reference", metavar="NODE_ID", help="A worker the operator runs and trusts (repeatable): never "
         "escrowed or spot-checked, preferred for checking others.")] = None,
+    address_rate: AddressRate = D.per_address.per_s,
+    address_burst: AddressBurst = D.per_address.burst,
+    identity_rate: IdentityRate = D.per_identity.per_s,
+    identity_burst: IdentityBurst = D.per_identity.burst,
+    jobs_per_requester: JobsOpt = D.jobs_per_requester,
+    jobs_per_worker: WorkerJobsOpt = D.jobs_per_worker,
+    free_tokens: FreeOpt = D.free_tokens_per_day,
+    welcomes_per_address: WelcomesOpt = D.welcomes_per_address,
 ) -> None:
     """Run the public swarm's coordinator: workers register, requesters get credits and prices.
 
-    This HEARTH_HOME's identity is the operator: `hearth credits grant` run with it grants credits."""
+    This HEARTH_HOME's identity is the operator: `hearth credits grant` run with it grants credits.
+    Over a rate limit a request gets 429 with Retry-After (README: the public radius's settings)."""
+    from hearth.public_swarm.coordinator.ratelimit_rules import Limits, Rate
     from hearth.public_swarm.coordinator.serve import serve_coordinator
 
-    serve_coordinator(settings(), bind, port, db, welcome, say=say, references=reference or ())
+    limits = Limits(per_address=Rate(address_rate, address_burst), per_identity=Rate(identity_rate, identity_burst),
+                    jobs_per_requester=jobs_per_requester, jobs_per_worker=jobs_per_worker,
+                    free_tokens_per_day=free_tokens, welcomes_per_address=welcomes_per_address)
+    serve_coordinator(settings(), bind, port, db, welcome, say=say, limits=limits, references=reference or ())
 
 
 credits_app = typer.Typer(help="Your credits on the public swarm; the operator grants them.",

@@ -25,6 +25,7 @@ from tests.public_swarm.books_kit import check_settled_once, no_balance_negative
 from tests.public_swarm.coordinator_proc import coordinator
 from tests.public_swarm.dispatch_kit import MODEL, PRICE
 from tests.public_swarm.dispatch_live import PIECES, PROMPT_TOKENS, TEXT, ScriptedWorker, identity
+from tests.public_swarm.limits_kit import UNLIMITED
 
 pytestmark = pytest.mark.slow
 REQUESTERS, EACH = 8, 25
@@ -71,7 +72,7 @@ async def burst(base: str, ledger: Ledger) -> list[list[tuple[int, Any]]]:
 
 async def run(home: Path, db: str) -> None:
     welcome = f"{WELCOME // 10**6}.{WELCOME % 10**6:06d}"
-    with Ledger.open(db, pool_size=2) as ledger, coordinator(home, db, "--welcome", welcome, env=MANY) as coord:
+    with Ledger.open(db, pool_size=2) as ledger, coordinator(home, db, "--welcome", welcome, *UNLIMITED, env=MANY) as coord:
         workers = [await ScriptedWorker(identity(i + 1), max_jobs=4, slow_s=0.005).start(coord.url)
                    for i in range(3)]
         started = time.monotonic()

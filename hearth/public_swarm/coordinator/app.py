@@ -12,6 +12,10 @@ Routes (all signed but `GET /v1/prices` and `GET /v1/models`; see `auth`):
 - `GET /v1/credits`: the signer's balance, open holds and newest entries.
 - `POST /v1/grants`: the operator gives credits to an account, once per idempotency key.
 
+Limits (`ratelimit`, settings in `ratelimit_rules.Limits`): every route, the worker link's upgrade
+included, is first admitted by its client address's token bucket, and a signed request then by its
+signer's; over either, a 429 with Retry-After. Jobs per requester and per worker are capped too.
+
 Errors are hearth's bodies (`install_error_handlers`): a malformed body is a 400 naming the field,
 the ledger's refusals keep their own status (402, 409, 422), and nothing is written on any error.
 Database calls run in FastAPI's thread pool (sync routes), never on the event loop.
@@ -41,6 +45,8 @@ from hearth.public_swarm.coordinator.job_routes import install_job_routes
 from hearth.public_swarm.coordinator.links import LiveLinks
 from hearth.public_swarm.coordinator.nonces import DbNonces
 from hearth.public_swarm.coordinator.openai_routes import install_openai_routes
+from hearth.public_swarm.coordinator.ratelimit import PerAddress, PerIdentity, cap_worker_jobs
+from hearth.public_swarm.coordinator.ratelimit_rules import WELCOMES_PER_ADDRESS, Limits
 from hearth.public_swarm.coordinator.wire import (
     Credits,
     Granted,
@@ -57,18 +63,18 @@ from hearth.public_swarm.pricing import price_table
 
 log = logging.getLogger("hearth.coordinator")
 
-WELCOMES_PER_ADDRESS = 3
-"""New identities one client address (IPv6: its /64) may have welcomed per UTC day: without a bound,
-a script making a fresh key per request would mint credits at will. Loopback is not counted: an
-address on the coordinator's own machine is its operator's (and tests')."""
+__all__ = ["WELCOMES_PER_ADDRESS", "Welcomer", "account_view", "create_coordinator_app"]
 
 
 class Welcomer:
     """Gives each identity its welcome grant on its first signed request, at most
-    `per_address.tokens_per_day` new identities per client address per day. The ledger makes the
-    grant once per identity (its key is the identity's); the memo only saves asking it again, and
-    forgets the oldest past `kept` identities so a stream of new keys cannot grow it without bound.
-    An identity refused its welcome still works, with what it earns by contributing."""
+    `per_address.tokens_per_day` new identities per client address (IPv6: its /64) per UTC day
+    (`Limits.welcomes_per_address`): without a bound, a script making a fresh key per request would
+    mint credits at will. Loopback is not counted: an address on the coordinator's own machine is
+    its operator's (and tests'). The ledger makes the grant once per identity (its key is the
+    identity's); the memo only saves asking it again, and forgets the oldest past `kept` identities
+    so a stream of new keys cannot grow it without bound. An identity refused its welcome still
+    works, with what it earns by contributing."""
 
     def __init__(self, ledger: Ledger, per_address: Allowance | None = None, kept: int = 100_000) -> None:
         self.ledger = ledger
@@ -102,16 +108,20 @@ def _loopback(address: str) -> bool:
 
 def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
                            links: LiveLinks | None = None, dispatcher: Dispatcher | None = None,
-                           welcomes_per_address: int = WELCOMES_PER_ADDRESS) -> FastAPI:
+                           limits: Limits | None = None) -> FastAPI:
     """The app over `ledger`, `registry` and the live `links`; `operator` is the node id allowed to
     grant credits. With a `dispatcher` (over the same links), the requester routes are served and
-    the dispatcher runs while the app does."""
+    the dispatcher runs while the app does. `limits`: the defaults of `Limits` unless given."""
     app_links = links if links is not None else LiveLinks()
+    limits = limits if limits is not None else Limits()
+    if dispatcher is not None:
+        dispatcher.jobs_per_requester = limits.jobs_per_requester
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if dispatcher is not None:
             await dispatcher.start()
+            cap_worker_jobs(app_links, limits.jobs_per_worker)
         try:
             yield
         finally:
@@ -121,10 +131,12 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
     app = FastAPI(title="hearth coordinator", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
     nonces = DbNonces(ledger.engine)  # shared by every coordinator on the database: no cross-process replay
+    welcomes = Allowance(ledger.engine, tokens_per_day=limits.welcomes_per_address, scope="welcome")
     app.add_middleware(SignedOnly, verifier=Verifier(any_identity, nonces=nonces), unsigned=wire.UNSIGNED,
-                       first_seen=Welcomer(ledger, Allowance(ledger.engine, tokens_per_day=welcomes_per_address,
-                                                                  scope="welcome")),
-                       optional=wire.signature_optional if dispatcher is not None else lambda path: False)
+                       first_seen=Welcomer(ledger, welcomes),
+                       optional=wire.signature_optional if dispatcher is not None else lambda path: False,
+                       limit_identity=PerIdentity(limits.per_identity, limits.max_keys).check)
+    app.add_middleware(PerAddress, rate=limits.per_address, max_keys=limits.max_keys)  # the outermost: first
     install_error_handlers(app)
     if dispatcher is not None:
         install_openai_routes(app, dispatcher)

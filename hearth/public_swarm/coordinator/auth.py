@@ -5,7 +5,9 @@ and the body's hash) as the node agent uses it, but any identity is admitted, no
 ones: the public swarm is strangers. The signer's node id (a fingerprint of its key) is its
 ledger account and its worker id, so nobody can act for an identity without its key. The check
 runs before routing and before the body is parsed: an unsigned, forged or replayed request gets
-401 and touches nothing. A new identity's first signed request gets the welcome grant.
+401 and touches nothing. A verified signer's rate limit (`limit_identity`, ratelimit.PerIdentity)
+is checked next, before anything is written for it: a bucket is keyed only by a proven id. Then a
+new identity's first signed request gets the welcome grant.
 
 Some paths also admit unsigned requests (`optional`, wire.signature_optional: the requester routes
 and the async jobs API). There an unsigned request reaches the route with no signer (the route
@@ -70,10 +72,13 @@ class SignedOnly:
 
     def __init__(self, app: ASGIApp, verifier: Verifier[str], unsigned: frozenset[str],
                  first_seen: Callable[[str, str], Awaitable[None]],
-                 optional: Callable[[str], bool] = lambda path: False) -> None:
+                 optional: Callable[[str], bool] = lambda path: False,
+                 limit_identity: Callable[[str], None] = lambda node_id: None) -> None:
         self.app, self.verifier, self.unsigned, self.first_seen = app, verifier, unsigned, first_seen
         self.optional = optional
         """Paths where an unsigned request passes with no signer (a signed one is still checked)."""
+        self.limit_identity = limit_identity
+        """Raises (RateLimited) when a verified signer is over its rate."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.unsigned:
@@ -91,6 +96,7 @@ class SignedOnly:
                 return
             if signed:
                 signer = await asyncio.to_thread(self.verifier.verify, scope["method"], scope["path"], headers, body)
+                self.limit_identity(signer)
                 client = scope.get("client")
                 await self.first_seen(signer, str(client[0]) if client else "")
         except HearthError as exc:

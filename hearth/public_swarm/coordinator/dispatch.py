@@ -38,6 +38,7 @@ from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobNotFound, J
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.links import Link, LiveLinks
 from hearth.public_swarm.coordinator.presence import Presence
+from hearth.public_swarm.coordinator.ratelimit_rules import JOBS_PER_REQUESTER, TooManyJobs
 from hearth.public_swarm.coordinator.runs import Runs
 from hearth.public_swarm.coordinator.stats import SwarmStats
 from hearth.public_swarm.coordinator.verifier import TrustBook, Verifier
@@ -66,6 +67,9 @@ class FreeAllowance(Protocol):
 class Dispatcher:
     """Jobs from requesters to this process's linked workers. Sync methods block on the database
     (call them in a thread from async code); `follow` and the pump run on the event loop."""
+
+    jobs_per_requester: int = JOBS_PER_REQUESTER
+    """Jobs queued or running at once per requester (`Limits.jobs_per_requester`; the app sets it)."""
 
     def __init__(self, ledger: Ledger, queue: JobQueue, links: LiveLinks, *, stats: SwarmStats,
                  allowance: FreeAllowance | None = None, poll_s: float = POLL_S, sweep_s: float = SWEEP_S,
@@ -163,6 +167,9 @@ class Dispatcher:
         trusted worker may take it (it waits for one). Refusals (ModelNotServed,
         NoWorker, PriceAboveCeiling, InsufficientCredits, FreeAllowanceUsed, a bad request) write
         nothing. The same `key` from the same account returns the first job."""
+        if self.queue.active_count(account, besides_key=key) >= self.jobs_per_requester:
+            raise TooManyJobs(f"This requester has {self.jobs_per_requester} jobs queued or running, the most "
+                              "this coordinator allows at once: wait for one to end or cancel one, then retry.")
         served = self.resolve(model)
         check_ceiling(served.price, max_price, model=served.name)
         if request.resume is not None:

@@ -165,6 +165,17 @@ class JobQueue:
         with self.engine.connect() as conn:
             return [_job(r) for r in conn.execute(query)]
 
+    def active_count(self, requester: str, *, besides_key: str | None = None) -> int:
+        """The requester's jobs queued or running now (for the limit on jobs at once), not counting
+        the one submitted with `besides_key` (a retried submit is not one more job)."""
+        R.check_requester(requester)
+        query = select(func.count()).select_from(jobs).where(
+            jobs.c.requester == requester, jobs.c.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]))
+        if besides_key is not None:
+            query = query.where(jobs.c.submit_key != besides_key)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def counts(self) -> dict[JobState, int]:
         """Requesters' jobs per state (for the health page; spot-checks and canaries are not counted)."""
         with self.engine.connect() as conn:

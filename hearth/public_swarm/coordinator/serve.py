@@ -30,6 +30,7 @@ from hearth.settings import Settings
 
 if TYPE_CHECKING:
     from hearth.public_swarm.coordinator.dispatch import FreeAllowance
+    from hearth.public_swarm.coordinator.ratelimit_rules import Limits
 
 log = logging.getLogger("hearth.coordinator")
 
@@ -96,11 +97,13 @@ def open_books(url: str, welcome: int, say: Callable[[str], None]) -> tuple[Ledg
 async def run_coordinator(settings: Settings, address: str, port: int, ledger: Ledger,
                           registry: workers.WorkerStore, operator: NodeIdentity,
                           ready: asyncio.Event | None = None, allowance: FreeAllowance | None = None, *,
+                          limits: Limits | None = None,
                           references: Collection[str] = (), checks: bool | None = None,
                           random: Callable[[], float] | None = None) -> None:
     """Serve until cancelled or stopped; unsigned requests use `allowance` (none: they are refused).
     `references`: the operator's trusted workers; `checks` (default: HEARTH_SPOT_CHECKS, on): trust,
-    spot-checks and canaries (`verifier`; `random` draws which jobs are checked, tests fix it)."""
+    spot-checks and canaries (`verifier`; `random` draws which jobs are checked, tests fix it);
+    `limits`: the rate and job limits (default `Limits()`)."""
     from hearth.public_swarm.coordinator.app import create_coordinator_app
     from hearth.public_swarm.coordinator.dispatch import Dispatcher
     from hearth.public_swarm.coordinator.jobs import JobQueue
@@ -116,7 +119,7 @@ async def run_coordinator(settings: Settings, address: str, port: int, ledger: L
     verifier = None if trust is None or random is None else Verifier(queue, ledger, trust, random=random)
     dispatcher = Dispatcher(ledger, queue, links, stats=SwarmStats(), allowance=allowance, trust=trust,
                             verifier=verifier)
-    app = create_coordinator_app(ledger, registry, operator.node_id, links, dispatcher)
+    app = create_coordinator_app(ledger, registry, operator.node_id, links, dispatcher, limits=limits)
     server = web_server(app, settings, address, ws="websockets-sansio", ws_max_size=MAX_LINK_FRAME_BYTES,
                         ws_per_message_deflate=False, ws_ping_interval=None)
     try:
@@ -139,11 +142,14 @@ async def run_coordinator(settings: Settings, address: str, port: int, ledger: L
 
 
 def serve_coordinator(settings: Settings, bind: str, port: int, db: str | None, welcome: str | None,
-                      say: Callable[[str], None], *, references: Collection[str] = ()) -> None:
+                      say: Callable[[str], None], *, references: Collection[str] = (),
+                      limits: Limits | None = None) -> None:
     """`hearth coordinator`: check what it was given, then serve until SIGINT or SIGTERM."""
     from hearth.public_swarm.coordinator.allowance import Allowance
+    from hearth.public_swarm.coordinator.ratelimit_rules import Limits
     from hearth.public_swarm.coordinator.trust_rules import check_node_id
 
+    limits = limits if limits is not None else Limits()
     address = check_bind(bind)
     references = [check_node_id(r, "--reference") for r in references]
     checks_from_env()
@@ -156,9 +162,20 @@ def serve_coordinator(settings: Settings, bind: str, port: int, db: str | None, 
         shown = url if url.startswith("sqlite") else url.split("@")[-1]  # never print a password
         say(f"hearth coordinator on {join_host_port(address, port)}, operator {operator.node_id}, "
             f"welcome {rules.format_credits(grant)} credits, database {shown}")
+        say(f"limits: {describe(limits)}")
+        free = (Allowance(ledger.engine, tokens_per_day=limits.free_tokens_per_day)
+                if limits.free_tokens_per_day > 0 else None)  # 0: unsigned requests are refused (sign them)
         stop_cleanly_on_sigterm("hearth coordinator")
         with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(run_coordinator(settings, address, port, ledger, registry, operator,
-                                       allowance=Allowance(ledger.engine), references=references))
+                                       allowance=free, limits=limits, references=references))
     finally:
         ledger.close()
+
+
+def describe(limits: Limits) -> str:
+    """The limits in one line, for the operator's log."""
+    a, i = limits.per_address, limits.per_identity
+    return (f"{a.per_s:g}/s (burst {a.burst}) per address, {i.per_s:g}/s (burst {i.burst}) per identity, "
+            f"{limits.jobs_per_requester} jobs per requester, {limits.jobs_per_worker} per worker, "
+            f"{limits.free_tokens_per_day} free tokens and {limits.welcomes_per_address} welcomes per address a day")
