@@ -32,6 +32,7 @@ from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobNotFound, J
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.links import LiveLinks
 from hearth.public_swarm.coordinator.presence import Presence
+from hearth.public_swarm.coordinator.retention import Retention
 from hearth.public_swarm.coordinator.runs import Runs
 from hearth.public_swarm.coordinator.stats import SwarmStats
 from hearth.public_swarm.ledger.db import Ledger
@@ -68,6 +69,7 @@ class Dispatcher:
         self.poll_s, self.sweep_s = poll_s, sweep_s
         self.presence = Presence(queue.engine)
         self.books = Books(ledger, queue, allowance)
+        self.retention = Retention(queue)  # forgets finished jobs' prompts and outputs (issue 11)
         self.runs = Runs(queue, links, stats, close_books=self.close_books, wake=self.wake, lease_s=lease_s)
         self.known: set[str] = {e.alias for e in CATALOGUE.values()}
         """Model names once served (or in the catalogue): asked for with no live worker, a 503."""
@@ -264,6 +266,7 @@ class Dispatcher:
         if moved:
             self.wake()
         self.books.sweep()
+        self.retention.sweep()
 
 
 def ended(job: Job) -> JobEnded:

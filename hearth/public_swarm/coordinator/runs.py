@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.errors import HearthError
+from hearth.net import b64
 from hearth.public_swarm import receipts
 from hearth.public_swarm.coordinator.dispatch_rules import JobSpec
 from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobConflict
@@ -189,7 +190,8 @@ class Runs:
         if how == "finished":
             assert isinstance(detail, JobFinished)
             result = {"finish_reason": detail.finish_reason, "prompt_tokens": detail.prompt_tokens,
-                      "finisher": run.worker, "receipt": receipts.encode(detail.receipt).decode("ascii")}
+                      "finisher": run.worker, "receipt": receipts.encode(detail.receipt).decode("ascii"),
+                      "worker_key": b64.encode(run.link.session.public_key or b"")}  # C9: receipts are checkable
             return q.finish(job_id, run.worker, text, len(ids), ids, result)
         if how == "declined" and not run.ids:
             return q.release(job_id, run.worker, f"declined by {run.worker}: {detail}")
