@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from hearth.identity import NodeIdentity
 from hearth.public_swarm.coordinator import books_rules as B
 from hearth.public_swarm.coordinator.dispatch import ended
 from hearth.public_swarm.coordinator.dispatch_rules import JobSpec
@@ -21,7 +22,6 @@ from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.jobs_client import job_submit
 from hearth.public_swarm.coordinator.retention import Retention
 from hearth.public_swarm.coordinator.retention_rules import Policy
-from hearth.identity import NodeIdentity
 from tests.public_swarm.dispatch_kit import MODEL, chat
 from tests.public_swarm.jobs_http_kit import books
 from tests.public_swarm.jobs_kit import Clock, digest, node
