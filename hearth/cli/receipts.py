@@ -65,6 +65,7 @@ def _table(views: list[ReceiptView], audits: dict[str, Audit]) -> None:
         out.print("no finished jobs yet")
         return
     table = Table("when", "job", "model", "tokens", "µcr", "worker", *(["check"] if audits else []))
+    table.columns[1].no_wrap = True  # a job id is copied whole
     for v in views:
         when = datetime.datetime.fromtimestamp(v.created_at).strftime("%Y-%m-%d %H:%M:%S")
         row = [when, v.job_id, escape(v.model), f"{v.prompt_tokens}+{v.completion_tokens}", str(v.cost),
