@@ -1,6 +1,6 @@
 """Retention on a real database (SQLite and PostgreSQL): a finished job's text goes when it is
-delivered (unless a spot-check of it is pending) or after the TTL, its prompt and token ids after
-the grace period; what the books and audit read (state, counts, parts, result, end time) is never
+delivered or after the TTL, its prompt and token ids after the grace period, and all of it waits
+while a spot-check of the job is pending; what the books and audit read (state, counts, parts, result, end time) is never
 touched, the books still close from the forgotten row, and a fetched `/v1/jobs` result is
 returned once."""
 
@@ -10,7 +10,7 @@ import asyncio
 import json
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from hearth.identity import NodeIdentity
 from hearth.public_swarm.coordinator import books_rules as B
@@ -72,7 +72,13 @@ def test_delivery_grace_and_ttl(ledger_url: str) -> None:
         clock.now += 599
         assert keep.sweep() == 0
         clock.now += 1
-        assert keep.sweep() == 4 and keep.sweep() == 0
+        assert keep.sweep() == 3 and keep.sweep() == 0
+        assert row(q, checked).text == ANSWER and SECRET in row(q, checked).request  # its check is pending
+        clock.now += 60
+        with q.engine.begin() as conn:  # the check is decided (as Trust.decide writes it): now it goes
+            conn.execute(update(checks).where(checks.c.id == "check-1").values(outcome="passed",
+                                                                               decided_at=clock.now))
+        assert keep.sweep() == 1 and keep.sweep() == 0
         for j in (delivered, checked, failed, unfetched):
             r = row(q, j)
             assert SECRET not in r.request and "203.0.113" not in r.request and r.token_ids == "[]"
@@ -84,7 +90,7 @@ def test_delivery_grace_and_ttl(ledger_url: str) -> None:
                 closing[j].paid, closing[j].hold_id, closing[j].key, None)
             assert ended(q.get(j)) == ends[j]  # type: ignore[arg-type]
         assert [row(q, j).text for j in (delivered, checked, failed, unfetched)] == ["", "", "", ANSWER]
-        clock.now += 86_400 - 600
+        clock.now += 86_400 - 660
         assert Retention(q, Policy(600, 86_400), every_s=0).sweep() == 1  # a restarted process: once more
         assert row(q, unfetched).text == "" and row(q, unfetched).state == JobState.DONE.value
 

@@ -41,7 +41,8 @@ def test_a_delivered_text_goes_at_once_unless_a_check_of_it_is_pending() -> None
     assert checking == P.Forget(delivered=True)  # the check compares it with the scorer's text
     assert P.plan(held(checking=True, delivered=True), POLICY, 1100) == P.Forget()
     assert P.plan(held(checking=False, delivered=True), POLICY, 1100) == P.Forget(text=True)
-    assert P.plan(held(checking=True, delivered=True), POLICY, 1600) == P.Forget(text=True, prompt=True)
+    assert P.plan(held(checking=True, delivered=True), POLICY, 1600) == P.Forget()  # the check reads them all
+    assert P.plan(held(checking=True), POLICY, 1000 + 86_400) == P.Forget(text=True, prompt=True)  # at most the TTL
     assert P.on_delivery(held(has_text=False, delivered=True), POLICY, 1001) == P.Forget()
 
 

@@ -8,10 +8,10 @@ never changes its state or `updated_at` (the end time the rules count from), so 
 wait estimate and audit read the row as before.
 
 The sweep walks final jobs in end order past a cursor kept in this process (one cursor for the
-grace period, one for the TTL), a batch at a time, so it does not re-read what it already
-forgot; a restarted process walks them once again from the start, which changes nothing. Safe
-from several coordinator processes: each write is guarded by the row's state and end time and
-forgetting twice is forgetting once.
+grace period, one for the TTL, one for spot-checks decided after the grace period), a batch at a
+time, so it does not re-read what it already forgot; a restarted process walks them once again
+from the start, which changes nothing. Safe from several coordinator processes: each write is
+guarded by the row's state and end time, and forgetting twice is forgetting once.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 
 from hearth.public_swarm.coordinator import retention_rules as P
 from hearth.public_swarm.coordinator.job_rules import FINAL, JobState
@@ -37,8 +37,8 @@ EVERY_S = 10.0
 """How often `sweep()` reads the database at most (the dispatcher calls it every SWEEP_S)."""
 PENDING = "pending"
 _FINAL = [s.value for s in FINAL]
-_Row = Row[Any, Any, Any, Any, Any, Any]
-"""A row of _COLUMNS."""
+_Row = Any
+"""A row holding at least _COLUMNS (SQLAlchemy types a row by its column count)."""
 _COLUMNS = (jobs.c.id, jobs.c.state, jobs.c.request, jobs.c.text, jobs.c.token_ids, jobs.c.updated_at)
 
 
@@ -49,7 +49,8 @@ class Retention:
         self.engine, self.clock = queue.engine, queue.clock
         self.policy = policy if policy is not None else P.Policy.from_env(os.environ)
         self.every_s = every_s
-        self._cursors: dict[str, tuple[float, str]] = {"grace": (float("-inf"), ""), "ttl": (float("-inf"), "")}
+        self._cursors: dict[str, tuple[float, str]] = {
+            name: (float("-inf"), "") for name in ("grace", "ttl", "decided")}
         self._last = float("-inf")
         self._pg = self.engine.dialect.name == "postgresql"
 
@@ -73,6 +74,27 @@ class Retention:
         self._last = at
         changed = self._walk("grace", at - self.policy.grace_s, states=_FINAL, at=at)
         changed += self._walk("ttl", at - self.policy.ttl_s, states=[JobState.DONE.value], at=at)
+        return changed + self._decided(at)
+
+    def _decided(self, at: float) -> int:
+        """One batch of jobs whose spot-check was decided after the grace walk passed them."""
+        after, after_id = self._cursors["decided"]
+        if at < after:
+            after, after_id = float("-inf"), ""
+        query = (select(*_COLUMNS, checks.c.decided_at, checks.c.id.label("check_id"))
+                 .join(checks, checks.c.job_id == jobs.c.id)
+                 .where(checks.c.outcome != PENDING, checks.c.decided_at <= at, jobs.c.state.in_(_FINAL),
+                        jobs.c.updated_at <= at - self.policy.grace_s,
+                        or_(checks.c.decided_at > after, and_(checks.c.decided_at == after, checks.c.id > after_id)))
+                 .order_by(checks.c.decided_at, checks.c.id).limit(BATCH))
+        changed = 0
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+            pending = _pending(conn, [r.id for r in rows])
+            for row in rows:
+                changed += self._apply(conn, row, P.plan(_held(row, pending=pending), self.policy, at))
+        if rows:
+            self._cursors["decided"] = (rows[-1].decided_at, rows[-1].check_id)
         return changed
 
     def _walk(self, name: str, cutoff: float, *, states: Collection[str], at: float) -> int:

@@ -10,9 +10,9 @@ The coordinator needs a job's prompt and output only while the job runs. After i
   address) and the token ids are kept for a short grace period (`grace_s`, default 10 min) after
   the job ended, because the coordinator's own checks read them: a spot-check re-scores a finished
   job's token ids under its prompt within minutes, and the books sweep re-reads a job left
-  unsettled by a coordinator that died. A delivered job whose spot-check is still pending keeps its
-  text (the check compares it with the scorer's detokenisation) until the check is decided or the
-  grace period ends, whichever is first.
+  unsettled by a coordinator that died. A job whose spot-check is still pending keeps its prompt,
+  token ids and text (the verifier compares the text with the scorer's detokenisation) until the
+  check is decided (then the rules above apply at once) or, at most, until the result TTL.
 - What books and audit need is never forgotten: state, token counts, who streamed what, price,
   the prompt cap, max_tokens, the receipt and the worker's key.
 
@@ -102,8 +102,11 @@ class Forget:
 
 
 def plan(held: Held, policy: Policy, now: float) -> Forget:
-    """What the sweep forgets of a final job now."""
+    """What the sweep forgets of a final job now. A pending spot-check holds everything (it reads
+    the prompt, the token ids and the text) until it is decided, or at most until the TTL."""
     age = now - held.ended_at
+    if held.checking and age < policy.ttl_s:
+        return Forget()
     graced = age >= policy.grace_s
     text = held.has_text and (age >= policy.ttl_s or (graced and (held.delivered or not held.done))
                               or (held.delivered and not held.checking))
