@@ -82,6 +82,8 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── CheckNotFound             no spot-check has that id (HTTP 404)
     │   └── CheckConflict             that check id is open for another job or worker
     ├── WaitTimedOut                  public_swarm.coordinator.jobs_client: the job runs on; ask again (exit 9)
+    ├── ReceiptCheckFailed            coordinator.receipt_audit: a receipt or charge does not check (exit 10)
+    ├── RetentionSettingInvalid       coordinator.retention_rules: fix HEARTH_PROMPT_GRACE_S or HEARTH_RESULT_TTL_S
     ├── PublicNotConsented            escalation.consent: --yes, HEARTH_PUBLIC_OK=1 or answer once (HTTP 403)
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
     └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error

@@ -23,5 +23,8 @@ DEFAULT_COORDINATOR_PORT = 11440
 """TCP: `hearth coordinator`, the public swarm's coordinator (workers register, requesters ask
 for credits and, later, jobs). Public-facing: its HTTP API is signed per request."""
 
+DEFAULT_WORKER_PAGE_PORT = 11441
+"""TCP, 127.0.0.1 only: `hearth contribute`'s page of what this machine served (counts, no contents)."""
+
 DEFAULT_WG_PORT = 51820
 """UDP: the circle's WireGuard interface (HEARTH_WG_PORT); WireGuard's customary port."""

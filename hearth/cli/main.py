@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from hearth import __version__
-from hearth.cli import jobs, models, pair, pool, run, serve, swarm
+from hearth.cli import jobs, models, pair, pool, receipts, run, serve, swarm
 from hearth.cli.common import err, out
 from hearth.errors import HearthError, Stopped
 
@@ -30,6 +30,7 @@ app.command()(pair.unpair)
 app.command()(pair.rendezvous)
 app.command()(swarm.coordinator)
 app.command()(swarm.contribute)
+swarm.credits_app.command()(receipts.receipts)
 app.add_typer(swarm.credits_app, name="credits")
 app.add_typer(jobs.jobs_app, name="jobs")
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hearth.cli.common import JsonOpt, MaxMemOpt, PeerOpt, PoolOpt, RadiusOpt, out, say, settings
-from hearth.ports import DEFAULT_COORDINATOR_PORT
+from hearth.ports import DEFAULT_COORDINATOR_PORT, DEFAULT_WORKER_PAGE_PORT
 from hearth.public_swarm.coordinator.ratelimit_rules import DEFAULT_LIMITS
 
 CoordinatorOpt = Annotated[str | None, typer.Option(
@@ -131,6 +131,9 @@ def contribute(
     pool: PoolOpt = False,
     peer: PeerOpt = None,
     max_memory: MaxMemOpt = None,
+    page_port: Annotated[int, typer.Option(min=0, max=65535, help=(
+        "Port of this machine's own page of what it served (counts, never contents), on 127.0.0.1 only; "
+        "0: no page."))] = DEFAULT_WORKER_PAGE_PORT,
 ) -> None:
     """Contribute this machine (or household) to the public swarm: one outbound link, no open port.
 
@@ -150,7 +153,7 @@ def contribute(
 
     async def main() -> None:
         try:
-            await run(config, url, engines.run, model or (), max_jobs, limits, say=say)
+            await run(config, url, engines.run, model or (), max_jobs, limits, say=say, page_port=page_port)
         finally:
             await engines.close()
 

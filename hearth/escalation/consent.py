@@ -35,7 +35,8 @@ class PublicNotConsented(HearthError):
 
 
 def question(coordinator: str) -> str:
-    return (f"Nothing in your circle can serve this request. Send the prompt to the public swarm at "
+    return (f"Nothing in your circle can serve this request. The coordinator and a stranger's machine see the "
+            f"prompt; the coordinator keeps it only while the job runs. Send the prompt to the public swarm at "
             f"{coordinator}, to be run on a stranger's machine and paid in credits?")
 
 

@@ -30,7 +30,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NodeIdentity
 from hearth.public_swarm.coordinator.client import CoordinatorClient, coordinator_url
-from hearth.public_swarm.coordinator.wire import MAX_TPS, WORKER_LINK, Hardware, OfferedModel, WorkerRegistration
+from hearth.public_swarm.coordinator.wire import (
+    MAX_TPS,
+    WORKER_LINK,
+    Credits,
+    Hardware,
+    OfferedModel,
+    WorkerRegistration,
+)
 from hearth.public_swarm.hardware import clean, describe_hardware, detect
 from hearth.public_swarm.offers import NothingToOffer, model_offers
 from hearth.public_swarm.pricing import MAX_PARAMS, MAX_TOKENS
@@ -39,6 +46,7 @@ from hearth.public_swarm.protocol.actions import JobOffered, StopJob, Welcomed
 from hearth.public_swarm.protocol.messages import MAX_FRAME_CHARS, MAX_JOBS, ModelOffer
 from hearth.public_swarm.runner import Generate, Runner, measured
 from hearth.public_swarm.runner_rules import Admission
+from hearth.public_swarm.worker_page import Earnings, Served, page_app, serve_page
 from hearth.settings import Settings
 
 BACKOFF_FIRST_S = 0.5
@@ -64,8 +72,10 @@ class Link:
     run on `runner` and end (cancelled) with the link."""
 
     def __init__(self, ws: ClientConnection, session: WorkerSession, runner: Runner, say: Callable[[str], None],
-                 on_welcome: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
+                 on_welcome: Callable[[], Coroutine[Any, Any, None]] | None = None,
+                 served: Served | None = None) -> None:
         self.ws, self.session, self.runner, self.say = ws, session, runner, say
+        self.served = served if served is not None else Served()
         self.on_welcome = on_welcome
         self.welcomed = False
         self.closed = False
@@ -102,6 +112,7 @@ class Link:
                 case Send():
                     async with self._send_lock:
                         await self.ws.send(encode(action.message))
+                    self.served.record(action.message)
                 case Close():
                     self.closed = True
                     self.say(f"closing the link: {action.reason}")
@@ -151,11 +162,12 @@ def registrar(base: str, identity: NodeIdentity, body: WorkerRegistration,
 
 async def link_once(url: str, identity: NodeIdentity, offers: Sequence[ModelOffer], max_jobs: int,
                     runner: Runner, say: Callable[[str], None],
-                    on_welcome: Callable[[], Coroutine[Any, Any, None]] | None = None) -> bool:
+                    on_welcome: Callable[[], Coroutine[Any, Any, None]] | None = None,
+                    served: Served | None = None) -> bool:
     """Dial `url`, run the link until it ends; whether the coordinator welcomed this worker."""
     async with connect(url, open_timeout=OPEN_TIMEOUT_S, max_size=MAX_FRAME_CHARS * 4, compression=None,
                        ping_interval=None, close_timeout=2) as ws:
-        link = Link(ws, WorkerSession(identity, offers, max_jobs, time.monotonic()), runner, say, on_welcome)
+        link = Link(ws, WorkerSession(identity, offers, max_jobs, time.monotonic()), runner, say, on_welcome, served)
         try:
             await link.run()
         except websockets.ConnectionClosed:
@@ -167,12 +179,13 @@ async def link_once(url: str, identity: NodeIdentity, offers: Sequence[ModelOffe
 
 async def contribute(settings: Settings, coordinator: str | None, generate: Generate, models: Sequence[str] = (),
                      max_jobs: int = 1, admission: Admission | None = None, *,
-                     say: Callable[[str], None] = print) -> None:
+                     say: Callable[[str], None] = print, page_port: int = 0) -> None:
     """Be a public worker until cancelled: keep one link to `coordinator` (default
     HEARTH_COORDINATOR) up, offering `models` (default: every stored model with a priced
     quantisation), each measured here first, and run at most `max_jobs` jobs at once on `generate`
-    (EnginePool.run) within `admission`'s hours and upload cap. Bad arguments raise before any
-    dial (NoCoordinator, ModelNotFound, NothingToOffer, InvalidRequest)."""
+    (EnginePool.run) within `admission`'s hours and upload cap; with `page_port`, show what it served
+    on 127.0.0.1 (worker_page). Bad arguments raise before any dial (NoCoordinator, ModelNotFound,
+    NothingToOffer, InvalidRequest)."""
     if not 1 <= max_jobs <= MAX_JOBS:
         raise InvalidRequest(f"--max-jobs must be 1 to {MAX_JOBS}; got {max_jobs}.", param="max_jobs")
     base = coordinator_url(coordinator or settings.coordinator or "")
@@ -188,10 +201,24 @@ async def contribute(settings: Settings, coordinator: str | None, generate: Gene
     runner = Runner(generate, offers, admission)
     on_welcome = registrar(base, identity, registration(offers, hardware), say)
     say(f"contributing {len(offers)} model(s) to {url} as {identity.node_id}")
+    served = Served()
+    page = asyncio.create_task(operator_page(settings, base, identity, served, page_port, say))
+    try:
+        await keep_linked(url, identity, offers, max_jobs, runner, say, on_welcome, served)
+    finally:
+        page.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await page
+
+
+async def keep_linked(url: str, identity: NodeIdentity, offers: Sequence[ModelOffer], max_jobs: int, runner: Runner,
+                      say: Callable[[str], None], on_welcome: Callable[[], Coroutine[Any, Any, None]],
+                      served: Served) -> None:
+    """One link at a time, redialled with backoff, until cancelled."""
     delay = BACKOFF_FIRST_S
     while True:
         try:
-            if await link_once(url, identity, offers, max_jobs, runner, say, on_welcome):
+            if await link_once(url, identity, offers, max_jobs, runner, say, on_welcome, served):
                 delay = BACKOFF_FIRST_S
         except (OSError, TimeoutError, websockets.WebSocketException) as exc:
             say(f"cannot reach the coordinator: {exc}")
@@ -199,3 +226,16 @@ async def contribute(settings: Settings, coordinator: str | None, generate: Gene
         say(f"redialling in {wait:.1f} s")
         await asyncio.sleep(wait)
         delay = next_delay(delay)
+
+
+async def operator_page(settings: Settings, base: str, identity: NodeIdentity, served: Served, port: int,
+                        say: Callable[[str], None]) -> None:
+    """The operator's page on 127.0.0.1:`port` (0: none), its credits asked signed as this worker."""
+    if not port:
+        return
+
+    async def credits() -> Credits:
+        async with CoordinatorClient(base, identity) as client:
+            return await client.credits()
+
+    await serve_page(settings, page_app(served, Earnings(credits), identity.node_id), port, say)

@@ -69,6 +69,8 @@ def test_consent_asks_once_and_remembers_a_yes(tmp_path: Path) -> None:
     Consent(tmp_path, URL, ask=yes).check()
     Consent(tmp_path, URL, ask=yes).check()
     assert len(asked) == 1 and URL in asked[0] and "stranger" in asked[0]
+    assert "The coordinator and a stranger's machine see the prompt" in asked[0]  # issue 11: say who sees it
+    assert "keeps it only while the job runs" in asked[0]
     assert remembered(tmp_path) == {URL}
     with pytest.raises(PublicNotConsented):  # another coordinator is another question
         Consent(tmp_path, "http://127.0.0.1:1", ask=None).check()

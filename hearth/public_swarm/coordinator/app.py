@@ -47,6 +47,7 @@ from hearth.public_swarm.coordinator.nonces import DbNonces
 from hearth.public_swarm.coordinator.openai_routes import install_openai_routes
 from hearth.public_swarm.coordinator.ratelimit import PerAddress, PerIdentity, cap_worker_jobs
 from hearth.public_swarm.coordinator.ratelimit_rules import WELCOMES_PER_ADDRESS, Limits
+from hearth.public_swarm.coordinator.receipt_routes import install_receipt_routes
 from hearth.public_swarm.coordinator.wire import (
     Credits,
     Granted,
@@ -177,6 +178,7 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
     if dispatcher is not None:  # the jobs API and the health page (job_routes, health)
         install_job_routes(app, dispatcher)
         install_health(app, app_links, dispatcher.queue, dispatcher.stats)
+        install_receipt_routes(app, dispatcher)  # GET /v1/receipts (issue 11, C9)
     app.state.links = app_links
     app.state.dispatcher = dispatcher
     return app

@@ -26,6 +26,7 @@ from hearth.public_swarm.coordinator.allowance_rules import AllowanceInputInvali
 from hearth.public_swarm.coordinator.auth import NotOperator
 from hearth.public_swarm.coordinator.dispatch_rules import FreeTierClosed, ModelNotServed, NoWorker
 from hearth.public_swarm.coordinator.job_rules import JobConflict, JobInputInvalid, JobNotFound
+from hearth.public_swarm.coordinator.receipts_wire import LIST_LIMIT, MAX_LIST, RECEIPTS, ReceiptList
 from hearth.public_swarm.coordinator.wire import (
     Credits,
     Granted,
@@ -194,3 +195,10 @@ class CoordinatorClient(BoundedHttpClient):
             raise InvalidRequest(f"Invalid grant: {where}: {first['msg']}.", param=where or None) from None
         return _parse(Granted, await self._call("POST", wire.GRANTS, request), f"POST {wire.GRANTS}")
 
+    async def receipts(self, limit: int = LIST_LIMIT) -> ReceiptList:
+        """The signer's finished jobs with their receipts and charges, newest first (at most `limit`)."""
+        if type(limit) is not int or not 1 <= limit <= MAX_LIST:
+            raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_LIST}; got {limit!r:.20}.",
+                                 param="limit")
+        path = f"{RECEIPTS}?limit={limit}"
+        return _parse(ReceiptList, await self._call("GET", path), f"GET {RECEIPTS}")

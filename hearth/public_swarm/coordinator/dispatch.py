@@ -39,6 +39,7 @@ from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.links import Link, LiveLinks
 from hearth.public_swarm.coordinator.presence import Presence
 from hearth.public_swarm.coordinator.ratelimit_rules import JOBS_PER_REQUESTER, TooManyJobs
+from hearth.public_swarm.coordinator.retention import Retention
 from hearth.public_swarm.coordinator.runs import Runs
 from hearth.public_swarm.coordinator.stats import SwarmStats
 from hearth.public_swarm.coordinator.verifier import TrustBook, Verifier
@@ -85,6 +86,7 @@ class Dispatcher:
                       else Books(ledger, queue, allowance, payee=trust.payee))
         self.runs = Runs(queue, links, stats, close_books=self.close_books, wake=self.wake, lease_s=lease_s,
                          trust=trust, verifier=self.verifier)
+        self.retention = Retention(queue)  # forgets finished jobs' prompts and outputs (issue 11)
         self.known: set[str] = {e.alias for e in CATALOGUE.values()}
         """Model names once served (or in the catalogue): asked for with no live worker, a 503."""
         self._tasks: list[asyncio.Task[None]] = []
@@ -315,6 +317,7 @@ class Dispatcher:
             self.trust.sweep()
         if self.verifier is not None and self.verifier.sweep():
             self.wake()
+        self.retention.sweep()
 
 
 def ended(job: Job) -> JobEnded:

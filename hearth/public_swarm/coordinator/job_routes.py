@@ -143,7 +143,10 @@ def install_job_routes(app: FastAPI, dispatcher: Dispatcher) -> None:
 
     @app.get(JOBS + "/{job_id}")
     def one(job_id: str, request: Request) -> JobView:
-        return views([own_job(dispatcher, job_id, requester_of(request).account)])[0]
+        shown = views([own_job(dispatcher, job_id, requester_of(request).account)])[0]
+        if shown.result is not None:  # a done job's result was fetched: forget its text (retention)
+            dispatcher.retention.delivered(shown.id)
+        return shown
 
     @app.delete(JOBS + "/{job_id}")
     def cancel(job_id: str, request: Request) -> JobView:

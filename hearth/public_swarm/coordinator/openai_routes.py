@@ -78,8 +78,10 @@ def install_openai_routes(app: FastAPI, dispatcher: Dispatcher) -> None:
             return JSONResponse({}, status_code=499)  # nobody is there to read it
         if end.state != "done":
             raise W.failed(end)
-        return JSONResponse(W.response(kind, model, "".join(text), end, int(job.created_at)),
-                            headers={"X-Hearth-Cost": str(end.cost)})
+        answer = JSONResponse(W.response(kind, model, "".join(text), end, int(job.created_at)),
+                              headers={"X-Hearth-Cost": str(end.cost)})
+        await asyncio.to_thread(dispatcher.retention.delivered, job.id)  # the reply is built: forget it
+        return answer
 
     @app.post(CHAT, response_model=None)
     async def chat(request: Request) -> JSONResponse | StreamingResponse:
@@ -108,6 +110,7 @@ async def _stream(request: Request, dispatcher: Dispatcher, job: Job, kind: str,
         if end.state == "done":
             yield W.sse(W.chunk(kind, job.id, model, created, finish_reason=end.finish_reason))
             yield W.sse(W.usage_chunk(kind, model, end, created))
+            await asyncio.to_thread(dispatcher.retention.delivered, job.id)  # streamed in full: forget it
         else:
             yield W.sse(body_for(W.failed(end)))
         yield W.sse("[DONE]")

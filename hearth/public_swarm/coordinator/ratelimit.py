@@ -21,7 +21,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth.net.http_errors import hearth_error_response
-from hearth.public_swarm.coordinator.links import LiveLinks
+from hearth.public_swarm.coordinator.links import Link, LiveLinks
 from hearth.public_swarm.coordinator.ratelimit_rules import Buckets, Rate, RateLimited, address_key
 
 log = logging.getLogger("hearth.coordinator.limits")
@@ -76,13 +76,11 @@ def cap_worker_jobs(links: LiveLinks, cap: int) -> None:
     new link fires before the dispatcher can offer it anything."""
     inner = links.on_link
 
-    def capped() -> None:
-        for link in links.by_node.values():
-            if link.session.max_jobs > cap:
-                log.info("worker %s asked for %d jobs at once; offering at most %d",
-                         link.session.node_id, link.session.max_jobs, cap)
-                link.session.max_jobs = cap
+    def capped(node_id: str, link: Link) -> None:
+        if link.session.max_jobs > cap:
+            log.info("worker %s asked for %d jobs at once; offering at most %d", node_id, link.session.max_jobs, cap)
+            link.session.max_jobs = cap
         if inner is not None:
-            inner()
+            inner(node_id, link)
 
     links.on_link = capped

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.errors import HearthError
+from hearth.net import b64
 from hearth.public_swarm import receipts
 from hearth.public_swarm.coordinator import verifier_rules as V
 from hearth.public_swarm.coordinator.dispatch_rules import JobSpec
@@ -233,7 +234,8 @@ class Runs:
         if how == "finished":
             assert isinstance(detail, JobFinished)
             result = {"finish_reason": detail.finish_reason, "prompt_tokens": detail.prompt_tokens,
-                      "finisher": run.worker, "receipt": receipts.encode(detail.receipt).decode("ascii")}
+                      "finisher": run.worker, "receipt": receipts.encode(detail.receipt).decode("ascii"),
+                      "worker_key": b64.encode(run.link.session.public_key or b"")}  # C9: receipts are checkable
             done = q.finish(job_id, run.worker, text, len(ids), ids, result)
             try:
                 self._finished_by(run, len(run.ids))
