@@ -19,6 +19,7 @@ from hearth.identity import NodeIdentity
 from hearth.pairing.signed import SignedAuth
 from hearth.public_swarm.coordinator.wire import GrantRequest, WorkerRegistration
 from tests.public_swarm.coordinator_proc import Coordinator, coordinator
+from tests.public_swarm.limits_kit import UNLIMITED
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +78,8 @@ def raw_bodies() -> st.SearchStrategy[bytes]:
 
 @pytest.fixture(scope="module")
 def coord(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coordinator]:
-    with coordinator(tmp_path_factory.mktemp("coordinator-fuzz")) as c:
+    # hundreds of requests from one address: the rate limits (tested in test_ratelimit_http.py) must not bind
+    with coordinator(tmp_path_factory.mktemp("coordinator-fuzz"), None, *UNLIMITED) as c:
         yield c
 
 

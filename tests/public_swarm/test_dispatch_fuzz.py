@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hearth.public_swarm.coordinator.app import create_coordinator_app
 from hearth.public_swarm.coordinator.dispatch import Dispatcher
 from hearth.public_swarm.coordinator.jobs import JobQueue
+from hearth.public_swarm.coordinator.ratelimit_rules import GENEROUS
 from hearth.public_swarm.coordinator.stats import SwarmStats
 from hearth.public_swarm.coordinator.workers import WorkerStore, upgrade
 from hearth.public_swarm.ledger.db import Ledger
@@ -34,7 +35,8 @@ def app_books(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, L
     queue = JobQueue(ledger.engine)
     links = links_with((node(1), (MODEL,)))
     dispatcher = Dispatcher(ledger, queue, links, stats=SwarmStats())
-    app = create_coordinator_app(ledger, WorkerStore(ledger.engine), node(9), links, dispatcher)
+    app = create_coordinator_app(ledger, WorkerStore(ledger.engine), node(9), links, dispatcher,
+                                 limits=GENEROUS)  # many requests from one address: limits are tested elsewhere
     yield app, ledger, queue
     ledger.close()
 
