@@ -99,6 +99,8 @@ class ScriptedWorker:
     _ws: ClientConnection | None = None
     _jobs: set[asyncio.Task[None]] = field(default_factory=set)
     hung: bool = False
+    frames: list[str] = field(default_factory=list)
+    """Every frame the link received, as text (what the coordinator told this worker)."""
 
     async def start(self, base: str) -> ScriptedWorker:
         self._task = asyncio.create_task(self._run(base.replace("http://", "ws://") + "/v1/workers/link"))
@@ -118,6 +120,7 @@ class ScriptedWorker:
             ticker = asyncio.create_task(self._tick())
             try:
                 async for frame in ws:
+                    self.frames.append(frame if isinstance(frame, str) else frame.decode())
                     if self.hung:
                         continue
                     await self._do(self.session.receive_text(frame, time.monotonic()))

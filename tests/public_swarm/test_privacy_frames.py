@@ -4,7 +4,7 @@ its public key, its ledger account nor its address, and an Offer carries only th
 model digest and the request (job ids are random, not derived from the requester). Once the
 requester's reply was sent, the coordinator's row no longer holds the output text.
 
-The worker is dispatch_live's scripted one with a frame recorder: what arrives on the link is the
+The worker is dispatch_live's scripted one, which keeps every frame it receives: what arrives on the link is the
 coordinator's doing, and the scripted worker speaks the real protocol over a real WebSocket
 (`hearth contribute` on a real model is exercised in test_worker_page_receipts)."""
 
@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
-from websockets.asyncio.client import connect
 
 from hearth.net import b64
 from hearth.pairing.signed import SignedAuth
 from hearth.public_swarm.coordinator.dispatch_rules import free_account
 from hearth.public_swarm.coordinator.job_tables import jobs
-from hearth.public_swarm.protocol import WorkerSession
 from hearth.public_swarm.protocol.messages import Offer, decode
 from tests.public_swarm.dispatch_kit import MODEL, Allowance
 from tests.public_swarm.dispatch_live import TEXT, ScriptedWorker, coordinator, identity, ledger_of
@@ -38,32 +34,13 @@ FORWARDED = "198.51.100.7"
 SECRET = "my secret question about my neighbour"
 
 
-@dataclass
-class RecordingWorker(ScriptedWorker):
-    """The scripted worker, keeping every frame its link receives."""
-
-    frames: list[str] = field(default_factory=list)
-
-    async def _run(self, url: str) -> None:
-        async with connect(url, ping_interval=None, max_size=None) as ws:
-            self._ws = ws
-            self.session = WorkerSession(self.me, [MODEL], self.max_jobs, time.monotonic())
-            ticker = asyncio.create_task(self._tick())
-            try:
-                async for frame in ws:
-                    self.frames.append(frame if isinstance(frame, str) else frame.decode())
-                    await self._do(self.session.receive_text(frame, time.monotonic()))
-            finally:
-                ticker.cancel()
-
-
 def test_a_worker_sees_no_requester_and_the_coordinator_forgets_the_reply(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     body = {"model": MODEL.name, "messages": [{"role": "user", "content": SECRET}], "max_tokens": 16}
 
     async def main() -> list[str]:
         async with coordinator(tmp_path, url, allowance=Allowance(10_000)) as base:
-            worker = await RecordingWorker(identity(2)).start(base)
+            worker = await ScriptedWorker(identity(2)).start(base)
             try:
                 async with httpx.AsyncClient(base_url=base, auth=SignedAuth(ASKER), timeout=60) as signed:
                     r = await signed.post("/v1/chat/completions", json=body, headers={"X-Forwarded-For": FORWARDED})

@@ -22,7 +22,7 @@ import os
 from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, Row, and_, or_, select, update
 
 from hearth.public_swarm.coordinator import retention_rules as P
 from hearth.public_swarm.coordinator.job_rules import FINAL, JobState
@@ -87,15 +87,21 @@ class Retention:
                         jobs.c.updated_at <= at - self.policy.grace_s,
                         or_(checks.c.decided_at > after, and_(checks.c.decided_at == after, checks.c.id > after_id)))
                  .order_by(checks.c.decided_at, checks.c.id).limit(BATCH))
-        changed = 0
-        with self.engine.begin() as conn:
-            rows = conn.execute(query).all()
-            pending = _pending(conn, [r.id for r in rows])
-            for row in rows:
-                changed += self._apply(conn, row, P.plan(_held(row, pending=pending), self.policy, at))
+        rows, changed = self._forget_batch(query, at)
         if rows:
             self._cursors["decided"] = (rows[-1].decided_at, rows[-1].check_id)
         return changed
+
+    def _forget_batch(self, query: Any, at: float) -> tuple[list[Row[Any]], int]:
+        """Read one batch and forget in each row what the policy says, in one transaction; returns
+        the rows read (the caller moves its cursor past them) and how many changed."""
+        changed = 0
+        with self.engine.begin() as conn:
+            rows = list(conn.execute(query).all())
+            pending = _pending(conn, [r.id for r in rows])
+            for row in rows:
+                changed += self._apply(conn, row, P.plan(_held(row, pending=pending), self.policy, at))
+        return rows, changed
 
     def _walk(self, name: str, cutoff: float, *, states: Collection[str], at: float) -> int:
         """One batch of final jobs that ended after this cursor and by `cutoff`."""
@@ -106,13 +112,7 @@ class Retention:
                                          or_(jobs.c.updated_at > after,
                                              and_(jobs.c.updated_at == after, jobs.c.id > after_id)))
                  .order_by(jobs.c.updated_at, jobs.c.id).limit(BATCH))
-        changed = 0
-        with self.engine.begin() as conn:
-            rows = conn.execute(query).all()
-            pending = _pending(conn, [r.id for r in rows])
-            for row in rows:
-                forget = P.plan(_held(row, pending=pending), self.policy, at)
-                changed += self._apply(conn, row, forget)
+        rows, changed = self._forget_batch(query, at)
         if rows:
             self._cursors[name] = (rows[-1].updated_at, rows[-1].id)
         if changed:
