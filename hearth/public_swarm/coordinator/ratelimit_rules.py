@@ -80,6 +80,10 @@ class Bucket:
     at: float
 
 
+EPSILON = 1e-6
+"""Tokens: a shortfall this small is float rounding of the refill, not a real one."""
+
+
 def refill(bucket: Bucket, rate: Rate, now: float) -> Bucket:
     """The bucket at `now`: topped up for the time passed, never past `burst`. A clock that went
     back adds nothing (and the bucket keeps its later time)."""
@@ -90,10 +94,11 @@ def refill(bucket: Bucket, rate: Rate, now: float) -> Bucket:
 
 def take(bucket: Bucket | None, rate: Rate, now: float, cost: float = 1.0) -> tuple[Bucket, float]:
     """(the bucket after, seconds to wait): 0.0 when admitted (`cost` taken), else how long until
-    `cost` tokens are back (nothing taken). A new key starts full."""
+    `cost` tokens are back (nothing taken). A new key starts full. A shortfall below `EPSILON` is
+    rounding (a client back exactly when told must get in), so it admits."""
     full = Bucket(float(rate.burst), now) if bucket is None else refill(bucket, rate, now)
-    if full.tokens >= cost:
-        return Bucket(full.tokens - cost, full.at), 0.0
+    if full.tokens + EPSILON >= cost:
+        return Bucket(max(0.0, full.tokens - cost), full.at), 0.0
     return full, (cost - full.tokens) / rate.per_s
 
 
