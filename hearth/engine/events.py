@@ -105,7 +105,8 @@ class Embedding:
 class Scored:
     """A score request's result, before its Done: for each given token id in order, its rank among
     the logits at that step (0: the greedy choice; top_k: not among the best top_k) and the best
-    logit minus its logit (>= 0); `text` is the ids' detokenisation as generate would stream it."""
+    logit minus its logit (>= 0); `text` is the ids' detokenisation as generate would stream it.
+    `picks` (a replay only): the token the request's seeded sampler chose at each step."""
 
     kind: ClassVar[str] = "scored"
     id: str
@@ -113,6 +114,7 @@ class Scored:
     ranks: tuple[int, ...]
     gaps: tuple[float, ...]
     text: str
+    picks: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -61,3 +61,20 @@ def decode_request(line: bytes | str) -> dict[str, Any]:
     if msg.get("op") not in OPS:
         raise ProtocolError(f"expected an object with 'op' in {sorted(OPS)}")
     return msg
+
+
+SAMPLER_CHAIN = "hearth-k40-p-minp0.05-t-dist.1"
+"""The sampler `Engine._sampler` builds (top-k 40, top-p, min-p 0.05, temperature, seeded draw);
+its name changes whenever the chain does."""
+
+
+def sampler_id() -> str:
+    """This engine's sampler and llama.cpp build, as a worker's Hello names it (messages.Hello.sampler):
+    two engines with the same id draw the same token from the same logits and seed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        build = version("llama_cpp_python")
+    except PackageNotFoundError:
+        build = "unknown"
+    return f"{SAMPLER_CHAIN}/llama-cpp-python-{build}"[:80]

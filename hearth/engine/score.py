@@ -6,6 +6,10 @@ same chunks), then each given token in turn. Before each token the logits of the
 read (the ones generate's sampler reads) and the token's rank among them (0 = the greedy choice,
 ties counted in its favour; capped at top_k) and its gap below the best logit are recorded; then
 the token is evaluated, one per call as generate decodes. hearth.public_swarm.verify judges them.
+
+A sampled job is re-run with its seed instead (`replay`: the request's temperature, top_p and
+seed): the same sampler chain generate builds, seeded alike, is asked at each step which token it
+picks from these logits (`picks`). An honest worker with the same sampler streamed exactly those.
 """
 
 from __future__ import annotations
@@ -39,11 +43,24 @@ def _fields(req: dict[str, Any]) -> tuple[list[int], list[int], int]:
         top_k = int(req.get("top_k", 8))
     except (KeyError, TypeError, ValueError) as exc:
         raise RequestError("invalid_request", f"A score request needs token_ids (integers): {exc}") from exc
+    if req.get("replay") and req.get("seed") is None:
+        raise RequestError("invalid_request", "A replay (a sampled job's re-run) needs the job's seed.")
     if not ids:
         raise RequestError("invalid_request", "A score request needs at least one token id.")
     if not 1 <= top_k <= MAX_TOP_K:
         raise RequestError("invalid_request", f"top_k must be 1..{MAX_TOP_K}, not {top_k}.")
     return ids, context, top_k
+
+
+def _replay_sampler(engine: Any, req: dict[str, Any]) -> Any:
+    """generate's sampler for the request's temperature, top_p and seed, or None (no replay)."""
+    if not req.get("replay"):
+        return None
+    try:
+        return engine._sampler(float(req.get("temperature", 0.8)), float(req.get("top_p", 0.95)),
+                               int(req["seed"]))
+    except (TypeError, ValueError) as exc:
+        raise RequestError("invalid_request", f"A replay's temperature, top_p and seed must be numbers: {exc}") from exc
 
 
 def score(engine: Any, req: dict[str, Any], cancelled: threading.Event, out: Callable[[EngineEvent], None]) -> None:
@@ -65,6 +82,8 @@ def score(engine: Any, req: dict[str, Any], cancelled: threading.Event, out: Cal
     out(Start(rid, len(prompt)))
     ranks: list[int] = []
     gaps: list[float] = []
+    picks: list[int] = []
+    sampler = _replay_sampler(engine, req)
     ready = engine._evaluate(prompt, cancelled)
     for token in context:
         if not ready or cancelled.is_set():
@@ -82,12 +101,15 @@ def score(engine: Any, req: dict[str, Any], cancelled: threading.Event, out: Cal
         rank, gap = rank_and_gap(logits, token, top_k)
         ranks.append(rank)
         gaps.append(round(gap, 4))
+        if sampler is not None:  # after the rank: the logits are read before the chain touches them
+            picks.append(int(sampler.sample(engine.llm._ctx, -1)))
         pieces.append(text.push(engine.llm.detokenize([token]))[0])
         if i + 1 < len(ids):
             engine.llm.eval([token])
     total_ms = round((time.perf_counter() - t0) * 1000, 3)
     if ready:
         pieces.append(text.finish())
-        out(Scored(rid, len(prompt), tuple(ranks), tuple(gaps), "".join(pieces)))
+        out(Scored(rid, len(prompt), tuple(ranks), tuple(gaps), "".join(pieces),
+                   None if sampler is None else tuple(picks)))
     out(Done(rid, "stop" if ready else "cancelled", prompt_tokens=len(prompt), completion_tokens=len(ranks),
              ttft_ms=total_ms, total_ms=total_ms, decode_tokens_per_s=None))

@@ -164,7 +164,8 @@ class Engine:
 
     def _sampler(self, temperature: float, top_p: float, seed: int) -> Any:
         """A fresh chain per request, as llama-cpp-python builds it by default (top-k 40, min-p
-        0.05): greedy at temperature 0, else seeded, so a seed reproduces a reply."""
+        0.05): greedy at temperature 0, else seeded, so a seed reproduces a reply. Named by
+        hearth.engine.protocol.SAMPLER_CHAIN: change that name with the chain."""
         from llama_cpp._internals import LlamaSampler
 
         chain = LlamaSampler()  # type: ignore[no-untyped-call]

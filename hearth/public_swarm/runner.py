@@ -115,13 +115,14 @@ class Runner:
                 scored = event
             elif isinstance(event, Done):
                 break
-        if scored is None or len(scored.ranks) != len(offer.check.token_ids):
+        if (scored is None or len(scored.ranks) != len(offer.check.token_ids)
+                or offer.check.replay != (scored.picks is not None)):
             await perform(session.fail(job_id, "cancelled" if scored is None else "engine_error",
                                        "The engine ended the check without scoring every token.",
                                        time.monotonic()))
             return
         await perform(session.checked(job_id, scored.prompt_tokens, scored.ranks, scored.gaps, scored.text,
-                                      time.monotonic()))
+                                      time.monotonic(), scored.picks))
 
     async def _generate(self, session: WorkerSession, offer: Offer, perform: Perform) -> None:
         job_id = offer.job_id

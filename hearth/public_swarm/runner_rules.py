@@ -132,9 +132,11 @@ def engine_fields(request: JobRequest) -> tuple[str, dict[str, Any]]:
     """The engine op ("chat" or "complete") and the fields `EnginePool.run` takes for this job.
 
     The engine samples greedily at temperature 0 and otherwise with its own top-k (40), so a job's
-    top_k is not passed on; max_tokens counts the resumed tokens too, as the protocol's does."""
+    top_k is not passed on, except that top_k 1 is greedy (as the coordinator's checks take it);
+    max_tokens counts the resumed tokens too, as the protocol's does."""
     s = request.sampling
-    fields: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": s.temperature, "top_p": s.top_p,
+    temperature = 0.0 if s.top_k == 1 else s.temperature
+    fields: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": temperature, "top_p": s.top_p,
                               "stop": list(s.stop)}
     if s.seed is not None:
         fields["seed"] = s.seed
@@ -151,8 +153,11 @@ def engine_fields(request: JobRequest) -> tuple[str, dict[str, Any]]:
 def score_fields(request: JobRequest, check: CheckRequest) -> dict[str, Any]:
     """The fields of the engine's "score" op for a spot-check: the checked job's input (the chat
     template applied exactly as for generate), what earlier workers streamed before the checked
-    ids as `context` (a Resume), and the ids with top_k. Sampling does not matter to a score."""
+    ids as `context` (a Resume), and the ids with top_k. Sampling matters only to a replay."""
     fields: dict[str, Any] = {"token_ids": list(check.token_ids), "top_k": check.top_k}
+    if check.replay:  # a sampled job re-run with its seed: the sampler's settings matter too
+        fields.update(replay=True, temperature=request.sampling.temperature, top_p=request.sampling.top_p,
+                      seed=request.sampling.seed)
     if request.resume is not None and request.resume.token_ids:
         fields["context"] = list(request.resume.token_ids)
     if request.messages is not None:

@@ -12,6 +12,12 @@ scripts/bench_verify.py (figures in docs/benchmarks.md): honest pairs whose prom
 different kernels stay well inside them, while a smaller model passed off under a bigger one's
 digest, or random tokens, fail every check.
 
+A sampled job is checked by a same-seed re-run where both ends run the same sampler (the same
+`Hello.sampler`): the scorer teacher-forces the worker's tokens as above and, at each step, lets
+the job's sampler chain, seeded with the job's seed, pick from its own logits. An honest worker's
+tokens are those picks; `replay_verdict` allows REPLAY_SHARE of them to differ (float drift can
+move a draw across the boundary between two tokens), and none outside the chain's top-k.
+
 How often a worker is checked adapts as in BOINC's adaptive replication: NEW_RATE until it has a
 verified run, halving every HALF_LIFE verified checks down to MIN_RATE (a floor that rises with
 past failures), back to NEW_RATE after a failure (the caller resets `streak`).
@@ -41,6 +47,13 @@ MIN_RATE = 0.02
 """The lowest check rate, for a long-verified worker that never failed."""
 HALF_LIFE = 10
 """Verified checks in a row that halve a worker's check rate."""
+SAMPLER_TOP_K = 40
+"""The engine's sampler keeps its best 40 tokens (hearth.engine.worker.Engine._sampler): a sampled
+token ranked past them was not drawn by that chain. A replay check asks for ranks up to this."""
+REPLAY_SHARE = 0.1
+"""At most this share of a sampled output's tokens may differ from the seeded re-run's picks (at
+least one may). Measured in docs/benchmarks.md ("Spot-check verification"): honest engines of one
+build differing in threads agree on every pick."""
 MAX_STOP_TAIL = 64 + 256
 """Characters a stop string may cut off the end of what a worker streamed: the stop string
 (Sampling.stop is at most 64 characters) and the rest of the token that completed it (at most
@@ -78,6 +91,28 @@ def verdict(ranks: Sequence[int], gaps: Sequence[float], *, top_k: int = TOP_K) 
     if flips > max_flips(len(ranks)):
         return Verdict(False, f"{flips} of {len(ranks)} tokens differ from the scorer's greedy choices "
                               f"(at most {max_flips(len(ranks))} near-ties may).")
+    return Verdict(True, "")
+
+
+def max_misses(n: int) -> int:
+    """Tokens of n that may differ from a seeded re-run's picks."""
+    return max(1, int(n * REPLAY_SHARE))
+
+
+def replay_verdict(ids: Sequence[int], picks: Sequence[int], ranks: Sequence[int], *,
+                   top_k: int = SAMPLER_TOP_K) -> Verdict:
+    """Judge a sampled output (`ids`, the checked worker's tokens) from a same-seed re-run: the
+    scorer's seeded `picks` and the ids' `ranks` among its logits, one each per token."""
+    if not ids or len(picks) != len(ids) or len(ranks) != len(ids):
+        return Verdict(False, f"The re-run returned {len(picks)} picks and {len(ranks)} ranks for {len(ids)} "
+                              "tokens; it needs one of each per token, at least one.")
+    for i, rank in enumerate(ranks):
+        if rank >= top_k:
+            return Verdict(False, f"Token {i} is not among the {top_k} tokens the sampler draws from.")
+    misses = sum(p != t for p, t in zip(picks, ids, strict=True))
+    if misses > max_misses(len(ids)):
+        return Verdict(False, f"{misses} of {len(ids)} tokens differ from the same-seed re-run's "
+                              f"(at most {max_misses(len(ids))} may).")
     return Verdict(True, "")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from hearth.engine.protocol import sampler_id
 from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NodeIdentity
 from hearth.public_swarm.coordinator.client import CoordinatorClient, coordinator_url
@@ -167,7 +168,8 @@ async def link_once(url: str, identity: NodeIdentity, offers: Sequence[ModelOffe
     """Dial `url`, run the link until it ends; whether the coordinator welcomed this worker."""
     async with connect(url, open_timeout=OPEN_TIMEOUT_S, max_size=MAX_FRAME_CHARS * 4, compression=None,
                        ping_interval=None, close_timeout=2) as ws:
-        link = Link(ws, WorkerSession(identity, offers, max_jobs, time.monotonic()), runner, say, on_welcome, served)
+        session = WorkerSession(identity, offers, max_jobs, time.monotonic(), sampler=sampler_id())
+        link = Link(ws, session, runner, say, on_welcome, served)
         try:
             await link.run()
         except websockets.ConnectionClosed:

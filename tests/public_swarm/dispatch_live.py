@@ -90,6 +90,8 @@ class ScriptedWorker:
     bad_receipt: bool = False
     """Finish with a receipt that does not verify (scripted for the same reason as `cheat`)."""
     max_jobs: int = 1
+    sampler: str | None = None
+    """The Hello's sampler name: a scripted checker naming it "re-runs" a sampled job by picking PIECES."""
     offered: list[Offer] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     streamed: int = 0
@@ -116,7 +118,7 @@ class ScriptedWorker:
     async def _run(self, url: str) -> None:
         async with connect(url, ping_interval=None, max_size=None) as ws:
             self._ws = ws
-            self.session = WorkerSession(self.me, [MODEL], self.max_jobs, time.monotonic())
+            self.session = WorkerSession(self.me, [MODEL], self.max_jobs, time.monotonic(), sampler=self.sampler)
             ticker = asyncio.create_task(self._tick())
             try:
                 async for frame in ws:
@@ -161,8 +163,9 @@ class ScriptedWorker:
             ranks = [0 if i < len(model) and t == model[i] else offer.check.top_k for i, t in enumerate(ids)]
             gaps = [0.0 if r == 0 else 9.0 for r in ranks]
             text = "".join(PIECES[i][0] if r == 0 else "\ufffd" for i, r in enumerate(ranks))
+            picks = [model[i] if i < len(model) else 0 for i in range(len(ids))] if offer.check.replay else None
             await asyncio.sleep(self.slow_s)
-            await self._do(self.session.checked(offer.job_id, PROMPT_TOKENS, ranks, gaps, text, now()))
+            await self._do(self.session.checked(offer.job_id, PROMPT_TOKENS, ranks, gaps, text, now(), picks))
             return
         start = len(offer.request.resume.token_ids) if offer.request.resume else 0
         for text, tid in PIECES[start:offer.request.max_tokens]:

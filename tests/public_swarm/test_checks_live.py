@@ -19,7 +19,7 @@ from hearth.public_swarm.coordinator.job_rules import JobState
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.trust import Trust
 from hearth.public_swarm.coordinator.trust_rules import TrustState
-from hearth.public_swarm.coordinator.verifier_rules import CHECKS_ACCOUNT
+from hearth.public_swarm.coordinator.verifier_rules import CHECKS_ACCOUNT, job_seed
 from hearth.public_swarm.ledger.rules import vesting_account
 from tests.public_swarm.dispatch_kit import MODEL, PRICE
 from tests.public_swarm.dispatch_live import (
@@ -120,6 +120,68 @@ def test_an_honest_worker_passes_a_canary_and_its_check(tmp_path: Path) -> None:
             with ledger_of(url) as ledger:
                 # the requester paid its job only; the operator paid the canary and the check
                 assert ledger.balance(ASKER.node_id) == 2 * 10**6 - cost
+                assert ledger.audit() == []
+            for w in (honest, checker):
+                await w.stop()
+
+    asyncio.run(main())
+
+
+def test_a_sampled_job_is_re_run_with_its_seed_an_honest_worker_passes_a_cheater_fails(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    async def main() -> None:
+        async with coordinator(tmp_path, url, checks=True, random=lambda: 0.0) as base:
+            with ledger_of(url) as ledger:
+                ledger.grant(ASKER.node_id, 10**6, "grant-checks-5")
+            honest = await ScriptedWorker(identity(1), sampler="s1").start(base)
+            job_id = (await ask(base, temperature=0.8))["id"].removeprefix("chatcmpl-")
+            await wait_until("the check queued", lambda: len(checks_of(url)) == 1)
+            await honest.stop()
+            cheater = await ScriptedWorker(identity(3), sampler="s1", cheat=True).start(base)
+            await ask(base, temperature=0.8)
+            await wait_until("both checks queued", lambda: len(checks_of(url)) == 2)
+            assert all(j.purpose == "check" for j in checks_of(url))  # same-seed re-runs, no canaries
+            checker = await ScriptedWorker(identity(2), sampler="s1").start(base)
+            await wait_until("both decided", lambda: getattr(
+                standing(url, cheater.me.node_id), "failed", 0) == 1 and getattr(
+                standing(url, honest.me.node_id), "verified", 0) == 1)
+            assert standing(url, honest.me.node_id).failed == 0 and standing(url, cheater.me.node_id).verified == 0
+            served = [o.request.sampling.seed for o in honest.offered + cheater.offered if o.check is None]
+            assert served == [job_seed(o.job_id) for o in honest.offered + cheater.offered if o.check is None]
+            assert honest.offered[0].job_id == job_id  # the coordinator seeded the job by its id
+            replays = [c for c in checker.checked + cheater.checked]  # the cheater may have checked the honest job
+            assert len(replays) == 2 and all(c.check and c.check.replay for c in replays)
+            assert all(c.request.sampling.temperature == 0.8 for c in replays)
+            assert sorted(c.request.sampling.seed or 0 for c in replays) == sorted(s or 0 for s in served)
+            with ledger_of(url) as ledger:
+                assert ledger.audit() == []
+            for w in (cheater, checker):
+                await w.stop()
+
+    asyncio.run(main())
+
+
+def test_a_checker_of_another_sampler_proves_nothing_and_a_canary_follows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    async def main() -> None:
+        async with coordinator(tmp_path, url, checks=True, random=lambda: 0.0) as base:
+            with ledger_of(url) as ledger:
+                ledger.grant(ASKER.node_id, 10**6, "grant-checks-6")
+            honest = await ScriptedWorker(identity(1), sampler="s1").start(base)
+            await ask(base, temperature=0.8)
+            await wait_until("the check queued", lambda: len(checks_of(url)) == 1)
+            checker = await ScriptedWorker(identity(2), sampler="s2").start(base)
+            await wait_until("the canary served and checked", lambda: getattr(
+                standing(url, honest.me.node_id), "verified", 0) == 1)
+            replay, canary = checker.checked[0], honest.offered[1]
+            assert replay.check is not None and replay.check.replay
+            assert canary.check is None and canary.request.sampling.temperature == 0
+            outcomes = sorted(str((j.result or {}).get("outcome")) for j in checks_of(url) if j.purpose == "check")
+            assert outcomes == ["inconclusive", "passed"], outcomes  # the replay, then the canary's check
+            assert standing(url, honest.me.node_id).failed == 0
+            with ledger_of(url) as ledger:
                 assert ledger.audit() == []
             for w in (honest, checker):
                 await w.stop()

@@ -4,9 +4,14 @@ answered by a Checked. In memory through the real codec (protocol_kit.Link), no 
 
 from __future__ import annotations
 
+import json
+
+import pytest
+from pydantic import ValidationError
+
 from hearth.public_swarm.protocol import messages as m
 from hearth.public_swarm.protocol.actions import CloseCode, JobAccepted, JobChecked, JobOffered
-from tests.public_swarm.protocol_kit import DIGEST, Link, offer
+from tests.public_swarm.protocol_kit import DIGEST, MODEL, Link, offer
 
 
 def _check_offer(job_id: str = "chk-1", ids: tuple[int, ...] = (10, 11, 12)) -> m.Offer:
@@ -80,3 +85,49 @@ def test_checked_frames_are_bounded() -> None:
         raise AssertionError(f"accepted {bad}")
     too_many = m.CheckRequest.model_fields["token_ids"].metadata
     assert any(getattr(x, "max_length", None) == m.MAX_CHECK_TOKENS for x in too_many)
+
+
+def _replay_offer(job_id: str = "rep-1", ids: tuple[int, ...] = (10, 11, 12)) -> m.Offer:
+    plain = offer(job_id)
+    request = plain.request.model_copy(update={"sampling": m.Sampling(temperature=0.8, seed=5)})
+    return m.Offer(job_id=job_id, model_digest=DIGEST, request=request,
+                   check=m.CheckRequest(token_ids=list(ids), top_k=40, replay=True))
+
+
+def test_a_replay_is_answered_with_one_pick_per_token() -> None:
+    link = _accepted(_replay_offer())
+    link.from_worker(link.worker.checked("rep-1", 7, [0, 0, 1], [0.0, 0.0, 0.5], "abc", link.now, [10, 11, 13]))
+    assert link.coord_events[-1] == JobChecked("rep-1", 7, (0, 0, 1), (0.0, 0.0, 0.5), "abc", (10, 11, 13))
+    assert not link.closes()
+
+
+def test_a_replay_answered_without_picks_and_a_plain_check_with_them_close_the_link() -> None:
+    link = _accepted(_replay_offer())
+    link.from_worker(link.worker.checked("rep-1", 7, [0, 0, 0], [0.0, 0.0, 0.0], "abc", link.now))
+    assert _close_code(link) is CloseCode.UNEXPECTED
+    link = _accepted(_check_offer())
+    link.from_worker(link.worker.checked("chk-1", 7, [0, 0, 0], [0.0, 0.0, 0.0], "abc", link.now, [1, 2, 3]))
+    assert _close_code(link) is CloseCode.UNEXPECTED
+
+
+def test_replay_frames_are_checked() -> None:
+    plain = offer("rep-2")
+    request = plain.request.model_copy(update={"sampling": m.Sampling(temperature=0.8)})
+    with pytest.raises(ValidationError, match="needs one"):  # a replay re-runs a seed, so it names one
+        m.Offer(job_id="rep-2", model_digest=DIGEST, request=request,
+                check=m.CheckRequest(token_ids=[1], top_k=40, replay=True))
+    with pytest.raises(ValidationError, match="one per rank"):
+        m.Checked(job_id="rep-2", prompt_tokens=1, ranks=[0, 0], gaps=[0.0, 0.0], text="", picks=[1])
+    for bad in ("", "has space", "x" * 81, "semi;colon", 7):
+        with pytest.raises(m.MessageInvalid):
+            m.decode(_hello_with(sampler=bad))
+    hello = m.decode(_hello_with(sampler="hearth-k40.1/llama-cpp-python-0.3.36"))
+    assert isinstance(hello, m.Hello) and hello.sampler == "hearth-k40.1/llama-cpp-python-0.3.36"
+    assert isinstance(old := m.decode(_hello_with()), m.Hello) and old.sampler is None  # older workers name none
+
+
+def _hello_with(**fields: object) -> str:
+    hello = json.loads(m.encode(m.Hello(v=1, node_id="a" * 16, public_key="A" * 43, signature="B" * 86,
+                                        models=[MODEL], max_jobs=2)))
+    hello.pop("sampler", None)
+    return json.dumps({**hello, **fields})

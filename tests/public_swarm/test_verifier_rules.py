@@ -19,13 +19,14 @@ W1, W2 = node(1), node(2)
 
 
 def done(temperature: float = 0.0, parts: tuple[tuple[str, int], ...] = ((W1, 3),), purpose: str = "user",
-         ids: tuple[int, ...] = (5, 6, 7), request: JobRequest | None = None) -> Job:
+         ids: tuple[int, ...] = (5, 6, 7), request: JobRequest | None = None, sampler: str | None = None) -> Job:
     req = request or chat().model_copy(update={"sampling": Sampling(temperature=temperature)})
     spec = JobSpec(req, "chat", "m", 599, 40, "192.0.2.1")
     return Job(id="job00000001", requester="alice", digest=digest("a"), request=spec.to_json(), max_tokens=16,
                hold_id=None, state=JobState.DONE, worker_id=W1, attempts=0, text="abc", tokens=len(ids), error=None,
                created_at=0.0, updated_at=1.0, lease_expires=None, token_ids=ids, parts=parts,
-               result={"finisher": parts[-1][0], "prompt_tokens": 9}, purpose=purpose)
+               result={"finisher": parts[-1][0], "prompt_tokens": 9, **({"sampler": sampler} if sampler else {})},
+               purpose=purpose)
 
 
 @given(rate=st.floats(0, 1), draw=st.floats(0, 1, exclude_max=True), temperature=st.sampled_from([0.0, 0.7]))
@@ -90,3 +91,43 @@ def test_only_old_queued_checks_and_canaries_are_dropped() -> None:
     queued = replace(done(purpose="check"), state=JobState.QUEUED, created_at=0.0)
     assert V.too_old(queued, V.CHECK_WAIT_S + 1) and not V.too_old(queued, V.CHECK_WAIT_S - 1)
     assert not V.too_old(replace(queued, purpose="user"), 10**9)
+
+
+@given(rate=st.floats(0, 1), draw=st.floats(0, 1, exclude_max=True))
+def test_a_sampled_job_whose_worker_names_its_sampler_gets_a_same_seed_re_run(rate: float, draw: float) -> None:
+    plan = V.plan(done(0.7, sampler="s1"), rate, draw)
+    assert plan.kind == ("none" if draw >= rate else "check")
+
+
+def test_a_replay_check_carries_the_jobs_seed_its_sampler_and_the_samplers_top_k() -> None:
+    job = done(0.7, sampler="s1")
+    body = V.check_body(job)
+    request, cut = V.check_request(body)
+    assert request.replay and request.top_k == V.verify.SAMPLER_TOP_K and not cut
+    assert V.replay_sampler(body) == "s1"
+    seed = JobSpec.from_json(body).request.sampling.seed
+    assert seed == V.job_seed(job.id) == V.seeded(JobSpec.from_json(job.request).request, job.id).sampling.seed
+    own = done(request=chat().model_copy(update={"sampling": Sampling(temperature=0.7, seed=99)}), sampler="s1")
+    assert JobSpec.from_json(V.check_body(own)).request.sampling.seed == 99  # the requester's seed is kept
+    greedy = V.check_body(done(0.0))
+    assert not V.check_request(greedy)[0].replay and V.replay_sampler(greedy) is None
+    assert JobSpec.from_json(greedy).request.sampling.seed is None
+
+
+@given(st.text(min_size=1, max_size=30))
+def test_job_seeds_are_fixed_by_the_job_id_and_fit_32_bits(job_id: str) -> None:
+    assert V.job_seed(job_id) == V.job_seed(job_id) and 0 <= V.job_seed(job_id) < 2**32
+    greedy = chat()
+    assert V.seeded(greedy, job_id) is greedy  # a greedy request needs no seed
+
+
+def test_job_seeds_differ_between_jobs() -> None:
+    assert len({V.job_seed(f"job{i:08d}") for i in range(1000)}) > 990
+
+
+def test_judge_of_a_replay_compares_picks_and_still_needs_the_streamed_text() -> None:
+    ids, ranks, gaps = [5, 6, 7], [0, 3, 0], [0.0, 2.5, 0.0]  # a sampled token far below the best: fine
+    assert V.judge(ranks, gaps, "abc", "abc", top_k=40, cut=False, replay=(ids, ids)).ok
+    assert not V.judge(ranks, gaps, "abc", "abc", top_k=40, cut=False).ok  # as a greedy check it fails
+    assert not V.judge(ranks, gaps, "abc", "abc", top_k=40, cut=False, replay=(ids, [5, 9, 8])).ok
+    assert not V.judge(ranks, gaps, "abc", "xyz", top_k=40, cut=False, replay=(ids, ids)).ok

@@ -6,15 +6,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hearth.public_swarm.protocol.messages import ChatMessage, CheckRequest, JobRequest, Resume, Sampling
-from hearth.public_swarm.runner_rules import score_fields
+from hearth.public_swarm.runner_rules import engine_fields, score_fields
 from hearth.public_swarm.verify import (
     MAX_STOP_TAIL,
     MIN_RATE,
     NEW_RATE,
+    SAMPLER_TOP_K,
     TIE_GAP,
     TOP_K,
     check_rate,
     max_flips,
+    max_misses,
+    replay_verdict,
     text_agrees,
     verdict,
 )
@@ -133,3 +136,47 @@ def test_a_check_scores_the_jobs_input_after_what_earlier_workers_streamed() -> 
         "messages": [{"role": "user", "content": "Hi"}], "context": [5, 6], "token_ids": [7, 8], "top_k": 4}
     plain = JobRequest(prompt="Once", max_tokens=4)
     assert score_fields(plain, CheckRequest(token_ids=[1])) == {"prompt": "Once", "token_ids": [1], "top_k": 8}
+    replay = CheckRequest(token_ids=[7, 8], top_k=SAMPLER_TOP_K, replay=True)
+    assert score_fields(chat, replay) == {
+        "messages": [{"role": "user", "content": "Hi"}], "context": [5, 6], "token_ids": [7, 8], "top_k": SAMPLER_TOP_K,
+        "replay": True, "temperature": 0.7, "top_p": 1.0, "seed": 3}
+
+
+def test_top_k_1_is_greedy_for_the_engine_as_for_the_checks() -> None:
+    """The engine ignores a job's top_k (it keeps 40), so top_k 1 must reach it as temperature 0:
+    the coordinator checks such a job token by token, as a greedy one."""
+    op, fields = engine_fields(JobRequest(prompt="Once", max_tokens=4, sampling=Sampling(temperature=0.9, top_k=1)))
+    assert op == "complete" and fields["temperature"] == 0.0
+    assert engine_fields(JobRequest(prompt="Once", max_tokens=4, sampling=Sampling(temperature=0.9)))[1][
+        "temperature"] == 0.9
+
+
+@given(st.lists(st.integers(0, 50_000), min_size=1, max_size=300))
+def test_a_replay_whose_picks_are_the_tokens_passes(ids: list[int]) -> None:
+    assert replay_verdict(ids, ids, [0] * len(ids)).ok
+
+
+@given(st.lists(st.integers(0, 50_000), min_size=1, max_size=300), st.data())
+def test_a_replay_passes_exactly_while_misses_are_within_the_budget(ids: list[int], data: st.DataObject) -> None:
+    misses = data.draw(st.integers(0, len(ids)))
+    at = data.draw(st.permutations(range(len(ids))))[:misses]
+    picks = [t + 1 if i in at else t for i, t in enumerate(ids)]
+    v = replay_verdict(ids, picks, [1] * len(ids))
+    assert v.ok == (misses <= max_misses(len(ids))), v.reason
+    assert v.ok or "same-seed" in v.reason
+
+
+@given(st.lists(st.integers(0, 50_000), min_size=1, max_size=100), st.data())
+def test_a_replayed_token_the_sampler_could_not_draw_fails(ids: list[int], data: st.DataObject) -> None:
+    ranks = [0] * len(ids)
+    ranks[data.draw(st.integers(0, len(ids) - 1))] = SAMPLER_TOP_K
+    v = replay_verdict(ids, ids, ranks)
+    assert not v.ok and "sampler draws from" in v.reason
+
+
+@given(st.lists(st.integers(0, 9), max_size=5), st.lists(st.integers(0, 9), max_size=5),
+       st.lists(st.integers(0, 9), max_size=5))
+def test_a_malformed_replay_fails_with_a_reason(ids: list[int], picks: list[int], ranks: list[int]) -> None:
+    v = replay_verdict(ids, picks, ranks)
+    if not ids or len(picks) != len(ids) or len(ranks) != len(ids):
+        assert not v.ok and "one of each per token" in v.reason

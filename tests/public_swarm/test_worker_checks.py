@@ -13,9 +13,9 @@ import pytest
 
 from hearth.orchestrator.engines import EnginePool
 from hearth.public_swarm.protocol.actions import Action, JobChecked, JobFailed, JobFinished, JobTokens
-from hearth.public_swarm.protocol.messages import CheckRequest, ModelOffer, Offer
+from hearth.public_swarm.protocol.messages import CheckRequest, ModelOffer, Offer, Sampling
 from hearth.public_swarm.runner import Runner
-from hearth.public_swarm.verify import TOP_K, text_agrees, verdict
+from hearth.public_swarm.verify import SAMPLER_TOP_K, TOP_K, replay_verdict, text_agrees, verdict
 from hearth.settings import load_settings
 from tests.conftest import N_CTX
 from tests.public_swarm.protocol_kit import DIGEST, Link, offer
@@ -80,6 +80,38 @@ def test_a_check_of_a_greedy_job_scores_rank_0_and_passes(pool: EnginePool) -> N
         assert answer.ranks == (0,) * len(ids) and answer.gaps == (0.0,) * len(ids)
         assert verdict(answer.ranks, answer.gaps, top_k=TOP_K).ok and text_agrees(answer.text, text)
         assert answer.prompt_tokens > 0 and not link.closes()
+
+    asyncio.run(closing(pool, steps()))
+
+
+def sampled(job_id: str, seed: int, base: Offer) -> Offer:
+    sampling = Sampling(temperature=0.9, top_p=0.95, seed=seed)
+    return Offer(job_id=job_id, model_digest=DIGEST, request=base.request.model_copy(update={"sampling": sampling}))
+
+
+def test_a_sampled_job_re_run_with_its_seed_picks_every_token_it_streamed(pool: EnginePool) -> None:
+    """The replay check (CheckRequest.replay) through the runner and the engine child: the job's
+    own seed picks what it streamed; another seed's picks are not its tokens."""
+    link = Link()
+    job = sampled("job-s", 4242, offer("job-s", max_tokens=16))
+
+    async def steps() -> None:
+        await run(pool, link, job)
+        ids = [i for f in of(link, JobTokens, "job-s") for i in f.token_ids]
+        assert of(link, JobFinished, "job-s") and len(ids) >= 4
+        await run(pool, link, offer("job-g", max_tokens=16))
+        greedy_ids = [i for f in of(link, JobTokens, "job-g") for i in f.token_ids]
+        assert ids != greedy_ids[:len(ids)]  # the seed really sampled: this is no greedy reply
+        for check_id, seed in (("replay-same", 4242), ("replay-other", 7)):
+            request = sampled(check_id, seed, job).request
+            await run(pool, link, Offer(job_id=check_id, model_digest=DIGEST, request=request,
+                                        check=CheckRequest(token_ids=ids, top_k=SAMPLER_TOP_K, replay=True)))
+        [same] = of(link, JobChecked, "replay-same")
+        [other] = of(link, JobChecked, "replay-other")
+        assert same.picks == tuple(ids) and replay_verdict(ids, same.picks, same.ranks).ok
+        assert other.picks is not None and other.picks != tuple(ids)
+        assert not replay_verdict(ids, other.picks, other.ranks).ok
+        assert not link.closes()
 
     asyncio.run(closing(pool, steps()))
 

@@ -156,7 +156,7 @@ class Runs:
         resume = Resume(text=job.text, token_ids=list(job.token_ids)) if job.token_ids else None
         if job.purpose == "check":  # scores the checked job's ids after its prompt: no resume
             resume = None
-        request = spec.request.model_copy(update={"resume": resume})
+        request = V.seeded(spec.request, job.id).model_copy(update={"resume": resume})
         run = Run(job, link, node_id)
         self.local[job.id] = run
         try:
@@ -229,13 +229,15 @@ class Runs:
         q, job_id, text, ids = self.queue, run.job.id, run.full_text(), run.full_ids()
         if how == "checked":
             assert isinstance(detail, JobChecked) and self.verifier is not None
-            self.verifier.checked(run.job, run.worker, detail.prompt_tokens, detail.ranks, detail.gaps, detail.text)
+            self.verifier.checked(run.job, run.worker, detail.prompt_tokens, detail.ranks, detail.gaps, detail.text,
+                                  detail.picks, run.link.session.sampler)
             return None  # the verifier finished the check job; it has no books
         if how == "finished":
             assert isinstance(detail, JobFinished)
             result = {"finish_reason": detail.finish_reason, "prompt_tokens": detail.prompt_tokens,
                       "finisher": run.worker, "receipt": receipts.encode(detail.receipt).decode("ascii"),
-                      "worker_key": b64.encode(run.link.session.public_key or b"")}  # C9: receipts are checkable
+                      "worker_key": b64.encode(run.link.session.public_key or b""),  # C9: receipts are checkable
+                      "sampler": run.link.session.sampler}  # who may re-run it with its seed
             done = q.finish(job_id, run.worker, text, len(ids), ids, result)
             try:
                 self._finished_by(run, len(run.ids))

@@ -79,12 +79,15 @@ class Verifier:
         if plan.kind == "check" and plan.worker is not None:
             self._check(job, plan.worker, None if standing is None else standing.owner)
         elif plan.kind == "canary" and plan.worker is not None:
-            spec = V.canary_spec(job, int(self.random() * 1_000_000))
-            canary = self.queue.submit(V.CHECKS_ACCOUNT, V.canary_key(job.id), job.digest, spec.to_json(),
-                                       spec.request.max_tokens, None, purpose="canary", target=plan.worker,
-                                       parent=job.id)
-            log.info("job %s: canary %s for worker %s", job.id, canary.id, plan.worker)
+            self._canary(job, plan.worker)
         return plan
+
+    def _canary(self, job: Job, worker: str) -> Job:
+        spec = V.canary_spec(job, int(self.random() * 1_000_000))
+        canary = self.queue.submit(V.CHECKS_ACCOUNT, V.canary_key(job.id), job.digest, spec.to_json(),
+                                   spec.request.max_tokens, None, purpose="canary", target=worker, parent=job.id)
+        log.info("job %s: canary %s for worker %s", job.id, canary.id, worker)
+        return canary
 
     def _check(self, job: Job, worker: str, owner: str | None) -> Job:
         body = V.check_body(job)
@@ -96,19 +99,24 @@ class Verifier:
         return check
 
     def checked(self, check: Job, verifier: str, prompt_tokens: int, ranks: Sequence[int], gaps: Sequence[float],
-                text: str) -> verify.Verdict:
-        """A checking worker's answer to `check` (running on it): pay it, decide the checked worker's
-        check, and finish the check job. Safe to repeat (keys; `decide` applies once)."""
+                text: str, picks: Sequence[int] | None = None, sampler: str | None = None) -> verify.Verdict:
+        """A checking worker's answer to `check` (running on it; `sampler` is the one it named, and
+        `picks` a replay's seeded picks): pay it, decide the checked worker's check, and finish the
+        check job. Safe to repeat (keys; `decide` applies once)."""
         parent = self.queue.get(check.parent) if check.parent else None
         request, cut = V.check_request(check.request)
         spec = JobSpec.from_json(check.request)
         if parent is None or (worker := V.only_worker(parent)) is None:
             self._inconclusive(check, "the checked job is gone")
             return verify.Verdict(False, "the checked job is gone")
-        outcome = V.judge(ranks, gaps, text, parent.text, top_k=request.top_k, cut=cut)
         amount = V.verifier_pay(prompt_tokens, len(ranks), spec)
         if amount > 0:
             self.ledger.grant(self.trust.payee(verifier), amount, V.verifier_pay_key(check.id, verifier))
+        wanted = V.replay_sampler(check.request)
+        if wanted is not None and (picks is None or sampler != wanted):
+            return self._unlike(check, parent, worker, verifier, sampler)
+        replay = None if picks is None else (request.token_ids, picks)
+        outcome = V.judge(ranks, gaps, text, parent.text, top_k=request.top_k, cut=cut, replay=replay)
         self.trust.decide(check.id, verifier, outcome.ok, outcome.reason)
         log.info("check %s of job %s on %s by %s: %s %s", check.id, parent.id, worker, verifier,
                  "passed" if outcome.ok else "FAILED", outcome.reason)
@@ -116,6 +124,16 @@ class Verifier:
             "outcome": "passed" if outcome.ok else "failed", "reason": outcome.reason[:400],
             "prompt_tokens": prompt_tokens, "scored": len(ranks), "checked": worker})
         return outcome
+
+    def _unlike(self, check: Job, parent: Job, worker: str, verifier: str, sampler: str | None) -> verify.Verdict:
+        """A replay answered by a worker of another sampler proves nothing: the check is
+        inconclusive and the checked worker gets a canary instead (once: keyed by its job)."""
+        reason = f"the checker's sampler {sampler!r:.90} is not the checked worker's"
+        self._inconclusive(check, reason)
+        self.queue.finish(check.id, verifier, "", 0, [], {"outcome": "inconclusive", "reason": reason,
+                                                          "checked": worker})
+        self._canary(parent, worker)
+        return verify.Verdict(False, reason)
 
     def sweep(self) -> list[str]:
         """Drop checks and canaries queued for longer than `wait_s`; the ids dropped."""

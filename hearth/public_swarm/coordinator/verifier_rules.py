@@ -6,10 +6,15 @@ After a requester's job is done by one worker, with probability `standing.check_
   job's token ids (its first `MAX_CHECK_TOKENS`) under its own copy of the model
   (`Offer.check`), and `verify.verdict` + `verify.text_agrees` say whether they are what the model
   writes and whether the streamed text is their detokenisation;
-- a sampled job cannot be compared token by token (workers cannot be made to share a sampler), so
-  the worker instead gets a *canary*: a greedy job the coordinator makes up (a prompt from a small
-  built-in pool, in the shape of the job it follows: chat or completion, the same max_tokens), which
-  the worker cannot tell from a requester's. A canary is always checked.
+- a sampled job whose worker named its sampler (`Hello.sampler`) gets a *replay* check: it ran with
+  a seed (the requester's, else `job_seed` of its id, which the dispatcher put in the Offer), so
+  another worker naming the same sampler re-runs it teacher-forced with that seed
+  (`CheckRequest.replay`) and `verify.replay_verdict` compares its picks with the job's tokens.
+  A checker whose sampler turns out to differ makes the check inconclusive and the worker a canary;
+- any other sampled job cannot be compared token by token, so the worker instead gets a *canary*:
+  a greedy job the coordinator makes up (a prompt from a small built-in pool, in the shape of the
+  job it follows: chat or completion, the same max_tokens), which the worker cannot tell from a
+  requester's. A canary is always checked.
 A job streamed by several workers (failover) is not checked: no one worker wrote it, and the
 failover already means its first worker misbehaved or vanished (counted as `aborted`).
 Check and canary jobs belong to `CHECKS_ACCOUNT` (no requester lists or pays them); the operator
@@ -18,6 +23,7 @@ pays the canary's worker its usual part and the checking worker its prompt and s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +65,27 @@ def is_greedy(request: JobRequest) -> bool:
     return request.sampling.temperature == 0 or request.sampling.top_k == 1
 
 
+def job_seed(job_id: str) -> int:
+    """The seed of a sampled job whose requester gave none: fixed by its id, so the job's Offer,
+    a failover's Offer and its replay check all draw alike (and the requester's jobs still differ)."""
+    return int.from_bytes(hashlib.sha256(b"hearth-seed:" + job_id.encode()).digest()[:4], "big")
+
+
+def seeded(request: JobRequest, job_id: str) -> JobRequest:
+    """`request` with its seed set (to `job_seed(job_id)` unless it has one): what a sampled job's
+    Offer carries. A greedy request is returned as it is."""
+    if is_greedy(request) or request.sampling.seed is not None:
+        return request
+    sampling = request.sampling.model_copy(update={"seed": job_seed(job_id)})
+    return request.model_copy(update={"sampling": sampling})
+
+
+def sampler_of(job: Job) -> str | None:
+    """The sampler its worker named (stored in the result when it finished), or None."""
+    sampler = (job.result or {}).get("sampler")
+    return sampler if isinstance(sampler, str) and sampler else None
+
+
 def only_worker(job: Job) -> str | None:
     """The one worker that streamed all of a done job, or None (failover, or nothing streamed)."""
     workers = {w for w, n in job.parts if n > 0}
@@ -81,7 +108,9 @@ def plan(job: Job, rate: float, draw: float) -> Plan:
         return Plan("none", worker, "not sampled")
     if is_greedy(JobSpec.from_json(job.request).request):
         return Plan("check", worker, "sampled greedy job")
-    return Plan("canary", worker, "sampled job with sampling: a canary instead")
+    if sampler_of(job) is not None:
+        return Plan("check", worker, "sampled job with sampling: a same-seed re-run")
+    return Plan("canary", worker, "sampled job with sampling, its worker names no sampler: a canary instead")
 
 
 def check_key(job_id: str) -> str:
@@ -101,15 +130,27 @@ def check_body(job: Job) -> dict[str, Any]:
     without resume) and the ids to score. Never the free tier's: the operator pays a check."""
     spec = JobSpec.from_json(job.request)
     ids = list(job.token_ids[:MAX_CHECK_TOKENS])
-    body = JobSpec(spec.request, spec.kind, spec.model, spec.price, spec.prompt_cap, None).to_json()
-    body["check"] = {"token_ids": ids, "top_k": verify.TOP_K, "cut": len(job.token_ids) > len(ids)}
+    replay = not is_greedy(spec.request)
+    request = seeded(spec.request, job.id)
+    body = JobSpec(request, spec.kind, spec.model, spec.price, spec.prompt_cap, None).to_json()
+    body["check"] = {"token_ids": ids, "top_k": verify.SAMPLER_TOP_K if replay else verify.TOP_K,
+                     "cut": len(job.token_ids) > len(ids)}
+    if replay:
+        body["check"].update(replay=True, sampler=sampler_of(job))
     return body
 
 
 def check_request(body: Mapping[str, Any]) -> tuple[CheckRequest, bool]:
     """The Offer.check of a check job's stored request, and whether it scores only a prefix."""
     data = body["check"]
-    return CheckRequest(token_ids=list(data["token_ids"]), top_k=int(data["top_k"])), bool(data["cut"])
+    return CheckRequest(token_ids=list(data["token_ids"]), top_k=int(data["top_k"]),
+                        replay=bool(data.get("replay", False))), bool(data["cut"])
+
+
+def replay_sampler(body: Mapping[str, Any]) -> str | None:
+    """The sampler a replay check's worker must name (None: the check is no replay)."""
+    data = body["check"]
+    return str(data.get("sampler") or "") if data.get("replay") else None
 
 
 def canary_spec(job: Job, pick: int) -> JobSpec:
@@ -124,9 +165,11 @@ def canary_spec(job: Job, pick: int) -> JobSpec:
 
 
 def judge(ranks: Sequence[int], gaps: Sequence[float], scored_text: str, streamed: str, *, top_k: int,
-          cut: bool) -> verify.Verdict:
-    """A check's outcome: the scores pass `verify.verdict` and the streamed text is the scored ids'."""
-    seen = verify.verdict(ranks, gaps, top_k=top_k)
+          cut: bool, replay: tuple[Sequence[int], Sequence[int]] | None = None) -> verify.Verdict:
+    """A check's outcome: the scores pass `verify.verdict` (a replay's, given as (the checked ids,
+    the checker's picks), `verify.replay_verdict`) and the streamed text is the scored ids'."""
+    seen = (verify.verdict(ranks, gaps, top_k=top_k) if replay is None
+            else verify.replay_verdict(replay[0], replay[1], ranks, top_k=top_k))
     if not seen.ok:
         return seen
     if not verify.text_agrees(scored_text, streamed, cut=cut):

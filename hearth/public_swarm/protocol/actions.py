@@ -108,13 +108,15 @@ class JobFinished:
 
 @dataclass(frozen=True)
 class JobChecked:
-    """A spot-check's answer (messages.Checked): one rank and gap per token id of the check."""
+    """A spot-check's answer (messages.Checked): one rank and gap per token id of the check, and
+    on a replay one seeded pick per token id."""
 
     job_id: str
     prompt_tokens: int
     ranks: tuple[int, ...]
     gaps: tuple[float, ...]
     text: str
+    picks: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)

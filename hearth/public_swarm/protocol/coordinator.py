@@ -110,6 +110,8 @@ class CoordinatorSession:
         self.last_sent = now
         self.node_id: str | None = None
         self.public_key: bytes | None = None
+        self.sampler: str | None = None
+        """The worker's Hello.sampler: who may re-run its sampled jobs with their seeds."""
         self.models: dict[str, int] = {}
         """Digest → the model's n_ctx, for the models the worker offered."""
         self.max_jobs = 0
@@ -219,6 +221,7 @@ class CoordinatorSession:
             return self._close(CloseCode.FORGED_IDENTITY, f"The hello does not prove node {msg.node_id}: {exc}")
         self.phase = Phase.READY
         self.node_id, self.public_key, self.max_jobs = msg.node_id, public_key, msg.max_jobs
+        self.sampler = msg.sampler
         self.models = {m.digest: m.n_ctx for m in msg.models}
         return [*self._send(Welcome(node_id=msg.node_id, heartbeat_s=self.heartbeat_s), now),
                 Registered(msg.node_id, public_key, tuple(msg.models), msg.max_jobs)]
@@ -301,8 +304,12 @@ class CoordinatorSession:
         if len(msg.ranks) != len(check.token_ids):
             return self._close(CloseCode.COUNT_MISMATCH, f"Job {msg.job_id!r} checks {len(check.token_ids)} "
                                                          f"tokens; the checked message scores {len(msg.ranks)}.")
+        if check.replay != (msg.picks is not None):
+            return self._close(CloseCode.UNEXPECTED, f"Job {msg.job_id!r} is {'a' if check.replay else 'no'} "
+                                                     "replay; its checked message must carry picks exactly then.")
         del self.jobs[msg.job_id]
-        return [JobChecked(msg.job_id, msg.prompt_tokens, tuple(msg.ranks), tuple(msg.gaps), msg.text)]
+        return [JobChecked(msg.job_id, msg.prompt_tokens, tuple(msg.ranks), tuple(msg.gaps), msg.text,
+                           None if msg.picks is None else tuple(msg.picks))]
 
     def _failed(self, msg: Failed) -> list[Action]:
         job = self._job(msg.job_id, "failed", accepted=None)

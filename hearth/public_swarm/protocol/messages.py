@@ -140,6 +140,9 @@ class CheckRequest(_Strict):
     token_ids: list[TokenId] = Field(min_length=1, max_length=MAX_CHECK_TOKENS)
     top_k: int = Field(default=8, ge=1, le=MAX_CHECK_TOP_K)
     """Ranks at or past top_k are reported as top_k ("not among the best top_k")."""
+    replay: bool = False
+    """A sampled job's same-seed re-run: also report, at each step, the token the request's sampler
+    (its temperature, top_p and seed, which the Offer then sets) picks (Checked.picks)."""
 
 
 def prompt_bytes(request: JobRequest) -> bytes:
@@ -165,6 +168,10 @@ class Hello(_Strict):
     """base64url of the 64-byte signature over the proof context and the challenge nonce."""
     models: list[ModelOffer] = Field(min_length=1, max_length=MAX_MODELS)
     max_jobs: int = Field(ge=1, le=MAX_JOBS)
+    sampler: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._+/-]{1,80}$")
+    """Names the worker's sampler (its chain and llama.cpp build): two workers naming the same one
+    draw the same tokens from the same logits and seed, so a sampled job can be checked by a
+    same-seed re-run. None: the worker cannot re-run one (its sampled jobs get canaries)."""
 
     @model_validator(mode="after")
     def _unique_models(self) -> Hello:
@@ -236,11 +243,15 @@ class Checked(_Strict):
     ranks: list[Rank] = Field(min_length=1, max_length=MAX_CHECK_TOKENS)
     gaps: list[Gap] = Field(min_length=1, max_length=MAX_CHECK_TOKENS)
     text: str = Field(max_length=MAX_CHARS_PER_TOKEN * MAX_CHECK_TOKENS)
+    picks: list[TokenId] | None = Field(default=None, max_length=MAX_CHECK_TOKENS)
+    """A replay's (CheckRequest.replay) seeded picks, one per token id; None on a plain check."""
 
     @model_validator(mode="after")
     def _same_length(self) -> Checked:
         if len(self.ranks) != len(self.gaps):
             raise ValueError("a Checked has one gap per rank")
+        if self.picks is not None and len(self.picks) != len(self.ranks):
+            raise ValueError("a Checked's picks, when present, are one per rank")
         return self
 
 
@@ -282,6 +293,12 @@ class Offer(_Strict):
     request: JobRequest
     check: CheckRequest | None = None
     """Set on a spot-check: score these token ids, answer with Checked (no Tokens, no Finished)."""
+
+    @model_validator(mode="after")
+    def _replay_has_seed(self) -> Offer:
+        if self.check is not None and self.check.replay and self.request.sampling.seed is None:
+            raise ValueError("a replay check re-runs the request's seed, so its sampling needs one")
+        return self
 
 
 class Cancel(_Strict):

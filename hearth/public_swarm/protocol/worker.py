@@ -80,8 +80,9 @@ class WorkerSession:
     """This worker's connection to one coordinator. `now` is any monotonic clock in seconds."""
 
     def __init__(self, identity: NodeIdentity, models: Sequence[ModelOffer], max_jobs: int, now: float,
-                 *, handshake_timeout_s: float = 10.0) -> None:
+                 *, handshake_timeout_s: float = 10.0, sampler: str | None = None) -> None:
         self.identity = identity
+        self.sampler = sampler
         self.models = tuple(models)
         self.max_jobs = max_jobs
         self.handshake_timeout_s = handshake_timeout_s
@@ -179,14 +180,15 @@ class WorkerSession:
                                    receipt=receipts.encode(receipt).decode("ascii")), now)
 
     def checked(self, job_id: str, prompt_tokens: int, ranks: Sequence[int], gaps: Sequence[float], text: str,
-                now: float) -> list[Action]:
-        """Answer an accepted spot-check (an Offer with `check`): one rank and gap per token id."""
+                now: float, picks: Sequence[int] | None = None) -> list[Action]:
+        """Answer an accepted spot-check (an Offer with `check`): one rank and gap per token id, and
+        for a replay one seeded pick per token id."""
         job = self.jobs.get(job_id)
         if job is None or not job.accepted or job.offer.check is None:
             return []
         del self.jobs[job_id]
         return self._send(Checked(job_id=job_id, prompt_tokens=prompt_tokens, ranks=list(ranks),
-                                  gaps=list(gaps), text=text), now)
+                                  gaps=list(gaps), text=text, picks=None if picks is None else list(picks)), now)
 
     def fail(self, job_id: str, code: str, message: str, now: float) -> list[Action]:
         if self.jobs.pop(job_id, None) is None:
@@ -210,7 +212,7 @@ class WorkerSession:
         return self._send(Hello(v=PROTOCOL_VERSION, node_id=self.identity.node_id,
                                 public_key=b64.encode(self.identity.public_key),
                                 signature=b64.encode(self.identity.prove(nonce)),
-                                models=list(self.models), max_jobs=self.max_jobs), now)
+                                models=list(self.models), max_jobs=self.max_jobs, sampler=self.sampler), now)
 
     def _offer(self, msg: Offer, now: float) -> list[Action]:
         if msg.job_id in self.jobs:
