@@ -85,9 +85,15 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
     return out[:n]
 
 
-def generate(engine: Engine, messages: list[dict[str, str]], n: int) -> Output:
+SAMPLED = {"temperature": 0.8, "top_p": 0.95}
+"""The sampling of the drift run's sampled replies (a chat client's usual settings)."""
+
+
+def generate(engine: Engine, messages: list[dict[str, str]], n: int, seed: int | None = None) -> Output:
+    """Greedy, or sampled with SAMPLED and `seed`."""
     out = Collect()
-    engine.generate({"id": "g", "op": "chat", "messages": messages, "max_tokens": n, "temperature": 0.0},
+    how: dict[str, Any] = {"temperature": 0.0} if seed is None else {**SAMPLED, "seed": seed}
+    engine.generate({"id": "g", "op": "chat", "messages": messages, "max_tokens": n, **how},
                     threading.Event(), out)  # type: ignore[arg-type]
     tokens = [e for e in out.events if isinstance(e, Token)]
     return Output(messages, [i for t in tokens for i in t.ids], "".join(t.text for t in tokens))
@@ -98,6 +104,37 @@ def scored(engine: Engine, messages: list[dict[str, str]], ids: Sequence[int]) -
     score(engine, {"id": "s", "op": "score", "messages": messages, "token_ids": list(ids),
                    "top_k": verify.TOP_K}, threading.Event(), out)
     return next(e for e in out.events if isinstance(e, Scored))
+
+
+def replayed(engine: Engine, messages: list[dict[str, str]], ids: Sequence[int], seed: int) -> Scored:
+    """The replay check a coordinator asks of a sampled reply: the job's sampler re-run with its seed."""
+    out = Collect()
+    score(engine, {"id": "r", "op": "score", "messages": messages, "token_ids": list(ids),
+                   "top_k": verify.SAMPLER_TOP_K, "replay": True, "seed": seed, **SAMPLED}, threading.Event(), out)
+    return next(e for e in out.events if isinstance(e, Scored))
+
+
+def replay_judged(s: Scored, ids: Sequence[int], streamed: str) -> tuple[verify.Verdict, int]:
+    """The replay verdict (and text check) and how many tokens missed the seeded picks."""
+    picks = s.picks or ()
+    v = verify.replay_verdict(ids, picks, s.ranks)
+    if v.ok and not verify.text_agrees(s.text, streamed):
+        v = verify.Verdict(False, "The streamed text is not the ids' text.")
+    return v, sum(p != t for p, t in zip(picks, ids, strict=False))
+
+
+def sampled_drift(a: Engine, b: Engine, msgs: list[dict[str, str]], n: int, seed: int,
+                  rng: random.Random) -> dict[str, Any] | None:
+    """One prompt sampled with `seed` by both engines; each replays the other's reply; A also
+    replays random ids (the random-token cheater). None when a reply was empty."""
+    oa, ob = generate(a, msgs, n, seed), generate(b, msgs, n, seed)
+    if not (oa.ids and ob.ids):
+        return None
+    cross = [replay_judged(replayed(b, msgs, oa.ids, seed), oa.ids, oa.text),
+             replay_judged(replayed(a, msgs, ob.ids, seed), ob.ids, ob.text)]
+    fake = [rng.randrange(a.llm.n_vocab()) for _ in oa.ids]
+    noise = replay_judged(replayed(a, msgs, fake, seed), fake, "")
+    return {"cross": cross, "identical": oa.ids == ob.ids, "random": noise}
 
 
 def judged(s: Scored, streamed: str) -> verify.Verdict:
@@ -174,6 +211,8 @@ def drift(a: Engine, b: Engine, args: argparse.Namespace) -> dict[str, Any]:
     output; then A scores its own on the first --same prompts (the same build)."""
     t0 = time.perf_counter()
     outs_a, cross, identical, skipped = [], [], 0, 0
+    sampled: list[dict[str, Any]] = []
+    rng = random.Random(args.seed)
     for i, msgs in enumerate(prompts(args.prompts)):
         if time.perf_counter() - t0 > args.budget_s:
             break
@@ -184,6 +223,8 @@ def drift(a: Engine, b: Engine, args: argparse.Namespace) -> dict[str, Any]:
         outs_a.append(oa)
         identical += oa.ids == ob.ids
         cross += [(scored(b, msgs, oa.ids), oa), (scored(a, msgs, ob.ids), ob)]
+        if args.sampled and (one := sampled_drift(a, b, msgs, args.tokens, 1000 + i, rng)) is not None:
+            sampled.append(one)
         if i % 20 == 19:
             print(f"{i + 1} prompts, {time.perf_counter() - t0:.0f} s", flush=True)
     own = [(scored(a, o.messages, o.ids), o) for o in outs_a[:args.same]]
@@ -192,7 +233,7 @@ def drift(a: Engine, b: Engine, args: argparse.Namespace) -> dict[str, Any]:
             "own_all_rank0": all(r == 0 for s, _ in own for r in s.ranks), "flip_gaps": flips,
             "flips_per_output": max((sum(r > 0 for r in s.ranks) for s, _ in cross), default=0),
             "max_rank": max((max(s.ranks) for s, _ in cross), default=0), "outs_a": outs_a,
-            "identical": identical, "n": len(outs_a), "skipped": skipped}
+            "identical": identical, "n": len(outs_a), "skipped": skipped, "sampled": sampled}
 
 
 def cheats(gemma: Engine, a: Engine, outs_a: list[Output], n: int, rng: random.Random) -> dict[str, Any]:
@@ -276,6 +317,22 @@ def simulate(res: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, s
     return rows
 
 
+def sampled_rows(runs: list[dict[str, Any]]) -> str:
+    """The sampled replies' rows of the drift table (none without --sampled)."""
+    if not runs:
+        return ""
+    cross = [c for r in runs for c in r["cross"]]
+    misses = [m for _, m in cross]
+    noise = [r["random"] for r in runs]
+    return f"""| sampled replies (temperature {SAMPLED['temperature']}, top_p {SAMPLED['top_p']}, seed per prompt), \
+replayed across engines (both ways) | {len(cross)} |
+| passing verify.replay_verdict and text_agrees | {sum(v.ok for v, _ in cross)} / {len(cross)} |
+| prompts whose two sampled replies were identical | {sum(r['identical'] for r in runs)} / {len(runs)} |
+| tokens that missed the seeded re-run's pick: total; most in one reply | {sum(misses)}; {max(misses, default=0)} |
+| random token ids replayed (the random-token cheater): failing | {sum(not v.ok for v, _ in noise)} / {len(noise)} |
+"""
+
+
 def drift_table(res: dict[str, Any], args: argparse.Namespace) -> str:
     gaps = res["flip_gaps"]
     cross_ok = sum(v.ok for v in res["cross"])
@@ -283,7 +340,7 @@ def drift_table(res: dict[str, Any], args: argparse.Namespace) -> str:
 
 Engine A: 1 thread, 64-token prompt chunks; engine B: {args.b_threads} thread(s), {args.b_chunk}-token prompt chunks. Each generated
 greedily ({args.tokens} tokens at most) for {res['n']} chat prompts ({res['skipped']} more replied nothing);
-each scored the other's output.
+each scored the other's output{"; with --sampled each also sampled it with a seed and replayed the other's reply" if args.sampled else ""}.
 
 | | |
 |---|---|
@@ -296,7 +353,7 @@ each scored the other's output.
 | most flips in one output; worst rank | {res['flips_per_output']}; {res['max_rank']} |
 | same build (A scores its own output, {len(res['own'])} prompts): every token rank 0 | \
 {'yes' if res['own_all_rank0'] else 'NO'}, {sum(v.ok for v in res['own'])} pass |
-"""
+{sampled_rows(res['sampled'])}"""
 
 
 def report(res: dict[str, Any], rows: list[tuple[str, str, str, str]], args: argparse.Namespace) -> str:
@@ -332,8 +389,8 @@ def drift_only(args: argparse.Namespace) -> int:
     body = f"""### Drift between honest engines: threads 1 vs {args.b_threads}, prompt chunks 64 vs {args.b_chunk}
 
 `.venv/bin/python scripts/bench_verify.py --drift-only --prompts {args.prompts} --tokens {args.tokens} \
---same {args.same} --b-threads {args.b_threads} --b-chunk {args.b_chunk}` (real engines in one process, \
-{time.perf_counter() - t0:.0f} s; verify.py as above).
+--same {args.same} --b-threads {args.b_threads} --b-chunk {args.b_chunk}{' --sampled' if args.sampled else ''}` \
+(real engines in one process, {time.perf_counter() - t0:.0f} s; verify.py as above).
 
 {drift_table(res, args).split(chr(10), 2)[2].strip()}
 """
@@ -341,7 +398,7 @@ def drift_only(args: argparse.Namespace) -> int:
     if not args.no_doc:
         name = f"bench_verify_drift_t{args.b_threads}_c{args.b_chunk}"
         write_section(Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md", name, body)
-    return 0 if all(v.ok for v in res["cross"]) else 1
+    return 0 if all(v.ok for v in res["cross"]) and all(v.ok for r in res["sampled"] for v, _ in r["cross"]) else 1
 
 
 def main() -> int:
@@ -357,6 +414,8 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=1e9, help="stop taking new prompts after this long")
     ap.add_argument("--b-chunk", type=int, default=16, help="engine B's prompt tokens per llama.cpp call")
     ap.add_argument("--no-doc", action="store_true")
+    ap.add_argument("--sampled", action="store_true",
+                    help="also sample each prompt with a seed on both engines and replay each other's (and random ids)")
     ap.add_argument("--drift-only", action="store_true",
                     help="only the drift between A and this B, in its own docs section (no cheaters)")
     ap.add_argument("--dump", default="", help="write the cheaters' scores and the honest flips' gaps here (JSON)")
