@@ -38,11 +38,14 @@ def report(out: Outcome, args: argparse.Namespace) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     ok = "yes" if out.held else "**no**"
     lines = [
-        "## Chaos: jobs while workers are killed (`scripts/chaos_swarm.py`)", "",
+        f"## Chaos{' with spot-checks on' if args.checks else ''}: jobs while workers are killed "
+        "(`scripts/chaos_swarm.py`)", "",
         f"Measured {when} on {platform.machine()}, {os.cpu_count()} cores (shared), Python {platform.python_version()}.",
         f"Command: `.venv/bin/python scripts/chaos_swarm.py --jobs {args.jobs} --seed {args.seed} "
-        f"--every {args.every[0]:g} {args.every[1]:g} --down {args.down[0]:g} {args.down[1]:g}`", "",
-        f"What was tried: a real `hearth coordinator` (SQLite, link heartbeat 0.5 s) and {args.workers} real "
+        f"--every {args.every[0]:g} {args.every[1]:g} --down {args.down[0]:g} {args.down[1]:g}"
+        f"{' --checks' if args.checks else ''}`", "",
+        f"What was tried: a real `hearth coordinator` (SQLite, link heartbeat 0.5 s, spot-checks "
+        f"{'on: each honest worker new, so checked at 25 %' if args.checks else 'off'}) and {args.workers} real "
         f"`hearth contribute` workers ({MODEL}, 1 thread each, each declaring --max-jobs "
         f"{out.declared_max_jobs}, capped by --jobs-per-worker 2); {args.jobs} jobs of max_tokens 8 from 4 signed "
         "requesters (granted 1,000 credits each, each from its own loopback address), half streamed "
@@ -65,6 +68,8 @@ def report(out: Outcome, args: argparse.Namespace) -> str:
         f"| `Ledger.audit()` | {out.audit or 'empty'} |",
         f"| grants vs balances + open holds (micro-credits) | {out.grants} vs {out.balances_and_holds} |",
         f"| max_jobs the coordinator published per worker | {sorted(out.published_max_jobs)} |",
+        *([f"| spot-checks by outcome (every worker honest: none may fail) | {dict(out.checks) or 'none'} |",
+           f"| canaries by state | {dict(out.canaries) or 'none'} |"] if args.checks else []),
         "", f"Held: {ok}."]
     return "\n".join(lines)
 
@@ -76,6 +81,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--every", type=float, nargs=2, default=(2.0, 6.0), help="seconds between kills")
     parser.add_argument("--down", type=float, nargs=2, default=(1.0, 5.0), help="seconds a killed worker stays down")
+    parser.add_argument("--checks", action="store_true", help="spot-checks on (the coordinator's default)")
     parser.add_argument("--no-write", action="store_true", help="print only, do not update docs/reliability.md")
     args = parser.parse_args()
     from hearth.models.pull import resolve
@@ -85,11 +91,11 @@ def main() -> int:
         work = Path(tmp)
         resolve(ModelStore(work / "models"), MODEL)
         out = run_chaos(work, work / "models", args.jobs, workers=args.workers, every=tuple(args.every),
-                        down=tuple(args.down), seed=args.seed)
+                        down=tuple(args.down), seed=args.seed, checks=args.checks)
     text = report(out, args)
     print(text)
     if not args.no_write:
-        write_section(REPO / "docs" / "reliability.md", "chaos_swarm", text)
+        write_section(REPO / "docs" / "reliability.md", "chaos_swarm_checks" if args.checks else "chaos_swarm", text)
     return 0 if out.held else 1
 
 

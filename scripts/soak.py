@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -285,6 +286,14 @@ async def lease_after_soak(url: str, facts: dict[str, Any]) -> None:
             facts["final_lease"] += f" ({exc.code}: {exc.message})"
 
 
+def with_sections(text: str, path: Path) -> str:
+    """The soak's text, followed by the other scripts' marked sections already in `path` (the chaos
+    runs' `<!-- name:begin -->` blocks), which a soak must not drop."""
+    old = path.read_text() if path.exists() else ""
+    first = re.search(r"<!-- [\w-]+:begin -->", old)
+    return text.rstrip("\n") + "\n" + ("\n" + old[first.start():] if first else "")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=3.0)
@@ -345,7 +354,7 @@ def main() -> int:
             proc.wait()
     text = render(args, tally, facts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    args.out.write_text(with_sections(text, args.out))
     print(text)
     if tally.unexpected:
         print(f"logs kept in {home}", file=sys.stderr)

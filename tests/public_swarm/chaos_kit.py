@@ -30,6 +30,7 @@ from sqlalchemy import select
 from hearth.identity import NodeIdentity
 from hearth.pairing.signed import SignedAuth
 from hearth.public_swarm.coordinator.client import CoordinatorClient
+from hearth.public_swarm.coordinator.job_tables import checks as checks_table
 from hearth.public_swarm.coordinator.job_tables import jobs
 from hearth.public_swarm.coordinator.job_tables import links as links_table
 from hearth.public_swarm.ledger.models import entries
@@ -76,11 +77,15 @@ class Outcome:
     published_max_jobs: set[int] = field(default_factory=set)
     seconds: float = 0.0
     client_errors: Counter[str] = field(default_factory=Counter)
+    checks: Counter[str] = field(default_factory=Counter)
+    """Spot-checks by outcome (a run with spot-checks on): every worker is honest, so none may fail."""
+    canaries: Counter[str] = field(default_factory=Counter)
 
     @property
     def held(self) -> bool:
         return (not self.stuck and not self.closed_twice and not self.still_open and not self.audit
-                and self.grants == self.balances_and_holds and self.states.total() == self.jobs)
+                and self.grants == self.balances_and_holds and self.states.total() == self.jobs
+                and not self.checks["failed"])
 
 
 class Workers:
@@ -265,13 +270,17 @@ def read_books(coord: Coordinator, out: Outcome, settle_s: float = 30) -> None:
         deadline = time.monotonic() + settle_s
         while time.monotonic() < deadline:
             with ledger.engine.connect() as conn:
-                busy = conn.execute(select(jobs.c.id).where(jobs.c.state.not_in(FINAL))).first()
+                busy = conn.execute(select(jobs.c.id).where(jobs.c.state.not_in(FINAL),
+                                                            jobs.c.purpose == "user")).first()
                 open_hold = conn.execute(select(holds_table.c.id).where(holds_table.c.state == "open")).first()
             if busy is None and open_hold is None:
                 break
             time.sleep(1)
         with ledger.engine.connect() as conn:
-            rows = conn.execute(select(jobs.c.id, jobs.c.state, jobs.c.error, jobs.c.parts, jobs.c.attempts)).all()
+            rows = conn.execute(select(jobs.c.id, jobs.c.state, jobs.c.error, jobs.c.parts, jobs.c.attempts)
+                                .where(jobs.c.purpose == "user")).all()
+            out.checks = Counter(o for (o,) in conn.execute(select(checks_table.c.outcome)))
+            out.canaries = Counter(s for (s,) in conn.execute(select(jobs.c.state).where(jobs.c.purpose == "canary")))
             closing: defaultdict[str, set[str]] = defaultdict(set)
             for hold_id, op_key in conn.execute(select(entries.c.hold_id, entries.c.op_key).where(
                     entries.c.hold_id.is_not(None), entries.c.kind != "hold")):
@@ -300,12 +309,13 @@ def read_books(coord: Coordinator, out: Outcome, settle_s: float = 30) -> None:
 def run_chaos(work: Path, models: Path, n_jobs: int, *, workers: int = 3, requesters: int = 4, concurrency: int = 8,
               max_tokens: int = 8, every: tuple[float, float] = (4.0, 12.0), down: tuple[float, float] = (1.0, 6.0),
               seed: int = 11, declared_max_jobs: int = 3, jobs_per_worker: int = 2,
-              link_timeout: float = 300, max_kills: int | None = None) -> Outcome:
-    """The whole run; what held is in the Outcome (`held`)."""
+              link_timeout: float = 300, max_kills: int | None = None, checks: bool = False) -> Outcome:
+    """The whole run; what held is in the Outcome (`held`). `checks`: spot-checks on (the
+    coordinator's default; the books' tests run without)."""
     out = Outcome(declared_max_jobs=declared_max_jobs)
     t0 = time.monotonic()
-    with coordinator(work / "coord", None, "--jobs-per-worker", str(jobs_per_worker),
-                     env={"HEARTH_LINK_HEARTBEAT_S": "0.5"}) as coord:
+    env = {"HEARTH_LINK_HEARTBEAT_S": "0.5", "HEARTH_SPOT_CHECKS": "on" if checks else "off"}
+    with coordinator(work / "coord", None, "--jobs-per-worker", str(jobs_per_worker), env=env) as coord:
         pool = Workers(work, coord.url, models, workers, declared_max_jobs)
         try:
             asyncio.run(drive(coord, pool, n_jobs, requesters=requesters, concurrency=concurrency,
