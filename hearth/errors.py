@@ -82,6 +82,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── CheckNotFound             no spot-check has that id (HTTP 404)
     │   └── CheckConflict             that check id is open for another job or worker
     ├── WaitTimedOut                  public_swarm.coordinator.jobs_client: the job runs on; ask again (exit 9)
+    ├── ResultGone                    coordinator.jobs_client: fetched before or expired; submit again (exit 11)
     ├── ReceiptCheckFailed            coordinator.receipt_audit: a receipt or charge does not check (exit 10)
     ├── RetentionSettingInvalid       coordinator.retention_rules: fix HEARTH_PROMPT_GRACE_S or HEARTH_RESULT_TTL_S
     ├── PublicNotConsented            escalation.consent: --yes, HEARTH_PUBLIC_OK=1 or answer once (HTTP 403)

@@ -35,10 +35,16 @@ def _show(job: JobView, as_json: bool) -> None:
     if job.error:
         out.print(f"  [red]{escape(job.error)}[/]")
     if job.result is not None:
+        from hearth.public_swarm.coordinator.jobs_client import gone_note
+
         u = job.result.usage
         out.print(f"  {u.prompt_tokens}+{u.completion_tokens} tokens, {u.cost_credits} micro-credits, "
                   f"finish: {job.result.finish_reason}")
-        out.print(escape(job.result.text), markup=False)
+        note = gone_note(job)
+        if note is not None:
+            out.print(f"  [yellow]{escape(note)}[/]")
+        else:
+            out.print(escape(job.result.text), markup=False)
 
 
 @jobs_app.command()

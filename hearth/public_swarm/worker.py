@@ -37,6 +37,7 @@ from hearth.public_swarm.coordinator.wire import (
     Credits,
     Hardware,
     OfferedModel,
+    StandingView,
     WorkerRegistration,
 )
 from hearth.public_swarm.hardware import clean, describe_hardware, detect
@@ -240,4 +241,8 @@ async def operator_page(settings: Settings, base: str, identity: NodeIdentity, s
         async with CoordinatorClient(base, identity) as client:
             return await client.credits()
 
-    await serve_page(settings, page_app(served, Earnings(credits), identity.node_id), port, say)
+    async def standing() -> StandingView:
+        async with CoordinatorClient(base, identity) as client:
+            return await client.standing()
+
+    await serve_page(settings, page_app(served, Earnings(credits, standing=standing), identity.node_id), port, say)

@@ -5,10 +5,10 @@ offers accepted and declined, jobs finished and failed, tokens streamed, prompt 
 spot-checks it scored for the coordinator. Counts only: no prompt, no output, no job id is kept.
 It serves them on 127.0.0.1 only (`--page-port`, default DEFAULT_WORKER_PAGE_PORT; 0: no page) as
 a small HTML page and its JSON twin (`/served.json`), with the credits the coordinator's ledger
-shows for this worker (asked, signed as the worker, at most every EARNINGS_S).
-
-Whether the coordinator's spot-checks of this worker passed is the coordinator's to tell; until
-it reports that to workers, the page says "not reported" rather than guess.
+shows for this worker and its standing there (`GET /v1/standing`: spot-checks of its output passed
+and failed, credits in escrow, vested and forfeited), both asked, signed as the worker, at most
+every EARNINGS_S. A coordinator that does not answer the standing (an older one, or this worker
+never linked to it) leaves the page saying "not reported" rather than guess.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.errors import HearthError
-from hearth.public_swarm.coordinator.wire import Credits
+from hearth.public_swarm.coordinator.wire import Credits, StandingView
 from hearth.public_swarm.protocol.messages import Accept, Checked, Decline, Failed, Finished, Message, Tokens
 from hearth.settings import Settings
 
@@ -68,15 +68,18 @@ class Served:
 
 
 Ask = Callable[[], Awaitable[Credits]]
+AskStanding = Callable[[], Awaitable[StandingView]]
 
 
 class Earnings:
-    """This worker's credits on the coordinator's ledger, asked at most every EARNINGS_S."""
+    """This worker's credits on the coordinator's ledger and its standing there (spot-checks,
+    escrow), asked at most every EARNINGS_S."""
 
-    def __init__(self, ask: Ask | None, *, every_s: float = EARNINGS_S) -> None:
-        self.ask, self.every_s = ask, every_s
+    def __init__(self, ask: Ask | None, *, standing: AskStanding | None = None, every_s: float = EARNINGS_S) -> None:
+        self.ask, self.ask_standing, self.every_s = ask, standing, every_s
         self.at = float("-inf")
-        self.view: dict[str, Any] = {"balance": None, "earned_recent": None, "error": "not asked yet"}
+        self.view: dict[str, Any] = {"balance": None, "earned_recent": None, "error": "not asked yet",
+                                     "standing": None}
 
     async def latest(self) -> dict[str, Any]:
         if self.ask is not None and time.monotonic() - self.at >= self.every_s:
@@ -87,17 +90,44 @@ class Earnings:
                 self.view = {**self.view, "error": getattr(exc, "message", None) or "the coordinator did not answer"}
             else:
                 earned = sum(e.amount for e in credits.entries if e.kind == "settle" and e.amount > 0)
-                self.view = {"balance": credits.balance, "earned_recent": earned, "error": None}
+                self.view = {**self.view, "balance": credits.balance, "earned_recent": earned, "error": None}
+            self.view["standing"] = await self._standing()
         return self.view
+
+    async def _standing(self) -> dict[str, Any] | None:
+        """The standing's counts, or None when the coordinator does not tell (older, or unknown here)."""
+        if self.ask_standing is None:
+            return None
+        try:
+            return (await asyncio.wait_for(self.ask_standing(), 10)).model_dump()
+        except (HearthError, TimeoutError):
+            return None
 
 
 def snapshot(served: Served, credits: dict[str, Any], node_id: str) -> dict[str, Any]:
-    """The JSON twin: counts and credits, no contents."""
+    """The JSON twin: counts and credits, no contents. Checks passed/failed and escrow are null
+    when the coordinator did not report them (and when it runs without spot-checks)."""
+    ledger = {k: v for k, v in credits.items() if k != "standing"}
+    told = credits.get("standing") or {}
+    on = bool(told.get("spot_checks"))
     return {"node_id": node_id, "since": served.started, "jobs": {
         "accepted": served.accepted, "finished": served.finished, "failed": served.failed,
         "declined": served.declined}, "tokens": {"streamed": served.tokens, "prompt": served.prompt_tokens},
-        "checks": {"scored_for_others": served.checks, "passed": None, "failed": None},
-        "credits": credits}
+        "checks": {"scored_for_others": served.checks, "passed": told.get("verified") if on else None,
+                   "failed": told.get("failed") if on else None,
+                   "reported": "on" if on else ("off" if told else None),
+                   "state": told.get("state") if on else None, "reference": told.get("reference") if on else None},
+        "credits": {**ledger, **{k: told.get(k) if on else None for k in ("escrowed", "vested", "forfeited")}}}
+
+
+def _checks_line(checks: dict[str, Any]) -> str:
+    if checks["reported"] == "off":
+        return "none: this coordinator runs without spot-checks"
+    if checks["reported"] != "on":
+        return "not reported by the coordinator"
+    if checks["reference"]:
+        return "none: a reference worker of the operator"
+    return f"{checks['passed']} passed, {checks['failed']} failed ({checks['state']})"
 
 
 def _micro(amount: object) -> str:
@@ -110,9 +140,13 @@ def render(view: dict[str, Any]) -> str:
     rows = [("Jobs finished", jobs["finished"]), ("Jobs accepted", jobs["accepted"]), ("Jobs failed", jobs["failed"]),
             ("Offers declined", jobs["declined"]), ("Tokens streamed", tokens["streamed"]),
             ("Prompt tokens read", tokens["prompt"]), ("Spot-checks scored for others", checks["scored_for_others"]),
-            ("Spot-checks of this machine", "not reported by the coordinator"),
+            ("Spot-checks of this machine", _checks_line(checks)),
             ("Credits (balance)", _micro(credits.get("balance"))),
             ("Credits earned (recent entries)", _micro(credits.get("earned_recent")))]
+    if checks["reported"] == "on":
+        rows += [("Credits in escrow", _micro(credits.get("escrowed"))),
+                 ("Credits vested", _micro(credits.get("vested"))),
+                 ("Credits forfeited", _micro(credits.get("forfeited")))]
     body = "".join(f'<tr><th>{html.escape(k)}</th><td id="{html.escape(_slug(k))}">{html.escape(str(v))}</td></tr>'
                    for k, v in rows)
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(view["since"]))

@@ -90,6 +90,24 @@ def test_routes_answer_4xx_and_write_nothing(app_books: tuple[Any, Ledger, JobQu
     assert (ledger.balances(), snapshot(queue)) == before
 
 
+@pytest.mark.parametrize("body", [
+    b'{"model": "m", "messages": [{"role": "user", "content": "\\ud800"}]}',
+    b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "a\\udfff"}]}]}',
+    b'{"model": "m", "prompt": "\\ud800"}', b'{"model": "m", "prompt": "hi", "stop": ["\\ud800"]}'])
+def test_a_lone_surrogate_anywhere_is_a_400_not_a_500(app_books: tuple[Any, Ledger, JobQueue], body: bytes) -> None:
+    """JSON escapes (`\\ud800`, as curl and most clients send them) decode to lone surrogates
+    that no worker can take: refused as invalid Unicode, wherever they are."""
+    app, _, _ = app_books
+    path = "/v1/completions" if b'"prompt"' in body else "/v1/chat/completions"
+
+    async def call() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+            return await c.post(path, content=body.replace(b'"m"', f'"{MODEL.name}"'.encode()))
+
+    r = asyncio.run(call())
+    assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"], (r.status_code, r.text[:300])
+
+
 def test_models_lists_served_models(app_books: tuple[Any, Ledger, JobQueue]) -> None:
     app, _, _ = app_books
 

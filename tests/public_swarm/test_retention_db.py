@@ -124,6 +124,7 @@ def test_a_fetched_async_result_is_returned_once(ledger_url: str, tmp_path: Any)
                 again = await mine.status(job.id)
         assert first.result is not None and first.result.text == ANSWER
         assert again.result is not None and again.result.text == "" and again.result.usage == first.result.usage
+        assert first.result.gone is None and again.result.gone == "fetched"
         assert SECRET in b.queue.get(job.id).request["request"]["messages"][0]["content"]  # type: ignore[union-attr]
 
     asyncio.run(go())

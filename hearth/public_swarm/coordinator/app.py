@@ -48,12 +48,15 @@ from hearth.public_swarm.coordinator.openai_routes import install_openai_routes
 from hearth.public_swarm.coordinator.ratelimit import PerAddress, PerIdentity, cap_worker_jobs
 from hearth.public_swarm.coordinator.ratelimit_rules import WELCOMES_PER_ADDRESS, Limits
 from hearth.public_swarm.coordinator.receipt_routes import install_receipt_routes
+from hearth.public_swarm.coordinator.trust import Trust
+from hearth.public_swarm.coordinator.trust_rules import WorkerUnknown
 from hearth.public_swarm.coordinator.wire import (
     Credits,
     Granted,
     GrantRequest,
     HoldView,
     LineView,
+    StandingView,
     WorkerList,
     WorkerRegistration,
     WorkerView,
@@ -168,6 +171,17 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
     @app.get(wire.CREDITS)
     def credits(node_id: str = signer) -> Credits:
         return account_view(ledger, node_id)
+
+    @app.get(wire.STANDING)
+    def standing(node_id: str = signer) -> StandingView:
+        """The signer's own standing as a worker (WorkerUnknown, 404, if it never linked here)."""
+        trust = dispatcher.trust if dispatcher is not None else None
+        if trust is None:
+            return StandingView(spot_checks=False)
+        if not isinstance(trust, Trust):  # a stand-in TrustBook (tests) keeps no summary
+            raise WorkerUnknown("This coordinator's trust book reports no standing.")
+        s = trust.summary(node_id)
+        return StandingView(spot_checks=True, **{k: s[k] for k in StandingView.model_fields if k != "spot_checks"})
 
     @app.post(wire.GRANTS)
     def grant(body: GrantRequest, node_id: str = signer) -> Granted:

@@ -31,6 +31,7 @@ from hearth.public_swarm.coordinator.wire import (
     Credits,
     Granted,
     GrantRequest,
+    StandingView,
     WorkerList,
     WorkerRegistration,
     WorkerView,
@@ -184,6 +185,10 @@ class CoordinatorClient(BoundedHttpClient):
     async def credits(self) -> Credits:
         """The signer's balance, open holds and newest entries (the first call welcomes it)."""
         return _parse(Credits, await self._call("GET", wire.CREDITS), f"GET {wire.CREDITS}")
+
+    async def standing(self) -> StandingView:
+        """The signer's own standing as a worker: spot-checks passed and failed, escrow (issue 11)."""
+        return _parse(StandingView, await self._call("GET", wire.STANDING), f"GET {wire.STANDING}")
 
     async def grant(self, account: str, amount: int, key: str) -> Granted:
         """Operator only: give `amount` micro-credits to `account`; the same `key` again grants nothing."""

@@ -44,6 +44,7 @@ from hearth.public_swarm.coordinator.job_wire import (
     verified_only,
     view,
 )
+from hearth.public_swarm.coordinator.retention_rules import Policy, result_gone
 
 RECENT_JOBS = 20
 """Done jobs of a model whose length the wait estimate averages."""
@@ -79,13 +80,15 @@ def recent_tokens(engine: Engine, digest: str, now: float) -> list[int]:
         return [int(n) for n in conn.execute(query).scalars()]
 
 
-def result_of(job: Job) -> JobResult | None:
+def result_of(job: Job, policy: Policy, now: float) -> JobResult | None:
+    """A done job's result; once fetched (or expired) its text is empty and `gone` says why."""
     if job.state is not JobState.DONE:
         return None
     end = ended(job)
     usage = Usage(prompt_tokens=end.prompt_tokens, completion_tokens=end.completion_tokens,
                   total_tokens=end.prompt_tokens + end.completion_tokens, cost_credits=end.cost, price=end.price)
-    return JobResult(text=job.text, finish_reason=end.finish_reason, usage=usage)
+    gone = result_gone(job.request, has_text=bool(job.text), ended_at=job.updated_at, policy=policy, now=now)
+    return JobResult(text="" if gone else job.text, finish_reason=end.finish_reason, usage=usage, gone=gone)
 
 
 class JobViews:
@@ -110,7 +113,8 @@ class JobViews:
                 if job.digest not in lengths:
                     lengths[job.digest] = recent_tokens(queue.engine, job.digest, now)
                 wait = estimate_wait(position, lengths[job.digest], speeds.get(job.digest, []))
-            out.append(view(job, position=position, wait_s=wait, result=result_of(job)))
+            out.append(view(job, position=position, wait_s=wait,
+                             result=result_of(job, self.dispatcher.retention.policy, now)))
         return out
 
 
@@ -144,7 +148,7 @@ def install_job_routes(app: FastAPI, dispatcher: Dispatcher) -> None:
     @app.get(JOBS + "/{job_id}")
     def one(job_id: str, request: Request) -> JobView:
         shown = views([own_job(dispatcher, job_id, requester_of(request).account)])[0]
-        if shown.result is not None:  # a done job's result was fetched: forget its text (retention)
+        if shown.result is not None and shown.result.gone is None:  # fetched now: forget its text (retention)
             dispatcher.retention.delivered(shown.id)
         return shown
 

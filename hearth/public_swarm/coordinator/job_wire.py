@@ -146,6 +146,9 @@ class JobResult(BaseModel):
     text: str
     finish_reason: str | None
     usage: Usage
+    gone: Literal["fetched", "expired"] | None = None
+    """Why `text` is empty: the result was fetched already (it is returned once) or expired
+    unfetched (HEARTH_RESULT_TTL_S); null while it is there to fetch."""
 
 
 class JobView(BaseModel):

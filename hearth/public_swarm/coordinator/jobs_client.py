@@ -42,6 +42,24 @@ class WaitTimedOut(HearthError):
     exit_code = 9
 
 
+class ResultGone(HearthError):
+    """A done job's result is returned once: it was fetched already (by `hearth jobs result` or
+    `status`) or expired unfetched (HEARTH_RESULT_TTL_S); the coordinator no longer has the text.
+    Submit the job again for a new result."""
+
+    code = "job_result_gone"
+    exit_code = 11
+
+
+def gone_note(job: JobView) -> str | None:
+    """What to tell a requester whose done job's text is gone, else None."""
+    if job.result is None or job.result.gone is None:
+        return None
+    why = "was fetched already (a result is returned once)" if job.result.gone == "fetched" \
+        else "expired before it was fetched"
+    return f"The result of job {job.id} {why}: the coordinator no longer keeps its text. Submit the job again."
+
+
 class JobsClient(CoordinatorClient):
     """CoordinatorClient plus the jobs routes."""
 
@@ -65,12 +83,15 @@ class JobsClient(CoordinatorClient):
 
     async def result(self, job_id: str, *, wait: bool = False, timeout: float = 600.0, poll_s: float = POLL_S,
                      clock: Callable[[], float] = time.monotonic) -> JobView:
-        """The job now or, with `wait`, once it ends (WaitTimedOut after `timeout` seconds)."""
+        """The job now or, with `wait`, once it ends (WaitTimedOut after `timeout` seconds);
+        ResultGone when it is done but its result was fetched before or expired."""
         if not 0 < timeout <= 7 * 86_400:
             raise InvalidRequest(f"--timeout must be in (0, 604800] seconds; got {timeout!r:.20}", param="timeout")
         deadline = clock() + timeout
         while True:
             job = await self.status(job_id)
+            if (note := gone_note(job)) is not None:
+                raise ResultGone(note)
             if not wait or job.state in FINAL:
                 return job
             if clock() >= deadline:

@@ -96,7 +96,7 @@ def parse_body(raw: bytes, kind: str) -> tuple[ChatBody | CompletionBody, m.JobR
     if not isinstance(data, dict):
         raise InvalidRequest("The request body is a JSON object.")
     try:
-        json.dumps(data).encode("utf-8")  # refuses lone surrogates, which no worker can take
+        json.dumps(data, ensure_ascii=False).encode("utf-8")  # refuses lone surrogates, which no worker can take
         body: ChatBody | CompletionBody = (ChatBody if kind == "chat" else CompletionBody).model_validate(data)
     except UnicodeEncodeError as exc:
         raise InvalidRequest("The request holds a lone UTF-16 surrogate; send valid Unicode.") from exc

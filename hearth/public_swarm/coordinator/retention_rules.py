@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from hearth.errors import HearthError
 
@@ -141,3 +141,15 @@ def scrub(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 def mark_delivered(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {**spec, DELIVERED: True}
+
+
+def result_gone(spec: Mapping[str, Any], *, has_text: bool, ended_at: float, policy: Policy,
+                now: float) -> Literal["fetched", "expired"] | None:
+    """Why a done job's result text is no longer shown: "fetched" once it was delivered (a result
+    is returned once, even while a pending spot-check still holds the text), "expired" once the TTL
+    forgot it unfetched; None while it can be fetched."""
+    if spec.get(DELIVERED):
+        return "fetched"
+    if not has_text and now - ended_at >= policy.ttl_s:
+        return "expired"
+    return None

@@ -23,6 +23,7 @@ from hearth.public_swarm.pricing import BITS_PER_WEIGHT, MAX_PARAMS, MAX_TOKENS
 WORKERS = "/v1/workers"
 PRICES = "/v1/prices"
 CREDITS = "/v1/credits"
+STANDING = "/v1/standing"
 GRANTS = "/v1/grants"
 WORKER_LINK = "/v1/workers/link"
 """The workers' WebSocket (hearth.public_swarm.protocol): unsigned over HTTP, since the Hello's
@@ -177,6 +178,26 @@ class Credits(Strict):
     holds: list[HoldView]
     entries: list[LineView]
     """The newest first, at most STATEMENT_LINES."""
+
+
+class StandingView(Strict):
+    """`GET /v1/standing`: the signing worker's own standing (issue 11), for its operator's page.
+    Counts only: never which job was checked, nor the worker's current check rate."""
+
+    spot_checks: bool
+    """False when the coordinator runs without trust (HEARTH_SPOT_CHECKS=off): nothing below is kept."""
+    state: str = "new"
+    """new, trusted or quarantined."""
+    reference: bool = False
+    """One of the operator's reference workers: never checked nor escrowed."""
+    verified: int = 0
+    """Spot-checks of this worker's output that passed."""
+    failed: int = 0
+    escrowed: int = 0
+    """Micro-credits earned and held in escrow now (they vest after enough passed checks or time)."""
+    vested: int = 0
+    forfeited: int = 0
+    """Micro-credits of escrow lost to failed checks."""
 
 
 class GrantRequest(Strict):
