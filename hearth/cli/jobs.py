@@ -43,6 +43,8 @@ def _show(job: JobView, as_json: bool) -> None:
         note = gone_note(job)
         if note is not None:
             out.print(f"  [yellow]{escape(note)}[/]")
+        elif job.result.gone == "withheld":
+            out.print(f"  its text: `hearth jobs result {job.id}` (a result is returned once)")
         else:
             out.print(escape(job.result.text), markup=False)
 
@@ -70,10 +72,10 @@ def submit(
 
 @jobs_app.command()
 def status(job_id: JobId, url: CoordinatorOpt = None, as_json: JsonOpt = False) -> None:
-    """A job's state, place in line and estimated wait."""
+    """A job's state, place in line and estimated wait (not its text: `hearth jobs result` fetches that, once)."""
     from hearth.public_swarm.coordinator.jobs_client import with_jobs
 
-    _show(with_jobs(settings(), url, lambda jobs: jobs.status(job_id)), as_json)
+    _show(with_jobs(settings(), url, lambda jobs: jobs.status(job_id, peek=True)), as_json)
 
 
 @jobs_app.command()

@@ -1,6 +1,7 @@
 """A job's result is returned once (retention, issue 11): fetched again, or expired unfetched, the
 coordinator says so (`result.gone`) and `hearth jobs result` says it in words and exits 11 rather
-than print an empty text; `hearth jobs status` says it too.
+than print an empty text; `hearth jobs status` says it too. Neither `status` (a peek) nor the
+list delivers the text: only `result` does.
 
 The coordinator is the real app over a real database (SQLite and PostgreSQL) reached through
 httpx's ASGI transport; the CLI runs in this process (`hearth_here`), its `with_jobs` pointed at
@@ -75,6 +76,24 @@ def test_a_result_nobody_fetched_within_the_ttl_is_said_to_have_expired(coordina
     assert b.dispatcher.retention.sweep(now=b.queue.clock() + 1) >= 1  # the TTL walk forgets the text
     r = hearth_here(home, "jobs", "result", job_id)
     assert r.code == 11 and "expired" in r.stderr and ANSWER not in r.stdout, r
+
+
+def test_status_and_the_list_never_deliver_the_text(coordinator: tuple[Books, Path]) -> None:
+    """`hearth jobs status` peeks (GET /v1/jobs/{id}?peek=true) and the list carries no text: neither
+    uses up the result, which `hearth jobs result` then still fetches (once)."""
+    b, home = coordinator
+    job_id = done_job(b, home)
+    status = hearth_here(home, "jobs", "status", job_id)
+    assert status.code == 0 and "done" in status.stdout and ANSWER not in status.stdout, status
+    assert f"hearth jobs result {job_id}" in " ".join(status.stdout.split()), status
+    for _ in range(2):
+        listed = hearth_here(home, "jobs", "list", "--json")
+        assert listed.code == 0 and job_id in listed.stdout and ANSWER not in listed.stdout, listed
+        assert '"gone": "withheld"' in listed.stdout, listed
+    first = hearth_here(home, "jobs", "result", job_id)
+    assert first.code == 0 and ANSWER in first.stdout, first
+    listed = hearth_here(home, "jobs", "list", "--json")
+    assert '"gone": "fetched"' in listed.stdout and ANSWER not in listed.stdout, listed
 
 
 def test_a_result_not_yet_fetched_is_shown_with_nothing_gone(coordinator: tuple[Books, Path]) -> None:

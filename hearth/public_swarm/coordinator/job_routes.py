@@ -80,15 +80,17 @@ def recent_tokens(engine: Engine, digest: str, now: float) -> list[int]:
         return [int(n) for n in conn.execute(query).scalars()]
 
 
-def result_of(job: Job, policy: Policy, now: float) -> JobResult | None:
-    """A done job's result; once fetched (or expired) its text is empty and `gone` says why."""
+def result_of(job: Job, policy: Policy, now: float, *, withhold: bool = False) -> JobResult | None:
+    """A done job's result; once fetched (or expired), or in a view that does not deliver it
+    (`withhold`), its text is empty and `gone` says why."""
     if job.state is not JobState.DONE:
         return None
     end = ended(job)
     usage = Usage(prompt_tokens=end.prompt_tokens, completion_tokens=end.completion_tokens,
                   total_tokens=end.prompt_tokens + end.completion_tokens, cost_credits=end.cost, price=end.price)
     gone = result_gone(job.request, has_text=bool(job.text), ended_at=job.updated_at, policy=policy, now=now)
-    return JobResult(text="" if gone else job.text, finish_reason=end.finish_reason, usage=usage, gone=gone)
+    shown = gone or ("withheld" if withhold else None)
+    return JobResult(text="" if shown else job.text, finish_reason=end.finish_reason, usage=usage, gone=shown)
 
 
 class JobViews:
@@ -97,7 +99,8 @@ class JobViews:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def __call__(self, batch: list[Job]) -> list[JobView]:
+    def __call__(self, batch: list[Job], *, withhold: bool = False) -> list[JobView]:
+        """The views; `withhold`: results without their text (the list, a peek: nothing delivered)."""
         queue = self.dispatcher.queue
         now = queue.clock()
         speeds: dict[str, list[float]] = {}
@@ -114,7 +117,7 @@ class JobViews:
                     lengths[job.digest] = recent_tokens(queue.engine, job.digest, now)
                 wait = estimate_wait(position, lengths[job.digest], speeds.get(job.digest, []))
             out.append(view(job, position=position, wait_s=wait,
-                             result=result_of(job, self.dispatcher.retention.policy, now)))
+                             result=result_of(job, self.dispatcher.retention.policy, now, withhold=withhold)))
         return out
 
 
@@ -143,11 +146,14 @@ def install_job_routes(app: FastAPI, dispatcher: Dispatcher) -> None:
     def listed(request: Request, state: str | None = Query(default=None, max_length=16),
                limit: int = Query(default=LIST_LIMIT, ge=1, le=MAX_LIST)) -> JobList:
         who = requester_of(request)
-        return JobList(data=views(dispatcher.queue.list_for(who.account, state=state, limit=limit)))
+        # no text in a list: a result is delivered once, by GET /v1/jobs/{id} (privacy, retention)
+        return JobList(data=views(dispatcher.queue.list_for(who.account, state=state, limit=limit), withhold=True))
 
     @app.get(JOBS + "/{job_id}")
-    def one(job_id: str, request: Request) -> JobView:
-        shown = views([own_job(dispatcher, job_id, requester_of(request).account)])[0]
+    def one(job_id: str, request: Request, peek: bool = Query(default=False)) -> JobView:
+        """The job; once done, its result text, delivered (forgotten after). `peek`: the state and
+        usage only, the text withheld and still there to fetch."""
+        shown = views([own_job(dispatcher, job_id, requester_of(request).account)], withhold=peek)[0]
         if shown.result is not None and shown.result.gone is None:  # fetched now: forget its text (retention)
             dispatcher.retention.delivered(shown.id)
         return shown

@@ -146,9 +146,10 @@ class JobResult(BaseModel):
     text: str
     finish_reason: str | None
     usage: Usage
-    gone: Literal["fetched", "expired"] | None = None
+    gone: Literal["fetched", "expired", "withheld"] | None = None
     """Why `text` is empty: the result was fetched already (it is returned once) or expired
-    unfetched (HEARTH_RESULT_TTL_S); null while it is there to fetch."""
+    unfetched (HEARTH_RESULT_TTL_S); "withheld": this view (the list, or a `?peek=true` look) does
+    not carry it, and `GET /v1/jobs/{id}` still returns it (once). Null in the view that carries it."""
 
 
 class JobView(BaseModel):

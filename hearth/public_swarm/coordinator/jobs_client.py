@@ -53,7 +53,7 @@ class ResultGone(HearthError):
 
 def gone_note(job: JobView) -> str | None:
     """What to tell a requester whose done job's text is gone, else None."""
-    if job.result is None or job.result.gone is None:
+    if job.result is None or job.result.gone in (None, "withheld"):
         return None
     why = "was fetched already (a result is returned once)" if job.result.gone == "fetched" \
         else "expired before it was fetched"
@@ -68,8 +68,9 @@ class JobsClient(CoordinatorClient):
         extra = {"x-hearth-max-price": str(max_price)} if max_price is not None else None
         return _parse(JobView, await self._call("POST", JOBS, job, extra), f"POST {JOBS}")
 
-    async def status(self, job_id: str) -> JobView:
-        path = f"{JOBS}/{R.check_job_id(job_id)}"
+    async def status(self, job_id: str, *, peek: bool = False) -> JobView:
+        """The job; a done one's text is delivered (once) unless `peek`."""
+        path = f"{JOBS}/{R.check_job_id(job_id)}" + ("?peek=true" if peek else "")
         return _parse(JobView, await self._call("GET", path), f"GET {path}")
 
     async def cancel(self, job_id: str) -> JobView:
