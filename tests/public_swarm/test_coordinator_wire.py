@@ -97,3 +97,19 @@ def test_the_client_maps_every_answer_to_a_hearth_error() -> None:
 
     with pytest.raises(CoordinatorUnreachable):
         asyncio.run(nothing_there())
+
+
+def test_a_rate_limit_and_a_job_cap_come_back_as_typed_429s() -> None:
+    """What the jobs CLI gets for them: the error class (429, its own exit code and hint), and for a
+    rate limit the answer's Retry-After (bounded; junk falls back to 1 s)."""
+    from hearth.public_swarm.coordinator.client import refusal
+    from hearth.public_swarm.coordinator.ratelimit_rules import RateLimited, TooManyJobs
+
+    def body(code: str) -> bytes:
+        return json.dumps({"error": {"message": "slow down", "code": code}}).encode()
+
+    capped = refusal(429, body("too_many_jobs"), "POST /v1/jobs")
+    assert isinstance(capped, TooManyJobs) and capped.http_status == 429
+    for header, wait in (("7", 7), (None, 1), ("soon", 1), ("999999", 3600), ("0", 1)):
+        limited = refusal(429, body("rate_limited"), "GET /v1/jobs", retry_after=header)
+        assert isinstance(limited, RateLimited) and limited.retry_after == wait, header

@@ -26,6 +26,7 @@ from hearth.public_swarm.coordinator.allowance_rules import AllowanceInputInvali
 from hearth.public_swarm.coordinator.auth import NotOperator
 from hearth.public_swarm.coordinator.dispatch_rules import FreeTierClosed, ModelNotServed, NoWorker
 from hearth.public_swarm.coordinator.job_rules import JobConflict, JobInputInvalid, JobNotFound
+from hearth.public_swarm.coordinator.ratelimit_rules import RateLimited, TooManyJobs
 from hearth.public_swarm.coordinator.receipts_wire import LIST_LIMIT, MAX_LIST, RECEIPTS, ReceiptList
 from hearth.public_swarm.coordinator.wire import (
     Credits,
@@ -79,7 +80,7 @@ class CoordinatorRefused(RefusedByPeer):
 REFUSALS: dict[str, type[HearthError]] = {cls.code: cls for cls in (
     Unsigned, NotOperator, InvalidRequest, TooLarge, LedgerInputInvalid, KeyReused, InsufficientCredits,
     FreeAllowanceUsed, AllowanceInputInvalid, JobNotFound, JobConflict, JobInputInvalid, ModelNotServed, NoWorker,
-    FreeTierClosed, PriceAboveCeiling,
+    FreeTierClosed, PriceAboveCeiling, TooManyJobs,
 )}
 
 
@@ -104,13 +105,17 @@ def coordinator_url(url: str | None) -> str:
 
 
 def refusal(status: int, body: bytes, what: str,
-            more: dict[str, type[HearthError]] | None = None) -> HearthError:
-    """The error for a refusal: the class its body's code names (REFUSALS, then `more`)."""
+            more: dict[str, type[HearthError]] | None = None, retry_after: str | None = None) -> HearthError:
+    """The error for a refusal: the class its body's code names (REFUSALS, then `more`); a rate
+    limit's RateLimited carries the answer's Retry-After (`retry_after`, whole seconds)."""
     try:
         error = _ErrorBody.model_validate_json(body).error
     except ValidationError:
         return CoordinatorAnswerInvalid(f"The coordinator answered {what} with HTTP {status} and no hearth error: "
                                         "is that URL a hearth coordinator?")
+    if error.code == RateLimited.code:
+        wait = int(retry_after) if retry_after is not None and retry_after.isdigit() else 1
+        return RateLimited(error.message, retry_after=max(1, min(wait, 3600)))
     cls = REFUSALS.get(error.code or "") or (more or {}).get(error.code or "")
     if cls is not None:
         return cls(error.message)
@@ -161,7 +166,7 @@ class CoordinatorClient(BoundedHttpClient):
         headers = {**({"content-type": "application/json"} if body is not None else {}), **(extra or {})}
         response, answer = await self.exchange(method, self.base + path, content=content, headers=headers)
         if not 200 <= response.status_code < 300:
-            raise refusal(response.status_code, answer, what)
+            raise refusal(response.status_code, answer, what, retry_after=response.headers.get("retry-after"))
         return answer
 
     async def register(self, registration: WorkerRegistration) -> WorkerView:
