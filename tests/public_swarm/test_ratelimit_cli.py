@@ -35,6 +35,7 @@ def test_the_options_set_the_running_coordinators_limits(tmp_path: Path) -> None
         asyncio.run(scenario())
     log = next((tmp_path / "c").glob("coordinator-*.log")).read_text()
     assert "limits: 0.5/s (burst 3) per address" in log and "2 per worker" in log and "0 free tokens" in log
+    assert "spot-checks: off (HEARTH_SPOT_CHECKS=off)" in log  # the kit's coordinators run without trust
 
 
 def test_out_of_range_limits_are_refused_before_starting(tmp_path: Path) -> None:

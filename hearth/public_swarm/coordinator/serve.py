@@ -21,6 +21,7 @@ from hearth.net.bind import check_bind
 from hearth.net.endpoint import join_host_port
 from hearth.net.pump import listening_socket
 from hearth.net.webserve import loop_factory, stop_cleanly_on_sigterm, web_server
+from hearth.public_swarm import verify
 from hearth.public_swarm.coordinator import workers
 from hearth.public_swarm.coordinator.wire import parse_credits
 from hearth.public_swarm.ledger import rules
@@ -152,7 +153,7 @@ def serve_coordinator(settings: Settings, bind: str, port: int, db: str | None, 
     limits = limits if limits is not None else Limits()
     address = check_bind(bind)
     references = [check_node_id(r, "--reference") for r in references]
-    checks_from_env()
+    checks = checks_from_env()
     url = db or default_db(settings)
     backend_of(url)
     grant = parse_credits(welcome, "--welcome") if welcome is not None else rules.WELCOME_GRANT
@@ -163,6 +164,9 @@ def serve_coordinator(settings: Settings, bind: str, port: int, db: str | None, 
         say(f"hearth coordinator on {join_host_port(address, port)}, operator {operator.node_id}, "
             f"welcome {rules.format_credits(grant)} credits, database {shown}")
         say(f"limits: {describe(limits)}")
+        say(f"spot-checks: on (a new worker's jobs checked at {verify.NEW_RATE:.0%}, its pay in escrow until "
+            f"verified), reference workers: {', '.join(references) or 'none'}" if checks else
+            f"spot-checks: off ({CHECKS_ENV}=off): no checks, escrow or quarantine")
         free = (Allowance(ledger.engine, tokens_per_day=limits.free_tokens_per_day)
                 if limits.free_tokens_per_day > 0 else None)  # 0: unsigned requests are refused (sign them)
         stop_cleanly_on_sigterm("hearth coordinator")

@@ -118,8 +118,8 @@ class Verifier:
         replay = None if picks is None else (request.token_ids, picks)
         outcome = V.judge(ranks, gaps, text, parent.text, top_k=request.top_k, cut=cut, replay=replay)
         self.trust.decide(check.id, verifier, outcome.ok, outcome.reason)
-        log.info("check %s of job %s on %s by %s: %s %s", check.id, parent.id, worker, verifier,
-                 "passed" if outcome.ok else "FAILED", outcome.reason)
+        log.log(logging.INFO if outcome.ok else logging.WARNING, "check %s of job %s on %s by %s: %s %s", check.id,
+                parent.id, worker, verifier, "passed" if outcome.ok else "FAILED", outcome.reason)
         self.queue.finish(check.id, verifier, "", 0, [], {
             "outcome": "passed" if outcome.ok else "failed", "reason": outcome.reason[:400],
             "prompt_tokens": prompt_tokens, "scored": len(ranks), "checked": worker})
