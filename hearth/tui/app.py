@@ -1,0 +1,159 @@
+"""`DashApp`: the household cluster at a glance. Three loops feed it, each touching only the panels
+its data changed: the status every second, the event stream as events come (one log line each,
+never a redraw per token), the circle (mDNS, pairings) every half minute. Actions (keys and the
+command palette) are `hearth.tui.commands`'."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import ClassVar
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.widgets import Footer, Static
+
+from hearth.errors import HearthError
+from hearth.node_api.status import DashEvent, ServeStatus
+from hearth.tui import commands
+from hearth.tui.source import CIRCLE_EVERY_S, Circle, DashSource
+from hearth.tui.widgets.events import EventLog
+from hearth.tui.widgets.layer_map import LayerMapView
+from hearth.tui.widgets.nodes import NodesView
+from hearth.tui.widgets.palette import BAD, MUTED
+from hearth.tui.widgets.public import PublicPanel
+from hearth.tui.widgets.radii import RadiiFacts, RadiiPanel
+from hearth.tui.widgets.throughput import ThroughputPanel
+
+RETRY_S = 2.0
+POKING = frozenset({"model_loaded", "model_unloaded", "failover", "node_joined", "node_left", "node_draining",
+                    "lease_taken", "lease_released", "lease_expired", "paired", "unpaired", "settings_changed",
+                    "job_settled", "public_job"})
+"""Events after which the status is read at once rather than at the next tick."""
+
+PANELS = (("radii-box", "radii"), ("tput-box", "throughput"), ("map-box", "layers"), ("nodes-box", "nodes"),
+          ("events-box", "events"), ("public-box", "public"))
+
+
+class DashApp(App[None]):
+    """The dashboard of one `hearth serve`, read from `source` (live or fixed)."""
+
+    CSS_PATH = "dash.tcss"
+    TITLE = "hearth dash"
+    BINDINGS: ClassVar[list[BindingType]] = [*commands.BINDINGS, Binding("q", "quit", "quit")]
+    COMMANDS = App.COMMANDS | {commands.DashCommands}
+
+    def __init__(self, source: DashSource, *, poll_s: float = 1.0, circle_s: float = CIRCLE_EVERY_S) -> None:
+        super().__init__()
+        self.source, self.poll_s, self.circle_s = source, poll_s, circle_s
+        self.status: ServeStatus | None = None
+        self.problem: str | None = None
+        self.circle: Circle | None = None
+        self.settled = asyncio.Event()
+        """Set once the first status (or its error) and the first circle are shown (tests wait on it)."""
+        self._poke = asyncio.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title")
+        with Horizontal(id="top"):
+            with Vertical(id="radii-box", classes="panel"):
+                yield RadiiPanel(id="radii")
+            with Vertical(id="tput-box", classes="panel"):
+                yield ThroughputPanel(id="tput")
+        with Vertical(id="map-box", classes="panel"):
+            yield LayerMapView(id="map")
+        with Vertical(id="nodes-box", classes="panel"):
+            yield NodesView(id="nodes")
+        with Horizontal(id="bottom"):
+            with Vertical(id="events-box", classes="panel"):
+                yield EventLog(id="events")
+            with Vertical(id="public-box", classes="panel"):
+                yield PublicPanel(id="public")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for box, title in PANELS:
+            self.query_one(f"#{box}").border_title = title
+        self.run_worker(self._poll(), name="status", group="feeds")
+        self.run_worker(self._follow(), name="events", group="feeds")
+        self.run_worker(self._look(), name="circle", group="feeds")
+
+    async def action_dash(self, name: str) -> None:
+        """Every action of the key bindings and the palette goes through `commands.dispatch`."""
+        await commands.dispatch(self, name)
+
+    def poke(self) -> None:
+        """Read the status now (after an action changed something)."""
+        self._poke.set()
+
+    # -- the loops ---------------------------------------------------------------------------
+    async def _poll(self) -> None:
+        while True:
+            try:
+                self.status, self.problem = await self.source.status(), None
+            except HearthError as exc:
+                self.status, self.problem = None, exc.message
+            self.show_status()
+            self._maybe_settled()
+            self._poke.clear()
+            try:
+                await asyncio.wait_for(self._poke.wait(), self.poll_s)
+            except TimeoutError:
+                pass
+
+    async def _follow(self) -> None:
+        log = self.query_one(EventLog)
+        said: str | None = None
+        while True:
+            try:
+                async for event in self.source.events(log.last_seq):
+                    said = None
+                    self.add_event(event)
+            except HearthError as exc:
+                if exc.message != said:
+                    log.say(f"(event stream: {exc.message})")
+                    said = exc.message
+            await asyncio.sleep(RETRY_S)
+
+    async def _look(self) -> None:
+        while True:
+            try:
+                self.circle = await self.source.circle()
+            except HearthError as exc:
+                self.circle = Circle(problems=(exc.message,))
+            self.show_status()
+            self._maybe_settled()
+            await asyncio.sleep(self.circle_s)
+
+    def _maybe_settled(self) -> None:
+        if self.circle is not None and (self.status is not None or self.problem is not None):
+            self.settled.set()
+
+    # -- drawing -----------------------------------------------------------------------------
+    def add_event(self, event: DashEvent) -> None:
+        self.query_one(EventLog).add(event)
+        if event.kind in POKING:
+            self.poke()
+
+    def show_status(self) -> None:
+        status = self.status
+        self.query_one("#title", Static).update(self.title_line())
+        self.query_one(RadiiPanel).show(RadiiFacts(status, self.problem, self.circle, self.source.now()))
+        if status is None:
+            return
+        self.query_one(ThroughputPanel).show(status)
+        self.query_one(LayerMapView).show(status.layer_map)
+        self.query_one(NodesView).show(status.nodes)
+        self.query_one(PublicPanel).show(status.public)
+
+    def title_line(self) -> Content:
+        status = self.status
+        if status is None:
+            return Content.assemble(("hearth dash", "bold"), "  ", (self.source.label, MUTED), "  ",
+                                    ("not connected", BAD))
+        model = status.model or "no model"
+        busy = f"  {int(status.busy)} busy" if status.busy else ""
+        waiting = f"  {status.waiting} waiting" if status.waiting else ""
+        return Content.assemble(("hearth dash", "bold"), "  ", (self.source.label, MUTED), "  ", (model, "bold"),
+                                f"  radius {status.radius}{busy}{waiting}")

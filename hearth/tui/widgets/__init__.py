@@ -1,0 +1,1 @@
+"""The dashboard's panels; each draws from `ServeStatus` (or the circle, or events) and nothing else."""
