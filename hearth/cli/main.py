@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from hearth import __version__
-from hearth.cli import jobs, models, pair, pool, receipts, run, serve, swarm
+from hearth.cli import dash, jobs, models, pair, pool, receipts, run, serve, swarm
 from hearth.cli.common import err, out
 from hearth.errors import HearthError, Stopped
 
@@ -19,6 +19,7 @@ app = typer.Typer(name="hearth", help="Run large open LLMs on the machines you a
 
 app.command()(run.run)
 app.command()(serve.serve)
+app.command()(dash.dash)
 app.command()(models.pull)
 app.add_typer(models.models_app, name="models")
 app.command()(models.rm)

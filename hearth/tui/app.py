@@ -79,6 +79,9 @@ class DashApp(App[None]):
         self.run_worker(self._follow(), name="events", group="feeds")
         self.run_worker(self._look(), name="circle", group="feeds")
 
+    async def on_unmount(self) -> None:
+        await self.source.aclose()
+
     async def action_dash(self, name: str) -> None:
         """Every action of the key bindings and the palette goes through `commands.dispatch`."""
         await commands.dispatch(self, name)

@@ -73,7 +73,7 @@ class DashClient(BoundedHttpClient):
     async def _get(self, url: str, model: type[M]) -> M:
         response, body = await self.exchange("GET", url, headers=self._headers)
         if response.status_code == 401:
-            raise DashAnswerInvalid(f"{url} wants an API key: pass --api-key (or set HEARTH_API_KEY).")
+            raise DashAnswerInvalid(f"{url} wants an API key: set HEARTH_API_KEY to the server's key.")
         if response.status_code != 200:
             raise DashAnswerInvalid(f"{url} answered HTTP {response.status_code}: "
                                     "is it a hearth server of this version?")
