@@ -14,7 +14,7 @@ MAX_LINES = 500
 
 def event_line(event: DashEvent) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(event.at))
-    return f"{clock} {event.kind:<13} {event.message}"
+    return f"{clock} {event.kind:<15} {event.message}"
 
 
 class EventLog(Log):

@@ -15,19 +15,18 @@ RECENT = 3
 
 def draw(public: PublicView) -> Content:
     if not public.enabled and not public.contributing:
-        return Content.assemble(("off", MUTED), " (--radius public reaches the swarm)")
+        return Content.assemble(("off", MUTED), " (hearth serve --radius public)")
     link = ("connected", OK) if public.connected else ("not connected", BAD)
-    ceiling = "none" if public.max_price is None else f"{public.max_price}/M tok"
+    ceiling = "none" if public.max_price is None else f"{public.max_price}/M"
     lines: list[Content] = [
         Content.assemble(link, ("  " + (public.coordinator or ""), MUTED)),
         Content(f"balance {credits(public.balance)}  held {credits(public.held)}"),
         Content(f"ceiling {ceiling}  spent {credits(public.spent)}"),
     ]
     for job in public.recent[-RECENT:][::-1]:
-        lines.append(Content.assemble((fit(job.model, 14), MUTED), f" {job.tokens} tok {credits(job.cost_credits)}"))
+        lines.append(Content.assemble((fit(job.model, 12), MUTED), f" {job.tokens} tok {credits(job.cost_credits)}"))
     if public.contributing:
-        lines.append(Content.assemble(("contributing", OK), f": {public.jobs_served} jobs, earned "
-                                      f"{credits(public.earned)}"))
+        lines.append(Content.assemble(("served", OK), f" {public.jobs_served} jobs, earned {credits(public.earned)}"))
     return Content("\n").join(lines)
 
 
