@@ -33,3 +33,12 @@ async def settled(pilot: Pilot[None]) -> None:
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 def test_main_screen(snap_compare: Callable[..., bool], size: tuple[int, int]) -> None:
     assert snap_compare(DashApp(fixed_source()), terminal_size=size, run_before=settled)
+
+
+def test_main_screen_in_a_light_theme(snap_compare: Callable[..., bool]) -> None:
+    """Every colour is a theme variable, so a light theme keeps each panel readable."""
+    async def light(pilot: Pilot[None]) -> None:
+        pilot.app.theme = "textual-light"
+        await settled(pilot)
+
+    assert snap_compare(DashApp(fixed_source()), terminal_size=(80, 24), run_before=light)
