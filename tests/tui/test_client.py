@@ -9,12 +9,14 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
 from hearth.node_api.status import DashEvent
 from hearth.tui.client import DashAnswerInvalid, DashClient, DashUnreachable
 from tests.conftest import free_port
+from tests.rpc_pool.nodes import running_node
 
 Handler = Callable[[str, asyncio.StreamWriter], Awaitable[None]]
 
@@ -140,3 +142,12 @@ def test_the_status_is_read_and_the_key_sent() -> None:
             return (await client.status()).model
     assert asyncio.run(go()) == "smollm2-135m"
     assert seen == ["/hearth/status"]
+
+
+def test_a_real_nodes_status_is_read(tmp_path: Path) -> None:
+    """`hearth node` on 127.0.0.1 (a real agent, no model): what the dashboard asks of a node."""
+    with running_node(tmp_path, name="den") as node:
+        async def go() -> str:
+            async with DashClient() as client:
+                return (await client.node_status(node.url.removeprefix("http://"))).name
+        assert asyncio.run(go()) == "den"
