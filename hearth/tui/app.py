@@ -44,9 +44,13 @@ class DashApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [*commands.BINDINGS, Binding("q", "quit", "quit")]
     COMMANDS = App.COMMANDS | {commands.DashCommands}
 
-    def __init__(self, source: DashSource, *, poll_s: float = 1.0, circle_s: float = CIRCLE_EVERY_S) -> None:
+    def __init__(self, source: DashSource, *, poll_s: float = 1.0, circle_s: float = CIRCLE_EVERY_S,
+                 action_context: object | None = None) -> None:
         super().__init__()
         self.source, self.poll_s, self.circle_s = source, poll_s, circle_s
+        if action_context is not None:
+            self.action_context = action_context
+            """Where `commands`' actions reach (its ActionContext: this server's URL and key)."""
         self.status: ServeStatus | None = None
         self.problem: str | None = None
         self.circle: Circle | None = None
