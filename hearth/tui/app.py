@@ -41,7 +41,7 @@ class DashApp(App[None]):
 
     CSS_PATH = "dash.tcss"
     TITLE = "hearth dash"
-    BINDINGS: ClassVar[list[BindingType]] = [*commands.BINDINGS, Binding("q", "quit", "quit")]
+    BINDINGS: ClassVar[list[BindingType]] = [*commands.BINDINGS, Binding("q", "quit", "quit", show=False)]
     COMMANDS = App.COMMANDS | {commands.DashCommands}
 
     def __init__(self, source: DashSource, *, poll_s: float = 1.0, circle_s: float = CIRCLE_EVERY_S,
@@ -74,7 +74,7 @@ class DashApp(App[None]):
                 yield EventLog(id="events")
             with Vertical(id="public-box", classes="panel"):
                 yield PublicPanel(id="public")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         for box, title in PANELS:

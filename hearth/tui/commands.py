@@ -10,7 +10,11 @@ from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.command import Hits, Provider
 
-BINDINGS: list[BindingType] = [Binding("p", "dash('pair')", "pair")]
+ACTIONS = {"pair": ("p", "Pair"), "unpair": ("u", "Unpair"), "model": ("m", "Model"), "radius": ("r", "Radius"),
+           "price": ("c", "Max price"), "drain": ("d", "Drain"), "stop": ("s", "Stop node")}
+"""The keys and labels of helper "actions"' version at the time of writing (the snapshots show them)."""
+
+BINDINGS: list[BindingType] = [Binding(key, f"dash('{name}')", label) for name, (key, label) in ACTIONS.items()]
 
 
 class DashCommands(Provider):
