@@ -13,6 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import Footer, Static
+from textual.worker import Worker
 
 from hearth.errors import HearthError
 from hearth.node_api.status import DashEvent, ServeStatus
@@ -57,6 +58,8 @@ class DashApp(App[None]):
         self.settled = asyncio.Event()
         """Set once the first status (or its error) and the first circle are shown (tests wait on it)."""
         self._poke = asyncio.Event()
+        self._started_at: float | None = None
+        self._follower: Worker[None] | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -80,7 +83,7 @@ class DashApp(App[None]):
         for box, title in PANELS:
             self.query_one(f"#{box}").border_title = title
         self.run_worker(self._poll(), name="status", group="feeds")
-        self.run_worker(self._follow(), name="events", group="feeds")
+        self._follower = self.run_worker(self._follow(), name="events", group="feeds")
         self.run_worker(self._look(), name="circle", group="feeds")
 
     async def on_unmount(self) -> None:
@@ -99,6 +102,7 @@ class DashApp(App[None]):
         while True:
             try:
                 self.status, self.problem = await self.source.status(), None
+                self._check_restart(self.status)
             except HearthError as exc:
                 self.status, self.problem = None, exc.message
             self.show_status()
@@ -132,6 +136,21 @@ class DashApp(App[None]):
             self.show_status()
             self._maybe_settled()
             await asyncio.sleep(self.circle_s)
+
+    def _check_restart(self, status: ServeStatus) -> None:
+        """A restarted server numbers its events from 1 again: follow it from its start."""
+        started, before = status.started_at, self._started_at
+        if started is None:
+            return
+        self._started_at = started
+        if before is None or started == before:
+            return
+        log = self.query_one(EventLog)
+        log.say("(the server restarted: its events from the start)")
+        log.last_seq = 0
+        if self._follower is not None:
+            self._follower.cancel()
+        self._follower = self.run_worker(self._follow(), name="events", group="feeds")
 
     def _maybe_settled(self) -> None:
         if self.circle is not None and (self.status is not None or self.problem is not None):
