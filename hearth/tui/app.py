@@ -59,6 +59,7 @@ class DashApp(App[None]):
         """Set once the first status (or its error) and the first circle are shown (tests wait on it)."""
         self._poke = asyncio.Event()
         self._started_at: float | None = None
+        self._title: Content | None = None
         self._follower: Worker[None] | None = None
 
     def compose(self) -> ComposeResult:
@@ -164,7 +165,10 @@ class DashApp(App[None]):
 
     def show_status(self) -> None:
         status = self.status
-        self.query_one("#title", Static).update(self.title_line())
+        title = self.title_line()
+        if title != self._title:  # unchanged panels are not redrawn (each `show` compares too)
+            self._title = title
+            self.query_one("#title", Static).update(title)
         self.query_one(RadiiPanel).show(RadiiFacts(status, self.problem, self.circle, self.source.now()))
         if status is None:
             return

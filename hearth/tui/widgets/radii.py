@@ -40,8 +40,8 @@ def _peers(peers: list[CirclePeer], what: str) -> list[tuple[str, str] | str]:
 def _uptime(status: ServeStatus, now: float) -> str:
     if status.started_at is None:
         return ""
-    s = max(int(now - status.started_at), 0)
-    return f"  up {s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"  up {s // 60}m{s % 60:02d}s"
+    s = max(int(now - status.started_at), 0)  # whole minutes: the panel is not redrawn every second
+    return f"  up {s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"  up {s // 60}m"
 
 
 def _machine(facts: RadiiFacts) -> list[tuple[str, str] | str]:
