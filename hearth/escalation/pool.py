@@ -180,8 +180,9 @@ class Escalating:
                 if isinstance(event, PublicCost):
                     self.last_cost = event
                     self.public_requests += 1
-                    tokens = event.micro_credits // event.price if event.price > 0 else 0
-                    self.pool.stats.public_job(event.job_id, name, tokens, event.micro_credits)
+                    if isinstance(self.pool, EnginePool):  # the dashboard's count of what was spent
+                        tokens = event.micro_credits // event.price if event.price > 0 else 0
+                        self.pool.stats.public_job(event.job_id, name, tokens, event.micro_credits)
                 yield event
 
 

@@ -17,6 +17,7 @@ from hearth.net.bind import check_bind, is_loopback
 from hearth.net.endpoint import join_host_port
 from hearth.net.pump import listening_socket
 from hearth.net.webserve import web_server
+from hearth.node_api.feed import Feed
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.radius import Radius, deprecation, parse_admit
 from hearth.rpc_pool.leases import DEFAULT_CACHE_BYTES, LeaseManager
@@ -114,7 +115,8 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
         if advertiser is not None:
             advertiser.update(record)
 
-    app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, paired_only, TUNNEL_NET)
+    app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, paired_only, TUNNEL_NET,
+                           feed=Feed())  # this process's one feed
     server = web_server(app, settings, serve_on)
     try:
         sock = listening_socket(serve_on, port, device)
