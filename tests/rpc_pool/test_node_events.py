@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from hearth.node_api.status import NODE_EVENTS_PATH, DashEvent
-from tests.rpc_pool.nodes import running_node, rpc_server_pids
+from tests.rpc_pool.nodes import rpc_server_pids, running_node
 
 pytestmark = pytest.mark.slow
 
