@@ -33,6 +33,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── FreeAllowanceUsed         public_swarm.coordinator.allowance_rules: wait for the reset, or sign (HTTP 429)
     │   ├── RateLimited               public_swarm.coordinator.ratelimit_rules: retry after Retry-After (HTTP 429)
     │   ├── TooManyJobs               public_swarm.coordinator.ratelimit_rules: wait for a job to end (HTTP 429)
+    │   ├── TooManyStreams            node_api.feed: too many event streams open; close one (HTTP 429)
     │   ├── DoesNotFit                orchestrator.planner: pair or add a machine (exit 6)
     │   ├── NoWorker                  public_swarm.coordinator.dispatch_rules: no live worker holds the model (HTTP 503)
     │   └── LeaseRefused              node_api.errors (also a RefusedByPeer)
