@@ -114,6 +114,7 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
         html = files("hearth.server").joinpath("static/index.html").read_text(encoding="utf-8")
         return HTMLResponse(html.replace("{{DEFAULT_MODEL}}", settings.default_model))
 
+    app.state.feed = events  # the control routes publish on it too
     status_routes.add_routes(app, settings, pool, events)
 
     # -- OpenAI ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ killed: the expiry loop ends the lease within a tick), replay, and no full lease
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -84,3 +85,40 @@ async def read_until_header(url: str, last: str) -> tuple[str, list[DashEvent]]:
                 if any(e.kind == "lease_expired" for e in parse_sse(raw)):
                     break
     return raw, parse_sse(raw)
+
+
+def test_pairing_and_unpairing_while_the_node_runs_go_on_its_feed(tmp_path: Path) -> None:
+    """watch_trust with the real trust store and lease manager (no WireGuard, no sockets)."""
+    from hearth.identity import NodeIdentity
+    from hearth.net.b64 import encode as b64
+    from hearth.node_api.feed import Feed
+    from hearth.pairing.exchange import PairingInfo
+    from hearth.pairing.trust import TrustStore
+    from hearth.rpc_pool.leases import LeaseManager
+    from hearth.rpc_pool.node import watch_trust
+    from hearth.tunnel.wireguard import tunnel_address
+
+    ident = NodeIdentity.load_or_create(tmp_path / "barn")
+    info = PairingInfo("barn", b64(ident.public_key), b64(os.urandom(32)), tunnel_address(ident.public_key),
+                       ("127.0.0.1:51820",), 11436)
+    trust = TrustStore(tmp_path)
+    manager = LeaseManager("127.0.0.1", 10**8, tmp_path / "cache", tmp_path / "logs", threads=1)
+    feed = Feed()
+
+    async def main() -> None:
+        watcher = asyncio.create_task(watch_trust(trust, manager, None, interval=0.02, feed=feed))
+        try:
+            await asyncio.sleep(0.1)
+            trust.add(info, os.urandom(32))
+            await asyncio.sleep(0.2)
+            trust.remove("barn")
+            await asyncio.sleep(0.2)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    asyncio.run(main())
+    events = feed.since(0)
+    assert [(e.kind, e.data["name"]) for e in events] == [("paired", "barn"), ("unpaired", "barn")]
+    assert info.wireguard_key not in json.dumps([e.model_dump() for e in events])
