@@ -268,6 +268,7 @@ class EnginePool:
         try:
             async for event in self._run(tracker, model, op, **fields):
                 yield event
+            tracker.finished()
         except HearthError as exc:
             tracker.failed(exc.code)
             raise

@@ -73,12 +73,19 @@ class Tracker:
         self.stats.throughput.add(n)
 
     def done(self, event: Done) -> None:
-        self._end("done")
         s = self.stat
         s.tokens = max(s.tokens, event.completion_tokens)
         s.ttft_ms = round(event.ttft_ms, 1) if event.ttft_ms >= 0 else s.ttft_ms
         rate = event.decode_tokens_per_s
         s.tokens_per_s = round(rate, 2) if rate is not None and rate >= 0 else None
+        self.finished()
+
+    def finished(self) -> None:
+        """The reply ended well (embeddings and scores end without a Done)."""
+        if self.ended:
+            return
+        self._end("done")
+        s = self.stat
         self.stats.feed.publish("request_done", f"{s.model}: {s.tokens} tokens", id=s.id, model=s.model,
                                 tokens=s.tokens, ttft_ms=s.ttft_ms, tokens_per_s=s.tokens_per_s,
                                 served_by=s.served_by)

@@ -192,3 +192,18 @@ def test_node_views_list_this_machine_found_nodes_then_unreachable_paired_peers(
         ("me", "machine", "up"), ("b", "household", "holding"), ("c", "trusted", "lost"), ("d", "trusted", "unreachable")]
     assert views[1].leases == 2 and views[1].via == "lan" and views[2].via == "wireguard"
     assert views[1].free_bytes == 100 and views[1].lent_bytes == 400
+
+
+def test_a_reply_without_done_still_ends_as_done(tmp_path: Path) -> None:
+    """Embeddings and scores end with their own event, not Done."""
+    from hearth.engine.events import Embedding
+
+    class Embedder:
+        async def request(self, op: str, **fields: Any) -> AsyncGenerator[object, None]:
+            yield Embedding("r", 4)
+
+    feed = Feed()
+    pool = pool_with(tmp_path, [Embedder()], feed)  # type: ignore[list-item]
+    run(pool)
+    assert [e.kind for e in feed.since(0)] == ["request_started", "request_done"]
+    assert pool.stats.recent[0].state == "done" and pool.stats.recent[0].ttft_ms is None
