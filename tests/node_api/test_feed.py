@@ -153,3 +153,22 @@ def test_a_reader_sees_every_seq_once_in_order_or_a_notice_for_the_hole(batches:
 
     seen, last = asyncio.run(main())
     assert seen == list(range(1, last + 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(query=st.one_of(st.none(), st.text(max_size=40)), header=st.one_of(st.none(), st.text(max_size=40)))
+def test_since_parsing_takes_sequence_numbers_and_refuses_the_rest_clearly(query: str | None,
+                                                                          header: str | None) -> None:
+    from hearth.errors import InvalidRequest
+    from hearth.node_api.feed_sse import MAX_SINCE, parse_since
+
+    raw = query if query is not None else header
+    try:
+        got = parse_since(query, header)
+    except InvalidRequest as exc:
+        assert exc.param == ("since" if query is not None else "Last-Event-ID")
+        return
+    if raw is None:
+        assert got is None
+    else:
+        assert got is not None and 0 <= got <= MAX_SINCE and got == int(raw.strip())
