@@ -87,6 +87,9 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     ├── RetentionSettingInvalid       coordinator.retention_rules: fix HEARTH_PROMPT_GRACE_S or HEARTH_RESULT_TTL_S
     ├── PublicNotConsented            escalation.consent: --yes, HEARTH_PUBLIC_OK=1 or answer once (HTTP 403)
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
+    ├── NotFromHere                   server.control_routes: control from this machine, or with the API key (HTTP 403)
+    ├── LoadUnderWay                  server.control_routes: another model is loading; wait for it (HTTP 409)
+    ├── LoadCancelled                 server.control_routes: the server stopped mid-pull; `hearth pull` resumes
     └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error
 """
 

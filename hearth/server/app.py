@@ -29,7 +29,7 @@ from hearth.errors import EngineFailed, HearthError, InvalidRequest, ModelNotFou
 from hearth.escalation.pool import Engines
 from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
 from hearth.public_swarm.sse import PublicCost
-from hearth.server import ollama
+from hearth.server import control_routes, ollama
 from hearth.server.guard import BodyGuard, check_request
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.server.streaming import (
@@ -93,6 +93,7 @@ def create_app(settings: Settings, pool: Engines) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
 
     install_error_handlers(app)
+    pool = control_routes.add_routes(app, settings, pool)  # hearth dash's actions; steerable from here on
 
     @app.exception_handler(ClientGone)
     async def on_client_gone(request: Request, _: ClientGone) -> Response:
