@@ -42,6 +42,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── NodeRefused               a node's refusal this build has no class for: update hearth (HTTP 502)
     │   ├── LeaseDenied               orchestrator.placement (also a LeaseFailed)
     │   ├── Unsigned, NotPaired       pairing.signed: pair first (`hearth pair`)
+    │   ├── NotThisMachine            rpc_pool.control: drain or stop a node from its own machine (HTTP 403)
     │   ├── NotOperator               public_swarm.coordinator.auth: only the operator grants credits (HTTP 403)
     │   └── CoordinatorRefused        public_swarm.coordinator.client: a refusal this build has no class for
     ├── LinkFailed                    a connection to another machine failed: check it, reconnect

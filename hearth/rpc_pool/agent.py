@@ -29,6 +29,7 @@ from hearth.node_api import wire
 from hearth.node_api.wire import Granted, HeldLease, LeaseId, LeaseRequest, NodeStatus, ProveAnswer, ProveRequest
 from hearth.pairing.signed import NotPaired, Unsigned, Verifier
 from hearth.pairing.trust import TrustedPeer
+from hearth.rpc_pool import control
 from hearth.rpc_pool.leases import LeaseManager
 from hearth.tunnel.wireguard import TUNNEL_NET
 
@@ -125,6 +126,7 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
                   openapi_url=None)
     if paired_only is not None:
         app.add_middleware(PairedOnly, verifier=paired_only, tunnel_net=tunnel_net)
+    control.mount(app, identity, name, manager)  # drain and stop: this machine only, before PairedOnly
     by_caller = Depends(current_caller)
     install_error_handlers(app)
 
