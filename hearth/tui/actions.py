@@ -13,6 +13,8 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
 from hearth.errors import InvalidRequest
 from hearth.identity import NodeIdentity
 from hearth.models.catalogue import CATALOGUE
@@ -50,7 +52,11 @@ class ActionContext:
 
     @classmethod
     def from_env(cls, url: str | None = None) -> ActionContext:
-        config = load_settings()
+        try:
+            config = load_settings()
+        except ValidationError as exc:
+            raise InvalidRequest(f"A HEARTH_ setting is invalid: {exc.errors()[0]['msg']} "
+                                 f"({'.'.join(str(x) for x in exc.errors()[0]['loc'])}).") from exc
         key = config.api_key.get_secret_value() if config.api_key is not None else None
         return cls(config, url or cls.url, key)
 

@@ -104,7 +104,11 @@ class ControlClient(BoundedHttpClient):
     async def radius(self, radius: str, *, consent: bool = False) -> str:
         """Set the server's radius; the radius it now has."""
         answer = await self._post(RADIUS_PATH, {"radius": radius, "consent": consent})
-        return str(answer.get("radius"))
+        now = answer.get("radius")
+        if not isinstance(now, str) or len(now) > 32:
+            raise ServeAnswerInvalid(f"The answer to {RADIUS_PATH} names no radius: is that a `hearth serve` of "
+                                     "this version?")
+        return now
 
     async def max_price(self, ceiling: int | None) -> int | None:
         answer = await self._post(MAX_PRICE_PATH, {"max_price": ceiling})

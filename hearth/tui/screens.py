@@ -46,6 +46,10 @@ async def guarded(app: App[Any], work: Awaitable[T]) -> T | None:
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         app.notify(f"{exc.strerror or exc}{where}", severity="error", markup=False, timeout=10)
+    except Exception as exc:  # a bug: its traceback goes to the log, the person gets one line
+        log.exception("a dashboard action failed")
+        app.notify(f"The action failed unexpectedly ({type(exc).__name__}: {exc}); see the log.",
+                   severity="error", markup=False, timeout=10)
     return None
 
 
