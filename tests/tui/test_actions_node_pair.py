@@ -94,3 +94,37 @@ def test_pair_shows_code_and_words_then_unpair(tmp_path: Path) -> None:
     asyncio.run(main())
     assert "cellar" not in (tmp_path / "a" / "trust" / "peers.json").read_text()
     assert not app.crashed
+
+
+def test_pair_by_typing_the_other_machines_code(tmp_path: Path) -> None:
+    port = free_port()
+    ctx = ActionContext(load_settings(home=tmp_path / "a", tunnel="sealed"), pair_to=Endpoint("127.0.0.1", port))
+    app = ActionsApp(ctx)
+
+    async def main() -> None:
+        host = await asyncio.create_subprocess_exec(
+            *HEARTH, "pair", "--bind", "127.0.0.1", "--port", str(port), "--yes", "--name", "loft",
+            env=hearth_env(tmp_path / "b", HEARTH_TUNNEL="sealed"), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        assert host.stdout is not None
+        code = ""
+        while not code:
+            line = (await host.stdout.readline()).decode()
+            assert line, "the host ended before printing a code"
+            if "hearth pair " in line:
+                code = line.split("hearth pair ", 1)[1].split()[0]
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("p")
+            await until(pilot, lambda: isinstance(app.screen, PairScreen), 10)
+            screen = app.screen
+            assert isinstance(screen, PairScreen)
+            await pilot.press(*code, "enter")
+            await until(pilot, lambda: screen.result is not None, 60, "the verifier")
+            await pilot.press("y")
+            await until(pilot, lambda: app.said("Paired with loft"), 20)
+        rest, _ = await host.communicate()
+        assert host.returncode == 0, rest.decode()
+
+    asyncio.run(main())
+    assert "loft" in (tmp_path / "a" / "trust" / "peers.json").read_text()
+    assert not app.crashed
