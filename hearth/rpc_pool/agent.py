@@ -33,6 +33,7 @@ from hearth.node_api.status import NODE_EVENTS_PATH
 from hearth.node_api.wire import Granted, HeldLease, LeaseId, LeaseRequest, NodeStatus, ProveAnswer, ProveRequest
 from hearth.pairing.signed import NotPaired, Unsigned, Verifier
 from hearth.pairing.trust import TrustedPeer
+from hearth.rpc_pool import control
 from hearth.rpc_pool.leases import LeaseManager
 from hearth.tunnel.wireguard import TUNNEL_NET
 
@@ -135,6 +136,8 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
                   openapi_url=None)
     if paired_only is not None:
         app.add_middleware(PairedOnly, verifier=paired_only, tunnel_net=tunnel_net)
+    # drain and stop: this machine only, answered before PairedOnly
+    control.mount(app, identity, name, manager, publish=events.publish)
     by_caller = Depends(current_caller)
     install_error_handlers(app)
 

@@ -30,7 +30,7 @@ from hearth.escalation.pool import Engines
 from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
 from hearth.node_api.feed import Feed
 from hearth.public_swarm.sse import PublicCost
-from hearth.server import ollama, status_routes
+from hearth.server import control_routes, ollama, status_routes
 from hearth.server.guard import BodyGuard, check_request
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.server.streaming import (
@@ -98,6 +98,8 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
 
     install_error_handlers(app)
+    # hearth dash's actions; the engines are steerable from here on
+    pool = control_routes.add_routes(app, settings, pool, events.publish)
 
     @app.exception_handler(ClientGone)
     async def on_client_gone(request: Request, _: ClientGone) -> Response:

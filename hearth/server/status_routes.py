@@ -30,6 +30,7 @@ from hearth.orchestrator.dash_view import layer_map, node_views
 from hearth.orchestrator.engines import EnginePool
 from hearth.orchestrator.survey import local_capacity
 from hearth.pairing.trust import TrustStore
+from hearth.radius import Radius
 from hearth.settings import Settings
 
 log = logging.getLogger("hearth.http")
@@ -86,8 +87,10 @@ class StatusView:
             gathered = {}
         requests, throughput = base.stats.view(base.queue.waiting)
         public = base.stats.public.model_copy()
-        radius: Any = "public" if isinstance(self.pool, Escalating) else base.policy.radius.value
-        if isinstance(self.pool, Escalating):
+        steered = getattr(self.pool, "radius", None)  # the control routes' Steerable: its radius now
+        public_now = steered is Radius.PUBLIC if isinstance(steered, Radius) else isinstance(self.pool, Escalating)
+        radius: Any = "public" if public_now else base.policy.radius.value
+        if public_now and isinstance(self.pool, Escalating):
             public.enabled, public.coordinator = True, public_coordinator(self.pool.coordinator)
             public.max_price = self.settings.max_price
         status = ServeStatus(
