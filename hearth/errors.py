@@ -33,6 +33,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── FreeAllowanceUsed         public_swarm.coordinator.allowance_rules: wait for the reset, or sign (HTTP 429)
     │   ├── RateLimited               public_swarm.coordinator.ratelimit_rules: retry after Retry-After (HTTP 429)
     │   ├── TooManyJobs               public_swarm.coordinator.ratelimit_rules: wait for a job to end (HTTP 429)
+    │   ├── TooManyStreams            node_api.feed: too many event streams open; close one (HTTP 429)
     │   ├── DoesNotFit                orchestrator.planner: pair or add a machine (exit 6)
     │   ├── NoWorker                  public_swarm.coordinator.dispatch_rules: no live worker holds the model (HTTP 503)
     │   └── LeaseRefused              node_api.errors (also a RefusedByPeer)
@@ -42,6 +43,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── NodeRefused               a node's refusal this build has no class for: update hearth (HTTP 502)
     │   ├── LeaseDenied               orchestrator.placement (also a LeaseFailed)
     │   ├── Unsigned, NotPaired       pairing.signed: pair first (`hearth pair`)
+    │   ├── NotThisMachine            rpc_pool.control: drain or stop a node from its own machine (HTTP 403)
     │   ├── NotOperator               public_swarm.coordinator.auth: only the operator grants credits (HTTP 403)
     │   └── CoordinatorRefused        public_swarm.coordinator.client: a refusal this build has no class for
     ├── LinkFailed                    a connection to another machine failed: check it, reconnect
@@ -55,6 +57,8 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── PublicStreamInvalid       public_swarm.sse: a coordinator's stream too long, malformed or cut
     │   ├── JobNotServed              public_swarm.coordinator.openai_wire: the job failed on every worker (HTTP 502)
     │   ├── SealedError               tunnel.sealed: same pairing secret on both sides?
+    │   ├── ServeUnreachable          tui.control_client: start `hearth serve`, or give hearth dash --url
+    │   ├── ServeAnswerInvalid        tui.control_client: that URL is no `hearth serve` of this version
     │   ├── DashUnreachable           tui.client: start `hearth serve`, or give `hearth dash --url` (exit 12)
     │   └── DashAnswerInvalid         tui.client: that URL is no `hearth serve` of this version (exit 12)
     ├── LeaseFailed                   orchestrator.placement: a lease the plan needs (HTTP 503)
@@ -89,6 +93,10 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     ├── RetentionSettingInvalid       coordinator.retention_rules: fix HEARTH_PROMPT_GRACE_S or HEARTH_RESULT_TTL_S
     ├── PublicNotConsented            escalation.consent: --yes, HEARTH_PUBLIC_OK=1 or answer once (HTTP 403)
     ├── HostNotAllowed                net.http_guard: add the name to HEARTH_ALLOWED_HOSTS (HTTP 421)
+    ├── NotFromHere                   server.control_routes: control from this machine, or with the API key (HTTP 403)
+    ├── LoadUnderWay                  server.control_routes: another model is loading; wait for it (HTTP 409)
+    ├── LoadCancelled                 server.control_routes: the server stopped mid-pull; `hearth pull` resumes
+    ├── ControlRefused                tui.control_client: the server said no; its message says what to do
     └── Stopped                       SIGINT/SIGTERM: exit 128 + the signal, not an error
 """
 

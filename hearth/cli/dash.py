@@ -36,11 +36,13 @@ def dash(
         if problem is not None:
             raise problem
         return
+    from hearth.tui.actions import ActionContext
     from hearth.tui.app import DashApp
     from hearth.tui.client import DashClient
     from hearth.tui.source import LiveSource
 
-    DashApp(LiveSource(DashClient(target, api_key=key), config, wait)).run()
+    DashApp(LiveSource(DashClient(target, api_key=key), config, wait),
+            action_context=ActionContext(config, target, key)).run()
 
 
 def default_url(config: Settings) -> str:

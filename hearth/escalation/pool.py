@@ -27,6 +27,7 @@ from hearth.errors import HearthError, InvalidRequest, ModelNotFound
 from hearth.escalation.consent import Consent
 from hearth.identity import NodeIdentity
 from hearth.models.store import ModelStore
+from hearth.node_api.feed import Feed
 from hearth.orchestrator.engines import EnginePool
 from hearth.orchestrator.placement import LeaseFailed, Placement
 from hearth.orchestrator.planner import DoesNotFit
@@ -102,6 +103,10 @@ class Escalating:
     def placement(self) -> Placement | None:
         return self.pool.placement
 
+    @property
+    def feed(self) -> Feed:
+        return self.pool.feed
+
     async def load(self, model: str, on_progress: Callable[[float], None] | None = None) -> EngineProcess | None:
         """The circle's engine for `model`; None when the circle cannot serve it: requests then go
         to the swarm, after consent (`agree`, which the CLI calls at once, so that a person answers
@@ -175,6 +180,9 @@ class Escalating:
                 if isinstance(event, PublicCost):
                     self.last_cost = event
                     self.public_requests += 1
+                    if isinstance(self.pool, EnginePool):  # the dashboard's count of what was spent
+                        tokens = event.micro_credits // event.price if event.price > 0 else 0
+                        self.pool.stats.public_job(event.job_id, name, tokens, event.micro_credits)
                 yield event
 
 

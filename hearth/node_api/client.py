@@ -165,3 +165,14 @@ class NodeClient(BoundedHttpClient):
 
     async def release(self, node: Endpoint, lease_id: str, *, timeout: float | None = None) -> None:
         await self._call("DELETE", node, wire.lease_path(_lease_id(lease_id)), 204, timeout=timeout)
+
+    async def drain(self, node: Endpoint, draining: bool = True, *, timeout: float | None = None) -> wire.ControlAnswer:
+        """Stop the node taking new leases (False: take them again); its running leases run out.
+        Only the node's own machine may (NodeRefused, code not_this_machine, otherwise)."""
+        body = await self._call("POST", node, wire.DRAIN, 200, wire.DrainRequest(draining=draining), timeout)
+        return _parse(wire.ControlAnswer, body, f"POST {wire.DRAIN}")
+
+    async def stop(self, node: Endpoint, *, timeout: float | None = None) -> wire.ControlAnswer:
+        """Shut the node's agent down (its leases end); only from the node's own machine."""
+        body = await self._call("POST", node, wire.STOP, 200, timeout=timeout)
+        return _parse(wire.ControlAnswer, body, f"POST {wire.STOP}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from hearth.discovery.records import DeviceInfo, PeerRecord, parse_record
 from hearth.net.endpoint import Endpoint
@@ -26,6 +26,10 @@ LEASE = "/v1/leases/{lease_id}"
 """DELETE: give a lease back (204)."""
 HEARTBEAT = "/v1/leases/{lease_id}/heartbeat"
 """POST: keep a lease alive."""
+DRAIN = "/v1/node/drain"
+"""POST: take no new leases (or again, with {"draining": false}); from the node's machine or signed by its key."""
+STOP = "/v1/node/stop"
+"""POST: shut the agent down, its leases' RPC servers with it; from the node's machine or signed by its key."""
 
 LEASE_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 LeaseId = Annotated[str, Field(min_length=8, max_length=64, pattern=LEASE_ID_PATTERN)]
@@ -104,6 +108,22 @@ class Granted(HeldLease):
 
     rpc_version: str = Field(max_length=32)
     node_id: str = Field(max_length=64)
+
+
+class DrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    draining: StrictBool = True
+
+
+class ControlAnswer(_Message):
+    """The answer to a drain or a stop."""
+
+    node_id: str = Field(max_length=64)
+    name: str = Field(max_length=128)
+    draining: bool
+    stopping: bool = False
+    leases: int = Field(ge=0)
+    """Leases still running (they run out; a stop ends them)."""
 
 
 RECORD_KEYS = ("id", "name", "v", "rpc", "port", "dev", "full")

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 
-from hearth.engine.events import ReplyEvent, Start, Token
+from hearth.engine.events import Done, ReplyEvent, Start, Token
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import EngineCrashed, HearthError, QueueFull
 from hearth.ggml.hello import RpcVersion
@@ -20,11 +20,13 @@ from hearth.models.facts import cached_facts
 from hearth.models.pull import resolve
 from hearth.models.store import ModelStore
 from hearth.node_api.client import NodeClient
+from hearth.node_api.feed import Feed
 from hearth.orchestrator.peers import Peer, checked_or_problem
 from hearth.orchestrator.placement import Placement
 from hearth.orchestrator.planner import DoesNotFit, Plan
 from hearth.orchestrator.planner import plan as make_plan
 from hearth.orchestrator.policy import PoolPolicy
+from hearth.orchestrator.stats import RequestStats, Tracker
 from hearth.orchestrator.survey import local_capacity, peer_capacity, survey_circle
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.radius import Radius
@@ -71,8 +73,11 @@ class EnginePool:
     engine was pooled, recovers a stream on a new placement (failover)."""
 
     def __init__(self, settings: Settings, store: ModelStore | None = None,
-                 policy: PoolPolicy | None = None) -> None:
+                 policy: PoolPolicy | None = None, feed: Feed | None = None) -> None:
         self.settings = settings
+        self.feed = feed if feed is not None else Feed()
+        """This process's events (the dashboard's stream); the server reads the same one."""
+        self.stats = RequestStats(self.feed)
         self.store = store or ModelStore(settings.models_dir)
         self.policy = policy or PoolPolicy()
         self.queue = FairQueue(settings.max_queue)
@@ -106,8 +111,25 @@ class EnginePool:
                                                  if p.record.node_id not in self.excluded))
             found = [c for c in checked if not isinstance(c, str)]
             problems = [c for c in checked if isinstance(c, str)]
+        self._note_nodes(self._peers, found)
         self._peers = found
         return [p for p in found if p.usable and p.record.node_id not in self.excluded], problems
+
+    @property
+    def known_peers(self) -> list[Peer]:
+        """The nodes that answered the last survey (none before the first)."""
+        return list(self._peers or [])
+
+    def _note_nodes(self, before: list[Peer] | None, after: list[Peer]) -> None:
+        """node_joined / node_left between two surveys (nothing on the first)."""
+        if before is None:
+            return
+        old = {p.record.node_id: p.record.name for p in before}
+        new = {p.record.node_id: p.record.name for p in after}
+        for node_id in new.keys() - old.keys():
+            self.feed.publish("node_joined", f"{new[node_id]} joined", node=node_id[:16], name=new[node_id])
+        for node_id in old.keys() - new.keys():
+            self.feed.publish("node_left", f"{old[node_id]} left", node=node_id[:16], name=old[node_id])
 
     def _tunnel_up(self, identity: NodeIdentity, paired: list[TrustedPeer]) -> bool:
         """Whether paired peers are reached through WireGuard: bring the interface up (or refresh
@@ -176,6 +198,9 @@ class EnginePool:
             raise
         self.engine = engine
         self._store_watch = asyncio.create_task(self._unload_when_removed(engine))
+        self.feed.publish("model_loaded", f"{name} loaded" + (f" over {len(rpc)} nodes" if rpc else ""),
+                          model=name, pooled=plan is not None, nodes=len(rpc),
+                          load_ms=round((time.monotonic() - t0) * 1000))
         log.info("engine for %s: plan %.0f ms, leases %.0f ms, load %.0f ms%s", name, (t_plan - t0) * 1000,
                  (t_lease - t_plan) * 1000, (time.monotonic() - t_lease) * 1000,
                  f" over {len(rpc)} RPC servers" if rpc else "")
@@ -185,8 +210,10 @@ class EnginePool:
         if self._store_watch is not None and self._store_watch is not asyncio.current_task():
             self._store_watch.cancel()
         if self.engine is not None:
+            name = self.engine.config.model_name
             await self.engine.stop()
             self.engine = None
+            self.feed.publish("model_unloaded", f"{name} unloaded", model=name)
         if self.placement is not None:
             await self.placement.release()
             self.placement = None
@@ -237,13 +264,31 @@ class EnginePool:
         If a pooled engine dies mid-stream, the stream goes on: a new placement is planned
         without the failed nodes and the new engine resumes from the tokens already generated.
         """
+        tracker = self.stats.start(model, op)
+        try:
+            async for event in self._run(tracker, model, op, **fields):
+                yield event
+            tracker.finished()
+        except HearthError as exc:
+            tracker.failed(exc.code)
+            raise
+        finally:
+            tracker.cancelled()  # a no-op unless the reader left before the end
+
+    async def _run(self, tracker: Tracker, model: str, op: str, **fields: Any) -> AsyncGenerator[ReplyEvent, None]:
         async with self.queue.slot():
+            tracker.running()
             ids: list[int] = []
             sent: list[str] = []
             started = False
             attempt = 0
+            crashed: tuple[float, set[str]] | None = None
             while True:
                 engine = await self._engine_for(model)
+                tracker.stat.served_by = "pool" if self.placement is not None else "machine"
+                if crashed is not None:
+                    self._failed_over(*crashed)
+                    crashed = None
                 resume = {"resume": ids, "resumed_text": "".join(sent)} if ids and op not in ("embed", "score") else {}
                 try:
                     async for event in engine.request(op, **fields, **resume):
@@ -254,6 +299,9 @@ class EnginePool:
                         elif isinstance(event, Token):
                             ids.extend(event.ids)
                             sent.append(event.text)
+                            tracker.token(len(event.ids))
+                        elif isinstance(event, Done):
+                            tracker.done(event)
                         yield event
                     return
                 except EngineCrashed:
@@ -261,7 +309,16 @@ class EnginePool:
                         raise
                     attempt += 1
                     self.recoveries += 1
+                    t_crash, before = time.monotonic(), set(self.excluded)
                     await self._recover()
+                    crashed = (t_crash, self.excluded - before)
+
+    def _failed_over(self, t_crash: float, lost: set[str]) -> None:
+        """The stream goes on over a new placement: say how long that took and what was lost."""
+        ms = round((time.monotonic() - t_crash) * 1000)
+        names = ",".join(sorted(lost))[:200] or "none"
+        self.feed.publish("failover", f"failover took {ms} ms (lost: {names})", ms=ms, lost=names,
+                          recoveries=self.recoveries)
 
     def status(self) -> dict[str, Any]:
         e = self.engine

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -26,9 +27,13 @@ from hearth.net import b64
 from hearth.net.asgi_body import read_body, replaying
 from hearth.net.http_errors import hearth_error_response, install_error_handlers
 from hearth.node_api import wire
+from hearth.node_api.feed import Feed
+from hearth.node_api.feed_sse import StreamLimit, event_stream, heartbeat_s, parse_since
+from hearth.node_api.status import NODE_EVENTS_PATH
 from hearth.node_api.wire import Granted, HeldLease, LeaseId, LeaseRequest, NodeStatus, ProveAnswer, ProveRequest
 from hearth.pairing.signed import NotPaired, Unsigned, Verifier
 from hearth.pairing.trust import TrustedPeer
+from hearth.rpc_pool import control
 from hearth.rpc_pool.leases import LeaseManager
 from hearth.tunnel.wireguard import TUNNEL_NET
 
@@ -112,23 +117,32 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
                      devices: Callable[[], list[DeviceInfo]], manager: LeaseManager,
                      on_change: Callable[[PeerRecord], None] | None = None,
                      paired_only: Verifier[TrustedPeer] | None = None,
-                     tunnel_net: ipaddress.IPv4Network = TUNNEL_NET) -> FastAPI:
+                     tunnel_net: ipaddress.IPv4Network = TUNNEL_NET, feed: Feed | None = None) -> FastAPI:
+    events = feed if feed is not None else Feed()
+    leases = LeaseEvents(events, manager)
+
     def record() -> PeerRecord:
         return node_record(identity, name, port, address, rpc, devices(), manager)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with manager.running():
-            yield
+        try:
+            async with manager.running():
+                yield
+        finally:
+            events.close()
 
     app = FastAPI(title="hearth node", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     if paired_only is not None:
         app.add_middleware(PairedOnly, verifier=paired_only, tunnel_net=tunnel_net)
+    # drain and stop: this machine only, answered before PairedOnly
+    control.mount(app, identity, name, manager, publish=events.publish)
     by_caller = Depends(current_caller)
     install_error_handlers(app)
 
     def changed() -> None:
+        leases.sync()
         if on_change is not None:
             on_change(record())
 
@@ -167,8 +181,47 @@ def create_agent_app(identity: NodeIdentity, name: str, port: int, address: str,
 
     @app.delete(wire.LEASE, status_code=204)
     async def release(lease_id: LeaseId, caller: Caller = by_caller) -> Response:
+        leases.releasing(lease_id)
         await manager.release(lease_id, caller.holder)
         changed()
         return Response(status_code=204)
 
+    limit = StreamLimit()
+
+    @app.get(NODE_EVENTS_PATH, response_model=None)
+    async def node_events(request: Request, since: str | None = None,
+                          every: float = Depends(heartbeat_s)) -> StreamingResponse:
+        return event_stream(request, events, parse_since(since, request.headers.get("last-event-id")), every, limit)
+
     return app
+
+
+class LeaseEvents:
+    """lease_taken / lease_released / lease_expired on the node's feed, from the difference
+    between the leases it saw last and the manager's now (grants, releases, and the expiry loop
+    all end in the agent's `changed`). Lease ids appear cut short, as in the status."""
+
+    def __init__(self, feed: Feed, manager: LeaseManager) -> None:
+        self.feed, self.manager = feed, manager
+        self.known: dict[str, tuple[str, int]] = {}
+        self._releasing: set[str] = set()
+
+    def releasing(self, lease_id: str) -> None:
+        """A holder is giving this lease back (so its end is a release, not an expiry)."""
+        if lease_id in self.manager.leases:
+            self._releasing.add(lease_id)
+
+    def sync(self) -> None:
+        now = self.manager.leases
+        for lid in [lid for lid in self.known if lid not in now]:
+            holder, size = self.known.pop(lid)
+            released = lid in self._releasing
+            self._releasing.discard(lid)
+            kind = "lease_released" if released else "lease_expired"
+            self.feed.publish(kind, f"lease {lid[:6]}… of {holder} {'released' if released else 'ended'}",
+                              lease=lid[:6], holder=holder, bytes=size)
+        for lid, lease in now.items():
+            if lid not in self.known:
+                self.known[lid] = (lease.holder[:64], lease.bytes)
+                self.feed.publish("lease_taken", f"{lease.holder[:64]} took {lease.bytes} bytes", lease=lid[:6],
+                                  holder=lease.holder[:64], bytes=lease.bytes)

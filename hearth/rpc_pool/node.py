@@ -17,6 +17,7 @@ from hearth.net.bind import check_bind, is_loopback
 from hearth.net.endpoint import join_host_port
 from hearth.net.pump import listening_socket
 from hearth.net.webserve import web_server
+from hearth.node_api.feed import Feed
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.radius import Radius, deprecation, parse_admit
 from hearth.rpc_pool.leases import DEFAULT_CACHE_BYTES, LeaseManager
@@ -51,12 +52,14 @@ def seen_lookup(trust: TrustStore, every: float = 60.0) -> Callable[[str], Trust
 
 
 async def watch_trust(trust: TrustStore, manager: LeaseManager, wg: WireGuardInterface | None,
-                      interval: float = 0.1) -> None:
+                      interval: float = 0.1, feed: Feed | None = None) -> None:
     """Apply `hearth pair` / `hearth unpair` while running: an unpaired peer's leases and live
-    connections end and its WireGuard peer goes, well within a second."""
+    connections end and its WireGuard peer goes, well within a second (and `paired` /
+    `unpaired` go on the node's feed)."""
     from hearth.pairing.circle import wg_peers
 
     seen: tuple[int, int] | None = None
+    names: dict[str, str] | None = None
     while True:
         await asyncio.sleep(interval)
         stamp = trust.stamp()
@@ -65,6 +68,13 @@ async def watch_trust(trust: TrustStore, manager: LeaseManager, wg: WireGuardInt
         seen = stamp
         paired = trust.all()
         ids = {p.node_id for p in paired}
+        now = {p.node_id: p.info.name for p in paired}
+        if feed is not None and names is not None:
+            for node_id in now.keys() - names.keys():
+                feed.publish("paired", f"paired with {now[node_id]}", node=node_id[:16], name=now[node_id])
+            for node_id in names.keys() - now.keys():
+                feed.publish("unpaired", f"unpaired {names[node_id]}", node=node_id[:16], name=names[node_id])
+        names = now
         revoked = {lease.holder for lease in manager.leases.values()} - ids
         for holder in revoked:
             ended = await manager.revoke(holder)
@@ -114,7 +124,9 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
         if advertiser is not None:
             advertiser.update(record)
 
-    app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, paired_only, TUNNEL_NET)
+    feed = Feed()  # this process's one feed
+    app = create_agent_app(identity, name, port, bind, rpc, local_devices, manager, on_change, paired_only, TUNNEL_NET,
+                           feed=feed)
     server = web_server(app, settings, serve_on)
     try:
         sock = listening_socket(serve_on, port, device)
@@ -133,7 +145,7 @@ async def run_node(settings: Settings, bind: str, port: int, name: str, max_memo
         advertiser = await asyncio.to_thread(
             Advertiser, node_record(identity, name, port, bind, rpc, devices, manager), bind)
     log.info("node %s (%s) on %s, admitting %s", name, identity.node_id, join_host_port(serve_on, port), admit)
-    watcher = asyncio.create_task(watch_trust(trust, manager, wg)) if admit is Radius.TRUSTED else None
+    watcher = asyncio.create_task(watch_trust(trust, manager, wg, feed=feed)) if admit is Radius.TRUSTED else None
     if ready is not None:
         ready.set()
     try:

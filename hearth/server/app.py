@@ -28,8 +28,9 @@ from hearth.engine.events import Done, Embedding, Token, Vectors
 from hearth.errors import EngineFailed, HearthError, InvalidRequest, ModelNotFound, Unauthorized
 from hearth.escalation.pool import Engines
 from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
+from hearth.node_api.feed import Feed
 from hearth.public_swarm.sse import PublicCost
-from hearth.server import ollama
+from hearth.server import control_routes, ollama, status_routes
 from hearth.server.guard import BodyGuard, check_request
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.server.streaming import (
@@ -78,12 +79,16 @@ class ApiKeyMiddleware:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, pool: Engines) -> FastAPI:
+def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> FastAPI:
+    """The app over `pool`; `feed` is the process's event feed (default: the pool's own)."""
+    events = feed if feed is not None else pool.feed
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            events.close()  # event streams end, rather than hold the shutdown
             await pool.close()
 
     app = FastAPI(title="hearth", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -93,6 +98,8 @@ def create_app(settings: Settings, pool: Engines) -> FastAPI:
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
 
     install_error_handlers(app)
+    # hearth dash's actions; the engines are steerable from here on
+    pool = control_routes.add_routes(app, settings, pool, events.publish)
 
     @app.exception_handler(ClientGone)
     async def on_client_gone(request: Request, _: ClientGone) -> Response:
@@ -109,9 +116,8 @@ def create_app(settings: Settings, pool: Engines) -> FastAPI:
         html = files("hearth.server").joinpath("static/index.html").read_text(encoding="utf-8")
         return HTMLResponse(html.replace("{{DEFAULT_MODEL}}", settings.default_model))
 
-    @app.get("/hearth/status")
-    async def status() -> dict[str, Any]:
-        return {"version": __version__, **pool.status()}
+    app.state.feed = events  # the control routes publish on it too
+    status_routes.add_routes(app, settings, pool, events)
 
     # -- OpenAI ---------------------------------------------------------------------------
     def model_cards() -> list[dict[str, Any]]:
