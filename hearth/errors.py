@@ -57,8 +57,6 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── PublicStreamInvalid       public_swarm.sse: a coordinator's stream too long, malformed or cut
     │   ├── JobNotServed              public_swarm.coordinator.openai_wire: the job failed on every worker (HTTP 502)
     │   ├── SealedError               tunnel.sealed: same pairing secret on both sides?
-    │   ├── ServeUnreachable          tui.control_client: start `hearth serve`, or give hearth dash --url
-    │   ├── ServeAnswerInvalid        tui.control_client: that URL is no `hearth serve` of this version
     │   ├── DashUnreachable           tui.client: start `hearth serve`, or give `hearth dash --url` (exit 12)
     │   └── DashAnswerInvalid         tui.client: that URL is no `hearth serve` of this version (exit 12)
     ├── LeaseFailed                   orchestrator.placement: a lease the plan needs (HTTP 503)

@@ -1,8 +1,8 @@
 """The client of `hearth serve`'s control routes (hearth/server/control_routes.py; the paths are
 repeated here because tui and server do not import each other, and a test checks they agree).
 
-Every failure is a HearthError: ServeUnreachable when nothing answers, ControlRefused with the
-server's own message (what to do next) when it says no, ServeAnswerInvalid for anything else.
+Every failure is a HearthError: DashUnreachable when nothing answers, ControlRefused with the
+server's own message (what to do next) when it says no, DashAnswerInvalid for anything else.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 
-from hearth.errors import HearthError, LinkFailed
+from hearth.errors import HearthError
 from hearth.net.http_client import BoundedHttpClient
+from hearth.tui.client import DashAnswerInvalid, DashUnreachable
 
 RADIUS_PATH = "/hearth/control/radius"
 MAX_PRICE_PATH = "/hearth/control/max-price"
@@ -24,18 +25,6 @@ MAX_ANSWER = 64 * 1024
 MAX_LINE = 4096
 LOAD_TIMEOUT = httpx.Timeout(10.0, read=600.0)
 """A load's answer is a line at least per progress step; a pull of a large model may pause."""
-
-
-class ServeUnreachable(LinkFailed):
-    """Nothing answers at the dashboard's `hearth serve` URL."""
-
-    code = "serve_unreachable"
-
-
-class ServeAnswerInvalid(LinkFailed):
-    """Something answered at that URL, but not hearth's control routes."""
-
-    code = "serve_answer_invalid"
 
 
 class ControlRefused(HearthError):
@@ -61,7 +50,7 @@ def _refusal(status: int, body: bytes) -> HearthError:
         error = json.loads(body)["error"]
         message, code = str(error["message"])[:2000], error.get("code")
     except (ValueError, KeyError, TypeError):
-        return ServeAnswerInvalid(f"The server answered HTTP {status} without hearth's error body: is that URL a "
+        return DashAnswerInvalid(f"The server answered HTTP {status} without hearth's error body: is that URL a "
                                   "`hearth serve` of this version?")
     return ControlRefused(message, status=status, remote_code=code if isinstance(code, str) else None)
 
@@ -81,12 +70,12 @@ class ControlClient(BoundedHttpClient):
 
     def transport_error(self, exc: httpx.RequestError, timeout: float) -> HearthError:
         if isinstance(exc, httpx.ConnectError):
-            return ServeUnreachable(f"Nothing answers at {self.url}: start `hearth serve` (or give hearth dash "
+            return DashUnreachable(f"Nothing answers at {self.url}: start `hearth serve` (or give hearth dash "
                                     "--url).")
-        return ServeUnreachable(f"The connection to {self.url} failed ({exc or type(exc).__name__}); try again.")
+        return DashUnreachable(f"The connection to {self.url} failed ({exc or type(exc).__name__}); try again.")
 
     def too_large(self, size: int, limit: int) -> HearthError:
-        return ServeAnswerInvalid(f"The answer from {self.url} runs past {limit} bytes: is that a `hearth serve`?")
+        return DashAnswerInvalid(f"The answer from {self.url} runs past {limit} bytes: is that a `hearth serve`?")
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response, answer = await self.exchange("POST", self.url + path, content=json.dumps(body).encode(),
@@ -96,9 +85,9 @@ class ControlClient(BoundedHttpClient):
         try:
             parsed = json.loads(answer)
         except ValueError as exc:
-            raise ServeAnswerInvalid(f"The answer to {path} is not JSON.") from exc
+            raise DashAnswerInvalid(f"The answer to {path} is not JSON.") from exc
         if not isinstance(parsed, dict):
-            raise ServeAnswerInvalid(f"The answer to {path} is not a JSON object.")
+            raise DashAnswerInvalid(f"The answer to {path} is not a JSON object.")
         return parsed
 
     async def radius(self, radius: str, *, consent: bool = False) -> str:
@@ -106,7 +95,7 @@ class ControlClient(BoundedHttpClient):
         answer = await self._post(RADIUS_PATH, {"radius": radius, "consent": consent})
         now = answer.get("radius")
         if not isinstance(now, str) or len(now) > 32:
-            raise ServeAnswerInvalid(f"The answer to {RADIUS_PATH} names no radius: is that a `hearth serve` of "
+            raise DashAnswerInvalid(f"The answer to {RADIUS_PATH} names no radius: is that a `hearth serve` of "
                                      "this version?")
         return now
 
@@ -124,7 +113,7 @@ class ControlClient(BoundedHttpClient):
                 raise _refusal(response.status_code, await self.read(response, MAX_ANSWER))
             async for text in response.aiter_lines():
                 if len(text) > MAX_LINE:
-                    raise ServeAnswerInvalid(f"A line of the load's answer runs past {MAX_LINE} characters.")
+                    raise DashAnswerInvalid(f"A line of the load's answer runs past {MAX_LINE} characters.")
                 line = _line(text)
                 status = line.get("status")
                 if status == "progress" and on_progress is not None:
@@ -138,14 +127,14 @@ class ControlClient(BoundedHttpClient):
                     error: dict[str, Any] = found if isinstance(found, dict) else {}
                     raise ControlRefused(str(error.get("message", "The load failed."))[:2000], status=200,
                                          remote_code=error.get("code"))
-        raise ServeUnreachable(f"The server stopped answering before {model} was loaded; see its log.")
+        raise DashUnreachable(f"The server stopped answering before {model} was loaded; see its log.")
 
 
 def _line(text: str) -> dict[str, Any]:
     try:
         parsed = json.loads(text)
     except ValueError as exc:
-        raise ServeAnswerInvalid("A line of the load's answer is not JSON: is that URL a `hearth serve`?") from exc
+        raise DashAnswerInvalid("A line of the load's answer is not JSON: is that URL a `hearth serve`?") from exc
     if not isinstance(parsed, dict):
-        raise ServeAnswerInvalid("A line of the load's answer is not a JSON object.")
+        raise DashAnswerInvalid("A line of the load's answer is not a JSON object.")
     return parsed

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hearth.errors import HearthError
-from hearth.tui.control_client import ControlClient, ControlRefused, LoadProgress, ServeAnswerInvalid
+from hearth.tui.client import DashAnswerInvalid
+from hearth.tui.control_client import ControlClient, ControlRefused, LoadProgress
 
 
 def call(status: int, body: bytes, what: str) -> object:
@@ -59,7 +60,7 @@ def test_refusals_carry_the_servers_message() -> None:
     assert call(200, lines, "load") == "m"
     try:
         call(200, b"<html>", "load")
-    except ServeAnswerInvalid:
+    except DashAnswerInvalid:
         pass
     else:
         raise AssertionError("html was read as an answer")
