@@ -68,6 +68,16 @@ class Household:
         self.wait_http(i, f"http://{self.addr(i)}:11436/v1/node")
         return proc
 
+    def start_serve(self, i: int, port: str, *args: str) -> subprocess.Popen[bytes]:
+        """`hearth serve --port PORT ARGS` on machine i, once its status answers."""
+        proc = self.spawn(i, sys.executable, "-m", "hearth.cli.main", "serve", "--port", port, *args)
+        self.wait_http(i, f"http://127.0.0.1:{port}/hearth/status", timeout=120)
+        return proc
+
+    def pids(self, i: int) -> list[int]:
+        """Every process in machine i's namespace (its node agent and the RPC servers it started)."""
+        return [int(p) for p in lan.pids(self.ns(i))]
+
     def wait_http(self, i: int, url: str, timeout: float = 60) -> None:
         code = f"import httpx,sys; httpx.get({url!r}, timeout=1).raise_for_status()"
         deadline = time.monotonic() + timeout

@@ -282,7 +282,7 @@ class EnginePool:
             sent: list[str] = []
             started = False
             attempt = 0
-            crashed: tuple[float, set[str]] | None = None
+            crashed: tuple[float, set[str], dict[str, str]] | None = None
             while True:
                 engine = await self._engine_for(model)
                 tracker.stat.served_by = "pool" if self.placement is not None else "machine"
@@ -310,14 +310,17 @@ class EnginePool:
                     attempt += 1
                     self.recoveries += 1
                     t_crash, before = time.monotonic(), set(self.excluded)
+                    names = {p.record.node_id: p.record.name for p in self.known_peers}  # before the survey drops them
                     await self._recover()
-                    crashed = (t_crash, self.excluded - before)
+                    crashed = (t_crash, self.excluded - before, names)
 
-    def _failed_over(self, t_crash: float, lost: set[str]) -> None:
-        """The stream goes on over a new placement: say how long that took and what was lost."""
+    def _failed_over(self, t_crash: float, lost: set[str], names: dict[str, str] | None = None) -> None:
+        """The stream goes on over a new placement: say how long that took and what was lost
+        (the message names the nodes as people know them; `lost` keeps their ids)."""
         ms = round((time.monotonic() - t_crash) * 1000)
-        names = ",".join(sorted(lost))[:200] or "none"
-        self.feed.publish("failover", f"failover took {ms} ms (lost: {names})", ms=ms, lost=names,
+        ids = ",".join(sorted(lost))[:200] or "none"
+        said = ", ".join(sorted((names or {}).get(n, n) for n in lost))[:200] or "no node"
+        self.feed.publish("failover", f"failover took {ms} ms (lost: {said})", ms=ms, lost=ids,
                           recoveries=self.recoveries)
 
     def status(self) -> dict[str, Any]:

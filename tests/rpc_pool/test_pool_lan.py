@@ -105,9 +105,8 @@ CLIENT = textwrap.dedent("""
 
 def test_killing_workers_mid_stream_recovers_ten_times_then_all_nodes_gone_is_a_clean_error(lan: Household) -> None:
     port = "11500"
-    lan.spawn(1, sys.executable, "-m", "hearth.cli.main", "serve", "--port", port, "--pool", "--max-memory", CAP_HERE)
-    lan.wait_http(1, f"http://127.0.0.1:{port}/hearth/status")
-    node_pids = [p for i in (2, 3, 4) for p in lan_pids(lan, i)]
+    lan.start_serve(1, port, "--pool", "--max-memory", CAP_HERE)
+    node_pids = [p for i in (2, 3, 4) for p in lan.pids(i)]
     r = lan.run(1, sys.executable, "-c", CLIENT, f"http://127.0.0.1:{port}", str(lan.tmp), "10",
                 ",".join(map(str, node_pids)), timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -120,8 +119,3 @@ def test_killing_workers_mid_stream_recovers_ten_times_then_all_nodes_gone_is_a_
     assert error is not None and error["code"] in ("does_not_fit", "lease_failed", "engine_crashed")
     assert out["alive"] == 200  # the orchestrator is still up
 
-
-def lan_pids(lan: Household, i: int) -> list[int]:
-    from tests.lan import lan as lanmod
-
-    return [int(p) for p in lanmod.pids(lan.ns(i))]
