@@ -87,6 +87,8 @@ class EnginePool:
         self.recoveries = 0
         self.excluded: set[str] = set()
         self._peers: list[Peer] | None = None
+        self._gone: dict[str, Peer] = {}
+        """Nodes dropped from the survey after they failed (excluded): listed as lost, not forgotten."""
         self._rpc: RpcVersion | None = None
         self._store_watch: asyncio.Task[None] | None = None
 
@@ -112,6 +114,7 @@ class EnginePool:
             found = [c for c in checked if not isinstance(c, str)]
             problems = [c for c in checked if isinstance(c, str)]
         self._note_nodes(self._peers, found)
+        self._remember_gone(self._peers, found)
         self._peers = found
         return [p for p in found if p.usable and p.record.node_id not in self.excluded], problems
 
@@ -119,6 +122,18 @@ class EnginePool:
     def known_peers(self) -> list[Peer]:
         """The nodes that answered the last survey (none before the first)."""
         return list(self._peers or [])
+
+    @property
+    def lost_peers(self) -> list[Peer]:
+        """Nodes this pool lost (failed over from) that the survey no longer lists, at most 64."""
+        return [p for p in self._gone.values() if p.record.node_id in self.excluded][-64:]
+
+    def _remember_gone(self, before: list[Peer] | None, after: list[Peer]) -> None:
+        """A node failed over (excluded) leaves the next survey: keep it, so the status shows it lost."""
+        ids = {p.record.node_id for p in after}
+        for p in before or []:
+            if p.record.node_id in self.excluded and p.record.node_id not in ids:
+                self._gone[p.record.node_id] = p
 
     def _note_nodes(self, before: list[Peer] | None, after: list[Peer]) -> None:
         """node_joined / node_left between two surveys (nothing on the first)."""

@@ -80,7 +80,7 @@ class StatusView:
         for h in placement.held if placement else []:
             holding[h.peer.record.node_id] = holding.get(h.peer.record.node_id, 0) + 1
         paired = TrustStore(self.settings.home).all()
-        nodes = node_views(here, pool.known_peers, paired, holding, set(pool.excluded))
+        nodes = node_views(here, [*pool.known_peers, *pool.lost_peers], paired, holding, set(pool.excluded))
         return {"layer_map": lmap, "nodes": nodes}
 
     async def answer(self) -> dict[str, Any]:

@@ -126,6 +126,22 @@ def test_nodes_joining_and_leaving_between_surveys(tmp_path: Path) -> None:
     assert {(e.kind, e.data["name"]) for e in feed.since(0)} == {("node_joined", "barn"), ("node_left", "attic")}
 
 
+def test_a_node_lost_to_a_failover_stays_listed_as_lost(tmp_path: Path) -> None:
+    """The survey after a failover no longer lists the lost node; the pool remembers it (the
+    status shows it "lost"), until it is no longer excluded."""
+    pool = EnginePool(Settings(home=tmp_path), feed=Feed())
+    before, found = [peer("a", "attic"), peer("b", "barn")], [peer("a", "attic")]
+    pool.excluded = {"b"}
+    pool._remember_gone(before, found)  # what peers(refresh=True) does with the survey's answer
+    pool._peers = found
+    assert [p.record.name for p in pool.lost_peers] == ["barn"]
+    here = NodeView(node_id="me", name="desk", radius="machine", via="local", state="up")
+    views = node_views(here, [*pool.known_peers, *pool.lost_peers], [], {}, set(pool.excluded))
+    assert [(v.name, v.state) for v in views] == [("desk", "up"), ("attic", "up"), ("barn", "lost")]
+    pool.excluded = set()  # a new placement that may use it again
+    assert pool.lost_peers == []
+
+
 def test_throughput_windows_count_tokens_per_second_with_zeros_between() -> None:
     now = [1000.0]
     t = Throughputs(lambda: now[0])

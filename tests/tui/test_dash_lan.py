@@ -76,3 +76,5 @@ def test_dashboard_shows_both_nodes_the_planned_map_and_a_failover_that_changes_
     assert remote["node3"] not in [s[1] for s in now], now
     assert remote["node2"] in [s[1] for s in now] and sum(s[2] for s in now) == 30, now
     assert now != spans(before["layer_map"])
+    states = {n["node_id"]: n["state"] for n in after["nodes"]}  # the lost node is shown lost, not dropped
+    assert states.get(remote["node3"]) == "lost" and states.get(remote["node2"]) == "holding", after["nodes"]
