@@ -13,6 +13,8 @@ machine's server.
   `HEARTBEAT_S` keeps idle streams open. `?since=<seq>` (or `Last-Event-ID`) replays what the
   feed still holds after that sequence number first.
 - `GET /v1/node` (node) stays `hearth.node_api.wire.NodeStatus`.
+- The coordinator: `GET /v1/swarm` (its status, unsigned counts) and `GET /v1/swarm/events`
+  (SWARM_EVENTS_PATH), the same SSE of `DashEvent`s for the swarm as a whole.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 STATUS_PATH = "/hearth/status"
 SERVE_EVENTS_PATH = "/hearth/events"
 NODE_EVENTS_PATH = "/v1/node/events"
+SWARM_EVENTS_PATH = "/v1/swarm/events"
 HEARTBEAT_S = 15.0
 """An idle event stream sends a comment this often."""
 MAX_NODES = 256
@@ -39,7 +42,9 @@ EventKind = Literal[
     "failover", "lease_taken", "lease_released", "lease_expired",
     "node_joined", "node_left", "node_draining",
     "paired", "unpaired",
-    "public_job", "job_settled", "settings_changed", "notice",
+    "public_job", "job_settled", "request_escalated", "settings_changed", "notice",
+    # the coordinator's stream (GET /v1/swarm/events): the swarm as a whole, counts and short ids only
+    "worker_joined", "worker_left", "job_queued", "job_dispatched", "job_done", "job_failed", "check_done",
 ]
 """Every kind an event stream carries; a newer server may add kinds (a reader shows them as text)."""
 
@@ -89,6 +94,8 @@ class NodeView(_Wire):
     free_bytes: int | None = Field(default=None, ge=0)
     leases: int = Field(default=0, ge=0)
     rtt_ms: float | None = Field(default=None, ge=0)
+    address: str | None = Field(default=None, max_length=256)
+    """Its node agent's HOST:PORT as this server reaches it (where `GET /v1/node` and its events are)."""
 
 
 class RequestStat(_Wire):
@@ -139,8 +146,14 @@ class PublicView(_Wire):
     """Micro-credits this server spent since it started."""
     recent: list[PublicJob] = Field(default_factory=list, max_length=MAX_REQUESTS)
     contributing: bool = False
+    """A `hearth contribute` runs on this machine (its page on loopback answered)."""
     jobs_served: int = Field(default=0, ge=0)
     earned: int = Field(default=0, ge=0)
+    swarm_workers: int | None = Field(default=None, ge=0)
+    """The coordinator's live workers (its `GET /v1/swarm`); None when not asked or not known."""
+    swarm_queued: int | None = Field(default=None, ge=0)
+    checked_at: float | None = None
+    """When balance, holds and the swarm's counts were last read from the coordinator."""
 
 
 class ServeStatus(_Wire):
