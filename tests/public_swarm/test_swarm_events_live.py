@@ -130,3 +130,33 @@ def test_bad_input_is_a_400_and_a_fifth_stream_a_429(tmp_path: Path) -> None:
     assert ids == [400] * len(bad_ids)
     assert opened == [200, 200, 200, 200, 429]
     assert posted == [405]
+
+
+def test_a_spot_check_is_one_check_done_and_no_job_events(tmp_path: Path) -> None:
+    """With spot-checks on and every job checked (`random` fixed): a greedy job served by one
+    scripted worker is checked by another; the stream says so once, naming the checked worker by
+    its short id, and the check job itself is not a requester's job_* event."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    async def main() -> tuple[list[dict[str, Any]], str, str]:
+        async with coordinator(tmp_path, url, checks=True, random=lambda: 0.0) as base, \
+                httpx.AsyncClient(base_url=base, timeout=30) as anyone:
+            live = asyncio.create_task(read_events(anyone, lambda es: "check_done" in kinds(es)))
+            await asyncio.sleep(0.3)
+            served = await ScriptedWorker(identity(23)).start(base)
+            with ledger_of(url) as ledger:
+                ledger.grant(ASKER.node_id, 10**6, "grant-events-2")
+            async with httpx.AsyncClient(base_url=base, auth=SignedAuth(ASKER), timeout=30) as asker:
+                assert (await asker.post("/v1/chat/completions", json=BODY)).status_code == 200
+            checker = await ScriptedWorker(identity(24)).start(base)  # another owner: may check it
+            events = await live
+            for w in (served, checker):
+                await w.stop()
+            return events, served.me.node_id, checker.me.node_id
+
+    events, served, checker = asyncio.run(main())
+    assert kinds(events) == ["worker_joined", "job_queued", "job_dispatched", "job_done", "worker_joined",
+                             "check_done"]
+    assert events[-1]["data"] == {"verdict": "passed", "worker": served[:12]}
+    assert events[-1]["message"] == f"check passed of {served[:12]}…"
+    assert served not in json.dumps(events) and checker not in json.dumps(events)
