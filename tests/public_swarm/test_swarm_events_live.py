@@ -3,23 +3,27 @@ WebSocket links, the dispatcher, SQLite) with a scripted worker over a real sock
 no model is loaded, so the test takes a few seconds): a worker linking, a paid job's queue,
 dispatch and end (its cost the one the requester was charged), the worker leaving, replays with
 `?since=` and `Last-Event-ID`; malformed input is a 400 and never a 500; a client's fifth stream
-is a 429; and no event carries the requester's id or key, a full worker id, a job id, the prompt
-or the output."""
+is a 429; no event carries the requester's id or key, a full worker id, a job id, the prompt or
+the output; a spot-check is one `check_done`; and the health page lists the events live in
+headless Chromium."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from hearth.net import b64
 from hearth.pairing.signed import SignedAuth
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.wire import SWARM_EVENTS, UNSIGNED
+from tests.public_swarm.browser_kit import chromium, page_after
 from tests.public_swarm.dispatch_kit import MODEL, PRICE
 from tests.public_swarm.dispatch_live import PROMPT_TOKENS, TEXT, ScriptedWorker, coordinator, identity, ledger_of
 
@@ -160,3 +164,29 @@ def test_a_spot_check_is_one_check_done_and_no_job_events(tmp_path: Path) -> Non
     assert events[-1]["data"] == {"verdict": "passed", "worker": served[:12]}
     assert events[-1]["message"] == f"check passed of {served[:12]}…"
     assert served not in json.dumps(events) and checker not in json.dumps(events)
+
+
+@pytest.mark.slow
+def test_the_health_page_shows_the_events_in_headless_chromium(tmp_path: Path) -> None:
+    """The page's script follows the stream (EventSource, allowed by the page's CSP `connect-src
+    'self'`) and lists each event's line, newest first, as text."""
+    browser = chromium()
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+
+    async def main() -> str:
+        async with coordinator(tmp_path, url) as base:
+            worker = await ScriptedWorker(identity(25)).start(base)
+            with ledger_of(url) as ledger:
+                ledger.grant(ASKER.node_id, 10**6, "grant-events-3")
+            async with httpx.AsyncClient(base_url=base, auth=SignedAuth(ASKER), timeout=30) as asker:
+                assert (await asker.post("/v1/chat/completions", json=BODY)).status_code == 200
+            await asyncio.sleep(0.3)
+            dom = await page_after(browser, base + "/", tmp_path / "profile", 4.0)
+            await worker.stop()
+        return dom
+
+    dom = asyncio.run(main())
+    items = re.findall(r'<li data-kind="([a-z_]+)"><time>[^<]*</time>([^<]*)</li>', dom)
+    assert [k for k, _ in items] == ["job_done", "job_dispatched", "job_queued", "worker_joined"], dom[-3000:]
+    assert items[0][1] == f"job done: {MODEL.name}, 8 tokens, 0.008985 credits, " + items[0][1].split(", ")[-1]
+    assert re.search(r'id="events-status"[^>]*>connected\.<', dom)
