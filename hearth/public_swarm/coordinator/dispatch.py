@@ -196,6 +196,7 @@ class Dispatcher:
             return self._open_free(account, key, served, spec)
         hold = self.ledger.hold(account, max_cost(price, spec.prompt_cap, request.max_tokens),
                                 D.hold_key(account, key), D.HOLD_TTL_S)
+        asked = self.queue.clock()
         try:
             job = self.queue.submit(account, key, served.digest, spec.to_json(), request.max_tokens, hold.id,
                                     verified_only=spec.verified_only)
@@ -203,7 +204,7 @@ class Dispatcher:
             with contextlib.suppress(LedgerRefused):
                 self.ledger.release(hold.id, f"{D.hold_key(account, key)}-undo")
             raise
-        self._queued(job, served)
+        self._queued(job, served, asked)
         return job
 
     def _open_free(self, account: str, key: str, served: ServedModel, spec: JobSpec) -> Job:
@@ -212,19 +213,20 @@ class Dispatcher:
                                    "identity (hearth's client does) to pay with credits.")
         assert spec.free_address is not None
         self.allowance.take(spec.free_address, spec.allowance_tokens)
+        asked = self.queue.clock()
         try:
             job = self.queue.submit(account, key, served.digest, spec.to_json(), spec.request.max_tokens, None,
                                     verified_only=spec.verified_only)
         except BaseException:
             self.allowance.give_back(spec.free_address, spec.allowance_tokens)
             raise
-        self._queued(job, served)
+        self._queued(job, served, asked)
         return job
 
-    def _queued(self, job: Job, served: ServedModel) -> None:
-        """A job opened here: wake the pump, and tell the stream (once: a repeated key returns the
-        job it opened first, which is no longer new by then, or not queued)."""
-        if job.state is JobState.QUEUED and job.attempts == 0 and job.updated_at == job.created_at:
+    def _queued(self, job: Job, served: ServedModel, asked: float) -> None:
+        """A job opened here: wake the pump, and tell the stream once (a repeated key returns the
+        job it opened first, made before this call was `asked`)."""
+        if job.created_at >= asked:
             self.events.emit(E.job_queued(served.name))
         self.wake()
 
