@@ -6,10 +6,7 @@ rendered DOM (after the page's script ran) shows the worker count and the model.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from hearth.identity import NodeIdentity
 from hearth.public_swarm.coordinator.health import CSP, Snapshots, Swarm
 from hearth.settings import DEFAULT_MODEL
 from tests.conftest import free_port
+from tests.public_swarm.browser_kit import chromium, page_after
 from tests.public_swarm.dispatch_kit import DIGEST, MODEL, PRICE
 from tests.public_swarm.jobs_http_kit import books
 from tests.public_swarm.worker_proc import FIRST_LINK_S, contributor, coordinator_at, live, wait_for
@@ -64,15 +62,6 @@ def test_snapshots_are_rebuilt_at_most_every_few_seconds() -> None:
     assert built == pytest.approx([1000.0, 1002.4, 1004.5, 1006.7, 906.7])
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.geteuid() == 0:
-            pytest.fail("chromium is missing although this is root: run scripts/setup.sh")
-        pytest.skip("chromium is not installed and this is not root (scripts/setup.sh installs it as root)")
-    return found
-
-
 @pytest.mark.slow
 def test_the_page_in_headless_chromium_shows_the_linked_worker_and_its_model(tmp_path: Path) -> None:
     browser = chromium()
@@ -80,11 +69,7 @@ def test_the_page_in_headless_chromium_shows_the_linked_worker_and_its_model(tmp
     url = f"http://127.0.0.1:{port}"
     with coordinator_at(tmp_path / "coord", port), contributor(tmp_path / "w", url):
         wait_for("worker linked", lambda: bool(live(url, me)), FIRST_LINK_S, tmp_path / "w" / "contribute.log")
-        r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=8000",
-                            "--dump-dom", url + "/"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    dom = r.stdout
+        dom = asyncio.run(page_after(browser, url + "/", tmp_path / "profile", 6.0))
     assert re.search(r'id="live-workers">1<', dom), dom[:3000]
     assert re.search(r'id="model-count">1<', dom)
     assert re.search(rf"<td>{re.escape(DEFAULT_MODEL)}</td><td class=\"num\">1</td>", dom), dom[:3000]

@@ -1,6 +1,7 @@
 """The coordinator's HTTP API (FastAPI): workers, prices, credits, operator grants.
 
-Routes (all signed but `GET /v1/prices` and `GET /v1/models`; see `auth`):
+Routes (all signed but `GET /v1/prices`, `GET /v1/models` and the health page's `GET /`, `GET /v1/swarm`
+and `GET /v1/swarm/events`; see `auth`):
 - the requester routes (`openai_routes`, with a dispatcher): `POST /v1/chat/completions` and
   `POST /v1/completions` (signed: the signer's credits; unsigned: the free allowance), `GET /v1/models`.
 - `POST /v1/workers`: the signer registers or refreshes itself as a worker (`wire.WorkerRegistration`).
@@ -131,6 +132,7 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
         finally:
             if dispatcher is not None:
                 await dispatcher.stop()
+                dispatcher.events.feed.close()  # event streams end, rather than hold the shutdown
 
     app = FastAPI(title="hearth coordinator", version=__version__, docs_url=None, redoc_url=None,
                   openapi_url=None, lifespan=lifespan)
@@ -191,7 +193,7 @@ def create_coordinator_app(ledger: Ledger, registry: WorkerStore, operator: str,
 
     if dispatcher is not None:  # the jobs API and the health page (job_routes, health)
         install_job_routes(app, dispatcher)
-        install_health(app, app_links, dispatcher.queue, dispatcher.stats)
+        install_health(app, app_links, dispatcher.queue, dispatcher.stats, dispatcher.events.feed)
         install_receipt_routes(app, dispatcher)  # GET /v1/receipts (issue 11, C9)
     app.state.links = app_links
     app.state.dispatcher = dispatcher

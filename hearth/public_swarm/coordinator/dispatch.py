@@ -32,6 +32,7 @@ from typing import Protocol
 from hearth.errors import InvalidRequest
 from hearth.models.catalogue import CATALOGUE
 from hearth.public_swarm.coordinator import dispatch_rules as D
+from hearth.public_swarm.coordinator import events as E
 from hearth.public_swarm.coordinator.books import Books
 from hearth.public_swarm.coordinator.dispatch_rules import JobEnded, JobSpec, JobUpdate, ServedModel, TextDelta
 from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobNotFound, JobRefused, JobState
@@ -75,8 +76,10 @@ class Dispatcher:
     def __init__(self, ledger: Ledger, queue: JobQueue, links: LiveLinks, *, stats: SwarmStats,
                  allowance: FreeAllowance | None = None, poll_s: float = POLL_S, sweep_s: float = SWEEP_S,
                  lease_s: float | None = None, trust: TrustBook | None = None,
-                 verifier: Verifier | None = None) -> None:
+                 verifier: Verifier | None = None, events: E.SwarmEvents | None = None) -> None:
         self.ledger, self.queue, self.links, self.stats = ledger, queue, links, stats
+        self.events = events if events is not None else E.SwarmEvents()
+        """This process's event feed (`GET /v1/swarm/events`)."""
         self.allowance = allowance
         self.poll_s, self.sweep_s = poll_s, sweep_s
         self.presence = Presence(queue.engine)
@@ -84,8 +87,10 @@ class Dispatcher:
         self.verifier = verifier if verifier is not None or trust is None else Verifier(queue, ledger, trust)
         self.books = (Books(ledger, queue, allowance) if trust is None
                       else Books(ledger, queue, allowance, payee=trust.payee))
+        if self.verifier is not None:
+            self.verifier.events = self.events
         self.runs = Runs(queue, links, stats, close_books=self.close_books, wake=self.wake, lease_s=lease_s,
-                         trust=trust, verifier=self.verifier)
+                         trust=trust, verifier=self.verifier, events=self.events)
         self.retention = Retention(queue)  # forgets finished jobs' prompts and outputs (issue 11)
         self.known: set[str] = {e.alias for e in CATALOGUE.values()}
         """Model names once served (or in the catalogue): asked for with no live worker, a 503."""
@@ -106,6 +111,7 @@ class Dispatcher:
         self.links.on_event = self.runs.on_event
         self.links.on_link = self._linked
         self.links.on_suspect = self._suspect
+        self.links.on_unlink = self._unlinked
         self._tasks = [asyncio.create_task(self._pump(), name="dispatch-pump"),
                        asyncio.create_task(self._sweep(), name="dispatch-sweep"),
                        asyncio.create_task(self.runs.flusher(), name="dispatch-flush")]
@@ -121,7 +127,8 @@ class Dispatcher:
 
     def _linked(self, node_id: str, link: Link) -> None:
         """A worker linked: record its standing, publish it now (other processes may open jobs for
-        it) and offer it work."""
+        it), tell the event stream, and offer it work."""
+        self.events.emit(E.worker_joined(node_id, (m.name for m in link.models)))
         if self.trust is not None and self.loop is not None:
             self.runs.spawn(self._seen(self.trust, node_id, link.peer))
         else:
@@ -129,6 +136,9 @@ class Dispatcher:
         if self.loop is not None:
             self.runs.spawn(asyncio.to_thread(self.presence.publish, [
                 (n, link.models, link.session.max_jobs) for n, link in list(self.links.by_node.items())]))
+
+    def _unlinked(self, node_id: str, why: str) -> None:
+        self.events.emit(E.worker_left(node_id, why))
 
     async def _seen(self, trust: TrustBook, node_id: str, peer: str) -> None:
         try:
@@ -186,6 +196,7 @@ class Dispatcher:
             return self._open_free(account, key, served, spec)
         hold = self.ledger.hold(account, max_cost(price, spec.prompt_cap, request.max_tokens),
                                 D.hold_key(account, key), D.HOLD_TTL_S)
+        asked = self.queue.clock()
         try:
             job = self.queue.submit(account, key, served.digest, spec.to_json(), request.max_tokens, hold.id,
                                     verified_only=spec.verified_only)
@@ -193,7 +204,7 @@ class Dispatcher:
             with contextlib.suppress(LedgerRefused):
                 self.ledger.release(hold.id, f"{D.hold_key(account, key)}-undo")
             raise
-        self.wake()
+        self._queued(job, served, asked)
         return job
 
     def _open_free(self, account: str, key: str, served: ServedModel, spec: JobSpec) -> Job:
@@ -202,14 +213,22 @@ class Dispatcher:
                                    "identity (hearth's client does) to pay with credits.")
         assert spec.free_address is not None
         self.allowance.take(spec.free_address, spec.allowance_tokens)
+        asked = self.queue.clock()
         try:
             job = self.queue.submit(account, key, served.digest, spec.to_json(), spec.request.max_tokens, None,
                                     verified_only=spec.verified_only)
         except BaseException:
             self.allowance.give_back(spec.free_address, spec.allowance_tokens)
             raise
-        self.wake()
+        self._queued(job, served, asked)
         return job
+
+    def _queued(self, job: Job, served: ServedModel, asked: float) -> None:
+        """A job opened here: wake the pump, and tell the stream once (a repeated key returns the
+        job it opened first, made before this call was `asked`)."""
+        if job.created_at >= asked:
+            self.events.emit(E.job_queued(served.name))
+        self.wake()
 
     def hold_amount(self, job: Job) -> int:
         """Micro-credits held for `job` (0 for the free tier)."""
@@ -264,12 +283,14 @@ class Dispatcher:
 
     # -- books --------------------------------------------------------------------------------
 
-    def close_books(self, job: Job) -> None:
+    def close_books(self, job: Job, why: str | None = None) -> None:
         """Settle a job that just became final, once (ledger keys from the job id): the requester
         pays for what was delivered, each worker is paid its part, the rest returns (`Books.close`).
-        Called by the one process whose write made the job final; the sweep catches its death."""
+        Called by the one process whose write made the job final; the sweep catches its death.
+        `why`: a failed job's reason code, for the event stream."""
         if job.state not in FINAL or job.id in self._closed:
             return
+        self.events.emit(E.job_ended(job, why))
         self._closed[job.id] = None
         while len(self._closed) > CLOSED_KEPT:
             del self._closed[next(iter(self._closed))]
@@ -309,7 +330,7 @@ class Dispatcher:
                               for node_id, link in list(self.links.by_node.items()))
         moved = self.queue.requeue_expired()
         for job in moved:
-            self.close_books(job)
+            self.close_books(job, "lease_expired")
         if moved:
             self.wake()
         self.books.sweep()

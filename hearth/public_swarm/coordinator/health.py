@@ -1,6 +1,7 @@
 """The swarm's health page: `GET /` (HTML plus `/health.js`, no CDN, no external fonts) and its
 JSON, `GET /v1/swarm`: live workers, the models they serve and how many serve each, tokens/s over
-the last minutes, jobs queued and running.
+the last minutes, jobs queued and running; and `GET /v1/swarm/events`, Server-Sent Events of what
+happens in this process (`events`; several coordinators on one database each stream their own).
 
 Unsigned and read-only. Bounded: one snapshot is built at most every SNAPSHOT_S seconds (one
 count query, whatever the request rate), lists are cut at MAX_LISTED, and node ids are shown
@@ -17,9 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from hearth.node_api.feed import Feed
+from hearth.node_api.feed_sse import StreamLimit, event_stream, heartbeat_s, parse_since
 from hearth.public_swarm.coordinator import wire
 from hearth.public_swarm.coordinator.jobs import JobQueue
 from hearth.public_swarm.coordinator.links import LiveLinks, model_view
@@ -118,8 +122,10 @@ def asset(name: str) -> str:
     return files("hearth.public_swarm.coordinator").joinpath(f"static/{name}").read_text(encoding="utf-8")
 
 
-def install_health(app: FastAPI, links: LiveLinks, queue: JobQueue, stats: SwarmStats) -> None:
-    """Add `GET /`, `GET /health.js` and `GET /v1/swarm` to the coordinator's app."""
+def install_health(app: FastAPI, links: LiveLinks, queue: JobQueue, stats: SwarmStats, feed: Feed) -> None:
+    """Add `GET /`, `GET /health.js`, `GET /v1/swarm` and `GET /v1/swarm/events` (the events of
+    `feed`, this process's, as `hearth serve`'s `/hearth/events` streams its own) to the app."""
+    limit = StreamLimit()
     latest = Snapshots(lambda now: snapshot(links, queue, stats, now))
     page, script = asset("health.html").encode(), asset("health.js").encode()
     headers = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
@@ -127,6 +133,11 @@ def install_health(app: FastAPI, links: LiveLinks, queue: JobQueue, stats: Swarm
     @app.get(SWARM)
     def swarm() -> Swarm:
         return latest()
+
+    @app.get(wire.SWARM_EVENTS, response_model=None)
+    async def swarm_events(request: Request, since: str | None = None,
+                           every: float = Depends(heartbeat_s)) -> StreamingResponse:
+        return event_stream(request, feed, parse_since(since, request.headers.get("last-event-id")), every, limit)
 
     @app.get(PAGE, include_in_schema=False)
     def health_page() -> Response:

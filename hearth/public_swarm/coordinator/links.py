@@ -74,6 +74,8 @@ class Link:
     """What the worker offered in its Hello."""
     _send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+    closed_for: str | None = None
+    """Why this end closed it (the CloseCode's name), None if the worker went away."""
 
     async def perform(self, actions: Iterable[Action]) -> list[Action]:
         """Send and close as the session asked; the other actions (events) are returned."""
@@ -87,6 +89,7 @@ class Link:
                         await self.websocket.send_text(encode(action.message))
                 case Close():
                     self.closed = True
+                    self.closed_for = CloseCode(action.code).name.lower()
                     with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
                         await self.websocket.close(int(action.code), _reason(action.reason))
                 case _:
@@ -125,6 +128,9 @@ class LiveLinks:
         self.on_link: Callable[[str, Link], None] | None = None
         """Called with (node id, link) when a worker links (the dispatcher records its standing and
         offers it the jobs waiting)."""
+        self.on_unlink: Callable[[str, str], None] | None = None
+        """Called with (node id, why: a short code) when a linked worker's link ends (not when a
+        newer link of the same worker replaced it)."""
         self.on_suspect: Callable[[str, str], None] | None = None
         """Called with (node id, reason) when its link is closed for a lie (`SUSPICIOUS`)."""
         self.by_node: dict[str, Link] = {}
@@ -190,6 +196,8 @@ class LiveLinks:
             if session.node_id is not None and self.by_node.get(session.node_id) is link:
                 del self.by_node[session.node_id]
                 log.info("worker %s unlinked", session.node_id)
+                if self.on_unlink is not None:
+                    self.on_unlink(session.node_id, link.closed_for or "disconnected")
 
     async def _tick(self, link: Link) -> None:
         period = min(1.0, self.heartbeat_s / 4)

@@ -28,6 +28,7 @@ from typing import Any
 from hearth.errors import HearthError
 from hearth.net import b64
 from hearth.public_swarm import receipts
+from hearth.public_swarm.coordinator import events as E
 from hearth.public_swarm.coordinator import verifier_rules as V
 from hearth.public_swarm.coordinator.dispatch_rules import JobSpec
 from hearth.public_swarm.coordinator.job_rules import FINAL, Job, JobConflict
@@ -82,10 +83,12 @@ class Run:
 class Runs:
     """This process's running jobs; the LiveLinks event handler and the flusher."""
 
-    def __init__(self, queue: JobQueue, links: LiveLinks, stats: SwarmStats, *, close_books: Callable[[Job], None],
-                 wake: Callable[[], None], lease_s: float | None = None, trust: TrustBook | None = None,
-                 verifier: Verifier | None = None) -> None:
+    def __init__(self, queue: JobQueue, links: LiveLinks, stats: SwarmStats, *,
+                 close_books: Callable[[Job, str | None], None], wake: Callable[[], None],
+                 lease_s: float | None = None, trust: TrustBook | None = None,
+                 verifier: Verifier | None = None, events: E.SwarmEvents | None = None) -> None:
         self.queue, self.links, self.stats = queue, links, stats
+        self.events = events if events is not None else E.SwarmEvents()
         self.trust, self.verifier = trust, verifier
         self.close_books, self.wake = close_books, wake
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -179,7 +182,8 @@ class Runs:
             return
         match event:
             case JobAccepted():
-                pass
+                if run.job.purpose == "user":
+                    self.events.emit(E.job_dispatched(E.model_of(run.job), run.worker))
             case JobTokens():
                 run.text.append(event.text)
                 run.ids.extend(event.token_ids)
@@ -194,10 +198,11 @@ class Runs:
                 self.spawn(self._end(run, "declined", event.reason))
             case JobFailed():
                 self._tell(None if self.trust is None else self.trust.aborted, run.worker)
-                self.spawn(self._end(run, "lost", f"worker {run.worker} failed: {event.code}: {event.message}"))
+                self.spawn(self._end(run, "lost", f"worker {run.worker} failed: {event.code}: {event.message}",
+                                     "worker_failed"))
             case JobLost():
                 self._tell(None if self.trust is None else self.trust.aborted, run.worker)
-                self.spawn(self._end(run, "lost", f"worker {run.worker} was lost"))
+                self.spawn(self._end(run, "lost", f"worker {run.worker} was lost", "worker_lost"))
 
     def _tell(self, hook: Callable[..., Any] | None, *args: Any) -> None:
         """Call a Trust method in a thread, its failure logged (a standing is not worth a job)."""
@@ -209,13 +214,14 @@ class Runs:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _end(self, run: Run, how: str, detail: Any) -> None:
+    async def _end(self, run: Run, how: str, detail: Any, why: str | None = None) -> None:
+        """`why`: a reason code for the event stream, should the job fail for good."""
         run.ended = True
         async with run.lock:
             try:
                 job = await asyncio.to_thread(self._write_end, run, how, detail)
                 if job is not None and job.state in FINAL:
-                    await asyncio.to_thread(self.close_books, job)
+                    await asyncio.to_thread(self.close_books, job, why)
             except JobConflict as exc:  # cancelled or moved meanwhile: nothing of ours to write
                 log.info("job %s: %s after it changed: %s", run.job.id, how, exc.message)
             except Exception:
@@ -281,7 +287,7 @@ class Runs:
         process's workers resume it now rather than after its lease; pending writes finish first."""
         for run in list(self.local.values()):
             if not run.ended:
-                self.spawn(self._end(run, "lost", reason))
+                self.spawn(self._end(run, "lost", reason, "coordinator_stopping"))
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

@@ -105,8 +105,10 @@ async def run_coordinator(settings: Settings, address: str, port: int, ledger: L
     `references`: the operator's trusted workers; `checks` (default: HEARTH_SPOT_CHECKS, on): trust,
     spot-checks and canaries (`verifier`; `random` draws which jobs are checked, tests fix it);
     `limits`: the rate and job limits (default `Limits()`)."""
+    from hearth.node_api.feed import Feed
     from hearth.public_swarm.coordinator.app import create_coordinator_app
     from hearth.public_swarm.coordinator.dispatch import Dispatcher
+    from hearth.public_swarm.coordinator.events import SwarmEvents
     from hearth.public_swarm.coordinator.jobs import JobQueue
     from hearth.public_swarm.coordinator.links import MAX_LINK_FRAME_BYTES, LiveLinks
     from hearth.public_swarm.coordinator.stats import SwarmStats
@@ -118,8 +120,9 @@ async def run_coordinator(settings: Settings, address: str, port: int, ledger: L
     trust = Trust(ledger.engine, ledger, references=references) if on else None
     queue = JobQueue(ledger.engine)
     verifier = None if trust is None or random is None else Verifier(queue, ledger, trust, random=random)
+    events = SwarmEvents(Feed())  # this process's event stream (GET /v1/swarm/events)
     dispatcher = Dispatcher(ledger, queue, links, stats=SwarmStats(), allowance=allowance, trust=trust,
-                            verifier=verifier)
+                            verifier=verifier, events=events)
     app = create_coordinator_app(ledger, registry, operator.node_id, links, dispatcher, limits=limits)
     server = web_server(app, settings, address, ws="websockets-sansio", ws_max_size=MAX_LINK_FRAME_BYTES,
                         ws_per_message_deflate=False, ws_ping_interval=None)

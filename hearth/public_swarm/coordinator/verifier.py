@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 
 from hearth.public_swarm import verify
+from hearth.public_swarm.coordinator import events as E
 from hearth.public_swarm.coordinator import verifier_rules as V
 from hearth.public_swarm.coordinator.dispatch_rules import JobSpec
 from hearth.public_swarm.coordinator.job_rules import Job, JobRefused, JobState
@@ -60,6 +61,9 @@ class TrustBook(Protocol):
 
 
 class Verifier:
+    events: E.SwarmEvents | None = None
+    """Where each check's verdict is told (`check_done`); the dispatcher sets its own."""
+
     def __init__(self, queue: JobQueue, ledger: Ledger, trust: TrustBook, *,
                  random: Callable[[], float] = _random.random, clock: Callable[[], float] = time.time,
                  wait_s: float = V.CHECK_WAIT_S) -> None:
@@ -123,6 +127,7 @@ class Verifier:
         self.queue.finish(check.id, verifier, "", 0, [], {
             "outcome": "passed" if outcome.ok else "failed", "reason": outcome.reason[:400],
             "prompt_tokens": prompt_tokens, "scored": len(ranks), "checked": worker})
+        self._tell("passed" if outcome.ok else "failed", worker)
         return outcome
 
     def _unlike(self, check: Job, parent: Job, worker: str, verifier: str, sampler: str | None) -> verify.Verdict:
@@ -157,11 +162,18 @@ class Verifier:
                     self._inconclusive(dropped, "no worker of another owner could check it in time")
         return out
 
+    def _tell(self, verdict: str, worker: str | None) -> None:
+        if self.events is not None:
+            self.events.emit(E.check_done(verdict, worker))
+
     def _inconclusive(self, check: Job, reason: str) -> None:
         """The check's row ends 'inconclusive' (once; nothing happens to the checked worker). Written
         here because `Trust` (contract C6) has no such operation: the guard on 'pending' keeps
         `Trust.decide` and this from both applying."""
         with self.queue.engine.begin() as conn:
-            conn.execute(update(checks).where(checks.c.id == check.id, checks.c.outcome == "pending")
-                         .values(outcome="inconclusive", reason=reason[:400], decided_at=self.clock()))
+            made = conn.execute(update(checks).where(checks.c.id == check.id, checks.c.outcome == "pending")
+                                .values(outcome="inconclusive", reason=reason[:400], decided_at=self.clock())).rowcount
+            worker = conn.execute(select(checks.c.worker).where(checks.c.id == check.id)).scalar() if made else None
+        if made:
+            self._tell("inconclusive", worker)
         log.info("check %s of job %s: inconclusive (%s)", check.id, check.parent, reason)

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from hearth.errors import InvalidRequest
+from hearth.node_api.status import SWARM_EVENTS_PATH
 from hearth.public_swarm.ledger import rules
 from hearth.public_swarm.pricing import BITS_PER_WEIGHT, MAX_PARAMS, MAX_TOKENS
 
@@ -33,9 +34,11 @@ COMPLETIONS = "/v1/completions"
 MODELS = "/v1/models"
 JOBS = "/v1/jobs"
 SWARM = "/v1/swarm"
+SWARM_EVENTS = SWARM_EVENTS_PATH
+"""The coordinator's event stream (Server-Sent Events, `events`): this process's only."""
 HEALTH_PAGE = "/"
 HEALTH_SCRIPT = "/health.js"
-UNSIGNED = frozenset({PRICES, MODELS, SWARM, HEALTH_PAGE, HEALTH_SCRIPT})
+UNSIGNED = frozenset({PRICES, MODELS, SWARM, SWARM_EVENTS, HEALTH_PAGE, HEALTH_SCRIPT})
 """Paths anyone may ask without a signature."""
 SIGNATURE_OPTIONAL = (CHAT, COMPLETIONS, JOBS)
 """Paths (and those under them) a signature is checked on when there is one, and that serve

@@ -63,5 +63,49 @@ async function refresh() {
   }
 }
 
+// The event stream (GET /v1/swarm/events): Server-Sent Events, one named event per kind. A
+// reconnecting EventSource asks again from the start (?since=0), so events already shown are skipped.
+const EVENT_KINDS = ["worker_joined", "worker_left", "job_queued", "job_dispatched", "job_done", "job_failed",
+                     "check_done", "notice"];
+const MAX_EVENTS = 20;
+let lastSeq = 0;
+
+function showEvent(message) {
+  let event;
+  try {
+    event = JSON.parse(message.data);
+  } catch (error) {
+    return;
+  }
+  if (typeof event.seq !== "number" || event.seq <= lastSeq) return;
+  lastSeq = event.seq;
+  const list = document.getElementById("events");
+  const item = document.createElement("li");
+  const when = document.createElement("time");
+  when.textContent = new Date(event.at * 1000).toLocaleTimeString();
+  item.appendChild(when);
+  item.appendChild(document.createTextNode(String(event.message)));
+  item.dataset.kind = String(event.kind);
+  list.prepend(item);
+  while (list.children.length > MAX_EVENTS) list.lastElementChild.remove();
+}
+
+function follow() {
+  const status = document.getElementById("events-status");
+  if (typeof EventSource === "undefined") {
+    status.textContent = "this browser cannot follow events.";
+    return;
+  }
+  const source = new EventSource("/v1/swarm/events?since=0");
+  for (const kind of EVENT_KINDS) source.addEventListener(kind, showEvent);
+  source.onopen = () => { status.textContent = "connected."; status.className = ""; };
+  source.onerror = () => {
+    const closed = source.readyState === EventSource.CLOSED;
+    status.textContent = closed ? "the stream was refused; reload to retry." : "reconnecting…";
+    status.className = "error";
+  };
+}
+
 refresh();
 setInterval(refresh, REFRESH_MS);
+follow();
