@@ -140,6 +140,7 @@ class DashApp(App[None]):
                 self.circle = await self.source.circle()
             except HearthError as exc:
                 self.circle = Circle(problems=(exc.message,))
+            self._node_poke.set()  # its nodes read now, not at the node watch's next turn
             self.show_status()
             self._maybe_settled()
             await asyncio.sleep(self.circle_s)

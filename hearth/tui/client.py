@@ -102,7 +102,7 @@ class DashClient(BoundedHttpClient):
         while True:
             try:
                 async for event in self._stream(stream, last, opened):
-                    failing_since = None
+                    failing_since, backoff = None, 0.1
                     if event.seq > last:
                         last = event.seq
                         yield event
@@ -114,7 +114,7 @@ class DashClient(BoundedHttpClient):
                 if now - failing_since > give_up_after:
                     raise
             else:
-                failing_since, backoff = None, 0.1  # the stream ended cleanly: open it again at once
+                failing_since = None  # ended cleanly: opened again soon (one that keeps ending backs off)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 
