@@ -50,14 +50,15 @@ def _endpoint(address: str | None) -> str | None:
 
 
 def targets(status: ServeStatus | None, circle: Circle | None, limit: int = WATCH_MAX) -> list[Target]:
-    """The nodes the status names (not this machine), then the circle's reachable peers, each
-    once, with an agent address; at most `limit`."""
+    """The nodes the status names (not this machine, even when the circle finds its own agent),
+    then the circle's reachable peers, each once, with an agent address; at most `limit`."""
     found: dict[str, Target] = {}
+    here = {n.node_id for n in status.nodes if n.radius == "machine"} if status else set()
     named = [(n.node_id, n.name, n.address) for n in status.nodes if n.radius != "machine"] if status else []
     peers = [(p.node_id, p.name, p.address) for p in circle.peers if p.reachable] if circle else []
     for node_id, name, address in named + peers:
         endpoint = _endpoint(address)
-        if endpoint is not None and node_id not in found and len(found) < limit:
+        if endpoint is not None and node_id not in found and node_id not in here and len(found) < limit:
             found[node_id] = Target(node_id, name, endpoint)
     return list(found.values())
 

@@ -71,6 +71,7 @@ def test_targets_are_the_status_nodes_then_reachable_circle_peers_once_with_an_a
         view("me", radius="machine", address="127.0.0.1:11436"), view("a", address="192.0.2.1:11436"),
         view("b", address=None), view("c", address="no port here")])
     circle = Circle((CirclePeer("a", "a", "household", "192.0.2.9:1", "ready"),
+                     CirclePeer("me", "me", "household", "127.0.0.1:11436", "ready"),
                      CirclePeer("d", "d", "trusted", "[fd00::5]:11436", "full"),
                      CirclePeer("e", "e", "trusted", "fd00::6", "unreachable")))
     assert targets(status, circle) == [Target("a", "a", "192.0.2.1:11436"), Target("d", "d", "[fd00::5]:11436")]
