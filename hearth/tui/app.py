@@ -1,7 +1,8 @@
-"""`DashApp`: the household cluster at a glance. Three loops feed it, each touching only the panels
+"""`DashApp`: the household cluster at a glance. Four loops feed it, each touching only the panels
 its data changed: the status every second, the event stream as events come (one log line each,
-never a redraw per token), the circle (mDNS, pairings) every half minute. Actions (keys and the
-command palette) are `hearth.tui.commands`'."""
+never a redraw per token), the circle (mDNS, pairings) every half minute, and the nodes' own
+agents every five seconds (`hearth.tui.nodewatch`: their budgets, leases, RTT, and their events
+under their names). Actions (keys and the command palette) are `hearth.tui.commands`'."""
 
 from __future__ import annotations
 

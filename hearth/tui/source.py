@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hearth.errors import HearthError
 from hearth.identity import NodeIdentity
 from hearth.node_api.status import DashEvent, ServeStatus
 from hearth.node_api.wire import NodeStatus
@@ -75,8 +76,13 @@ class NodeReader(Protocol):
 
 
 def node_client(settings: Settings) -> NodeFeedClient:
-    """The client of the circle's node agents, signed with this machine's identity."""
-    return NodeFeedClient(NodeIdentity.load_or_create(settings.home))
+    """The client of the circle's node agents, signed with this machine's identity (unsigned when
+    it cannot be read: household nodes still answer; paired-only ones say they refuse)."""
+    try:
+        identity: NodeIdentity | None = NodeIdentity.load_or_create(settings.home)
+    except (HearthError, OSError):
+        identity = None
+    return NodeFeedClient(identity)
 
 
 class DashSource(Protocol):

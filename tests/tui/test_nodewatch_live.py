@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -18,16 +19,22 @@ import httpx
 import pytest
 
 from hearth.discovery.static import save_static_peers
+from hearth.identity import NodeIdentity
+from hearth.net.b64 import encode as b64
 from hearth.net.endpoint import Endpoint
 from hearth.node_api.client import NodeClient
 from hearth.node_api.status import NodeView, ServeStatus
+from hearth.pairing.exchange import PairingInfo
+from hearth.pairing.trust import TrustStore
 from hearth.settings import load_settings
 from hearth.tui.app import DashApp
 from hearth.tui.client import DashClient, NodeFeedClient
-from hearth.tui.source import FixedSource, NodeReader
+from hearth.tui.nodewatch import read_once
+from hearth.tui.source import FixedSource, NodeReader, node_client
 from hearth.tui.source import LiveSource as Live
 from hearth.tui.widgets.events import EventLog
 from hearth.tui.widgets.nodes import NodesView
+from hearth.tunnel.wireguard import tunnel_address
 from tests.cli.inprocess import hearth_here
 from tests.conftest import free_port
 from tests.rpc_pool.nodes import running_node
@@ -167,3 +174,32 @@ def test_nodes_answering_junk_are_unreachable_and_nothing_crashes(junk_nodes: li
         assert len([line for line in lines if line.startswith(f"{kind}: (status")]) == 1, lines
     assert any("more than" in line for line in lines if line.startswith("huge: "))
     assert not any("Traceback" in line for line in lines)
+
+
+def test_a_paired_only_node_is_read_and_followed_with_this_machines_signature(tmp_path: Path) -> None:
+    """The dashboard's machine (`ant`) is paired with node `bee`, which admits paired peers only."""
+    ant_home, bee_home = tmp_path / "ant", tmp_path / "bee"
+    ant = NodeIdentity.load_or_create(ant_home)
+    TrustStore(bee_home).add(PairingInfo("ant", b64(ant.public_key), b64(os.urandom(32)),
+                                         tunnel_address(ant.public_key), ("127.0.0.1:51820",)), os.urandom(32))
+    with running_node(bee_home, "--admit", "trusted", "--max-memory", "100M", name="bee",
+                      HEARTH_TUNNEL="sealed") as node:
+        address = node.url.removeprefix("http://")
+
+        async def go() -> tuple[list[NodeView], list[NodeView], str]:
+            async with NodeClient(ant) as nodes:
+                bee_id = (await nodes.status(Endpoint.parse(address))).record.node_id
+                await nodes.lease(Endpoint.parse(address), 1000, timeout=60)
+            status = ServeStatus(version="1", nodes=[NodeView(node_id=bee_id, name="bee", radius="trusted",
+                                                              address=address)])
+            async with node_client(load_settings(home=ant_home)) as signed, NodeFeedClient() as unsigned:
+                mine, theirs = await read_once(signed, status, None), await read_once(unsigned, status, None)
+                stream = signed.node_events(address, 0)
+                try:
+                    first = await asyncio.wait_for(anext(aiter(stream)), 10)
+                finally:
+                    await stream.aclose()  # type: ignore[attr-defined]
+            return mine, theirs, first.kind
+        mine, theirs, kind = asyncio.run(go())
+    assert mine[0].state == "up" and mine[0].lent_bytes == 100 * 10**6 and (mine[0].used_bytes or 0) > 0
+    assert theirs[0].state == "unreachable" and kind == "lease_taken"
