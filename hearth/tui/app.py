@@ -1,8 +1,9 @@
 """`DashApp`: the household cluster at a glance. Four loops feed it, each touching only the panels
-its data changed: the status every second, the event stream as events come (one log line each,
-never a redraw per token), the circle (mDNS, pairings) every half minute, and the nodes' own
-agents every five seconds (`hearth.tui.nodewatch`: their budgets, leases, RTT, and their events
-under their names). Actions (keys and the command palette) are `hearth.tui.commands`'."""
+its data changed: the status every two seconds (and half a second after a request starts or ends,
+or at once after an event that changes the picture), the event stream as events come (one log line each,
+never a redraw per token), the circle (mDNS, pairings) every half minute, and the nodes' own agents
+every five seconds (`hearth.tui.nodewatch`: their budgets, leases, RTT, and their events under their
+names). Actions (keys and the command palette) are `hearth.tui.commands`'."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Static
 from textual.worker import Worker
 
@@ -35,6 +37,12 @@ POKING = frozenset({"model_loaded", "model_unloaded", "failover", "node_joined",
                     "lease_taken", "lease_released", "lease_expired", "paired", "unpaired", "settings_changed",
                     "job_settled", "public_job"})
 """Events after which the status is read at once rather than at the next tick."""
+QUICK = frozenset({"request_started", "request_done", "request_failed", "request_escalated"})
+"""Events after which the status is read soon (busy, queue, time to first token), at most every
+MIN_GAP_S: a busy server's many requests do not become many status reads."""
+POLL_S = 2.0
+"""The status is read this often when no event says it changed (its throughput samples are 5 s)."""
+MIN_GAP_S = 0.5
 
 PANELS = (("radii-box", "radii"), ("tput-box", "throughput"), ("map-box", "layers"), ("nodes-box", "nodes"),
           ("events-box", "events"), ("public-box", "public"))
@@ -48,7 +56,7 @@ class DashApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [*commands.BINDINGS, Binding("q", "quit", "quit", show=False)]
     COMMANDS = App.COMMANDS | {commands.DashCommands}
 
-    def __init__(self, source: DashSource, *, poll_s: float = 1.0, circle_s: float = CIRCLE_EVERY_S,
+    def __init__(self, source: DashSource, *, poll_s: float = POLL_S, circle_s: float = CIRCLE_EVERY_S,
                  action_context: object | None = None, nodes_s: float = READ_EVERY_S) -> None:
         super().__init__()
         self.source, self.poll_s, self.circle_s, self.nodes_s = source, poll_s, circle_s, nodes_s
@@ -61,6 +69,7 @@ class DashApp(App[None]):
         self.settled = asyncio.Event()
         """Set once the first status (or its error) and the first circle are shown (tests wait on it)."""
         self._poke = asyncio.Event()
+        self._soon = False
         self._started_at: float | None = None
         self._title: Content | None = None
         self._follower: Worker[None] | None = None
@@ -120,6 +129,9 @@ class DashApp(App[None]):
                 await asyncio.wait_for(self._poke.wait(), self.poll_s)
             except TimeoutError:
                 pass
+            if self._soon:  # a request came or went: read soon, but not once per request
+                self._soon = False
+                await asyncio.sleep(min(MIN_GAP_S, self.poll_s))
 
     async def _follow(self) -> None:
         log = self.query_one(EventLog)
@@ -198,19 +210,31 @@ class DashApp(App[None]):
         self.query_one(EventLog).add(event)
         if event.kind in POKING:
             self.poke()
+        elif event.kind in QUICK:
+            self._soon = True
+            self.poke()
 
     def add_node_event(self, node: Target, event: DashEvent) -> None:
         """A watched node's own event: a log line under its name (its numbering is its own)."""
-        self.query_one(EventLog).say(f"{node.name}: {event_line(event)}")
+        try:
+            self.query_one(EventLog).say(f"{node.name}: {event_line(event)}")
+        except NoMatches:  # the app is closing
+            return
         if event.kind in POKING:
             self._node_poke.set()
 
     def show_status(self) -> None:
+        try:
+            self._show_status()
+        except NoMatches:  # the app is closing and its widgets are gone: nothing to draw on
+            return
+
+    def _show_status(self) -> None:
         status = self.status
         title = self.title_line()
         if title != self._title:  # unchanged panels are not redrawn (each `show` compares too)
             self._title = title
-            self.query_one("#title", Static).update(title)
+            self.query_one("#title", Static).update(title, layout=False)  # one line, always
         self.query_one(RadiiPanel).show(RadiiFacts(status, self.problem, self.circle, self.source.now()))
         self.query_one(NodesView).show(merge(status.nodes if status else [], self.circle, self.readings))
         if status is None:

@@ -43,8 +43,9 @@ class NodesView(Widget):
 
     def show(self, nodes: list[NodeView]) -> None:
         if nodes != self.nodes:
+            grew = len(nodes) != len(self.nodes)
             self.nodes = nodes
-            self.refresh(layout=True)
+            self.refresh(layout=grew)  # a new layout of the whole screen only when its height changes
 
     def render(self) -> Content:
         return draw(self.nodes)

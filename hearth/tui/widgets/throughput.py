@@ -43,5 +43,5 @@ class ThroughputPanel(Vertical):
         if self.shown == (line, samples):
             return
         self.shown = (line, samples)
-        self.query_one(Static).update(line)
+        self.query_one(Static).update(line, layout=False)  # two lines, always: no new layout
         self.query_one(Sparkline).data = samples or [0.0]
