@@ -53,20 +53,26 @@ def default_url(config: Settings) -> str:
 
 async def snapshot(config: Settings, url: str, key: str | None,
                    wait: float) -> tuple[dict[str, Any], HearthError | None]:
-    """The server's status (or why there is none) and the circle, as `hearth peers --json` shows it."""
+    """The server's status (or why there is none), the circle as `hearth peers --json` shows it,
+    and `nodes`: the node list as the dashboard shows it (each node's own agent read once)."""
+    from hearth.node_api.status import ServeStatus
     from hearth.tui.client import DashClient
-    from hearth.tui.source import look_for_circle
+    from hearth.tui.nodewatch import read_once
+    from hearth.tui.source import look_for_circle, node_client
 
     problem: HearthError | None = None
-    status: dict[str, Any] | None = None
+    status: ServeStatus | None = None
     async with DashClient(url, api_key=key) as client:
         try:
-            status = (await client.status()).model_dump(mode="json")
+            status = await client.status()
         except HearthError as exc:
             problem = exc
     circle = await look_for_circle(config, wait)
+    async with await asyncio.to_thread(node_client, config) as nodes:
+        listed = await read_once(nodes, status, circle)
     error = {"code": problem.code, "message": problem.message} if problem else None
-    return {"url": url, "status": status, "error": error, **circle.raw}, problem
+    return {"url": url, "status": status.model_dump(mode="json") if status else None, "error": error,
+            **circle.raw, "nodes": [n.model_dump(mode="json") for n in listed]}, problem
 
 
 def print_snapshot(shot: dict[str, Any]) -> None:

@@ -1,8 +1,9 @@
-"""`DashApp`: the household cluster at a glance. Three loops feed it, each touching only the panels
+"""`DashApp`: the household cluster at a glance. Four loops feed it, each touching only the panels
 its data changed: the status every two seconds (and half a second after a request starts or ends,
 or at once after an event that changes the picture), the event stream as events come (one log line each,
-never a redraw per token), the circle (mDNS, pairings) every half minute. Actions (keys and the
-command palette) are `hearth.tui.commands`'."""
+never a redraw per token), the circle (mDNS, pairings) every half minute, and the nodes' own agents
+every five seconds (`hearth.tui.nodewatch`: their budgets, leases, RTT, and their events under their
+names). Actions (keys and the command palette) are `hearth.tui.commands`'."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from textual.worker import Worker
 from hearth.errors import HearthError
 from hearth.node_api.status import DashEvent, ServeStatus
 from hearth.tui import commands
+from hearth.tui.nodemerge import Reading, Target, merge, targets
+from hearth.tui.nodewatch import READ_EVERY_S, NodeWatch
 from hearth.tui.source import CIRCLE_EVERY_S, Circle, DashSource
-from hearth.tui.widgets.events import EventLog
+from hearth.tui.widgets.events import EventLog, event_line
 from hearth.tui.widgets.layer_map import LayerMapView
 from hearth.tui.widgets.nodes import NodesView
 from hearth.tui.widgets.palette import BAD, MUTED
@@ -54,9 +57,9 @@ class DashApp(App[None]):
     COMMANDS = App.COMMANDS | {commands.DashCommands}
 
     def __init__(self, source: DashSource, *, poll_s: float = POLL_S, circle_s: float = CIRCLE_EVERY_S,
-                 action_context: object | None = None) -> None:
+                 action_context: object | None = None, nodes_s: float = READ_EVERY_S) -> None:
         super().__init__()
-        self.source, self.poll_s, self.circle_s = source, poll_s, circle_s
+        self.source, self.poll_s, self.circle_s, self.nodes_s = source, poll_s, circle_s, nodes_s
         if action_context is not None:
             self.action_context = action_context
             """Where `commands`' actions reach (its ActionContext: this server's URL and key)."""
@@ -70,6 +73,9 @@ class DashApp(App[None]):
         self._started_at: float | None = None
         self._title: Content | None = None
         self._follower: Worker[None] | None = None
+        self.readings: dict[str, Reading] = {}
+        """What each watched node's agent said when last read (`hearth.tui.nodewatch`)."""
+        self._node_poke = asyncio.Event()
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -95,6 +101,7 @@ class DashApp(App[None]):
         self.run_worker(self._poll(), name="status", group="feeds")
         self._follower = self.run_worker(self._follow(), name="events", group="feeds")
         self.run_worker(self._look(), name="circle", group="feeds")
+        self.run_worker(self._watch_nodes(), name="nodes", group="feeds")
 
     async def on_unmount(self) -> None:
         await self.source.aclose()
@@ -146,9 +153,38 @@ class DashApp(App[None]):
                 self.circle = await self.source.circle()
             except HearthError as exc:
                 self.circle = Circle(problems=(exc.message,))
+            self._node_poke.set()  # its nodes read now, not at the node watch's next turn
             self.show_status()
             self._maybe_settled()
             await asyncio.sleep(self.circle_s)
+
+    async def _watch_nodes(self) -> None:
+        """The nodes the status and the circle name, read every `nodes_s` (sooner after one of
+        their lease events), their streams followed into the log."""
+        reader = self.source.node_reader()
+        if reader is None:
+            return
+        log = self.query_one(EventLog)
+        watch = NodeWatch(reader, self.add_node_event, log.say)
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                began = loop.time()
+                watched = targets(self.status, self.circle)
+                self._node_poke.clear()
+                readings = await watch.read(watched)
+                watch.follow(watched)
+                if readings != self.readings:
+                    self.readings = readings
+                    self.show_status()
+                try:
+                    await asyncio.wait_for(self._node_poke.wait(), self.nodes_s)
+                except TimeoutError:
+                    pass
+                # a burst of lease events: one read a second at most
+                await asyncio.sleep(max(0.0, min(1.0, self.nodes_s) - (loop.time() - began)))
+        finally:
+            await watch.aclose()
 
     def _check_restart(self, status: ServeStatus) -> None:
         """A restarted server numbers its events from 1 again: follow it from its start."""
@@ -178,6 +214,15 @@ class DashApp(App[None]):
             self._soon = True
             self.poke()
 
+    def add_node_event(self, node: Target, event: DashEvent) -> None:
+        """A watched node's own event: a log line under its name (its numbering is its own)."""
+        try:
+            self.query_one(EventLog).say(f"{node.name}: {event_line(event)}")
+        except NoMatches:  # the app is closing
+            return
+        if event.kind in POKING:
+            self._node_poke.set()
+
     def show_status(self) -> None:
         try:
             self._show_status()
@@ -191,11 +236,11 @@ class DashApp(App[None]):
             self._title = title
             self.query_one("#title", Static).update(title, layout=False)  # one line, always
         self.query_one(RadiiPanel).show(RadiiFacts(status, self.problem, self.circle, self.source.now()))
+        self.query_one(NodesView).show(merge(status.nodes if status else [], self.circle, self.readings))
         if status is None:
             return
         self.query_one(ThroughputPanel).show(status)
         self.query_one(LayerMapView).show(status.layer_map)
-        self.query_one(NodesView).show(status.nodes)
         self.query_one(PublicPanel).show(status.public)
 
     def title_line(self) -> Content:

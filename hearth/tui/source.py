@@ -11,10 +11,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hearth.errors import HearthError
+from hearth.identity import NodeIdentity
 from hearth.node_api.status import DashEvent, ServeStatus
+from hearth.node_api.wire import NodeStatus
 from hearth.radius import Radius
 from hearth.settings import Settings
-from hearth.tui.client import DashClient
+from hearth.tui.client import DashClient, NodeFeedClient
 
 CIRCLE_EVERY_S = 30.0
 """How often the live source looks for the circle again (mDNS answers take seconds)."""
@@ -64,6 +67,24 @@ async def look_for_circle(settings: Settings, wait: float) -> Circle:
     return Circle(tuple(found + missing), tuple(report.problems), report.to_json())
 
 
+class NodeReader(Protocol):
+    """The node agents' side of a source: a node's status and its event stream, by HOST:PORT."""
+
+    async def node_status(self, endpoint: str) -> NodeStatus: ...
+
+    def node_events(self, endpoint: str, since: int) -> AsyncIterator[DashEvent]: ...
+
+
+def node_client(settings: Settings) -> NodeFeedClient:
+    """The client of the circle's node agents, signed with this machine's identity (unsigned when
+    it cannot be read: household nodes still answer; paired-only ones say they refuse)."""
+    try:
+        identity: NodeIdentity | None = NodeIdentity.load_or_create(settings.home)
+    except (HearthError, OSError):
+        identity = None
+    return NodeFeedClient(identity)
+
+
 class DashSource(Protocol):
     """What `DashApp` reads. Each call may raise a HearthError (the app shows it and tries again)."""
 
@@ -77,6 +98,9 @@ class DashSource(Protocol):
 
     def now(self) -> float: ...
 
+    def node_reader(self) -> NodeReader | None:
+        """Where the nodes the status and the circle name are read (None: nowhere)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -86,6 +110,7 @@ class LiveSource:
     def __init__(self, client: DashClient, settings: Settings, wait: float = 2.0) -> None:
         self.client, self.settings, self.wait = client, settings, wait
         self.label = client.url
+        self._nodes: NodeFeedClient | None = None
 
     async def status(self) -> ServeStatus:
         return await self.client.status()
@@ -99,8 +124,15 @@ class LiveSource:
     def now(self) -> float:
         return time.time()
 
+    def node_reader(self) -> NodeReader:
+        if self._nodes is None:
+            self._nodes = node_client(self.settings)
+        return self._nodes
+
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self._nodes is not None:
+            await self._nodes.aclose()
 
 
 class FixedSource:
@@ -125,6 +157,9 @@ class FixedSource:
 
     def now(self) -> float:
         return self._now
+
+    def node_reader(self) -> NodeReader | None:
+        return None
 
     async def aclose(self) -> None:
         return None

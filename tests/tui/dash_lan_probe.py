@@ -71,6 +71,7 @@ def seen(app: DashApp) -> dict[str, Any]:
     return {"nodes": [n.model_dump(mode="json") for n in status.nodes],
             "layer_map": status.layer_map.model_dump(mode="json") if status.layer_map else None,
             "recoveries": status.recoveries,
+            "shown": [n.model_dump(mode="json") for n in app.query_one(NodesView).nodes],
             "nodes_panel": str(app.query_one(NodesView).render()),
             "map_panel": str(app.query_one(LayerMapView).render())}
 
@@ -81,6 +82,8 @@ async def main() -> dict[str, Any]:
     async with app.run_test(size=(120, 40)) as pilot:
         await asyncio.wait_for(app.settled.wait(), 60)
         await until(lambda: app.status and app.status.pooled and app.status.layer_map, 60, "the pooled model")
+        await until(lambda: sum(1 for n in app.query_one(NodesView).nodes if n.used_bytes and n.rtt_ms is not None)
+                    >= 2, 30, "the nodes' own readings")
         await pilot.pause()
         before = seen(app)
         answer = await stream(url, victims, max_tokens)

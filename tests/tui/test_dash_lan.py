@@ -61,6 +61,12 @@ def test_dashboard_shows_both_nodes_the_planned_map_and_a_failover_that_changes_
     assert set(remote.values()) <= ids.keys(), before["nodes"]
     assert all(ids[i]["state"] == "holding" for i in remote.values()), before["nodes"]
     assert "node2" in before["nodes_panel"] and "node3" in before["nodes_panel"], before["nodes_panel"]
+    shown = {n["node_id"]: n for n in before["shown"]}  # as each node's own agent says: lent = its budget
+    for node_id in remote.values():
+        assert ids[node_id]["address"], ids[node_id]
+        assert shown[node_id]["lent_bytes"] == 60 * 10**6 and 0 < shown[node_id]["used_bytes"] <= 60 * 10**6, shown
+        assert shown[node_id]["free_bytes"] == 60 * 10**6 - shown[node_id]["used_bytes"], shown
+    assert any(line.startswith("node2: ") and "lease_taken" in line for line in seen["events"]), seen["events"]
     assert spans(before["layer_map"]) == [(a["local"], None if a["local"] else a["node_id"], a["layers"])
                                           for a in placed]
     assert before["layer_map"]["n_layers"] == sum(a["layers"] for a in placed) == 30
