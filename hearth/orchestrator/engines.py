@@ -256,6 +256,22 @@ class EnginePool:
             except (OSError, ValueError, KeyError) as exc:  # a manifest edited by hand: look again
                 log.warning("cannot read the manifest of %s: %s", name, exc)
 
+    def set_radius(self, radius: Radius) -> None:
+        """Reach this far from now on; the next placement surveys again (a wider radius finds
+        more peers, a narrower fewer). A model already split stays until `release_split`."""
+        self.policy = replace(self.policy, radius=radius)
+        self._peers = None
+
+    async def release_split(self) -> None:
+        """Unload a model split over other nodes, after the request in flight (the next request
+        plans again, within the radius now set)."""
+        if self.placement is None:
+            return
+        async with self.queue.slot():
+            if self.placement is not None:
+                log.info("unloading the model split over other nodes (radius now %s)", self.policy.radius.value)
+                await self._stop_engine()
+
     def _lost(self, node_id: str) -> None:
         """A node stopped answering heartbeats (gone, or it unpaired us): stop the engine, whose
         RPC connection may otherwise wait on a silent tunnel; the stream then fails over."""
@@ -298,15 +314,16 @@ class EnginePool:
             started = False
             attempt = 0
             crashed: tuple[float, set[str], dict[str, str]] | None = None
+            last_token = time.monotonic()
             while True:
                 engine = await self._engine_for(model)
                 tracker.stat.served_by = "pool" if self.placement is not None else "machine"
-                if crashed is not None:
-                    self._failed_over(*crashed)
-                    crashed = None
                 resume = {"resume": ids, "resumed_text": "".join(sent)} if ids and op not in ("embed", "score") else {}
                 try:
                     async for event in engine.request(op, **fields, **resume):
+                        if crashed is not None and isinstance(event, (Token, Done)):  # the stream goes on
+                            self._failed_over(*crashed, stalled_since=last_token)
+                            crashed = None
                         if isinstance(event, Start):
                             if started:
                                 continue
@@ -315,6 +332,7 @@ class EnginePool:
                             ids.extend(event.ids)
                             sent.append(event.text)
                             tracker.token(len(event.ids))
+                            last_token = time.monotonic()
                         elif isinstance(event, Done):
                             tracker.done(event)
                         yield event
@@ -327,16 +345,25 @@ class EnginePool:
                     t_crash, before = time.monotonic(), set(self.excluded)
                     names = {p.record.node_id: p.record.name for p in self.known_peers}  # before the survey drops them
                     await self._recover()
-                    crashed = (t_crash, self.excluded - before, names)
+                    if crashed is not None:  # lost again before it went on: count from the first loss
+                        t_crash, before_ids = crashed[0], crashed[1]
+                        crashed = (t_crash, before_ids | (self.excluded - before), {**crashed[2], **names})
+                    else:
+                        crashed = (t_crash, self.excluded - before, names)
 
-    def _failed_over(self, t_crash: float, lost: set[str], names: dict[str, str] | None = None) -> None:
-        """The stream goes on over a new placement: say how long that took and what was lost
-        (the message names the nodes as people know them; `lost` keeps their ids)."""
-        ms = round((time.monotonic() - t_crash) * 1000)
+    def _failed_over(self, t_crash: float, lost: set[str], names: dict[str, str] | None = None, *,
+                     stalled_since: float | None = None) -> None:
+        """The stream went on over a new placement (its first token from the new engine): say how
+        long that took from the moment the loss was seen (`ms`), how long the reader waited between
+        two tokens (`stalled_ms`), and what was lost (the message names the nodes as people know
+        them; `lost` keeps their ids)."""
+        now = time.monotonic()
+        ms = round((now - t_crash) * 1000)
+        stalled = round((now - stalled_since) * 1000) if stalled_since is not None else ms
         ids = ",".join(sorted(lost))[:200] or "none"
         said = ", ".join(sorted((names or {}).get(n, n) for n in lost))[:200] or "no node"
-        self.feed.publish("failover", f"failover took {ms} ms (lost: {said})", ms=ms, lost=ids,
-                          recoveries=self.recoveries)
+        self.feed.publish("failover", f"failover took {ms} ms (lost: {said}); the stream waited {stalled} ms",
+                          ms=ms, stalled_ms=stalled, lost=ids, recoveries=self.recoveries)
 
     def status(self) -> dict[str, Any]:
         e = self.engine

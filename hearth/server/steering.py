@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import replace
 from typing import Any
 
 from hearth.engine.supervisor import EngineProcess
@@ -70,13 +69,10 @@ class Steerable(Escalating):
                                  "choose 'household' or 'trusted', or restart it without --pool.", param="radius")
         narrower = ORDER.index(radius) < ORDER.index(pool.policy.radius)
         self.public = False
-        pool.policy = replace(pool.policy, radius=radius)
-        pool._peers = None  # survey again: a wider radius finds more peers, a narrower fewer
+        pool.set_radius(radius)
         self.settings.radius = radius.value
-        if narrower and pool.placement is not None:
-            async with pool.queue.slot():  # after the request in flight
-                log.info("radius narrowed to %s: unloading the model split over other nodes", radius)
-                await pool._stop_engine()
+        if narrower:
+            await pool.release_split()
         return radius
 
     def _go_public(self, agreed: bool) -> None:
@@ -86,8 +82,7 @@ class Steerable(Escalating):
             remember(self.settings.home, coordinator)
         consent.check()  # PublicNotConsented (403) says how to agree
         if self.pool.policy.radius is not Radius.TRUSTED:
-            self.pool.policy = replace(self.pool.policy, radius=Radius.TRUSTED)  # as `serve --radius public`
-            self.pool._peers = None
+            self.pool.set_radius(Radius.TRUSTED)  # as `serve --radius public`
         self.coordinator, self.consent, self.public = coordinator, consent, True
 
     def set_max_price(self, ceiling: int | None) -> None:

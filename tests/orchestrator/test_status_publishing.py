@@ -35,11 +35,13 @@ DONE = Done("r", "stop", 3, 2, 12.5, 40.0, 55.0)
 class Engine:
     """Stands in for EngineProcess.request: two tokens, or a crash after the first."""
 
-    def __init__(self, crash: bool) -> None:
-        self.crash = crash
+    def __init__(self, crash: bool, at_once: bool = False) -> None:
+        self.crash, self.at_once = crash, at_once
 
     async def request(self, op: str, **fields: Any) -> AsyncGenerator[object, None]:
         yield Start("r", 3)
+        if self.at_once:
+            raise EngineCrashed("lost again before its first token")
         yield Token("r", "a", (1,))
         if self.crash:
             raise EngineCrashed("the RPC server went away")
@@ -80,9 +82,22 @@ def test_a_recovered_crash_publishes_failover_with_its_time_and_the_lost_nodes(t
     failover = feed.since(0)[1]
     assert failover.data["lost"] == "node-b" and isinstance(failover.data["ms"], int) and failover.data["ms"] >= 0
     assert failover.data["recoveries"] == 1 and "failover took" in failover.message
+    assert isinstance(failover.data["stalled_ms"], int) and failover.data["stalled_ms"] >= failover.data["ms"]
     (stat,) = pool.stats.recent
     assert stat.state == "done" and stat.served_by == "pool" and stat.ttft_ms == 12.5
     assert stat.tokens_per_s == 55.0 and stat.tokens >= 2
+
+
+def test_a_failover_is_told_once_when_the_stream_goes_on_even_after_two_losses(tmp_path: Path) -> None:
+    """Lost again before its first token: one failover, counted from the first loss, told when
+    the stream really went on (not when an engine was merely loaded)."""
+    feed = Feed()
+    pool = pool_with(tmp_path, [Engine(crash=True), Engine(crash=True, at_once=True), Engine(crash=False)], feed)
+    events = run(pool)
+    assert events[-1] == DONE and pool.recoveries == 2
+    kinds = [e.kind for e in feed.since(0)]
+    assert kinds == ["request_started", "failover", "request_done"]
+    assert feed.since(0)[1].data["recoveries"] == 2
 
 
 def test_a_failed_request_is_published_with_its_code_only(tmp_path: Path) -> None:
