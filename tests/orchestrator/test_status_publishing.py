@@ -239,3 +239,24 @@ def test_a_reply_without_done_still_ends_as_done(tmp_path: Path) -> None:
     run(pool)
     assert [e.kind for e in feed.since(0)] == ["request_started", "request_done"]
     assert pool.stats.recent[0].state == "done" and pool.stats.recent[0].ttft_ms is None
+
+
+def test_narrowing_the_radius_forgets_the_survey_and_unloads_a_split_model(tmp_path: Path) -> None:
+    """What the dashboard's radius action does to the pool (Steerable): the next placement
+    surveys again, and a model split over other nodes is unloaded after the request in flight."""
+    pool = EnginePool(Settings(home=tmp_path), feed=Feed())
+    pool._peers = []
+    stopped: list[bool] = []
+
+    async def stop() -> None:
+        stopped.append(True)
+        pool.placement = None
+
+    pool._stop_engine = stop  # type: ignore[method-assign]
+    pool.set_radius(Radius.MACHINE)
+    assert pool.policy.radius is Radius.MACHINE and pool._peers is None
+    asyncio.run(pool.release_split())
+    assert stopped == []  # nothing split: nothing to unload
+    pool.placement = object()  # type: ignore[assignment]
+    asyncio.run(pool.release_split())
+    assert stopped == [True] and pool.placement is None
