@@ -40,15 +40,16 @@ def _via(peer: Peer) -> str:
 
 def peer_view(peer: Peer, holding: dict[str, int], lost: set[str]) -> NodeView:
     """A node that answered the last survey; `holding` counts this server's leases per node id.
-    `address` is its agent as this server reaches it, where a dashboard reads the node itself."""
+    `address` is its agent as this server reaches it, where a dashboard reads the node itself: its
+    budget and what is leased out of it are the node's to tell (the survey's record has only what
+    was free then, so lent is left unknown here rather than shown as the device's total)."""
     r = peer.record
     node_id = r.node_id
     state = "lost" if node_id in lost else "holding" if holding.get(node_id) else "up"
-    total = sum(d.total for d in r.devices)
     return NodeView(node_id=node_id[:64], name=r.name[:128],
                     radius="trusted" if peer.radius is Radius.TRUSTED else "household",
                     via=_via(peer), device=(r.devices[0].name if r.devices else "")[:256], state=state,  # type: ignore[arg-type]
-                    free_bytes=r.free_bytes, lent_bytes=total or None, leases=holding.get(node_id, 0),
+                    free_bytes=r.free_bytes, leases=holding.get(node_id, 0),
                     address=str(peer.agent)[:256])
 
 
