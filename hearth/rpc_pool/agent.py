@@ -36,6 +36,7 @@ from hearth.pairing.trust import TrustedPeer
 from hearth.rpc_pool import control
 from hearth.rpc_pool.leases import LeaseManager
 from hearth.tunnel.wireguard import TUNNEL_NET
+from hearth.units import human
 
 
 def node_record(identity: NodeIdentity, name: str, port: int, address: str, rpc: RpcVersion,
@@ -218,10 +219,11 @@ class LeaseEvents:
             released = lid in self._releasing
             self._releasing.discard(lid)
             kind = "lease_released" if released else "lease_expired"
-            self.feed.publish(kind, f"lease {lid[:6]}… of {holder} {'released' if released else 'ended'}",
+            ended = "released" if released else "ended"
+            self.feed.publish(kind, f"lease {lid[:6]}… of {holder} ({human(size)}) {ended}",
                               lease=lid[:6], holder=holder, bytes=size)
         for lid, lease in now.items():
             if lid not in self.known:
                 self.known[lid] = (lease.holder[:64], lease.bytes)
-                self.feed.publish("lease_taken", f"{lease.holder[:64]} took {lease.bytes} bytes", lease=lid[:6],
+                self.feed.publish("lease_taken", f"{lease.holder[:64]} leased {human(lease.bytes)}", lease=lid[:6],
                                   holder=lease.holder[:64], bytes=lease.bytes)

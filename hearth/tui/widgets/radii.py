@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from textual.content import Content
 from textual.widget import Widget
@@ -63,9 +63,21 @@ def _public(status: ServeStatus | None) -> list[tuple[str, str] | str]:
             f"  balance {credits(p.balance)}  ceiling {ceiling}"]
 
 
+def with_servers_nodes(circle: Circle, status: ServeStatus | None) -> Circle:
+    """The circle this machine found, plus the nodes the server names that it did not (a server's
+    --peer nodes, or ones reached by a tunnel this machine has not): the radii count both."""
+    if status is None:
+        return circle
+    seen = {p.node_id for p in circle.peers}
+    more = tuple(CirclePeer(n.name, n.node_id, n.radius, n.address or "",
+                            "ready" if n.state in ("up", "holding", "draining") else n.state, n.free_bytes)
+                 for n in status.nodes if n.radius != "machine" and n.node_id not in seen)
+    return replace(circle, peers=circle.peers + more) if more else circle
+
+
 def draw(facts: RadiiFacts) -> Content:
     reach = facts.status.radius if facts.status else None
-    circle = facts.circle
+    circle = with_servers_nodes(facts.circle, facts.status) if facts.circle else None
     household = _peers(circle.of_radius("household"), "found") if circle else [("looking (mDNS)…", MUTED)]
     trusted = _peers(circle.of_radius("trusted"), "paired") if circle else [("reading the pairings…", MUTED)]
     rows = zip(RADII, (_machine(facts), household, trusted, _public(facts.status)), strict=True)

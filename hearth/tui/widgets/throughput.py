@@ -44,4 +44,4 @@ class ThroughputPanel(Vertical):
             return
         self.shown = (line, samples)
         self.query_one(Static).update(line, layout=False)  # two lines, always: no new layout
-        self.query_one(Sparkline).data = samples or [0.0]
+        self.query_one(Sparkline).data = samples  # not [0.0]: one equal value is drawn as a full bar
