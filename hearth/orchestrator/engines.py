@@ -213,7 +213,8 @@ class EnginePool:
             raise
         self.engine = engine
         self._store_watch = asyncio.create_task(self._unload_when_removed(engine))
-        self.feed.publish("model_loaded", f"{name} loaded" + (f" over {len(rpc)} nodes" if rpc else ""),
+        over = f" over {len(rpc)} node{'' if len(rpc) == 1 else 's'}" if rpc else ""
+        self.feed.publish("model_loaded", f"{name} loaded{over}",
                           model=name, pooled=plan is not None, nodes=len(rpc),
                           load_ms=round((time.monotonic() - t0) * 1000))
         log.info("engine for %s: plan %.0f ms, leases %.0f ms, load %.0f ms%s", name, (t_plan - t0) * 1000,
