@@ -21,6 +21,7 @@ from hearth.models.catalogue import CATALOGUE
 from hearth.models.store import ModelStore
 from hearth.net.endpoint import Endpoint
 from hearth.node_api.client import NodeClient
+from hearth.node_api.status import ServeStatus
 from hearth.node_api.wire import ControlAnswer
 from hearth.pairing import flow
 from hearth.pairing.codes import parse_code
@@ -119,6 +120,14 @@ async def unpair(ctx: ActionContext, name_or_id: str) -> flow.Unpaired:
 
 # -- the server --------------------------------------------------------------------------------
 RADII = tuple(r.value for r in AVAILABLE)
+
+
+def consent_coordinator(status: ServeStatus | None) -> str:
+    """Whom the consent question names: the coordinator the server escalates to, as its status says
+    (the dashboard's own HEARTH_COORDINATOR may be another, or none)."""
+    if status is not None and status.public.coordinator:
+        return status.public.coordinator
+    return "the coordinator the server is set to (HEARTH_COORDINATOR where `hearth serve` runs)"
 
 
 async def set_radius(ctx: ActionContext, radius: str, *, consent: bool = False) -> str:
