@@ -57,7 +57,7 @@ class FiguresUnreadable(LinkFailed):
 
 # -- pure: what the answers mean ----------------------------------------------------------------
 class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class _Swarm(_Loose):
