@@ -106,7 +106,9 @@ def problem_of(exc: BaseException) -> str:
     if isinstance(exc, CoordinatorUnreachable):
         return "the coordinator is unreachable"
     if isinstance(exc, CoordinatorRefused) or not isinstance(exc, LinkFailed):
-        return f"the coordinator refused ({getattr(exc, 'remote_code', None) or getattr(exc, 'code', 'error')})"[:120]
+        said = str(getattr(exc, "remote_code", None) or getattr(exc, "code", None) or "error")
+        code = "".join(c for c in said[:40] if c.isascii() and (c.isalnum() or c == "_")) or "error"
+        return f"the coordinator refused ({code})"  # its code only: the coordinator's words are its own
     return "the coordinator answered something else"
 
 

@@ -26,7 +26,8 @@ from hearth.escalation.public_watch import (
 )
 from hearth.identity import NodeIdentity
 from hearth.node_api.status import PublicView
-from hearth.public_swarm.coordinator.client import CoordinatorAnswerInvalid, CoordinatorUnreachable
+from hearth.pairing.signed import Unsigned
+from hearth.public_swarm.coordinator.client import CoordinatorAnswerInvalid, CoordinatorRefused, CoordinatorUnreachable
 from hearth.public_swarm.coordinator.health import Minute, ModelRow, Swarm, WorkerRow
 from hearth.public_swarm.worker_page import Served, snapshot
 from tests.escalation.junk_http import ANSWERS, junk_server
@@ -80,6 +81,9 @@ def test_problems_are_short_and_name_no_url() -> None:
                 CoordinatorAnswerInvalid(f"{COORD} said junk"), FiguresUnreadable("junk")):
         said = problem_of(exc)
         assert len(said) <= 120 and "127.0.0.1" not in said and "http" not in said
+    odd = CoordinatorRefused("no", status=400, remote_code="<b>[red]x</red>" + "y" * 500)
+    assert problem_of(odd) == f"the coordinator refused (bredxred{'y' * 25})"  # its first 40 characters, cleaned
+    assert problem_of(Unsigned("sign it")) == "the coordinator refused (unsigned_request)"
 
 
 def test_figures_fill_every_field_they_have_of_the_view() -> None:
