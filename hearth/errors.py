@@ -56,6 +56,7 @@ catch a category when they can act on any of its leaves (retry elsewhere, wait, 
     │   ├── CoordinatorAnswerInvalid  public_swarm.coordinator.client: that URL is no hearth coordinator
     │   ├── PublicStreamInvalid       public_swarm.sse: a coordinator's stream too long, malformed or cut
     │   ├── JobNotServed              public_swarm.coordinator.openai_wire: the job failed on every worker (HTTP 502)
+    │   ├── FiguresUnreadable         escalation.public_watch: swarm counts or worker page unreadable (shown unknown)
     │   ├── SealedError               tunnel.sealed: same pairing secret on both sides?
     │   ├── DashUnreachable           tui.client: start `hearth serve`, or give `hearth dash --url` (exit 12)
     │   └── DashAnswerInvalid         tui.client: that URL is no `hearth serve` of this version (exit 12)

@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hearth.errors import InvalidRequest
-from hearth.ports import DEFAULT_SERVE_PORT, DEFAULT_WG_PORT
+from hearth.ports import DEFAULT_SERVE_PORT, DEFAULT_WG_PORT, DEFAULT_WORKER_PAGE_PORT
 from hearth.radius import parse_radius
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     """Most a public request may cost, in whole credits per million tokens (`--max-price`); the
     coordinator refuses a model priced above it (402, naming the price and the ceiling). None: no
     ceiling. Written as pricing.parse_ceiling reads it: digits, `_` or `,` between them."""
+
+    worker_page_port: int = Field(default=DEFAULT_WORKER_PAGE_PORT, ge=0, le=65535)
+    """Port of `hearth contribute`'s own page on 127.0.0.1 (its --page-port), where `hearth serve`'s
+    status reads what this machine served the public swarm; 0: do not look."""
 
     verified_only: bool = False
     """Ask the public swarm for trusted (verified) workers only: hearth's requests carry

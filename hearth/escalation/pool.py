@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from hearth.engine.events import ReplyEvent
+from hearth.engine.events import Done, ReplyEvent, Token
 from hearth.engine.supervisor import EngineProcess
 from hearth.errors import HearthError, InvalidRequest, ModelNotFound
 from hearth.escalation.consent import Consent
@@ -31,12 +31,15 @@ from hearth.node_api.feed import Feed
 from hearth.orchestrator.engines import EnginePool
 from hearth.orchestrator.placement import LeaseFailed, Placement
 from hearth.orchestrator.planner import DoesNotFit
+from hearth.orchestrator.stats import Tracker, handing_over
 from hearth.public_swarm.coordinator.client import coordinator_url
 from hearth.public_swarm.requester import PublicRequester
 from hearth.public_swarm.sse import PublicCost
 from hearth.settings import Settings
 
 CIRCLE_CANNOT_SERVE: tuple[type[HearthError], ...] = (DoesNotFit, LeaseFailed, ModelNotFound)
+HANDED_OVER = frozenset(cls.code for cls in CIRCLE_CANNOT_SERVE)
+"""Their codes: the pool's record of such a request is handed over to the swarm, not failed."""
 REMEMBER_S = 30.0
 """How long a model the circle could not serve goes straight to the swarm (no new survey)."""
 PUBLIC_OPS = ("chat", "complete")
@@ -122,22 +125,37 @@ class Escalating:
         self._consent()
 
     async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[Event, None]:
-        """The pool's events, or the swarm's (Start, Token..., PublicCost, Done)."""
-        if self._recently_failed(model) is None or op not in PUBLIC_OPS:
+        """The pool's events, or the swarm's (Start, Token..., PublicCost, Done). The pool's record
+        of a request the circle cannot serve is handed over and ends as the public job does."""
+        tracker: Tracker | None = None
+        recent = self._recently_failed(model)
+        if recent is None or op not in PUBLIC_OPS:
             events = self.pool.run(model, op, **fields)
             async with contextlib.aclosing(events):
-                try:
-                    first = await anext(events)
-                except CIRCLE_CANNOT_SERVE as exc:
-                    if op not in PUBLIC_OPS:
+                with handing_over(HANDED_OVER if op in PUBLIC_OPS else frozenset()) as handover:
+                    try:
+                        first = await anext(events)
+                    except CIRCLE_CANNOT_SERVE as exc:
+                        if op not in PUBLIC_OPS:
+                            raise
+                        self._circle_cannot(model, exc)
+                        tracker, reason = handover.tracker, exc.code
+                    except HearthError as exc:
+                        if handover.tracker is not None:  # handed over, yet not escalated: it failed
+                            handover.tracker.failed(exc.code)
                         raise
-                    self._circle_cannot(model, exc)
-                else:
-                    yield first
-                    async for event in events:
-                        yield event
-                    return
-        async for public in self._public(model, op, fields):
+                    else:
+                        yield first
+                        async for event in events:
+                            yield event
+                        return
+        else:
+            reason = recent.code
+        if tracker is None and isinstance(self.pool, EnginePool):  # straight to the swarm: no pool record yet
+            tracker = self.pool.stats.start(model, op)
+        if tracker is not None:
+            tracker.escalated(reason)
+        async for public in self._public(model, op, fields, tracker):
             yield public
 
     def status(self) -> dict[str, Any]:
@@ -171,7 +189,24 @@ class Escalating:
             raise InvalidRequest("The public radius needs consent, and none was configured.")
         self.consent.check()
 
-    async def _public(self, model: str, op: str, fields: dict[str, Any]) -> AsyncGenerator[Event, None]:
+    async def _public(self, model: str, op: str, fields: dict[str, Any],
+                      tracker: Tracker | None) -> AsyncGenerator[Event, None]:
+        try:
+            async for event in self._ask_swarm(model, op, fields):
+                if tracker is not None:
+                    _track(tracker, event)
+                yield event
+            if tracker is not None:
+                tracker.finished()
+        except HearthError as exc:
+            if tracker is not None:
+                tracker.failed(exc.code)
+            raise
+        finally:
+            if tracker is not None:
+                tracker.cancelled()  # a no-op unless the reader left before the end
+
+    async def _ask_swarm(self, model: str, op: str, fields: dict[str, Any]) -> AsyncGenerator[Event, None]:
         await asyncio.to_thread(self._consent)
         name = public_model_name(self.store, model)
         self.note(f"Asking the public swarm at {self.coordinator} for {name}.")
@@ -184,6 +219,16 @@ class Escalating:
                         tokens = event.micro_credits // event.price if event.price > 0 else 0
                         self.pool.stats.public_job(event.job_id, name, tokens, event.micro_credits)
                 yield event
+
+
+def _track(tracker: Tracker, event: Event) -> None:
+    """The public reply's progress in the request's record (the swarm's tokens carry no ids)."""
+    if isinstance(event, Token):
+        tracker.token(len(event.ids))
+    elif isinstance(event, Done):
+        tracker.done(event)
+    elif isinstance(event, PublicCost):
+        tracker.stat.cost_credits = max(0, event.micro_credits)
 
 
 Engines = EnginePool | Escalating

@@ -154,6 +154,8 @@ class PublicView(_Wire):
     swarm_queued: int | None = Field(default=None, ge=0)
     checked_at: float | None = None
     """When balance, holds and the swarm's counts were last read from the coordinator."""
+    problem: str | None = Field(default=None, max_length=120)
+    """Why the last reading of the coordinator failed (short, no URL); None when it answered."""
 
 
 class ServeStatus(_Wire):

@@ -3,16 +3,22 @@ only, never text), tokens/s per `SAMPLE_S` window, and what the public swarm cos
 engine pool as replies pass through it (no second engine, no polling); read by the status route.
 
 Also publishes the requests' events on the process's Feed: request_started, request_done (with
-ttft_ms and tokens_per_s), request_failed, and public_job for a reply the swarm served.
+ttft_ms and tokens_per_s), request_failed, request_escalated and job_settled for a reply the swarm
+served. A request the circle cannot serve is not failed but handed over: the escalating pool sets
+a `Handover` (`handing_over`) around the pool's first step, the pool's `failed` with one of its
+codes leaves the request open, and the escalating pool goes on with it (`escalated`), so the
+request ends done, served by "public" (or failed if the public job fails).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 
 from hearth.engine.events import Done
 from hearth.node_api.feed import Feed
@@ -61,6 +67,8 @@ class Tracker:
     def __init__(self, stats: RequestStats, stat: RequestStat, t0: float) -> None:
         self.stats, self.stat, self.t0 = stats, stat, t0
         self.ended = False
+        self.handed_over = False
+        """The circle could not serve it and the escalating pool takes it on (see `Handover`)."""
 
     def running(self) -> None:
         if self.stat.state == "queued":
@@ -91,18 +99,57 @@ class Tracker:
                                 served_by=s.served_by)
 
     def failed(self, code: str) -> None:
+        handover = _HANDOVER.get()
+        if handover is not None and handover.tracker is None and code in handover.codes and not self.ended:
+            handover.tracker, self.handed_over = self, True  # not failed: escalated next
+            return
+        self.handed_over = False
         self._end("failed")
         self.stats.feed.publish("request_failed", f"{self.stat.model}: {code}", id=self.stat.id,
                                 model=self.stat.model, code=code)
 
+    def escalated(self, reason: str) -> None:
+        """The circle could not serve it (`reason`, an error code): the public swarm serves it now."""
+        self.handed_over = False
+        self.stat.served_by = "public"
+        self.running()
+        self.stats.feed.publish("request_escalated", f"{self.stat.model}: to the public swarm ({reason})",
+                                id=self.stat.id, model=self.stat.model, reason=reason[:64])
+
     def cancelled(self) -> None:
-        self._end("cancelled")
+        if not self.handed_over:  # the pool lets go of a request it handed over; the escalating pool ends it
+            self._end("cancelled")
 
     def _end(self, state: str) -> None:
         if not self.ended:
             self.ended = True
             self.stat.state = state  # type: ignore[assignment]
             self.stats.in_flight.discard(self)
+
+
+class Handover:
+    """Set by the escalating pool around the pool's first step of a request: a failure there with
+    one of `codes` (the circle cannot serve) hands the request over instead of failing it."""
+
+    def __init__(self, codes: frozenset[str]) -> None:
+        self.codes = codes
+        self.tracker: Tracker | None = None
+        """The request handed over, if it was."""
+
+
+_HANDOVER: ContextVar[Handover | None] = ContextVar("hearth_handover", default=None)
+
+
+@contextlib.contextmanager
+def handing_over(codes: frozenset[str]) -> Iterator[Handover]:
+    """A Handover for what runs in this task until the block ends (one step of the pool: no other
+    request of the task can run inside it)."""
+    handover = Handover(codes)
+    token = _HANDOVER.set(handover)
+    try:
+        yield handover
+    finally:
+        _HANDOVER.reset(token)
 
 
 class RequestStats:

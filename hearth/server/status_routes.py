@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from hearth import __version__
 from hearth.errors import HearthError
 from hearth.escalation.pool import Engines, Escalating
+from hearth.escalation.public_watch import PublicWatch
 from hearth.identity import NodeIdentity
 from hearth.models.facts import cached_facts
 from hearth.node_api.feed import Feed
@@ -59,7 +60,13 @@ class StatusView:
         self.settings, self.pool = settings, pool
         self.base: EnginePool = pool.pool if isinstance(pool, Escalating) else pool
         self.started_at = time.time()
-        self.here_id = NodeIdentity.load_or_create(settings.home).node_id
+        identity = NodeIdentity.load_or_create(settings.home)
+        self.here_id = identity.node_id
+        self.watch = PublicWatch(identity, settings.worker_page_port)
+        """Balance, holds, the swarm's counts, this machine's contributing: read in the background."""
+        hooks = getattr(pool, "on_close", None)  # the Steerable's: the server stops
+        if isinstance(hooks, list):
+            hooks.append(self.watch.close)
         self.here_name = socket.gethostname()[:128]
         self._gathered: tuple[tuple[int, int], float, dict[str, Any]] | None = None
 
@@ -101,9 +108,12 @@ class StatusView:
         steered = getattr(self.pool, "radius", None)  # the control routes' Steerable: its radius now
         public_now = steered is Radius.PUBLIC if isinstance(steered, Radius) else isinstance(self.pool, Escalating)
         radius: Any = "public" if public_now else base.policy.radius.value
+        reached = self.pool.coordinator if public_now and isinstance(self.pool, Escalating) else ""
+        self.watch.figures(reached or None).fill(public)
         if public_now and isinstance(self.pool, Escalating):
-            public.enabled, public.coordinator = True, public_coordinator(self.pool.coordinator)
-            public.max_price = self.settings.max_price
+            public.enabled, public.max_price = True, self.settings.max_price
+        # also while not public: the coordinator it would escalate to, whose consent a dashboard asks
+        public.coordinator = public_coordinator(reached or self.settings.coordinator)
         status = ServeStatus(
             version=__version__, model=old["model"], engine_pid=old["engine_pid"], n_ctx=old["n_ctx"],
             busy=old["busy"], waiting=old["waiting"], restarts=old["restarts"], recoveries=old["recoveries"],

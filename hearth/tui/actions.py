@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from hearth.errors import InvalidRequest
+from hearth.errors import HearthError, InvalidRequest
 from hearth.identity import NodeIdentity
 from hearth.models.catalogue import CATALOGUE
 from hearth.models.store import ModelStore
 from hearth.net.endpoint import Endpoint
 from hearth.node_api.client import NodeClient
+from hearth.node_api.status import ServeStatus
 from hearth.node_api.wire import ControlAnswer
 from hearth.pairing import flow
 from hearth.pairing.codes import parse_code
@@ -30,6 +31,7 @@ from hearth.pairing.trust import TrustStore
 from hearth.ports import DEFAULT_NODE_PORT, DEFAULT_PAIR_PORT, DEFAULT_SERVE_PORT
 from hearth.radius import AVAILABLE
 from hearth.settings import Settings, load_settings
+from hearth.tui.client import DashClient
 from hearth.tui.control_client import ControlClient, LoadProgress
 
 MAX_CEILING = 10**18
@@ -119,6 +121,24 @@ async def unpair(ctx: ActionContext, name_or_id: str) -> flow.Unpaired:
 
 # -- the server --------------------------------------------------------------------------------
 RADII = tuple(r.value for r in AVAILABLE)
+
+
+async def server_coordinator(ctx: ActionContext) -> str:
+    """The coordinator the consent question names, read now from the server's status."""
+    try:
+        async with DashClient(ctx.url, api_key=ctx.api_key) as client:
+            status: ServeStatus | None = await client.status()
+    except HearthError:
+        status = None
+    return consent_coordinator(status)
+
+
+def consent_coordinator(status: ServeStatus | None) -> str:
+    """Whom the consent question names: the coordinator the server escalates to, as its status says
+    (the dashboard's own HEARTH_COORDINATOR may be another, or none)."""
+    if status is not None and status.public.coordinator:
+        return status.public.coordinator
+    return "the coordinator the server is set to (HEARTH_COORDINATOR where `hearth serve` runs)"
 
 
 async def set_radius(ctx: ActionContext, radius: str, *, consent: bool = False) -> str:

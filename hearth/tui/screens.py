@@ -225,7 +225,7 @@ class RadiusScreen(Dialog[str]):
     async def _set(self, radius: str) -> None:
         consent = False
         if radius == "public":
-            where = self.ctx.settings.coordinator or "the coordinator (HEARTH_COORDINATOR)"
+            where = await actions.server_coordinator(self.ctx)  # the server's, not the dashboard's own
             consent = bool(await self.app.push_screen_wait(ConfirmScreen(question(where))))  # type: ignore[arg-type]
             if not consent:
                 self.app.notify("The radius stays as it was.", severity="warning")

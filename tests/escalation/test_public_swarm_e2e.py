@@ -6,11 +6,12 @@ escalates and its greedy text equals a local run; the official openai client aga
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,9 +20,14 @@ import pexpect
 import pytest
 
 from hearth.escalation.consent import remembered
-from tests.conftest import HEARTH, REPO, hearth_env, start_server, stop_server
+from hearth.identity import NodeIdentity
+from hearth.net import b64
+from hearth.node_api.status import SERVE_EVENTS_PATH, STATUS_PATH, ServeStatus
+from tests.conftest import HEARTH, REPO, Server, free_port, hearth_env, start_server, stop_server
+from tests.public_swarm.coordinator_proc import Coordinator
 from tests.public_swarm.coordinator_proc import coordinator as coordinator_process
 from tests.public_swarm.worker_proc import contributor
+from tests.server.test_status_serve import read_until
 
 pytestmark = pytest.mark.slow
 MODEL, PROMPT = "smollm2-135m", "Name three colours."
@@ -29,10 +35,13 @@ TINY = ("--max-memory", "1M")
 
 
 @pytest.fixture(scope="module")
-def swarm(models_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real coordinator and one real worker offering the embedded model; the coordinator's URL."""
+def swarm_parts(models_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Coordinator, int]]:
+    """A real coordinator and one real worker offering the embedded model (its page on a free port):
+    the coordinator and that port."""
     home = tmp_path_factory.mktemp("coordinator")
-    with coordinator_process(home) as c, contributor(models_home, c.url, "--model", MODEL, "--radius", "machine"):
+    page = free_port()
+    with coordinator_process(home) as c, contributor(models_home, c.url, "--model", MODEL, "--radius", "machine",
+                                                     "--page-port", str(page)):
         deadline = time.monotonic() + 120
         while True:
             served = httpx.get(c.url + "/v1/models", timeout=5).json().get("data", [])
@@ -40,7 +49,13 @@ def swarm(models_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
                 break
             assert time.monotonic() < deadline, (models_home / "contribute.log").read_text()[-2000:]
             time.sleep(0.5)
-        yield c.url
+        yield c, page
+
+
+@pytest.fixture(scope="module")
+def swarm(swarm_parts: tuple[Coordinator, int]) -> str:
+    """The coordinator's URL."""
+    return swarm_parts[0].url
 
 
 def hearth(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -140,3 +155,57 @@ def test_a_person_is_asked_once_in_the_terminal_and_the_yes_is_remembered(swarm:
     assert child.exitstatus == 0 and remembered(tmp_path) == {swarm}
     again = hearth(tmp_path, "run", MODEL, PROMPT, "-n", "4", "--radius", "public", *TINY, HEARTH_COORDINATOR=swarm)
     assert again.returncode == 0 and "served by the public swarm" in again.stderr, again.stderr
+
+
+def test_the_status_shows_the_escalation_its_cost_and_what_this_machine_served(
+        swarm_parts: tuple[Coordinator, int], tmp_path: Path) -> None:
+    """issue 12: `hearth serve --radius public`'s status reads its own account on the coordinator (the
+    ledger's balance), an escalated request is recorded as escalated (never failed) and the balance
+    drops by its cost; the worker of this machine (the swarm's, here on loopback) shows as contributing."""
+    c, page = swarm_parts
+    srv = start_server(tmp_path, "--radius", "public", "--yes", *TINY, HEARTH_COORDINATOR=c.url,
+                       HEARTH_TUNNEL="sealed", HEARTH_WORKER_PAGE_PORT=str(page))
+    account = NodeIdentity.load_or_create(tmp_path).node_id
+    try:
+        before = status_until(srv, lambda s: s.public.connected and s.public.contributing)
+        with c.ledger() as ledger:
+            assert before.public.balance == ledger.balance(account) > 0
+        assert before.public.swarm_workers == 1 and before.public.held == 0
+        r = httpx.post(srv.base + "/chat/completions", timeout=120, json={
+            "model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 6, "temperature": 0})
+        assert r.status_code == 200, r.text
+        cost = r.json()["usage"]["cost_credits"]
+        after = status_until(srv, lambda s: s.public.balance != before.public.balance
+                             and s.public.jobs_served > before.public.jobs_served)
+        with c.ledger() as ledger:
+            assert after.public.balance == ledger.balance(account) == before.public.balance - cost
+        assert after.public.spent == cost and [j.cost_credits for j in after.public.recent] == [cost]
+        assert after.public.jobs_served == before.public.jobs_served + 1
+        last = after.requests[-1]
+        assert (last.state, last.served_by, last.cost_credits) == ("done", "public", cost)
+        raw, events = asyncio.run(read_until(srv.url + SERVE_EVENTS_PATH + "?since=0", "request_done", {}, 30))
+        kinds = [e.kind for e in events]
+        assert "request_failed" not in kinds, kinds
+        assert kinds.index("request_started") < kinds.index("request_escalated") < kinds.index("job_settled")
+        escalated = next(e for e in events if e.kind == "request_escalated")
+        assert escalated.data["reason"] == "does_not_fit"  # --max-memory 1M: the circle cannot hold it
+        done = next(e for e in events if e.kind == "request_done")
+        assert done.data["served_by"] == "public"
+        seed = (tmp_path / "identity" / "node.key").read_bytes()
+        for secret in (b64.encode(seed), seed.hex()):  # the account's key
+            assert secret not in raw and secret not in after.model_dump_json()
+    finally:
+        stop_server(srv)
+
+
+def status_until(srv: Server, check: Callable[[ServeStatus], bool], seconds: float = 45) -> ServeStatus:
+    """Read the status twice a second (as a dashboard does) until `check`; every read is quick."""
+    deadline = time.monotonic() + seconds
+    while True:
+        t0 = time.monotonic()
+        status = ServeStatus.model_validate(httpx.get(srv.url + STATUS_PATH, timeout=10).json())
+        assert time.monotonic() - t0 < 2.0
+        if check(status):
+            return status
+        assert time.monotonic() < deadline, status.public
+        time.sleep(0.5)

@@ -64,7 +64,9 @@ def test_what_the_swarm_served_is_spent_in_the_status(tmp_path: Path) -> None:
     assert status.public.spent == 480 and [j.cost_credits for j in status.public.recent] == [240, 240]
     assert status.public.recent[0].tokens == 4 and status.public.max_price == 90
     assert body["public"]["requests"] == 2 and body["public"]["last_cost_credits"] == 240
-    assert [e.kind for e in feed.since(0)] == ["job_settled", "job_settled"]
+    one = ["request_started", "request_escalated", "job_settled", "request_done"]
+    assert [e.kind for e in feed.since(0)] == one + one  # escalated, never request_failed
+    assert [(r.state, r.served_by, r.cost_credits) for r in status.requests] == [("done", "public", 240)] * 2
 
 
 @pytest.mark.parametrize("url, shown", [("http://alice:pw@198.51.100.4:11440/x?token=s", "http://198.51.100.4:11440"),

@@ -39,7 +39,7 @@ def fixed_status() -> ServeStatus:
                               ttft_ms_p50=305.0, queue_depth=1),
         public=PublicView(enabled=True, coordinator="https://swarm.example", connected=True, balance=12_500_000,
                           held=250_000, max_price=300, spent=1_750_000, contributing=True, jobs_served=7,
-                          earned=3_200_000, recent=[
+                          earned=3_200_000, swarm_workers=14, swarm_queued=2, recent=[
                               PublicJob(id="j1", model="llama3.1-70b", tokens=512, cost_credits=900_000, at=NOW - 600),
                               PublicJob(id="j2", model="llama3.1-70b", tokens=380, cost_credits=850_000, at=NOW - 60)]),
     )

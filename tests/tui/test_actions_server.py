@@ -32,8 +32,12 @@ def serve(models_home: Path) -> Iterator[Server]:
     stop_server(srv)
 
 
+DASH_OWN = "http://127.0.0.1:7"
+"""The dashboard's own HEARTH_COORDINATOR: another than the server's, which the consent names."""
+
+
 def context(server_url: str, home: Path) -> ActionContext:
-    return ActionContext(load_settings(home=home, coordinator=COORDINATOR), url=server_url)
+    return ActionContext(load_settings(home=home, coordinator=DASH_OWN), url=server_url)
 
 
 def test_the_paths_agree_with_the_server() -> None:
@@ -54,6 +58,8 @@ def test_radius_then_public_with_consent(serve: Server, tmp_path: Path) -> None:
             await until(pilot, lambda: isinstance(app.screen, RadiusScreen), 10)
             await pilot.press("down", "down", "down", "enter")  # public: asks first
             await until(pilot, lambda: "public swarm" in str(app.screen.query("Static").first().render()), 10)
+            asked = str(app.screen.query("Static").first().render())
+            assert COORDINATOR in asked and DASH_OWN not in asked
             await pilot.press("y")
             await until(pilot, lambda: app.said("radius is now public"), 20)
             await pilot.press("r")
