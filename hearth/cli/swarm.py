@@ -131,9 +131,10 @@ def contribute(
     pool: PoolOpt = False,
     peer: PeerOpt = None,
     max_memory: MaxMemOpt = None,
-    page_port: Annotated[int, typer.Option(min=0, max=65535, help=(
+    page_port: Annotated[int | None, typer.Option(min=0, max=65535, help=(
         "Port of this machine's own page of what it served (counts, never contents), on 127.0.0.1 only; "
-        "0: no page."))] = DEFAULT_WORKER_PAGE_PORT,
+        f"0: no page (default HEARTH_WORKER_PAGE_PORT, else {DEFAULT_WORKER_PAGE_PORT}; `hearth serve` "
+        "looks there for what this machine served)."))] = None,
 ) -> None:
     """Contribute this machine (or household) to the public swarm: one outbound link, no open port.
 
@@ -153,7 +154,8 @@ def contribute(
 
     async def main() -> None:
         try:
-            await run(config, url, engines.run, model or (), max_jobs, limits, say=say, page_port=page_port)
+            await run(config, url, engines.run, model or (), max_jobs, limits, say=say,
+                      page_port=config.worker_page_port if page_port is None else page_port)
         finally:
             await engines.close()
 
