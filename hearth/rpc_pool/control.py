@@ -102,13 +102,13 @@ class NodeControl:
             await self.app(scope, receive, send)
             return
         try:
-            if scope["method"] != "POST":
-                raise InvalidRequest(f"{scope['path']} takes POST.")
             body = await read_body(receive, MAX_BODY, InvalidRequest("A control request's body is at most "
                                                                      f"{MAX_BODY} bytes."))
             if body is None:
                 return
-            self._admit(scope, body)
+            self._admit(scope, body)  # first: a stranger learns nothing else, not even the method
+            if scope["method"] != "POST":
+                raise InvalidRequest(f"{scope['path']} takes POST.")
             answer = self._drain(body) if scope["path"] == wire.DRAIN else self._stopping()
         except HearthError as exc:
             await hearth_error_response(exc, scope["path"])(scope, receive, send)

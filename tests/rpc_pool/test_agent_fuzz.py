@@ -26,7 +26,9 @@ from hearth.rpc_pool.agent import create_agent_app
 from hearth.rpc_pool.leases import LeaseManager
 
 PATHS = ["/v1/node", "/v1/node/prove", "/v1/leases", "/v1/leases/AAAAAAAAAAAA/heartbeat", "/v1/leases/AAAAAAAAAAAA",
-         "/v1/leases/%2e%2e/heartbeat", "/", "/docs"]
+         "/v1/leases/%2e%2e/heartbeat", "/", "/docs", "/v1/node/drain", "/v1/node/stop"]
+"""`/v1/node/events` is fuzzed over a real socket (tests/rpc_pool/test_node_events.py): a stream
+that stays open does not fit this in-process client."""
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
                     lambda c: st.lists(c, max_size=3) | st.dictionaries(
                         st.sampled_from(["bytes", "nonce", "extra", "t"]), c, max_size=3), max_leaves=6)
@@ -63,6 +65,9 @@ def test_random_requests_never_crash_and_unsigned_never_succeed(
         headers |= sign(friend, method, path.replace("%2e", "."), content)
     r = client.request(method, path, content=content, headers=headers)
     assert r.status_code < 500, r.text
+    if path in ("/v1/node/drain", "/v1/node/stop"):  # never from here: only the node's own machine
+        assert r.status_code in (403, 413) and "Traceback" not in r.text, r.text
+        return
     if friend is None:
         assert r.status_code in (200, 400, 404, 405, 409), r.text  # a household node: anyone may ask
     elif not signed:

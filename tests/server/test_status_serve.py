@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hearth.node_api.feed_sse import MAX_STREAMS_PER_CLIENT
 from hearth.node_api.status import SERVE_EVENTS_PATH, STATUS_PATH, DashEvent, ServeStatus
@@ -151,3 +153,31 @@ def test_streams_per_client_are_bounded(srv: Server) -> None:
     codes = asyncio.run(main())
     assert codes[:MAX_STREAMS_PER_CLIENT] == [200] * MAX_STREAMS_PER_CLIENT
     assert codes[-1] == 429
+
+
+QUERY_TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from([STATUS_PATH, SERVE_EVENTS_PATH]), since=st.none() | QUERY_TEXT,
+       last=st.none() | HEADER_TEXT, extra=st.dictionaries(st.text("abcxyz_", min_size=1, max_size=6), QUERY_TEXT,
+                                                            max_size=3))
+def test_random_queries_and_headers_get_an_answer_or_a_clear_4xx(
+        srv: Server, path: str, since: str | None, last: str | None, extra: dict[str, str]) -> None:
+    """Fuzzed like every other route: whatever the query and Last-Event-ID, a 200 (a status, or an
+    event stream that starts with events or a heartbeat) or a 4xx naming what was wrong; never a 500."""
+    params = dict(extra) | ({"since": since} if since is not None else {})
+    headers = AUTH | ({"Last-Event-ID": last} if last is not None else {})
+    with httpx.stream("GET", srv.url + path, params=params, headers=headers, timeout=10) as r:
+        if r.status_code == 200 and path == STATUS_PATH:
+            ServeStatus.model_validate_json(r.read())
+            return
+        if r.status_code == 200:
+            first = next(r.iter_bytes(), b"")
+            assert first.startswith((b"id:", b":", b"event:", b"retry:")), first[:80]
+            return
+        body = r.read()
+    assert 400 <= r.status_code < 500 and r.status_code != 404, (r.status_code, body[:200])
+    if r.status_code == 400:
+        assert json.loads(body)["error"]["param"] in ("since", "Last-Event-ID", "last-event-id"), body[:200]
