@@ -88,12 +88,12 @@ async def main() -> dict[str, Any]:
         before = seen(app)
         answer = await stream(url, victims, max_tokens)
         log = app.query_one(EventLog)
-        await until(lambda: any(" failover " in line for line in log.lines), 60, "a failover event")
+        await until(lambda: any(" failover " in line for line in log.entries), 60, "a failover event")
         await until(lambda: app.status and app.status.layer_map and
                     app.status.layer_map.model_dump(mode="json") != before["layer_map"], 30, "a new layer map")
         await pilot.pause()
         after = seen(app)
-        return {"before": before, "after": after, "stream": answer, "events": list(log.lines)}
+        return {"before": before, "after": after, "stream": answer, "events": list(log.entries)}
 
 
 if __name__ == "__main__":

@@ -47,10 +47,10 @@ def test_the_dashboard_shows_the_model_and_a_real_request_in_its_event_log(serve
             before = log.last_seq
             await ask(server.url)
             await until(lambda: app.status is not None and app.status.model == MODEL, 30)
-            await until(lambda: any("request_done" in line for line in log.lines), 30)
+            await until(lambda: any("request_done" in line for line in log.entries), 30)
             await pilot.pause()
             assert log.last_seq > before
-            return str(app.query_one("#title").render()), list(log.lines)
+            return str(app.query_one("#title").render()), list(log.entries)
     title, lines = asyncio.run(go())
     assert MODEL in title
     assert any("request_done" in line for line in lines), lines

@@ -72,7 +72,7 @@ def test_a_real_node_lent_used_its_events_draining_and_killed(tmp_path: Path) ->
                     await until(lambda: (n := shown(app, "attic")) is not None and (n.used_bytes or 0) > 0, 20, "used")
                     log = app.query_one(EventLog)
                     await until(lambda: any(line.startswith("attic: ") and "lease_taken" in line
-                                            for line in log.lines), 20, "the node's event")
+                                            for line in log.entries), 20, "the node's event")
                     await nodes.drain(Endpoint.parse(address))
                     await until(lambda: (n := shown(app, "attic")) is not None and n.state == "draining", 20,
                                 "draining")
@@ -81,7 +81,7 @@ def test_a_real_node_lent_used_its_events_draining_and_killed(tmp_path: Path) ->
                     await until(lambda: (n := shown(app, "attic")) is not None and n.state == "unreachable", 20,
                                 "unreachable")
                     await pilot.pause(1.5)  # a follower retrying: no traceback, one line per problem
-                return list(log.lines), list(app.query_one(NodesView).nodes)
+                return list(log.entries), list(app.query_one(NodesView).nodes)
         lines, nodes = asyncio.run(go())
     attic = next(n for n in nodes if n.name == "attic")
     assert attic.state == "unreachable" and attic.rtt_ms is None and attic.used_bytes is None  # as the circle says
@@ -164,10 +164,10 @@ def test_nodes_answering_junk_are_unreachable_and_nothing_crashes(junk_nodes: li
                 await until(lambda: all(n.state == "unreachable" for n in app.query_one(NodesView).nodes), 20,
                             "unreachable")
                 log = app.query_one(EventLog)
-                await until(lambda: any(line.startswith("events: (event stream") for line in log.lines), 20,
+                await until(lambda: any(line.startswith("events: (event stream") for line in log.entries), 20,
                             "the junk stream's problem")
                 await pilot.pause(1.0)
-                return list(log.lines), list(app.query_one(NodesView).nodes)
+                return list(log.entries), list(app.query_one(NodesView).nodes)
     lines, nodes = asyncio.run(go())
     assert [n.state for n in nodes] == ["unreachable"] * 4
     for kind, _ in junk_nodes:  # each problem said once, however often it was read
