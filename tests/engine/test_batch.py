@@ -43,7 +43,7 @@ def model(smollm2_path: Path) -> Iterator[Any]:
 
 
 def decoder(model: Any, parallel: int = 4) -> BatchDecoder:
-    return BatchDecoder(model, n_ctx=512 * parallel, n_threads=2, parallel=parallel)
+    return BatchDecoder(model, n_ctx=512 * parallel, n_threads=1, parallel=parallel)
 
 
 def run(dec: BatchDecoder, admit: dict[int, list[tuple[str, str, dict[str, Any]]]],
