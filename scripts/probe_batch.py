@@ -154,6 +154,7 @@ def identity(model: Any, ids: list[list[int]], budgets: list[int], threads: int,
         batched, _ = drive(dec, staggered)
         dec.close()
         diverge[slots] = [first_divergence(solo[j.key].ids, batched[j.key].ids) for j in jobs]
+        print(f"unified={unified} mixed={mixed} slots={slots}: {fmt_div(diverge[slots])}", flush=True)
     return solo, diverge
 
 
@@ -182,20 +183,33 @@ def verdict(broken: dict[str, list[int]], same_engine: int, n: int) -> str:
     """What the figures say about determinism, and how a request could ask for it."""
     default = MODES[0][0]
     lines = []
+
+    def sizes_text(sizes: list[int]) -> str:
+        return ", ".join(map(str, sizes[:-1])) + (" and " if len(sizes) > 1 else "") + str(sizes[-1])
+
+    def title(name: str) -> str:
+        return name[0].upper() + name[1:]
+
     if not broken.get(default):
-        lines.append(f"With the default ({default}) every reply was identical to its reply alone at every batch "
+        lines.append(f"With the default ({default.removesuffix(' (default)')}) every reply was identical to its reply alone at every batch "
                      "size: a sequence's stream of the KV cache holds only its own cells, the chunk is evaluated "
                      "in the shape it has alone, and each row of the batched matrix products is computed as the "
                      "one row of a solo decode. So here determinism is the default behaviour.")
     else:
-        lines.append(f"With the default ({default}) replies differed at batch sizes {broken[default]}.")
+        lines.append(f"With the default ({default.removesuffix(' (default)')}) replies differed at batch sizes "
+                     f"{sizes_text(broken[default])}.")
     for name, sizes in broken.items():
+        if name != default and not sizes:
+            lines.append(f"{title(name)}: identical too. llama.cpp cuts such a batch into equal "
+                         "micro-batches (the chunk's first token with the other sequences' tokens, the rest "
+                         "alone), so on this build a row's arithmetic does not depend on how many rows share "
+                         "the matrix products; the default keeps the chunk whole anyway, as it is alone.")
         if name != default and sizes:
             why = ("the sequences share the KV cells, interleaved, so the attention sums group their terms "
                    "differently" if name.startswith("unified") else
                    "llama.cpp splits a batch over per-sequence streams into equal micro-batches, so the chunk "
                    "is cut after its first token and evaluated in another shape")
-            lines.append(f"{name.capitalize()}: not identical at batch sizes {sizes} ({why}).")
+            lines.append(f"{title(name)}: not identical at batch sizes {sizes_text(sizes)} ({why}).")
     lines.append(f"The one-slot decoder agrees with today's engine on {same_engine}/{n} replies.")
     lines.append(
         "How a request can ask for determinism (issue 13, item 3), and its cost: the decoder already runs in "
@@ -247,7 +261,7 @@ def main() -> int:
     body = f"""## Batched decoding: greedy text in a batch vs alone (`scripts/probe_batch.py`)
 
 {cmd} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {time.perf_counter() - t_start:.0f} s;
-SmolLM2-135M Q4_1, {args.threads} threads, llama-cpp-python 0.3.36 on x86_64 with 2 cores shared with other
+SmolLM2-135M Q4_1, {args.threads} thread(s), llama-cpp-python 0.3.36 on x86_64 with 2 cores shared with other
 jobs: 1-minute load average {load_before:.2f} before, {load_after:.2f} after, so rates are indicative).
 
 {args.prompts} completion prompts (a third of them over two 64-token chunks), greedy, {args.tokens - 12} to
