@@ -11,7 +11,9 @@ The KV cache is not unified by default (`unified=False`): llama.cpp then gives e
 its own stream of n_ctx / parallel cells (rounded up to 256), as `llama-server -np N` does, and a
 sequence's attention reads only its own stream, so its arithmetic does not depend on where the
 other sequences' tokens lie. With `unified=True` all sequences share n_ctx cells (one may use
-them all), interleaved. scripts/probe_batch.py measures what each does to greedy text.
+them all), interleaved. scripts/probe_batch.py measures what each does to greedy text: split, a
+reply in a batch of 2, 4 or 8 is token for token its reply alone (and today's engine's); unified,
+a few replies drift (docs/benchmarks.md, probe_batch).
 
 Standalone for now: the engine child (worker.py) still serves one request at a time.
 """
