@@ -42,8 +42,8 @@ def model(smollm2_path: Path) -> Iterator[Any]:
     m.close()
 
 
-def decoder(model: Any, parallel: int = 4) -> BatchDecoder:
-    return BatchDecoder(model, n_ctx=512 * parallel, n_threads=1, parallel=parallel)
+def decoder(model: Any, parallel: int = 4, mixed: bool = False) -> BatchDecoder:
+    return BatchDecoder(model, n_ctx=512 * parallel, n_threads=1, parallel=parallel, mixed=mixed)
 
 
 def run(dec: BatchDecoder, admit: dict[int, list[tuple[str, str, dict[str, Any]]]],
@@ -93,11 +93,15 @@ def test_four_concurrent_greedy_sequences_match_their_solo_texts(model: Any, alo
     together = run(dec, {0: [(k, p, GREEDY) for k, p in PROMPTS.items()]})
     staggered = run(dec, {i * 3: [(k, p, GREEDY)] for i, (k, p) in enumerate(PROMPTS.items())})
     dec.close()
+    dec = decoder(model, mixed=True)  # each prompt chunk in the same llama_decode as the generating tokens
+    mixed = run(dec, {i * 2: [(k, p, GREEDY)] for i, (k, p) in enumerate(PROMPTS.items())})
+    dec.close()
     for key in PROMPTS:
         assert alone[key].ids and alone[key].finish in ("length", "stop")
         assert together[key].ids == alone[key].ids, key
         assert together[key].text == alone[key].text
         assert staggered[key].ids == alone[key].ids, key
+        assert mixed[key].ids == alone[key].ids, key
 
 
 def test_cancelling_one_mid_stream_leaves_the_others_unchanged(model: Any, alone: dict[str, Reply]) -> None:
