@@ -1,0 +1,361 @@
+"""Continuous batching: several sequences decoded together in one llama.cpp context.
+
+`BatchDecoder` holds up to `parallel` slots (sequence ids 0..parallel-1 of one context). Each
+`step()` decodes every generating slot's next token together, plus at most one prompt chunk of
+one admitting slot, then samples each generating slot from its own row of logits with its own
+sampler chain. Requests are admitted and cancelled between steps. Which slot's chunk rides in a
+step, which sequence id a request gets and where chunks are cut are decided in
+hearth.engine.batch_rules (pure).
+
+The KV cache is not unified by default (`unified=False`): llama.cpp then gives each sequence
+its own stream of n_ctx / parallel cells (rounded up to 256), as `llama-server -np N` does, and a
+sequence's attention reads only its own stream, so its arithmetic does not depend on where the
+other sequences' tokens lie. With `unified=True` all sequences share n_ctx cells (one may use
+them all), interleaved. scripts/probe_batch.py measures what each does to greedy text: split, a
+reply in a batch of 2, 4 or 8 is token for token its reply alone (and today's engine's); unified,
+a few replies drift (docs/benchmarks.md, probe_batch).
+
+Standalone for now: the engine child (worker.py) still serves one request at a time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hearth.engine.batch_rules import (
+    Admitting,
+    chunk_bounds,
+    chunks_left,
+    free_seq,
+    limit_for,
+    pick_chunk,
+)
+from hearth.engine.events import FinishReason
+from hearth.engine.protocol import RequestError
+from hearth.engine.textstream import TextStream
+
+PROMPT_CHUNK = 64
+"""As hearth.engine.worker.PROMPT_CHUNK (not imported: the worker module loads the CLI's
+engine); a prompt is cut into the same chunks alone or in a batch."""
+N_BATCH = 512
+"""llama.cpp's logical and physical batch size, as llama-cpp-python's Llama sets them."""
+
+Row = tuple[int, int, int, bool]
+"""One batch row: token, position, sequence id, whether its logits are wanted."""
+
+
+class DecodeFailed(RuntimeError):
+    """llama_decode refused a batch (no KV room, or a fatal error); the message has its code."""
+
+
+def sampler_chain(temperature: float, top_p: float, seed: int) -> Any:
+    """The chain hearth.engine.worker.Engine._sampler builds, step for step (top-k 40, top-p,
+    min-p 0.05, temperature, seeded draw; greedy at temperature 0), so that a request samples
+    the same tokens in a batch as alone. Change both together (protocol.SAMPLER_CHAIN)."""
+    from llama_cpp._internals import LlamaSampler
+
+    chain: Any = LlamaSampler()  # type: ignore[no-untyped-call]
+    if temperature <= 0.0:
+        chain.add_greedy()
+    else:
+        chain.add_top_k(40)
+        chain.add_top_p(top_p, 1)
+        chain.add_min_p(0.05, 1)
+        chain.add_temp(temperature)
+        chain.add_dist(seed)
+    return chain
+
+
+@dataclass
+class Slot:
+    """One request in the batch: its sequence, prompt, sampler, stop handling and progress."""
+
+    key: str
+    seq: int
+    prompt: list[int]
+    limit: int
+    """Tokens it may generate (max_tokens within its sequence's context)."""
+    sampler: Any
+    text: TextStream
+    order: int
+    fed: int = 0
+    """Prompt tokens evaluated so far."""
+    skipped: int = 0
+    """Steps since it last had a prompt chunk (while admitting)."""
+    pending: int | None = None
+    """The last sampled token, to be decoded in the next step."""
+    generated: int = 0
+    unsent: list[int] = field(default_factory=list)
+    """Generated ids whose text is still held back (a UTF-8 or stop-string prefix)."""
+    cancelled: bool = False
+    steps: int = 0
+    """Steps taken since admission, this one included."""
+
+    @property
+    def admitting(self) -> bool:
+        return self.fed < len(self.prompt)
+
+    def pos_of_pending(self) -> int:
+        """The position of the pending token: right after the prompt and the tokens before it."""
+        return len(self.prompt) + self.generated - 1
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    """What one slot did in one step: the token it sampled (None at end of text or when it
+    finished without sampling), the text now safe to send and the ids that text covers (as
+    events.Token carries them), and the finish reason if it ended (its slot is then free)."""
+
+    key: str
+    sampled: int | None
+    text: str
+    ids: tuple[int, ...]
+    finish: FinishReason | None
+    generated: int
+    prompt_tokens: int
+    steps: int
+    """Steps since admission, this one included (a first token's step count is its latency)."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """The shape of the last step, for benchmarks: rows decoded and llama_decode calls."""
+
+    generating: int
+    chunk: int
+    decodes: int
+
+
+class BatchDecoder:
+    """Up to `parallel` sequences over one llama.cpp context; not thread-safe except `cancel`."""
+
+    def __init__(self, model: Any, *, n_ctx: int, n_threads: int, parallel: int, unified: bool = False,
+                 mixed: bool = False, chunk: int = PROMPT_CHUNK, owns_model: bool = False) -> None:
+        """`model`: a llama_cpp._internals.LlamaModel. `mixed`: the prompt chunk and the generating
+        tokens in one llama_decode; otherwise the chunk is decoded first on its own, in exactly the
+        shape the single-request engine gives it (llama.cpp splits a mixed batch anyway when the
+        KV cache is not unified, cutting the chunk after its first token)."""
+        import llama_cpp
+        from llama_cpp._internals import LlamaBatch, LlamaContext
+
+        if parallel < 1 or chunk < 1 or chunk + parallel > N_BATCH:
+            raise ValueError(f"parallel {parallel} and chunk {chunk} must be >= 1 and fit a batch of {N_BATCH}")
+        self._low: Any = llama_cpp
+        self._model = model
+        self._owns_model = owns_model
+        self.parallel = parallel
+        self.unified = unified
+        self.mixed = mixed
+        self.chunk = chunk
+        params: Any = self._low.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = N_BATCH
+        params.n_seq_max = parallel
+        params.n_threads = params.n_threads_batch = n_threads
+        params.kv_unified = unified
+        params.embeddings = False
+        params.flash_attn_type = self._low.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as Llama(flash_attn=False)
+        self._ctx: Any = LlamaContext(model=model, params=params, verbose=False)
+        self._batch: Any = LlamaBatch(
+            n_tokens=N_BATCH, embd=0, n_seq_max=1, verbose=False)
+        self.n_ctx = int(self._low.llama_n_ctx(self._ctx.ctx))
+        self.n_ctx_seq = int(self._low.llama_n_ctx_seq(self._ctx.ctx))
+        self._slots: dict[str, Slot] = {}
+        self._admitted = 0
+        self.last = StepInfo(0, 0, 0)
+
+    @classmethod
+    def open(cls, model_path: str, *, n_ctx: int, n_threads: int, parallel: int, **kwargs: Any) -> BatchDecoder:
+        """Load the GGUF on this CPU and make a decoder that owns it (closed with it)."""
+        return cls(load_model(model_path), n_ctx=n_ctx, n_threads=n_threads, parallel=parallel,
+                   owns_model=True, **kwargs)
+
+    # -- tokens ------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """A completion prompt as the engine tokenizes it (BOS added, special tokens parsed)."""
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=True, special=True))
+
+    def detokenize(self, ids: Sequence[int]) -> bytes:
+        return bytes(self._model.detokenize(list(ids)))
+
+    # -- slots -------------------------------------------------------------------------------
+    @property
+    def active(self) -> int:
+        return len(self._slots)
+
+    def has_room(self) -> bool:
+        return len(self._slots) < self.parallel
+
+    def _reserved(self) -> int:
+        return sum(len(s.prompt) + s.limit for s in self._slots.values())
+
+    def admit(self, key: str, prompt: Sequence[int], *, max_tokens: int | None = None,
+              temperature: float = 0.8, top_p: float = 0.95, seed: int | None = None,
+              stop: Sequence[str] = ()) -> int | None:
+        """Give a request a slot; its prompt is evaluated by the coming steps. Returns its
+        sequence id, or None when no slot (or, unified, not enough shared cells) is free now.
+        Raises RequestError for a prompt that can never fit."""
+        if key in self._slots:
+            raise ValueError(f"request {key!r} is already in the batch")
+        tokens = [int(t) for t in prompt]
+        if not tokens:
+            raise RequestError("invalid_request", "The prompt is empty; give some text to complete.")
+        if len(tokens) >= self.n_ctx_seq:
+            raise RequestError(
+                "context_length_exceeded",
+                f"The prompt is {len(tokens)} tokens; each of this engine's {self.parallel} sequences "
+                f"holds {self.n_ctx_seq}. Shorten the prompt or the conversation.")
+        seq = free_seq({s.seq for s in self._slots.values()}, self.parallel)
+        if seq is None:
+            return None
+        room = self.n_ctx_seq
+        if self.unified:  # the cells are shared: reserve what each admitted request may use
+            room = min(room, self.n_ctx - self._reserved())
+            if len(tokens) >= room:
+                return None
+        limit = limit_for(max_tokens, len(tokens), room)
+        chain = sampler_chain(temperature, top_p, secrets.randbits(32) if seed is None else seed)
+        self._slots[key] = Slot(key, seq, tokens, limit, chain, TextStream(list(stop)), self._admitted)
+        self._admitted += 1
+        return seq
+
+    def cancel(self, key: str) -> bool:
+        """Mark a request cancelled; the next step frees its slot and reports it. Safe to call
+        from another thread. False if the request is not in the batch."""
+        slot = self._slots.get(key)
+        if slot is None:
+            return False
+        slot.cancelled = True
+        return True
+
+    def _free(self, slot: Slot) -> None:
+        self._low.llama_memory_seq_rm(self._ctx.memory, slot.seq, -1, -1)
+        del self._slots[slot.key]
+
+    def _finish(self, slot: Slot, reason: FinishReason, sampled: int | None, text: str) -> SlotResult:
+        ids = tuple(slot.unsent)
+        slot.unsent = []
+        slot.sampler.close()
+        self._free(slot)
+        return SlotResult(slot.key, sampled, text, ids, reason, slot.generated, len(slot.prompt), slot.steps)
+
+    # -- steps -------------------------------------------------------------------------------
+    def step(self) -> list[SlotResult]:
+        """One decode step for every slot in the batch; results for the slots that sampled a
+        token or finished in it (cancelled ones first)."""
+        results = [self._finish(s, "cancelled", None, "") for s in list(self._slots.values()) if s.cancelled]
+        slots = sorted(self._slots.values(), key=lambda s: s.seq)
+        for s in slots:
+            s.steps += 1
+        admitting = [s for s in slots if s.admitting]
+        pick = pick_chunk([Admitting(s.seq, s.order, chunks_left(s.fed, len(s.prompt), self.chunk), s.skipped)
+                           for s in admitting])
+        chunk_rows: list[Row] = []
+        chunk_slot: Slot | None = None
+        for s in admitting:
+            if s.seq != pick:
+                s.skipped += 1
+                continue
+            s.skipped = 0
+            chunk_slot = s
+            start, end = chunk_bounds(s.fed, len(s.prompt), self.chunk)
+            n = len(s.prompt)
+            chunk_rows = [(s.prompt[i], i, s.seq, i == n - 1) for i in range(start, end)]
+            s.fed = end
+        generating = [s for s in slots if s.pending is not None]
+        gen_rows: list[Row] = [(s.pending, s.pos_of_pending(), s.seq, True) for s in generating
+                               if s.pending is not None]
+        self.last = StepInfo(len(gen_rows), len(chunk_rows), 0)
+        to_sample: list[tuple[Slot, int]] = []  # (slot, row) of the decode just made
+        if self.mixed:
+            self._decode(chunk_rows + gen_rows)
+            base = len(chunk_rows)
+            if chunk_slot is not None and not chunk_slot.admitting:
+                to_sample.append((chunk_slot, base - 1))
+            to_sample += [(s, base + j) for j, s in enumerate(generating)]
+            results += self._sample(to_sample)
+        else:
+            if chunk_rows and chunk_slot is not None:
+                self._decode(chunk_rows)
+                if not chunk_slot.admitting:
+                    results += self._sample([(chunk_slot, len(chunk_rows) - 1)])
+            if gen_rows:
+                self._decode(gen_rows)
+                results += self._sample([(s, j) for j, s in enumerate(generating)])
+        return results
+
+    def _decode(self, rows: list[Row]) -> None:
+        if not rows:
+            return
+        b = self._batch.batch
+        b.n_tokens = len(rows)
+        for i, (token, pos, seq, out) in enumerate(rows):
+            b.token[i] = token
+            b.pos[i] = pos
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = out
+        code = int(self._low.llama_decode(self._ctx.ctx, b))
+        self.last = StepInfo(self.last.generating, self.last.chunk, self.last.decodes + 1)
+        if code != 0:
+            raise DecodeFailed(f"llama_decode returned {code} for a batch of {len(rows)} tokens")
+
+    def _sample(self, picks: list[tuple[Slot, int]]) -> list[SlotResult]:
+        out = []
+        for slot, row in picks:
+            if slot.limit <= 0:
+                out.append(self._finish(slot, "length", None, slot.text.finish()))
+                continue
+            token = int(self._low.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, row))
+            out.append(self._accept(slot, token))
+        return out
+
+    def _accept(self, slot: Slot, token: int) -> SlotResult:
+        """One sampled token: end of text, a stop string, the limit, or the next step's input."""
+        slot.pending = None
+        if self._low.llama_vocab_is_eog(self._model.vocab, token):
+            return self._finish(slot, "stop", None, slot.text.finish())
+        slot.generated += 1
+        slot.unsent.append(token)
+        piece, stopped = slot.text.push(self.detokenize([token]))
+        if stopped:
+            return self._finish(slot, "stop", token, piece)
+        if slot.generated >= slot.limit:
+            return self._finish(slot, "length", token, piece + slot.text.finish())
+        slot.pending = token
+        ids: tuple[int, ...] = ()
+        if piece:
+            ids, slot.unsent = tuple(slot.unsent), []
+        return SlotResult(slot.key, token, piece, ids, None, slot.generated, len(slot.prompt), slot.steps)
+
+    # -- life --------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Free the batch and the context (and the model, if this decoder loaded it)."""
+        for slot in self._slots.values():
+            slot.sampler.close()
+        self._slots.clear()
+        self._batch.close()
+        self._ctx.close()
+        if self._owns_model:
+            self._model.close()
+
+    def __enter__(self) -> BatchDecoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_model(model_path: str) -> Any:
+    """A llama_cpp._internals.LlamaModel on this CPU, with the parameters Llama gives it."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
+    from llama_cpp._logger import set_verbose
+
+    set_verbose(False)  # as Llama(verbose=False): llama.cpp's log lines only for errors
+    params: Any = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0
+    return LlamaModel(path_model=model_path, params=params, verbose=False)

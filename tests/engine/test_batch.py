@@ -1,0 +1,172 @@
+"""The batched decoder with the real model (smollm2-135m, loaded once for the module): texts in a
+batch against texts alone, cancellation, admission latency, seeded sampling, refusals."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hearth.engine.batch import BatchDecoder, SlotResult, load_model
+from hearth.engine.batch_rules import chunks_left
+from hearth.engine.protocol import RequestError
+
+pytestmark = pytest.mark.slow
+TOKENS = 20
+PROMPTS = {
+    "moon": "A short essay about the Moon.\n\nThe Moon is",
+    "bees": "List three facts about bees:\n1.",
+    "glass": "Glass is made by",
+    "trains": "The first steam trains were",
+}
+LONG = "Here are some notes about rivers. " + "They are old, and rivers are older. " * 16 + "In short, rivers are"
+
+
+@dataclass
+class Reply:
+    ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish: str | None = None
+    first_step: int | None = None
+    finish_step: int | None = None
+    results: list[SlotResult] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def model(smollm2_path: Path) -> Iterator[Any]:
+    m = load_model(str(smollm2_path))
+    yield m
+    m.close()
+
+
+def decoder(model: Any, parallel: int = 4, mixed: bool = False) -> BatchDecoder:
+    return BatchDecoder(model, n_ctx=512 * parallel, n_threads=1, parallel=parallel, mixed=mixed)
+
+
+def run(dec: BatchDecoder, admit: dict[int, list[tuple[str, str, dict[str, Any]]]],
+        cancel: dict[int, str] | None = None) -> dict[str, Reply]:
+    """Step until every request ends: at step s, admit admit[s] (key, prompt, sampling) and cancel
+    cancel[s]; the replies by key, with the step of each first token (counted from admission)."""
+    replies: dict[str, Reply] = {}
+    step = 0
+    while step <= max(admit) or dec.active:
+        for key, prompt, kw in admit.get(step, []):
+            assert dec.admit(key, dec.tokenize(prompt), **{"max_tokens": TOKENS, **kw}) is not None
+            replies[key] = Reply()
+        if cancel and step in cancel:
+            assert dec.cancel(cancel[step])
+        for r in dec.step():
+            reply = replies[r.key]
+            reply.results.append(r)
+            reply.text += r.text
+            if r.sampled is not None:
+                reply.ids.append(r.sampled)
+                if reply.first_step is None:
+                    reply.first_step = r.steps
+            if r.finish is not None:
+                assert reply.finish is None
+                reply.finish, reply.finish_step = r.finish, step
+        step += 1
+        assert step < 500
+    return replies
+
+
+GREEDY: dict[str, Any] = {"temperature": 0.0, "top_p": 1.0, "seed": 1}
+
+
+@pytest.fixture(scope="module")
+def alone(model: Any) -> dict[str, Reply]:
+    """Each prompt's greedy reply with nothing else in the decoder."""
+    dec = decoder(model)
+    out = {}
+    for key, prompt in PROMPTS.items():
+        out.update(run(dec, {0: [(key, prompt, GREEDY)]}))
+    dec.close()
+    return out
+
+
+def test_four_concurrent_greedy_sequences_match_their_solo_texts(model: Any, alone: dict[str, Reply]) -> None:
+    dec = decoder(model)
+    together = run(dec, {0: [(k, p, GREEDY) for k, p in PROMPTS.items()]})
+    staggered = run(dec, {i * 3: [(k, p, GREEDY)] for i, (k, p) in enumerate(PROMPTS.items())})
+    dec.close()
+    dec = decoder(model, mixed=True)  # each prompt chunk in the same llama_decode as the generating tokens
+    mixed = run(dec, {i * 2: [(k, p, GREEDY)] for i, (k, p) in enumerate(PROMPTS.items())})
+    dec.close()
+    for key in PROMPTS:
+        assert alone[key].ids and alone[key].finish in ("length", "stop")
+        assert together[key].ids == alone[key].ids, key
+        assert together[key].text == alone[key].text
+        assert staggered[key].ids == alone[key].ids, key
+        assert mixed[key].ids == alone[key].ids, key
+
+
+def test_cancelling_one_mid_stream_leaves_the_others_unchanged(model: Any, alone: dict[str, Reply]) -> None:
+    dec = decoder(model)
+    replies = run(dec, {0: [(k, p, GREEDY) for k, p in PROMPTS.items()]}, cancel={5: "bees"})
+    bees = replies["bees"]
+    assert bees.finish == "cancelled" and bees.finish_step == 5  # freed in the step it was cancelled before
+    assert 1 <= len(bees.ids) < TOKENS and bees.ids == alone["bees"].ids[:len(bees.ids)]
+    for key in PROMPTS.keys() - {"bees"}:
+        assert replies[key].ids == alone[key].ids, key
+    assert dec.active == 0 and dec.has_room()
+    assert not dec.cancel("bees")  # gone
+    dec.close()
+
+
+def test_a_request_admitted_mid_stream_gets_its_first_token_within_its_chunks_plus_one(model: Any) -> None:
+    dec = decoder(model)
+    n_long = len(dec.tokenize(LONG))
+    chunks = chunks_left(0, n_long, dec.chunk)
+    assert chunks >= 3
+    replies = run(dec, {0: [("moon", PROMPTS["moon"], GREEDY), ("bees", PROMPTS["bees"], GREEDY)],
+                        4: [("long", LONG, GREEDY), ("glass", PROMPTS["glass"], GREEDY)]})
+    dec.close()
+    # two admitting at once: the short one goes first, the long one still within its chunks + 1
+    assert replies["glass"].first_step == 1
+    first = replies["long"].first_step
+    assert first is not None and first <= chunks + 1
+    # the streaming ones were never starved: a token at every step from their first until they ended
+    for key in ("moon", "bees"):
+        steps = [r.steps for r in replies[key].results]
+        assert steps == list(range(steps[0], steps[0] + len(steps))), key
+        assert replies[key].finish_step is not None and replies[key].finish_step > 5
+
+
+def test_seeded_sampling_reproduces_per_slot(model: Any) -> None:
+    sampled = [{"temperature": 0.8, "top_p": 0.95, "seed": s} for s in (7, 8, 9)]
+    keys = list(PROMPTS)[:3]
+    dec = decoder(model)
+    a = run(dec, {0: [(k, PROMPTS[k], kw) for k, kw in zip(keys, sampled, strict=True)]})
+    b = run(dec, {2 * i: [(k, PROMPTS[k], kw)] for i, (k, kw) in enumerate(zip(keys, sampled, strict=True))})
+    solo = {}
+    for k, kw in zip(keys, sampled, strict=True):
+        solo.update(run(dec, {0: [(k, PROMPTS[k], kw)]}))
+    dec.close()
+    for key in keys:
+        assert a[key].ids == b[key].ids == solo[key].ids, key
+    assert len({tuple(a[k].ids) for k in keys}) == 3
+
+
+def test_refusals_and_a_full_decoder(model: Any) -> None:
+    dec = decoder(model, parallel=2)
+    with pytest.raises(RequestError) as err:
+        dec.admit("huge", list(range(10, 10 + dec.n_ctx_seq)))
+    assert err.value.code == "context_length_exceeded"
+    with pytest.raises(RequestError):
+        dec.admit("empty", [])
+    assert dec.admit("a", dec.tokenize("Hi"), max_tokens=2) == 0
+    assert dec.admit("b", dec.tokenize("Hello"), max_tokens=0) == 1
+    assert dec.admit("c", dec.tokenize("Hey"), max_tokens=2) is None
+    with pytest.raises(ValueError):
+        dec.admit("a", dec.tokenize("Hi"))
+    results = dec.step() + dec.step()  # one prompt chunk per step: a's, then b's
+    done = {r.key: r for r in results if r.finish}
+    assert done["b"].finish == "length" and done["b"].generated == 0 and done["b"].sampled is None
+    assert done["a"].finish == "length" and done["a"].generated == 2
+    assert dec.active == 0
+    assert dec.admit("c", dec.tokenize("Hey"), max_tokens=2) == 0  # the lowest free sequence id
+    dec.close()

@@ -1,0 +1,95 @@
+"""The batched decoder's scheduling rules, without a model: sequence ids, prompt chunks, fairness."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hearth.engine.batch_rules import Admitting, chunk_bounds, chunks_left, free_seq, limit_for, pick_chunk
+
+
+@given(st.integers(1, 16), st.data())
+def test_free_seq_is_the_lowest_unused_id(parallel: int, data: st.DataObject) -> None:
+    used = data.draw(st.sets(st.integers(0, parallel - 1)))
+    got = free_seq(used, parallel)
+    if len(used) == parallel:
+        assert got is None
+    else:
+        assert got is not None and got not in used and all(s in used for s in range(got))
+
+
+@given(st.integers(1, 2000), st.integers(1, 128))
+def test_chunks_cover_the_prompt_aligned_at_zero(n_prompt: int, chunk: int) -> None:
+    fed, cuts = 0, []
+    while fed < n_prompt:
+        assert chunks_left(fed, n_prompt, chunk) == len(range(fed, n_prompt, chunk))
+        start, end = chunk_bounds(fed, n_prompt, chunk)
+        assert start == fed and start % chunk == 0 and 0 < end - start <= chunk
+        cuts.append((start, end))
+        fed = end
+    assert chunks_left(fed, n_prompt, chunk) == 0
+    assert all(e - s == chunk for s, e in cuts[:-1])  # only the last chunk may be short
+    assert cuts[-1][1] == n_prompt
+
+
+def test_chunk_bounds_refuses_misaligned_or_finished_prompts() -> None:
+    with pytest.raises(ValueError):
+        chunk_bounds(10, 100, 64)
+    with pytest.raises(ValueError):
+        chunk_bounds(100, 100, 64)
+    with pytest.raises(ValueError):
+        chunk_bounds(0, 100, 0)
+
+
+def test_pick_chunk_prefers_short_prompts_then_the_earlier() -> None:
+    assert pick_chunk([]) is None
+    a, b, c = Admitting(0, 0, 5, 0), Admitting(1, 1, 2, 0), Admitting(2, 2, 2, 0)
+    assert pick_chunk([a, b, c]) == 1
+    assert pick_chunk([a, c]) == 2
+    # passed over `patience` times: served first, the longest-waiting first
+    assert pick_chunk([replace(a, skipped=4), b, c], patience=4) == 0
+    assert pick_chunk([replace(a, skipped=4), replace(c, skipped=6), b], patience=4) == 2
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 8), st.integers(0, 6),
+       st.lists(st.tuples(st.integers(0, 30), st.integers(1, 12)), min_size=1, max_size=30))
+def test_no_admitting_request_waits_longer_than_the_bound(parallel: int, patience: int,
+                                                         arrivals: list[tuple[int, int]]) -> None:
+    """Requests arrive (at a step, with a prompt of so many chunks) into `parallel` slots; each
+    step one gets a chunk. None is passed over more than patience + parallel - 1 steps in a row,
+    and every one is served in the end."""
+    waiting = sorted(arrivals)
+    slots: dict[int, Admitting] = {}
+    order = served = 0
+    step = 0
+    while waiting or slots:
+        while waiting and waiting[0][0] <= step and (seq := free_seq(slots, parallel)) is not None:
+            slots[seq] = Admitting(seq, order, waiting.pop(0)[1], 0)
+            order += 1
+        pick = pick_chunk(list(slots.values()), patience)
+        assert (pick is None) == (not slots)
+        for seq, a in list(slots.items()):
+            if seq == pick:
+                assert a.skipped <= patience + parallel - 1
+                if a.remaining == 1:
+                    del slots[seq]
+                    served += 1
+                else:
+                    slots[seq] = replace(a, remaining=a.remaining - 1, skipped=0)
+            else:
+                slots[seq] = replace(a, skipped=a.skipped + 1)
+        step += 1
+        assert step < 10_000
+    assert served == len(arrivals)
+
+
+@given(st.one_of(st.none(), st.integers(-5, 5000)), st.integers(1, 4000), st.integers(1, 4096))
+def test_limit_stays_within_the_sequence(max_tokens: int | None, n_prompt: int, n_ctx_seq: int) -> None:
+    limit = limit_for(max_tokens, n_prompt, n_ctx_seq)
+    assert 0 <= limit <= max(0, n_ctx_seq - n_prompt)
+    if max_tokens is not None:
+        assert limit <= max(0, max_tokens)
