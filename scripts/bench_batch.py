@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""Many clients at once: hearth against llama.cpp's own llama-server, side by side in one run
+(issue 13). For 1, 2, 4 and 8 concurrent streaming clients, the same model (SmolLM2-135M from
+hearth's store), the same threads and the same context per slot: `llama-server -np N -c N*ctx`
+against `hearth serve` with HEARTH_PARALLEL=N. Each client streams a greedy chat with its own
+prompt and a fixed max_tokens; all start together. Measured per round: aggregate decode tokens/s
+(tokens after each client's first, over the wall time from the first first token to the last
+token) and each client's time to first token (request sent to first content chunk).
+
+--rpc adds the pooled variant inside a private network namespace whose loopback delays every
+packet by 2 ms (netem; root needed): llama-server --rpc over 2 llama.cpp rpc-servers against
+`hearth serve --pool` over 2 `hearth node` agents. The namespace and every process are removed
+at the end, also on failure. Results, with the command, go to docs/benchmarks.md (bench_batch).
+
+    bash ../shared/anchors/build-llama-tools.sh     # builds llama-server and rpc-server once
+    sudo .venv/bin/python scripts/bench_batch.py [--clients 1,2,4,8] [--tokens 64] [--rounds 3] [--rpc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchdoc import write_section  # noqa: E402
+
+MODEL = "smollm2-135m"
+HEARTH = [sys.executable, "-m", "hearth.cli.main"]
+TOOLS = Path(os.environ.get("LLAMA_TOOLS", Path.home() / ".cache" / "hearth" / "llama-tools")) / "bin"
+DELAY_MS = 2
+TOPICS = ["a lighthouse keeper", "a lost dog", "a city under the sea", "a clockmaker", "a dragon who bakes",
+          "the first winter on Mars", "a river that flows uphill", "a library that never closes",
+          "two rival chefs", "a robot gardener", "a storm at sea", "an old violin"]
+SERVERS = ("llama-server", "hearth")
+
+
+@dataclass
+class Stream:
+    ttft: float
+    first: float
+    last: float
+    tokens: int
+
+
+@dataclass
+class Cell:
+    """One server at one concurrency: per-round aggregates and every client's time to first token."""
+
+    aggregate: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+
+
+Results = dict[str, dict[str, Cell]]
+"""server -> str(clients) -> Cell (string keys: it goes through JSON from the namespace)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): with few samples, an observed value, never a blend."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(len(ordered) * q / 100)) - 1]
+
+
+def prompt(round_no: int, client: int, clients: int) -> str:
+    """Distinct per client and per round, so no server answers from a cached prompt."""
+    k = round_no * clients + client
+    return f"Story {k}. Write a long story about {TOPICS[k % len(TOPICS)]}."
+
+
+# -- clients ---------------------------------------------------------------------------------
+async def one_stream(client: httpx.AsyncClient, url: str, text: str, tokens: int) -> Stream:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": tokens,
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+    sent = time.perf_counter()
+    first = last = 0.0
+    chunks = 0
+    usage: int | None = None
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as answer:
+        if answer.status_code != 200:
+            raise RuntimeError(f"{url}: HTTP {answer.status_code}: {(await answer.aread())[:300]!r}")
+        async for line in answer.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk: dict[str, Any] = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(f"{url}: {chunk['error']}")
+            if chunk.get("usage"):
+                usage = int(chunk["usage"]["completion_tokens"])
+            for choice in chunk.get("choices") or []:
+                if (choice.get("delta") or {}).get("content"):
+                    last = time.perf_counter()
+                    first = first or last
+                    chunks += 1
+    if not chunks:
+        raise RuntimeError(f"{url}: a stream with no content")
+    return Stream(first - sent, first, last, usage if usage is not None else chunks)
+
+
+async def burst(url: str, texts: list[str], tokens: int) -> tuple[float, list[float]]:
+    """All clients at once; the aggregate decode tokens/s and each client's time to first token."""
+    limits = httpx.Limits(max_connections=len(texts) + 2, max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), limits=limits) as client:
+        streams = await asyncio.gather(*(one_stream(client, url, t, tokens) for t in texts))
+    window = max(s.last for s in streams) - min(s.first for s in streams)
+    decoded = sum(s.tokens - 1 for s in streams)
+    return (decoded / window if window > 0 else 0.0), [s.ttft for s in streams]
+
+
+# -- processes -------------------------------------------------------------------------------
+class Procs:
+    """Every process this run starts, each in its own session so that stopping its group also
+    stops what it started (hearth's engine child, a node's RPC servers)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+        log = self.tmp / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+                                    start_new_session=True)
+        self.running.append(proc)
+        return proc, log
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGINT to its group (hearth shuts down cleanly, releasing leases), SIGKILL after 15 s."""
+        for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what the leader left behind in its group
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.running)):
+            self.stop(proc)
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+    """Until `url` answers 200 (llama-server's /health says 503 while loading)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{url} did not come up (exit {proc.poll()}); {log}:\n{tail}")
+        time.sleep(0.2)
+
+
+def hearth_env(home: Path, threads: int, ctx: int, parallel: int) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
+    return {**base, "HEARTH_HOME": str(home), "HEARTH_N_CTX": str(ctx), "HEARTH_N_THREADS": str(threads),
+            "HEARTH_PARALLEL": str(parallel), "HEARTH_MAX_QUEUE": "64", "PYTHONUNBUFFERED": "1"}
+
+
+@dataclass
+class Setup:
+    """What both servers share at one concurrency, and the pooled extras."""
+
+    gguf: Path
+    home: Path
+    threads: int
+    ctx: int
+    rpc_servers: list[str] = field(default_factory=list)
+    """host:port of llama.cpp rpc-servers, for llama-server --rpc."""
+    hearth_peers: list[str] = field(default_factory=list)
+    """host:port of `hearth node` agents, for hearth serve --pool."""
+
+
+def start_llama(procs: Procs, s: Setup, n: int) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    argv = [str(TOOLS / "llama-server"), "-m", str(s.gguf), "--host", "127.0.0.1", "--port", str(port),
+            "-t", str(s.threads), "-tb", str(s.threads), "-np", str(n), "-c", str(s.ctx * n), "--no-webui"]
+    if s.rpc_servers:
+        argv += ["--rpc", ",".join(s.rpc_servers), "-ngl", "99", "-ts", ",".join("1" for _ in s.rpc_servers)]
+    proc, log = procs.start(f"llama-server-np{n}", argv, dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health", proc, log)
+    return url, proc
+
+
+def start_hearth(procs: Procs, s: Setup, n: int) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    argv = [*HEARTH, "serve", "--port", str(port), "--model", MODEL]
+    if s.hearth_peers:
+        argv += ["--pool", *(arg for peer in s.hearth_peers for arg in ("--peer", peer))]
+    proc, log = procs.start(f"hearth-serve-p{n}", argv, hearth_env(s.home, s.threads, s.ctx, n))
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/hearth/status", proc, log)
+    return url, proc
+
+
+def measure(procs: Procs, s: Setup, clients: list[int], tokens: int, rounds: int) -> Results:
+    """Both servers up at each concurrency; rounds alternate which one goes first."""
+    results: Results = {name: {} for name in SERVERS}
+    for n in clients:
+        urls: dict[str, str] = {}
+        started: list[subprocess.Popen[bytes]] = []
+        try:
+            for name, starter in (("llama-server", start_llama), ("hearth", start_hearth)):
+                url, proc = starter(procs, s, n)
+                urls[name] = url
+                started.append(proc)
+                asyncio.run(burst(url, ["Say hello."], 8))  # warm-up (hearth: also waits for the load)
+            for r in range(rounds):
+                texts = [prompt(r, c, n) for c in range(n)]
+                for name in SERVERS if r % 2 == 0 else tuple(reversed(SERVERS)):
+                    agg, ttfts = asyncio.run(burst(urls[name], texts, tokens))
+                    cell = results[name].setdefault(str(n), Cell())
+                    cell.aggregate.append(agg)
+                    cell.ttft.extend(ttfts)
+                    print(f"{n} client(s), round {r + 1}, {name}: {agg:.1f} tok/s, time to first token "
+                          f"max {max(ttfts):.2f} s", flush=True)
+        finally:
+            for proc in started:
+                procs.stop(proc)
+    return results
+
+
+# -- the pooled variant, inside a namespace ------------------------------------------------------
+def pooled(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> Results:
+    """Run inside the delayed namespace: 2 rpc-servers and 2 hearth nodes on its loopback."""
+    procs = Procs(tmp)
+    try:
+        rpc = []
+        for i in range(2):
+            port = free_port()
+            proc, log = procs.start(f"rpc-server{i}", [str(TOOLS / "rpc-server"), "-H", "127.0.0.1", "-p", str(port),
+                                                        "-t", str(args.threads)], dict(os.environ))
+            rpc.append(f"127.0.0.1:{port}")
+        peers = []
+        for i in range(2):
+            port = free_port()
+            node_home = tmp / f"node{i}"
+            node_home.mkdir()
+            proc, log = procs.start(f"hearth-node{i}", [*HEARTH, "node", "--port", str(port), "--name", f"bench{i}"],
+                                    hearth_env(node_home, args.threads, args.ctx, 1))
+            wait_http(f"http://127.0.0.1:{port}/v1/node", proc, log, timeout=60)
+            peers.append(f"127.0.0.1:{port}")
+        time.sleep(1)  # the rpc-servers listen well before this
+        setup = Setup(gguf, home, args.threads, args.ctx, rpc_servers=rpc, hearth_peers=peers)
+        return measure(procs, setup, args.client_list, args.tokens, args.rounds)
+    finally:
+        procs.stop_all()
+
+
+def sh(*argv: str, check: bool = True) -> None:
+    subprocess.run(argv, check=check, capture_output=not check)
+
+
+def in_namespace(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> Results:
+    """Create a private namespace (loopback only, 2 ms netem delay), run this script's pooled part
+    in it, and remove it whatever happens (killing anything still inside first)."""
+    if os.geteuid() != 0:
+        raise SystemExit("--rpc needs root (a network namespace with a netem delay)")
+    ns = f"hbatch{os.getpid()}"
+    out = tmp / "pooled.json"
+    sh("ip", "netns", "add", ns)
+    try:
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", f"{DELAY_MS}ms")
+        argv = ["ip", "netns", "exec", ns, sys.executable, str(Path(__file__).resolve()), "--inside",
+                "--gguf", str(gguf), "--home", str(home), "--json-out", str(out), "--clients", args.clients,
+                "--tokens", str(args.tokens), "--rounds", str(args.rounds), "--threads", str(args.threads),
+                "--ctx", str(args.ctx)]
+        subprocess.run(argv, check=True, start_new_session=True)
+        raw: dict[str, dict[str, dict[str, list[float]]]] = json.loads(out.read_text())
+        return {name: {n: Cell(**cell) for n, cell in by_n.items()} for name, by_n in raw.items()}
+    finally:
+        left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        sh("ip", "netns", "del", ns, check=False)
+
+
+# -- the report ------------------------------------------------------------------------------
+def table(results: Results, clients: list[int]) -> list[str]:
+    lines = ["| clients | llama-server tok/s | hearth tok/s | ratio (target >= 0.9) | llama-server TTFT p50 / p95 | "
+             "hearth TTFT p50 / p95 | p95 ratio |", "|---|---|---|---|---|---|---|"]
+    for n in clients:
+        ls, hs = results["llama-server"][str(n)], results["hearth"][str(n)]
+        la, ha = statistics.median(ls.aggregate), statistics.median(hs.aggregate)
+        lp95, hp95 = percentile(ls.ttft, 95), percentile(hs.ttft, 95)
+        lines.append(f"| {n} | {la:.1f} | {ha:.1f} | {ha / la:.2f} | {percentile(ls.ttft, 50):.2f} / {lp95:.2f} s | "
+                     f"{percentile(hs.ttft, 50):.2f} / {hp95:.2f} s | {hp95 / lp95:.1f} |")
+    return lines
+
+
+def scaling(results: Results, clients: list[int], server: str) -> str:
+    cells = results[server]
+    if "1" not in cells or "4" not in cells:
+        return ""
+    ratio = statistics.median(cells["4"].aggregate) / statistics.median(cells["1"].aggregate)
+    return f"{server} at 4 clients / its own single stream: {ratio:.2f}x"
+
+
+def report(args: argparse.Namespace, local: Results, pool: Results | None) -> str:
+    command = "sudo .venv/bin/python scripts/bench_batch.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    lines = [
+        "## Many clients at once, hearth vs llama-server (`scripts/bench_batch.py`)",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} "
+        f"cores, with `{command.strip()}`. {MODEL} (hearth's GGUF), {args.threads} threads, {args.ctx} tokens "
+        f"of context per slot (`llama-server -np N -c N*{args.ctx}`; hearth with HEARTH_PARALLEL=N), greedy "
+        f"streamed chats of max {args.tokens} tokens, a distinct prompt per client and round, all clients "
+        f"started together; {args.rounds} rounds, alternating which server goes first. tok/s: the median "
+        "round's aggregate decode rate (tokens after each client's first, over the time from the first "
+        "first token to the last token). TTFT: request sent to first content chunk, nearest-rank "
+        "percentiles over every client of every round. llama-server, rpc-server: llama.cpp built from "
+        "the source our llama-cpp-python wheel vendors (`../shared/anchors/build-llama-tools.sh`).",
+        "",
+        "### One machine",
+        "",
+        *table(local, args.client_list),
+        "",
+    ]
+    if pool is not None:
+        lines += [
+            f"### Over 2 RPC nodes, {DELAY_MS} ms one-way delay",
+            "",
+            f"A private network namespace whose loopback delays every packet by {DELAY_MS} ms (netem; so "
+            f"every round trip, HTTP included, costs {2 * DELAY_MS} ms more). llama-server `--rpc` over 2 "
+            "llama.cpp rpc-servers (`-ngl 99 -ts 1,1`: every layer remote, half on each) against `hearth "
+            "serve --pool` over 2 `hearth node` agents (its planner's even split: a third of the layers "
+            "on each node and on this machine, which also holds the output head).",
+            "",
+            *table(pool, args.client_list),
+            "",
+            "Target (issue 13): hearth's aggregate at 4 clients >= 2.5x its own single stream. "
+            + "; ".join(x for x in (scaling(pool, args.client_list, s) for s in SERVERS) if x) + ".",
+            "",
+        ]
+    else:
+        lines += ["The pooled variant (`--rpc`) was not run.", ""]
+    lines += [
+        "Indicative: another job shared the machine's 2 cores. This is the baseline before continuous "
+        "batching: hearth serves one request at a time, so its N-th client waits for the N-1 before it.",
+    ]
+    return "\n".join(lines)
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", default="1,2,4,8", help="concurrencies, comma-separated")
+    ap.add_argument("--tokens", type=int, default=64, help="max_tokens of every request")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ctx", type=int, default=2048, help="context tokens per slot")
+    ap.add_argument("--rpc", action="store_true", help="also the pooled variant (root: a network namespace)")
+    ap.add_argument("--no-local", action="store_true", help="skip the one-machine part (with --rpc)")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--gguf", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.client_list = [int(x) for x in args.clients.split(",") if x.strip()]
+    if not args.client_list or min(args.client_list) < 1 or args.tokens < 2 or args.rounds < 1:
+        ap.error("--clients: positive integers; --tokens >= 2; --rounds >= 1")
+    return args
+
+
+def main() -> int:
+    args = parse()
+    tmp = Path(tempfile.mkdtemp(prefix="hearth-bench-batch-"))
+    if args.inside:
+        results = pooled(args, args.gguf, args.home, tmp)
+        args.json_out.write_text(json.dumps({k: {n: asdict(c) for n, c in v.items()} for k, v in results.items()}))
+        return 0
+    for tool in ("llama-server", "rpc-server"):
+        if not (TOOLS / tool).exists():
+            raise SystemExit(f"{TOOLS / tool} is missing: run bash ../shared/anchors/build-llama-tools.sh")
+    from hearth.models.pull import resolve
+    from hearth.models.store import ModelStore
+
+    home = tmp / "home"
+    store = ModelStore(home / "models")
+    resolve(store, MODEL)
+    gguf = store.model_path(MODEL)
+    local: Results | None = None
+    if not args.no_local:
+        procs = Procs(tmp)
+        try:
+            local = measure(procs, Setup(gguf, home, args.threads, args.ctx), args.client_list, args.tokens, args.rounds)
+        finally:
+            procs.stop_all()
+    pool = in_namespace(args, gguf, home, tmp) if args.rpc else None
+    if local is None:
+        print(json.dumps({k: {n: asdict(c) for n, c in v.items()} for k, v in (pool or {}).items()}, indent=1))
+        return 0
+    print(write_section(args.out, "bench_batch", report(args, local, pool)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
