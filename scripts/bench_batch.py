@@ -21,17 +21,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
 import json
 import math
 import os
 import platform
+import queue
 import shlex
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,12 +173,13 @@ class Procs:
             self.stop(proc)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
-    """Until `url` answers 200 (llama-server's /health says 503 while loading)."""
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300,
+              any_answer: bool = False) -> None:
+    """Until `url` answers 200 (llama-server's /health says 503 while loading), or anything."""
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2).status_code == 200 or any_answer:
                 return
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = log.read_text(errors="replace")[-3000:]
@@ -252,27 +257,84 @@ def measure(procs: Procs, s: Setup, clients: list[int], tokens: int, rounds: int
     return results
 
 
-# -- the pooled variant, inside a namespace ------------------------------------------------------
+# -- the pooled variant: two namespaces joined by a delaying wire ----------------------------------
+HERE, THERE = "10.88.0.1", "10.88.0.2"
+"""This machine's address (servers, clients) and the other machines' (RPC servers, hearth nodes)."""
+
+
+class Wire:
+    """Two TUN devices, one in each namespace, joined by this process: every IP packet crosses
+    DELAY_MS later (this kernel has no netem). A reader thread per direction stamps packets, a
+    writer thread releases each when due, so the delay adds to, and does not serialise, traffic."""
+
+    TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
+
+    def __init__(self, names: tuple[str, str]) -> None:
+        self.names = names
+        self.fds = [self._open(n) for n in names]
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def _open(self, name: str) -> int:
+        fd = os.open("/dev/net/tun", os.O_RDWR)
+        fcntl.ioctl(fd, self.TUNSETIFF, struct.pack("16sH", name.encode(), self.IFF_TUN | self.IFF_NO_PI))
+        return fd
+
+    def start(self) -> None:
+        for src, dst in ((0, 1), (1, 0)):
+            due: queue.Queue[tuple[float, bytes]] = queue.Queue()
+            self.threads += [threading.Thread(target=self._read, args=(self.fds[src], due), daemon=True),
+                             threading.Thread(target=self._write, args=(self.fds[dst], due), daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _read(self, fd: int, due: queue.Queue[tuple[float, bytes]]) -> None:
+        while not self.stopping.is_set():
+            try:
+                packet = os.read(fd, 70000)
+            except OSError:
+                return
+            due.put((time.monotonic() + DELAY_MS / 1000, packet))
+
+    def _write(self, fd: int, due: queue.Queue[tuple[float, bytes]]) -> None:
+        while not self.stopping.is_set():
+            try:
+                at, packet = due.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            wait = at - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            with contextlib.suppress(OSError):
+                os.write(fd, packet)
+
+    def close(self) -> None:
+        self.stopping.set()
+        for fd in self.fds:
+            os.close(fd)
+
+
 def pooled(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> Results:
-    """Run inside the delayed namespace: 2 rpc-servers and 2 hearth nodes on its loopback."""
+    """Run in the near namespace: 2 rpc-servers and 2 hearth nodes in the far one, at THERE."""
     procs = Procs(tmp)
+    far = ["ip", "netns", "exec", args.far]
     try:
         rpc = []
         for i in range(2):
             port = free_port()
-            proc, log = procs.start(f"rpc-server{i}", [str(TOOLS / "rpc-server"), "-H", "127.0.0.1", "-p", str(port),
-                                                        "-t", str(args.threads)], dict(os.environ))
-            rpc.append(f"127.0.0.1:{port}")
+            procs.start(f"rpc-server{i}", [*far, str(TOOLS / "rpc-server"), "-H", THERE, "-p", str(port),
+                                           "-t", str(args.threads)], dict(os.environ))
+            rpc.append(f"{THERE}:{port}")
         peers = []
         for i in range(2):
             port = free_port()
             node_home = tmp / f"node{i}"
             node_home.mkdir()
-            proc, log = procs.start(f"hearth-node{i}", [*HEARTH, "node", "--port", str(port), "--name", f"bench{i}"],
+            proc, log = procs.start(f"hearth-node{i}", [*far, *HEARTH, "node", "--bind", THERE, "--port", str(port),
+                                                        "--name", f"bench{i}"],
                                     hearth_env(node_home, args.threads, args.ctx, 1))
-            wait_http(f"http://127.0.0.1:{port}/v1/node", proc, log, timeout=60)
-            peers.append(f"127.0.0.1:{port}")
-        time.sleep(1)  # the rpc-servers listen well before this
+            wait_http(f"http://{THERE}:{port}/v1/node", proc, log, timeout=60, any_answer=True)
+            peers.append(f"{THERE}:{port}")
         setup = Setup(gguf, home, args.threads, args.ctx, rpc_servers=rpc, hearth_peers=peers)
         return measure(procs, setup, args.client_list, args.tokens, args.rounds)
     finally:
@@ -283,18 +345,29 @@ def sh(*argv: str, check: bool = True) -> None:
     subprocess.run(argv, check=check, capture_output=not check)
 
 
-def in_namespace(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> Results:
-    """Create a private namespace (loopback only, 2 ms netem delay), run this script's pooled part
-    in it, and remove it whatever happens (killing anything still inside first)."""
+def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> Results:
+    """Create two private namespaces (this machine, the others) joined by the delaying wire, run
+    this script's pooled part in the first, and remove both whatever happens (killing anything
+    still inside first)."""
     if os.geteuid() != 0:
-        raise SystemExit("--rpc needs root (a network namespace with a netem delay)")
-    ns = f"hbatch{os.getpid()}"
+        raise SystemExit("--rpc needs root (network namespaces and TUN devices)")
+    tag = os.getpid() % 100000
+    near, far = f"hbn{tag}", f"hbf{tag}"
     out = tmp / "pooled.json"
-    sh("ip", "netns", "add", ns)
+    wire: Wire | None = None
+    made: list[str] = []
     try:
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", f"{DELAY_MS}ms")
-        argv = ["ip", "netns", "exec", ns, sys.executable, str(Path(__file__).resolve()), "--inside",
+        for ns in (near, far):
+            sh("ip", "netns", "add", ns)
+            made.append(ns)
+        wire = Wire((f"hbn{tag}", f"hbf{tag}"))
+        for ns, dev, addr in ((near, f"hbn{tag}", HERE), (far, f"hbf{tag}", THERE)):
+            sh("ip", "link", "set", dev, "netns", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "mtu", "65000", "up")
+        wire.start()
+        argv = ["ip", "netns", "exec", near, sys.executable, str(Path(__file__).resolve()), "--inside", "--far", far,
                 "--gguf", str(gguf), "--home", str(home), "--json-out", str(out), "--clients", args.clients,
                 "--tokens", str(args.tokens), "--rounds", str(args.rounds), "--threads", str(args.threads),
                 "--ctx", str(args.ctx)]
@@ -302,11 +375,15 @@ def in_namespace(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) ->
         raw: dict[str, dict[str, dict[str, list[float]]]] = json.loads(out.read_text())
         return {name: {n: Cell(**cell) for n, cell in by_n.items()} for name, by_n in raw.items()}
     finally:
-        left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        sh("ip", "netns", "del", ns, check=False)
+        for ns in made:
+            left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        if wire is not None:
+            wire.close()
+        for ns in made:
+            sh("ip", "netns", "del", ns, check=False)
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -387,6 +464,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--gguf", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--far", help=argparse.SUPPRESS)
     ap.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -420,7 +498,7 @@ def main() -> int:
             local = measure(procs, Setup(gguf, home, args.threads, args.ctx), args.client_list, args.tokens, args.rounds)
         finally:
             procs.stop_all()
-    pool = in_namespace(args, gguf, home, tmp) if args.rpc else None
+    pool = in_namespaces(args, gguf, home, tmp) if args.rpc else None
     if local is None:
         print(json.dumps({k: {n: asdict(c) for n, c in v.items()} for k, v in (pool or {}).items()}, indent=1))
         return 0
