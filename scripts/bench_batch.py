@@ -205,6 +205,10 @@ class Setup:
     """host:port of llama.cpp rpc-servers, for llama-server --rpc."""
     hearth_peers: list[str] = field(default_factory=list)
     """host:port of `hearth node` agents, for hearth serve --pool."""
+    layout: str = ""
+    ngl: int = 20
+    """llama-server's layers on the RPC servers, output head included (the first ones stay here)."""
+    """hearth's split as its status shows it (pooled)."""
 
 
 def start_llama(procs: Procs, s: Setup, n: int) -> tuple[str, subprocess.Popen[bytes]]:
@@ -212,7 +216,7 @@ def start_llama(procs: Procs, s: Setup, n: int) -> tuple[str, subprocess.Popen[b
     argv = [str(TOOLS / "llama-server"), "-m", str(s.gguf), "--host", "127.0.0.1", "--port", str(port),
             "-t", str(s.threads), "-tb", str(s.threads), "-np", str(n), "-c", str(s.ctx * n), "--no-webui"]
     if s.rpc_servers:
-        argv += ["--rpc", ",".join(s.rpc_servers), "-ngl", "99", "-ts", ",".join("1" for _ in s.rpc_servers)]
+        argv += ["--rpc", ",".join(s.rpc_servers), "-ngl", str(s.ngl), "-ts", ",".join("1" for _ in s.rpc_servers)]
     proc, log = procs.start(f"llama-server-np{n}", argv, dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health", proc, log)
@@ -230,6 +234,17 @@ def start_hearth(procs: Procs, s: Setup, n: int) -> tuple[str, subprocess.Popen[
     return url, proc
 
 
+def layout(url: str) -> str:
+    """hearth's layer map, e.g. 'layers 0-9 bench0, 10-19 bench1, 20-29 here; output head here'."""
+    status: dict[str, Any] = httpx.get(url + "/hearth/status", timeout=10).json()
+    lmap = status.get("layer_map") or {}
+    spans = [f"{sp['first']}-{sp['first'] + sp['count'] - 1} {'this machine' if sp['local'] else sp['name']}"
+             for sp in lmap.get("spans", [])]
+    here = [sp["node_id"] for sp in lmap.get("spans", []) if sp["local"]]
+    head = "this machine" if lmap.get("output_node") in here else str(lmap.get("output_node"))
+    return f"layers {', '.join(spans)}; output head: {head}" if spans else "no layer map in the status"
+
+
 def measure(procs: Procs, s: Setup, clients: list[int], tokens: int, rounds: int) -> Results:
     """Both servers up at each concurrency; rounds alternate which one goes first."""
     results: Results = {name: {} for name in SERVERS}
@@ -242,6 +257,8 @@ def measure(procs: Procs, s: Setup, clients: list[int], tokens: int, rounds: int
                 urls[name] = url
                 started.append(proc)
                 asyncio.run(burst(url, ["Say hello."], 8))  # warm-up (hearth: also waits for the load)
+            if s.hearth_peers and not s.layout:
+                s.layout = layout(urls["hearth"])
             for r in range(rounds):
                 texts = [prompt(r, c, n) for c in range(n)]
                 for name in SERVERS if r % 2 == 0 else tuple(reversed(SERVERS)):
@@ -314,7 +331,7 @@ class Wire:
             os.close(fd)
 
 
-def pooled(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> Results:
+def pooled(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> tuple[Results, str]:
     """Run in the near namespace: 2 rpc-servers and 2 hearth nodes in the far one, at THERE."""
     procs = Procs(tmp)
     far = ["ip", "netns", "exec", args.far]
@@ -335,8 +352,10 @@ def pooled(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> Resul
                                     hearth_env(node_home, args.threads, args.ctx, 1))
             wait_http(f"http://{THERE}:{port}/v1/node", proc, log, timeout=60, any_answer=True)
             peers.append(f"{THERE}:{port}")
-        setup = Setup(gguf, home, args.threads, args.ctx, rpc_servers=rpc, hearth_peers=peers)
-        return measure(procs, setup, args.client_list, args.tokens, args.rounds)
+        setup = Setup(gguf, home, args.threads, args.ctx, rpc_servers=rpc, hearth_peers=peers, ngl=args.ngl)
+        results = measure(procs, setup, args.client_list, args.tokens, args.rounds)
+        print(f"hearth's split: {setup.layout}", flush=True)
+        return results, setup.layout
     finally:
         procs.stop_all()
 
@@ -345,7 +364,7 @@ def sh(*argv: str, check: bool = True) -> None:
     subprocess.run(argv, check=check, capture_output=not check)
 
 
-def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> Results:
+def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> tuple[Results, str]:
     """Create two private namespaces (this machine, the others) joined by the delaying wire, run
     this script's pooled part in the first, and remove both whatever happens (killing anything
     still inside first)."""
@@ -370,10 +389,12 @@ def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -
         argv = ["ip", "netns", "exec", near, sys.executable, str(Path(__file__).resolve()), "--inside", "--far", far,
                 "--gguf", str(gguf), "--home", str(home), "--json-out", str(out), "--clients", args.clients,
                 "--tokens", str(args.tokens), "--rounds", str(args.rounds), "--threads", str(args.threads),
-                "--ctx", str(args.ctx)]
+                "--ctx", str(args.ctx), "--ngl", str(args.ngl)]
         subprocess.run(argv, check=True, start_new_session=True)
-        raw: dict[str, dict[str, dict[str, list[float]]]] = json.loads(out.read_text())
-        return {name: {n: Cell(**cell) for n, cell in by_n.items()} for name, by_n in raw.items()}
+        raw: dict[str, Any] = json.loads(out.read_text())
+        by_server: dict[str, dict[str, dict[str, list[float]]]] = raw["results"]
+        return ({name: {n: Cell(**cell) for n, cell in by_n.items()} for name, by_n in by_server.items()},
+                str(raw["layout"]))
     finally:
         for ns in made:
             left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
@@ -407,7 +428,7 @@ def scaling(results: Results, clients: list[int], server: str) -> str:
     return f"{server} at 4 clients / its own single stream: {ratio:.2f}x"
 
 
-def report(args: argparse.Namespace, local: Results, pool: Results | None) -> str:
+def report(args: argparse.Namespace, local: Results, pooled_run: tuple[Results, str] | None) -> str:
     command = "sudo .venv/bin/python scripts/bench_batch.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
         "## Many clients at once, hearth vs llama-server (`scripts/bench_batch.py`)",
@@ -427,15 +448,19 @@ def report(args: argparse.Namespace, local: Results, pool: Results | None) -> st
         *table(local, args.client_list),
         "",
     ]
-    if pool is not None:
+    if pooled_run is not None:
+        pool, split = pooled_run
         lines += [
             f"### Over 2 RPC nodes, {DELAY_MS} ms one-way delay",
             "",
-            f"A private network namespace whose loopback delays every packet by {DELAY_MS} ms (netem; so "
-            f"every round trip, HTTP included, costs {2 * DELAY_MS} ms more). llama-server `--rpc` over 2 "
-            "llama.cpp rpc-servers (`-ngl 99 -ts 1,1`: every layer remote, half on each) against `hearth "
-            "serve --pool` over 2 `hearth node` agents (its planner's even split: a third of the layers "
-            "on each node and on this machine, which also holds the output head).",
+            "Two private network namespaces: this machine (both servers, the clients) and the others "
+            f"(2 llama.cpp rpc-servers, 2 `hearth node` agents, all on {THERE}), joined by TUN devices "
+            f"and a relay in the script that delivers every packet {DELAY_MS} ms late (this kernel has no "
+            "netem); HTTP stays inside the first namespace, undelayed. llama-server `--rpc` over the 2 "
+            f"rpc-servers with `-ngl {args.ngl} -ts 1,1` (llama.cpp counts the output head as a layer and "
+            "puts it on the last device: the first layers here, the rest and the head halved between the "
+            "servers; it cannot keep the head here with any layer remote) against `hearth serve --pool --peer A --peer B` over the 2 "
+            f"nodes (its planner's split, from its status: {split}).",
             "",
             *table(pool, args.client_list),
             "",
@@ -459,6 +484,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=2048, help="context tokens per slot")
+    ap.add_argument("--ngl", type=int, default=20, help="pooled llama-server: layers on the RPC servers, "
+                    "the output head counted (20 of SmolLM2's 30+1: about a third on each device, as hearth splits it)")
     ap.add_argument("--rpc", action="store_true", help="also the pooled variant (root: a network namespace)")
     ap.add_argument("--no-local", action="store_true", help="skip the one-machine part (with --rpc)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -478,8 +505,9 @@ def main() -> int:
     args = parse()
     tmp = Path(tempfile.mkdtemp(prefix="hearth-bench-batch-"))
     if args.inside:
-        results = pooled(args, args.gguf, args.home, tmp)
-        args.json_out.write_text(json.dumps({k: {n: asdict(c) for n, c in v.items()} for k, v in results.items()}))
+        results, split = pooled(args, args.gguf, args.home, tmp)
+        args.json_out.write_text(json.dumps({"layout": split, "results": {
+            k: {n: asdict(c) for n, c in v.items()} for k, v in results.items()}}))
         return 0
     for tool in ("llama-server", "rpc-server"):
         if not (TOOLS / tool).exists():
@@ -500,7 +528,7 @@ def main() -> int:
             procs.stop_all()
     pool = in_namespaces(args, gguf, home, tmp) if args.rpc else None
     if local is None:
-        print(json.dumps({k: {n: asdict(c) for n, c in v.items()} for k, v in (pool or {}).items()}, indent=1))
+        print(json.dumps({k: {n: asdict(c) for n, c in v.items()} for k, v in (pool or ({}, ""))[0].items()}))
         return 0
     print(write_section(args.out, "bench_batch", report(args, local, pool)))
     return 0
