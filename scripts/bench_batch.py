@@ -7,10 +7,11 @@ prompt and a fixed max_tokens; all start together. Measured per round: aggregate
 (tokens after each client's first, over the wall time from the first first token to the last
 token) and each client's time to first token (request sent to first content chunk).
 
---rpc adds the pooled variant inside a private network namespace whose loopback delays every
-packet by 2 ms (netem; root needed): llama-server --rpc over 2 llama.cpp rpc-servers against
-`hearth serve --pool` over 2 `hearth node` agents. The namespace and every process are removed
-at the end, also on failure. Results, with the command, go to docs/benchmarks.md (bench_batch).
+--rpc adds the pooled variant (root needed): llama-server --rpc over 2 llama.cpp rpc-servers
+against `hearth serve --pool` over 2 `hearth node` agents, the servers in one private network
+namespace and the RPC side in another, joined by TUN devices that this script relays with a 2 ms
+one-way delay (this kernel has no netem). The namespaces and every process are removed at the
+end, also on failure. Results, with the command, go to docs/benchmarks.md (bench_batch).
 
     bash ../shared/anchors/build-llama-tools.sh     # builds llama-server and rpc-server once
     sudo .venv/bin/python scripts/bench_batch.py [--clients 1,2,4,8] [--tokens 64] [--rounds 3] [--rpc]
