@@ -433,51 +433,52 @@ def scaling(results: Results, clients: list[int], server: str) -> str:
     return f"{server} at 4 clients / its own single stream: {ratio:.2f}x"
 
 
-def report(args: argparse.Namespace, local: Results, pooled_run: tuple[Results, str] | None) -> str:
+def preamble(args: argparse.Namespace, title: str) -> list[str]:
     command = "sudo .venv/bin/python scripts/bench_batch.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    lines = [
-        "## Many clients at once, hearth vs llama-server (`scripts/bench_batch.py`)",
+    return [
+        f"## {title} (`scripts/bench_batch.py`)",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} "
         f"cores, with `{command.strip()}`. {MODEL} (hearth's GGUF), {args.threads} threads, {args.ctx} tokens "
         f"of context per slot (`llama-server -np N -c N*{args.ctx}`; hearth with HEARTH_PARALLEL=N), greedy "
         f"streamed chats of max {args.tokens} tokens, a distinct prompt per client and round, all clients "
-        f"started together; {args.rounds} rounds, alternating which server goes first. tok/s: the median "
-        "round's aggregate decode rate (tokens after each client's first, over the time from the first "
-        "first token to the last token). TTFT: request sent to first content chunk, nearest-rank "
-        "percentiles over every client of every round. llama-server, rpc-server: llama.cpp built from "
-        "the source our llama-cpp-python wheel vendors (`../shared/anchors/build-llama-tools.sh`).",
-        "",
-        "### One machine",
-        "",
-        *table(local, args.client_list),
+        f"started together; {args.rounds} round(s) per concurrency, alternating which server goes first. "
+        "tok/s: the median round's aggregate decode rate (tokens after each client's first, over the time "
+        "from the first first token to the last token). TTFT: request sent to first content chunk, "
+        "nearest-rank percentiles over every client of every round. llama-server, rpc-server: llama.cpp "
+        "built from the source our llama-cpp-python wheel vendors (`../shared/anchors/build-llama-tools.sh`).",
         "",
     ]
-    if pooled_run is not None:
-        pool, split = pooled_run
-        lines += [
-            f"### Over 2 RPC nodes, {DELAY_MS} ms one-way delay",
-            "",
-            "Two private network namespaces: this machine (both servers, the clients) and the others "
-            f"(2 llama.cpp rpc-servers, 2 `hearth node` agents, all on {THERE}), joined by TUN devices "
-            f"and a relay in the script that delivers every packet {DELAY_MS} ms late (this kernel has no "
-            "netem); HTTP stays inside the first namespace, undelayed. llama-server `--rpc` over the 2 "
-            f"rpc-servers with `-ngl {args.ngl} -ts 1,1` (llama.cpp counts the output head as a layer and "
-            "puts it on the last device: the first layers here, the rest and the head halved between the "
-            "servers; it cannot keep the head here with any layer remote) against `hearth serve --pool --peer A --peer B` over the 2 "
-            f"nodes (its planner's split, from its status: {split}).",
-            "",
-            *table(pool, args.client_list),
-            "",
-            "Target (issue 13): hearth's aggregate at 4 clients >= 2.5x its own single stream. "
-            + "; ".join(x for x in (scaling(pool, args.client_list, s) for s in SERVERS) if x) + ".",
-            "",
-        ]
-    else:
-        lines += ["The pooled variant (`--rpc`) was not run.", ""]
-    lines += [
-        "Indicative: another job shared the machine's 2 cores. This is the baseline before continuous "
-        "batching: hearth serves one request at a time, so its N-th client waits for the N-1 before it.",
+
+
+CAVEAT = ("Indicative: other jobs shared the machine's 2 cores. This is the baseline before continuous "
+          "batching: hearth serves one request at a time, so its N-th client waits for the N-1 before it.")
+
+
+def report_local(args: argparse.Namespace, local: Results) -> str:
+    lines = [*preamble(args, "Many clients at once on one machine, hearth vs llama-server"),
+             *table(local, args.client_list), "", CAVEAT]
+    return "\n".join(lines)
+
+
+def report_pooled(args: argparse.Namespace, pool: Results, split: str) -> str:
+    lines = [
+        *preamble(args, f"Many clients at once over 2 RPC nodes with {DELAY_MS} ms one-way delay, hearth vs llama-server"),
+        "Two private network namespaces: this machine (both servers, the clients) and the others "
+        f"(2 llama.cpp rpc-servers, 2 `hearth node` agents, all on {THERE}), joined by TUN devices "
+        f"and a relay in the script that delivers every packet {DELAY_MS} ms late (this kernel has no "
+        "netem); HTTP stays inside the first namespace, undelayed. llama-server `--rpc` over the 2 "
+        f"rpc-servers with `-ngl {args.ngl} -ts 1,1` (llama.cpp counts the output head as a layer and "
+        "puts it on the last device: the first layers here, the rest and the head halved between the "
+        "servers; it cannot keep the head here with any layer remote) against `hearth serve --pool --peer A "
+        f"--peer B` over the 2 nodes (its planner's split, from its status: {split}).",
+        "",
+        *table(pool, args.client_list),
+        "",
+        "Target (issue 13): hearth's aggregate at 4 clients >= 2.5x its own single stream. "
+        + ("; ".join(x for x in (scaling(pool, args.client_list, s) for s in SERVERS) if x) or "not measured") + ".",
+        "",
+        CAVEAT,
     ]
     return "\n".join(lines)
 
@@ -524,18 +525,16 @@ def main() -> int:
     store = ModelStore(home / "models")
     resolve(store, MODEL)
     gguf = store.model_path(MODEL)
-    local: Results | None = None
     if not args.no_local:
         procs = Procs(tmp)
         try:
             local = measure(procs, Setup(gguf, home, args.threads, args.ctx), args.client_list, args.tokens, args.rounds)
         finally:
             procs.stop_all()
-    pool = in_namespaces(args, gguf, home, tmp) if args.rpc else None
-    if local is None:
-        print(json.dumps({k: {n: asdict(c) for n, c in v.items()} for k, v in (pool or ({}, ""))[0].items()}))
-        return 0
-    print(write_section(args.out, "bench_batch", report(args, local, pool)))
+        print(write_section(args.out, "bench_batch", report_local(args, local)), flush=True)
+    if args.rpc:
+        pool, split = in_namespaces(args, gguf, home, tmp)
+        print(write_section(args.out, "bench_batch:rpc", report_pooled(args, pool, split)))
     return 0
 
 
