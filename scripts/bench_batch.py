@@ -29,6 +29,7 @@ import os
 import platform
 import queue
 import shlex
+import shutil
 import signal
 import socket
 import statistics
@@ -535,6 +536,7 @@ def main() -> int:
     if args.rpc:
         pool, split = in_namespaces(args, gguf, home, tmp)
         print(write_section(args.out, "bench_batch:rpc", report_pooled(args, pool, split)))
+    shutil.rmtree(tmp, ignore_errors=True)  # the model copy and the logs; kept when a run fails
     return 0
 
 
