@@ -441,7 +441,7 @@ def preamble(args: argparse.Namespace, title: str) -> list[str]:
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} "
         f"cores, with `{command.strip()}`. {MODEL} (hearth's GGUF), {args.threads} threads, {args.ctx} tokens "
-        f"of context per slot (`llama-server -np N -c N*{args.ctx}`; hearth with HEARTH_PARALLEL=N), greedy "
+        f"of context per slot (`llama-server -np N -c N*{args.ctx}`; hearth with HEARTH_PARALLEL=N, which hearth does not read yet: it serves one request at a time), greedy "
         f"streamed chats of max {args.tokens} tokens, a distinct prompt per client and round, all clients "
         f"started together; {args.rounds} round(s) per concurrency, alternating which server goes first. "
         "tok/s: the median round's aggregate decode rate (tokens after each client's first, over the time "
