@@ -52,9 +52,10 @@ class DecodeFailed(RuntimeError):
 
 
 def sampler_chain(temperature: float, top_p: float, seed: int) -> Any:
-    """The chain hearth.engine.worker.Engine._sampler builds, step for step (top-k 40, top-p,
-    min-p 0.05, temperature, seeded draw; greedy at temperature 0), so that a request samples
-    the same tokens in a batch as alone. Change both together (protocol.SAMPLER_CHAIN)."""
+    """hearth's sampler chain, for the one-request engine (worker.Engine) and the batched decoder
+    alike: top-k 40, top-p, min-p 0.05, temperature, seeded draw; greedy at temperature 0 (as
+    llama-cpp-python builds it by default), so a seed reproduces a reply. Named by
+    hearth.engine.protocol.SAMPLER_CHAIN: change that name with the chain."""
     from llama_cpp._internals import LlamaSampler
 
     chain: Any = LlamaSampler()  # type: ignore[no-untyped-call]

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
+from hearth.engine.batch import sampler_chain
 from hearth.engine.chat_tokens import TemplateMismatch, partition, split_rendered
 from hearth.engine.events import (
     Done,
@@ -163,21 +164,9 @@ class Engine:
         return tokens, stop
 
     def _sampler(self, temperature: float, top_p: float, seed: int) -> Any:
-        """A fresh chain per request, as llama-cpp-python builds it by default (top-k 40, min-p
-        0.05): greedy at temperature 0, else seeded, so a seed reproduces a reply. Named by
-        hearth.engine.protocol.SAMPLER_CHAIN: change that name with the chain."""
-        from llama_cpp._internals import LlamaSampler
-
-        chain = LlamaSampler()  # type: ignore[no-untyped-call]
-        if temperature <= 0.0:
-            chain.add_greedy()  # type: ignore[no-untyped-call]
-        else:
-            chain.add_top_k(40)
-            chain.add_top_p(top_p, 1)
-            chain.add_min_p(0.05, 1)
-            chain.add_temp(temperature)
-            chain.add_dist(seed)
-        return chain
+        """A fresh chain per request (hearth.engine.batch.sampler_chain: the one chain the batched
+        decoder uses too, so a request samples the same tokens alone or in a batch)."""
+        return sampler_chain(temperature, top_p, seed)
 
     def _evaluate(self, tokens: list[int], cancelled: threading.Event) -> bool:
         """Evaluate the prompt in chunks of PROMPT_CHUNK tokens aligned at position 0, reusing
