@@ -32,12 +32,14 @@ class Progress:
 
 @dataclass(frozen=True)
 class Ready:
-    """The model is loaded; requests may follow."""
+    """The model is loaded; requests may follow: up to `parallel` at once, each with a context
+    window of `n_ctx` tokens."""
 
     kind: ClassVar[str] = "ready"
     pid: int
     n_ctx: int
     load_ms: float
+    parallel: int = 1
 
 
 @dataclass(frozen=True)

@@ -61,10 +61,13 @@ class EngineConfig:
     """Leased ggml RPC servers (host:port) that hold part of the model."""
     split: tuple[float, ...] = ()
     """Shares of the layers: one per RPC server, then optionally this machine's."""
+    parallel: int = 1
+    """Sequences decoded together (slots), each with a context of n_ctx tokens."""
 
 
 class EngineProcess:
-    """One engine child for one model; requests go to it one at a time."""
+    """One engine child for one model; up to `parallel` requests run in it at once (more wait in
+    the child), each with its own event queue."""
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -73,6 +76,8 @@ class EngineProcess:
         self._queues: dict[str, asyncio.Queue[ReplyEvent | Error | _Crashed]] = {}
         self._ids = itertools.count(1)
         self.n_ctx = 0
+        self.parallel = 1
+        """Requests the child decodes at once (its slots), from its Ready."""
         self.load_ms = 0.0
         self._log_offset = 0
 
@@ -93,7 +98,7 @@ class EngineProcess:
         with cfg.log_path.open("ab") as log:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hearth.engine.worker", "--model", str(cfg.model_path),
-                "--n-ctx", str(cfg.n_ctx), "--threads", str(cfg.n_threads),
+                "--n-ctx", str(cfg.n_ctx), "--threads", str(cfg.n_threads), "--parallel", str(cfg.parallel),
                 *[arg for ep in cfg.rpc for arg in ("--rpc", ep)],
                 *(["--split", ",".join(f"{s:g}" for s in cfg.split)] if cfg.split else []),
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -119,6 +124,7 @@ class EngineProcess:
             await self.stop()
             raise EngineFailed(f"The engine could not start {cfg.model_name}: {detail}")
         self.n_ctx = event.n_ctx
+        self.parallel = event.parallel
         self.load_ms = event.load_ms
         self._reader = asyncio.create_task(self._read_events())
 

@@ -327,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--n-ctx", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--parallel", type=int, default=1, help="requests decoded together (slots)")
     ap.add_argument("--rpc", action="append", default=[], help="host:port of a leased RPC server")
     ap.add_argument("--split", default=None, help="comma-separated shares: one per RPC server, then this machine")
     args = ap.parse_args(argv)
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # report any load failure to the parent, then exit
         out(Fatal(f"Could not load {args.model}: {exc}"))
         return 1
-    out(Ready(os.getpid(), engine.n_ctx, round((time.perf_counter() - t0) * 1000, 1)))
+    out(Ready(os.getpid(), engine.n_ctx, round((time.perf_counter() - t0) * 1000, 1), parallel=1))
 
     inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
     cancels: dict[str, threading.Event] = {}
