@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=16, ge=0)
     """Requests that may wait for the engine before new ones get 429."""
 
+    parallel: int | None = Field(default=None, ge=1, le=64)
+    """Requests the engine decodes at once (its slots), each with its own n_ctx-token context.
+    Unset: chosen from memory when a model loads, as many (1 to 4) as fit in half the memory
+    left after the weights (orchestrator/slots_rules.choose_parallel)."""
+
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest request body the endpoint reads (413 beyond it)."""
 
@@ -134,6 +139,11 @@ class Settings(BaseSettings):
             return parse_radius(value, "HEARTH_RADIUS").value
         except InvalidRequest as exc:
             raise ValueError(exc.message) from exc
+
+    @field_validator("parallel", mode="before")
+    @classmethod
+    def _unset_parallel(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("max_price", mode="before")
     @classmethod

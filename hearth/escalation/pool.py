@@ -124,13 +124,15 @@ class Escalating:
         """Check consent now (asking the person if one can be asked); PublicNotConsented if not."""
         self._consent()
 
-    async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[Event, None]:
+    async def run(self, model: str, op: str, *, client: str | None = None,
+                  **fields: Any) -> AsyncGenerator[Event, None]:
         """The pool's events, or the swarm's (Start, Token..., PublicCost, Done). The pool's record
-        of a request the circle cannot serve is handed over and ends as the public job does."""
+        of a request the circle cannot serve is handed over and ends as the public job does.
+        `client` is who asks, for the pool's fair share of slots (the swarm does not see it)."""
         tracker: Tracker | None = None
         recent = self._recently_failed(model)
         if recent is None or op not in PUBLIC_OPS:
-            events = self.pool.run(model, op, **fields)
+            events = self.pool.run(model, op, client=client, **fields)
             async with contextlib.aclosing(events):
                 with handing_over(HANDED_OVER if op in PUBLIC_OPS else frozenset()) as handover:
                     try:

@@ -1,18 +1,19 @@
-"""Runs requests on engines: one engine child at a time, requests served first come, first served."""
+"""Runs requests on engines: one engine child at a time, serving up to its `parallel` requests at
+once; the others wait for a slot, fairly between clients (slots.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from hearth.engine.events import Done, ReplyEvent, Start, Token
 from hearth.engine.supervisor import EngineConfig, EngineProcess
-from hearth.errors import EngineCrashed, HearthError, QueueFull
+from hearth.errors import EngineCrashed, HearthError
 from hearth.ggml.hello import RpcVersion
 from hearth.ggml.process import local_rpc_version
 from hearth.identity import NodeIdentity
@@ -21,47 +22,19 @@ from hearth.models.pull import resolve
 from hearth.models.store import ModelStore
 from hearth.node_api.client import NodeClient
 from hearth.node_api.feed import Feed
+from hearth.orchestrator.failover import Loss, failover_event, next_loss
 from hearth.orchestrator.peers import Peer, checked_or_problem
 from hearth.orchestrator.placement import Placement
 from hearth.orchestrator.planner import DoesNotFit, Plan
 from hearth.orchestrator.planner import plan as make_plan
 from hearth.orchestrator.policy import PoolPolicy
+from hearth.orchestrator.slots import SlotQueue
+from hearth.orchestrator.slots_rules import Client, slots_for
 from hearth.orchestrator.stats import RequestStats, Tracker
 from hearth.orchestrator.survey import local_capacity, peer_capacity, survey_circle
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.radius import Radius
 from hearth.settings import Settings
-
-
-class FairQueue:
-    """A FIFO slot for the engine with a bounded number of waiters (429 beyond it)."""
-
-    def __init__(self, max_waiting: int) -> None:
-        self.max_waiting = max_waiting
-        self._lock = asyncio.Lock()  # asyncio.Lock wakes waiters in arrival order
-        self.waiting = 0
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._lock.locked() and self.waiting >= self.max_waiting:
-            raise QueueFull(
-                f"{self.waiting} requests are already waiting for the engine; retry shortly "
-                "(raise HEARTH_MAX_QUEUE to allow more)."
-            )
-        self.waiting += 1
-        try:
-            await self._lock.acquire()
-        finally:
-            self.waiting -= 1
-        try:
-            yield
-        finally:
-            self._lock.release()
-
-    @property
-    def busy(self) -> bool:
-        return self._lock.locked()
-
 
 MAX_RECOVERIES = 3
 STORE_POLL_S = 0.5
@@ -80,7 +53,7 @@ class EnginePool:
         self.stats = RequestStats(self.feed)
         self.store = store or ModelStore(settings.models_dir)
         self.policy = policy or PoolPolicy()
-        self.queue = FairQueue(settings.max_queue)
+        self.queue = SlotQueue(settings.max_queue, self._capacity)
         self.engine: EngineProcess | None = None
         self.placement: Placement | None = None
         self.restarts = 0
@@ -91,6 +64,13 @@ class EnginePool:
         """Nodes dropped from the survey after they failed (excluded): listed as lost, not forgotten."""
         self._rpc: RpcVersion | None = None
         self._store_watch: asyncio.Task[None] | None = None
+        self._names: dict[str, str] = {}
+        """Model names as requested -> as stored, so that two names for one model share its slots."""
+        self._switch = asyncio.Lock()
+        """Held while the engine is started, stopped or recovered: streams never do that twice."""
+        self._generation = 0
+        """Pooled engines recovered so far; a stream that saw an older one finds the loss handled."""
+        self._loss: Loss | None = None
 
     # -- placement ---------------------------------------------------------------------------
     async def peers(self, refresh: bool = False) -> tuple[list[Peer], list[str]]:
@@ -159,8 +139,8 @@ class EnginePool:
             log.warning("WireGuard: %s", exc.message)
         return self.settings.tunnel != "sealed" and circle.interface(self.settings, identity).exists()
 
-    async def plan_for(self, name: str) -> tuple[Plan | None, dict[str, Peer]]:
-        """None when the model should run on this machine alone."""
+    async def plan_for(self, name: str, parallel: int = 1) -> tuple[Plan | None, dict[str, Peer]]:
+        """None when the model should run on this machine alone (with `parallel` KV caches)."""
         if self.policy.radius is Radius.MACHINE:
             return None, {}
         facts = await asyncio.to_thread(cached_facts, self.store, name)
@@ -168,20 +148,41 @@ class EnginePool:
         n_ctx = self.settings.n_ctx
         if not self.policy.force:
             try:
-                make_plan(facts, name, [local], n_ctx=n_ctx)
+                make_plan(facts, name, [local], n_ctx=n_ctx, parallel=parallel)
                 return None, {}
             except DoesNotFit:
                 pass
         usable, _ = await self.peers(refresh=self._peers is not None)
         nodes = [local] + [peer_capacity(p) for p in usable]
-        result = make_plan(facts, name, nodes, n_ctx=n_ctx, force_pool=self.policy.force)
+        result = make_plan(facts, name, nodes, n_ctx=n_ctx, parallel=parallel, force_pool=self.policy.force)
         if self.policy.force and not result.pooled:
             raise DoesNotFit(f"--pool needs another node for {name}, and none is available.",
                              needed=result.needed_bytes, available=0)
         return (result if result.pooled else None), {p.record.node_id: p for p in usable}
 
+    async def parallel_for(self, name: str) -> int:
+        """The engine's slots for `name`: HEARTH_PARALLEL, or as many as this machine's memory
+        holds beside the weights (slots_rules.choose_parallel)."""
+        if self.settings.parallel is not None:
+            return self.settings.parallel
+        facts = await asyncio.to_thread(cached_facts, self.store, name)
+        local = await asyncio.to_thread(local_capacity, self.policy.max_memory)
+        return slots_for(facts, self.settings.n_ctx, local.free_bytes, None)
+
+    def _capacity(self, model: str) -> int:
+        """Requests of `model` that may run at once: the loaded engine's slots, 1 until it is loaded."""
+        e = self.engine
+        return e.parallel if e is not None and e.alive and e.config.model_name == self._names.get(model, model) else 1
+
     async def _engine_for(self, model: str, on_progress: Callable[[float], None] | None = None) -> EngineProcess:
         name, path = await asyncio.to_thread(resolve, self.store, model)
+        self._names[model] = name
+        async with self._switch:
+            engine = await self._start_engine(name, path, on_progress)
+        self.queue.wake()  # its slots may let more requests in
+        return engine
+
+    async def _start_engine(self, name: str, path: Path, on_progress: Callable[[float], None] | None) -> EngineProcess:
         current = self.engine
         if current is not None and current.alive and current.config.model_name == name:
             return current
@@ -190,7 +191,8 @@ class EnginePool:
                 self.restarts += 1
             await self._stop_engine()
         t0 = time.monotonic()
-        plan, peers = await self.plan_for(name)
+        parallel = await self.parallel_for(name)
+        plan, peers = await self.plan_for(name, parallel)
         t_plan = time.monotonic()
         rpc: tuple[str, ...] = ()
         split: tuple[float, ...] = ()
@@ -204,7 +206,7 @@ class EnginePool:
         engine = EngineProcess(EngineConfig(
             model_name=name, model_path=path, n_ctx=self.settings.n_ctx,
             n_threads=self.settings.n_threads, log_path=self.settings.home / "logs" / "engine.log",
-            rpc=rpc, split=split,
+            rpc=rpc, split=split, parallel=parallel,
         ))
         try:
             await engine.start(on_progress)
@@ -215,10 +217,10 @@ class EnginePool:
         self._store_watch = asyncio.create_task(self._unload_when_removed(engine))
         over = f" over {len(rpc)} node{'' if len(rpc) == 1 else 's'}" if rpc else ""
         self.feed.publish("model_loaded", f"{name} loaded{over}",
-                          model=name, pooled=plan is not None, nodes=len(rpc),
+                          model=name, pooled=plan is not None, nodes=len(rpc), slots=engine.parallel,
                           load_ms=round((time.monotonic() - t0) * 1000))
-        log.info("engine for %s: plan %.0f ms, leases %.0f ms, load %.0f ms%s", name, (t_plan - t0) * 1000,
-                 (t_lease - t_plan) * 1000, (time.monotonic() - t_lease) * 1000,
+        log.info("engine for %s (%d slots): plan %.0f ms, leases %.0f ms, load %.0f ms%s", name, engine.parallel,
+                 (t_plan - t0) * 1000, (t_lease - t_plan) * 1000, (time.monotonic() - t_lease) * 1000,
                  f" over {len(rpc)} RPC servers" if rpc else "")
         return engine
 
@@ -250,7 +252,7 @@ class EnginePool:
             try:
                 if loaded is not None and await asyncio.to_thread(files) == loaded:
                     continue
-                async with self.queue._lock:  # after the request in flight
+                async with self.queue.whole():  # after the requests in flight
                     if self.engine is engine and files() != loaded:
                         log.warning("model %s was removed or replaced in the store; unloading it", name)
                         await self._stop_engine()
@@ -264,11 +266,11 @@ class EnginePool:
         self._peers = None
 
     async def release_split(self) -> None:
-        """Unload a model split over other nodes, after the request in flight (the next request
+        """Unload a model split over other nodes, after the requests in flight (the next request
         plans again, within the radius now set)."""
         if self.placement is None:
             return
-        async with self.queue.slot():
+        async with self.queue.whole():
             if self.placement is not None:
                 log.info("unloading the model split over other nodes (radius now %s)", self.policy.radius.value)
                 await self._stop_engine()
@@ -287,18 +289,21 @@ class EnginePool:
         await self._stop_engine()
 
     async def load(self, model: str, on_progress: Callable[[float], None] | None = None) -> EngineProcess:
-        async with self.queue.slot():
+        async with self.queue.whole():
             return await self._engine_for(model, on_progress)
 
-    async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[ReplyEvent, None]:
-        """Wait for the engine, then yield the request's events (see EngineProcess.request).
+    async def run(self, model: str, op: str, *, client: Client = None,
+                  **fields: Any) -> AsyncGenerator[ReplyEvent, None]:
+        """Wait for a slot, then yield the request's events (see EngineProcess.request).
 
-        If a pooled engine dies mid-stream, the stream goes on: a new placement is planned
-        without the failed nodes and the new engine resumes from the tokens already generated.
+        `client` is who asks (the server's name for the caller; None: anonymous): while others
+        wait, a slot goes to the client holding the fewest. If a pooled engine dies mid-stream,
+        the streams on it go on: one of them plans a new placement without the failed nodes, and
+        each resumes on the new engine from the tokens it had.
         """
         tracker = self.stats.start(model, op)
         try:
-            async for event in self._run(tracker, model, op, **fields):
+            async for event in self._run(tracker, model, op, client, **fields):
                 yield event
             tracker.finished()
         except HearthError as exc:
@@ -307,24 +312,25 @@ class EnginePool:
         finally:
             tracker.cancelled()  # a no-op unless the reader left before the end
 
-    async def _run(self, tracker: Tracker, model: str, op: str, **fields: Any) -> AsyncGenerator[ReplyEvent, None]:
-        async with self.queue.slot():
+    async def _run(self, tracker: Tracker, model: str, op: str, client: Client,
+                   **fields: Any) -> AsyncGenerator[ReplyEvent, None]:
+        async with self.queue.slot(self._names.get(model, model), client):
             tracker.running()
             ids: list[int] = []
             sent: list[str] = []
-            started = False
-            attempt = 0
-            crashed: tuple[float, set[str], dict[str, str]] | None = None
+            started, attempt = False, 0
+            loss: Loss | None = None
             last_token = time.monotonic()
             while True:
                 engine = await self._engine_for(model)
+                generation = self._generation
                 tracker.stat.served_by = "pool" if self.placement is not None else "machine"
                 resume = {"resume": ids, "resumed_text": "".join(sent)} if ids and op not in ("embed", "score") else {}
                 try:
                     async for event in engine.request(op, **fields, **resume):
-                        if crashed is not None and isinstance(event, (Token, Done)):  # the stream goes on
-                            self._failed_over(*crashed, stalled_since=last_token)
-                            crashed = None
+                        if loss is not None and isinstance(event, (Token, Done)):  # the stream goes on
+                            self._went_on(loss, last_token)
+                            loss = None
                         if isinstance(event, Start):
                             if started:
                                 continue
@@ -339,32 +345,37 @@ class EnginePool:
                         yield event
                     return
                 except EngineCrashed:
-                    if self.placement is None or attempt >= MAX_RECOVERIES:
+                    if attempt >= MAX_RECOVERIES:
                         raise
                     attempt += 1
-                    self.recoveries += 1
-                    t_crash, before = time.monotonic(), set(self.excluded)
-                    names = {p.record.node_id: p.record.name for p in self.known_peers}  # before the survey drops them
-                    await self._recover()
-                    if crashed is not None:  # lost again before it went on: count from the first loss
-                        t_crash, before_ids = crashed[0], crashed[1]
-                        crashed = (t_crash, before_ids | (self.excluded - before), {**crashed[2], **names})
-                    else:
-                        crashed = (t_crash, self.excluded - before, names)
+                    loss = await self._recover_once(generation)
+                    if loss is None:
+                        raise
 
-    def _failed_over(self, t_crash: float, lost: set[str], names: dict[str, str] | None = None, *,
-                     stalled_since: float | None = None) -> None:
-        """The stream went on over a new placement (its first token from the new engine): say how
-        long that took from the moment the loss was seen (`ms`), how long the reader waited between
-        two tokens (`stalled_ms`), and what was lost (the message names the nodes as people know
-        them; `lost` keeps their ids)."""
-        now = time.monotonic()
-        ms = round((now - t_crash) * 1000)
-        stalled = round((now - stalled_since) * 1000) if stalled_since is not None else ms
-        ids = ",".join(sorted(lost))[:200] or "none"
-        said = ", ".join(sorted((names or {}).get(n, n) for n in lost))[:200] or "no node"
-        self.feed.publish("failover", f"failover took {ms} ms (lost: {said}); the stream waited {stalled} ms",
-                          ms=ms, stalled_ms=stalled, lost=ids, recoveries=self.recoveries)
+    async def _recover_once(self, generation: int) -> Loss | None:
+        """The loss a stream that ran on engine `generation` resumes after; None when its engine
+        was not pooled (the request fails; the next one starts a new engine). The first stream
+        here recovers (drops the failed nodes and the engine); the others find it done."""
+        async with self._switch:
+            if generation != self._generation:
+                return self._loss
+            if self.placement is None:
+                return None
+            self.recoveries += 1
+            t_crash, before = time.monotonic(), set(self.excluded)
+            names = {p.record.node_id: p.record.name for p in self.known_peers}  # before the survey drops them
+            await self._recover()
+            self._generation += 1
+            self._loss = next_loss(self._loss, t_crash, self.excluded - before, names)
+            return self._loss
+
+    def _went_on(self, loss: Loss, stalled_since: float) -> None:
+        """A stream went on over a new placement (its first token from the new engine): the first
+        stream to do so after `loss` tells it."""
+        if not loss.told:
+            loss.told = True
+            message, data = failover_event(loss, time.monotonic(), stalled_since, self.recoveries)
+            self.feed.publish("failover", message, **data)
 
     def status(self) -> dict[str, Any]:
         e = self.engine
@@ -375,6 +386,8 @@ class EnginePool:
             "n_ctx": e.n_ctx if e else None,
             "busy": self.queue.busy,
             "waiting": self.queue.waiting,
+            "slots": e.parallel if e else self.settings.parallel,
+            "active": self.queue.active,
             "restarts": self.restarts,
             "recoveries": self.recoveries,
             "pooled": p is not None,

@@ -57,6 +57,8 @@ class Plan:
     needed_bytes: int
     assignments: tuple[Assignment, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    parallel: int = 1
+    """Requests the engine runs at once; the KV cache is counted for each."""
 
     @property
     def remote(self) -> tuple[Assignment, ...]:
@@ -72,7 +74,7 @@ class Plan:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "model": self.model, "n_ctx": self.n_ctx, "needed_bytes": self.needed_bytes,
+            "model": self.model, "n_ctx": self.n_ctx, "parallel": self.parallel, "needed_bytes": self.needed_bytes,
             "pooled": self.pooled, "tensor_split": list(self.tensor_split()), "notes": list(self.notes),
             "assignments": [{"node_id": a.node.node_id, "name": a.node.name, "device": a.node.device,
                              "local": a.node.local, "endpoint": a.node.endpoint, "layers": a.layers,
@@ -86,16 +88,17 @@ def layer_cost(facts: ModelFacts, n_ctx: int) -> list[int]:
     return [b + kv_per_layer for b in facts.layer_bytes]
 
 
-def plan(facts: ModelFacts, model: str, nodes: list[NodeCapacity], *, n_ctx: int,
+def plan(facts: ModelFacts, model: str, nodes: list[NodeCapacity], *, n_ctx: int, parallel: int = 1,
          headroom: float = 0.1, force_pool: bool = False) -> Plan:
     """Choose nodes and a layer split; raise DoesNotFit with the numbers when none exists.
 
+    n_ctx: each sequence's context window; parallel: the engine's slots, each with its own KV cache.
     headroom: share of each node's free memory left alone (compute buffers, the OS).
     force_pool: place at least one layer on a remote node even if the model fits locally.
     """
     if not nodes:
         raise DoesNotFit("No machine is available to run the model.", needed=0, available=0)
-    costs = layer_cost(facts, n_ctx)
+    costs = layer_cost(facts, n_ctx * max(1, parallel))
     # The token embedding stays on the machine that runs the engine (llama.cpp keeps the input
     # layer on the CPU); the output head goes with the last layers, and the engine lists this
     # machine last, so both are counted here.
@@ -118,10 +121,12 @@ def plan(facts: ModelFacts, model: str, nodes: list[NodeCapacity], *, n_ctx: int
     remote = sorted((n for n in nodes if not n.local), key=lambda n: (-n.speed, -n.free_bytes, n.node_id))
     total = sum(int(n.free_bytes * (1 - headroom)) for n in nodes)
     if total < needed:
+        slots = f" for each of {parallel} parallel requests" if parallel > 1 else ""
+        fewer = " or HEARTH_PARALLEL" if parallel > 1 else ""
         raise DoesNotFit(
-            f"{model} needs {human(needed)} with a {n_ctx}-token context; the circle has "
+            f"{model} needs {human(needed)} with a {n_ctx}-token context{slots}; the circle has "
             f"{human(total)} free after {headroom:.0%} headroom. Pair another machine, lower the "
-            "context, or allow --radius public.",
+            f"context{fewer}, or allow --radius public.",
             needed=needed, available=total,
         )
 
@@ -171,7 +176,7 @@ def plan(facts: ModelFacts, model: str, nodes: list[NodeCapacity], *, n_ctx: int
         else:
             reason = f"remote, {human(usable(n))} usable: needed for the rest"
         assignments.append(Assignment(n, count, weight + (fixed_local if n.local else 0), reason))
-    return Plan(model, n_ctx, needed, tuple(assignments), tuple(notes))
+    return Plan(model, n_ctx, needed, tuple(assignments), tuple(notes), max(1, parallel))
 
 
 def _fill(order: list[NodeCapacity], costs: list[int], usable: Callable[[NodeCapacity], int]) -> dict[str, int]:

@@ -18,6 +18,7 @@ from hearth.models.store import ModelStore
 from hearth.orchestrator.peers import Peer, discover
 from hearth.orchestrator.planner import NodeCapacity, Plan, plan
 from hearth.orchestrator.policy import PoolPolicy
+from hearth.orchestrator.slots_rules import slots_for
 from hearth.pairing import circle
 from hearth.pairing.trust import TrustedPeer, TrustStore
 from hearth.radius import Radius
@@ -95,7 +96,10 @@ async def plan_model(settings: Settings, model: str, policy: PoolPolicy, wait: f
     nodes, problems = await plan_inputs(settings, policy, wait, imagined)
     for problem in problems:
         skipped(problem)
-    return plan(facts, name, nodes, n_ctx=n_ctx or settings.n_ctx, force_pool=policy.force)
+    n_ctx = n_ctx or settings.n_ctx
+    here = next((n.free_bytes for n in nodes if n.local), 0)
+    parallel = slots_for(facts, n_ctx, here, settings.parallel)
+    return plan(facts, name, nodes, n_ctx=n_ctx, parallel=parallel, force_pool=policy.force)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, Embe
 from hearth.server.streaming import (
     ClientGone,
     Events,
+    client_of,
     collect,
     cost_headers,
     known_models,
@@ -140,7 +141,8 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
         model = model_name(body.model)
         check_request(settings, body.texts(), body.stops())
         fields = body.engine_fields() | {"messages": [m.for_template() for m in body.messages]}
-        first, events = await until_disconnect(request, start(pool.run(model, "chat", **fields)))
+        events = pool.run(model, "chat", client=client_of(request), **fields)
+        first, events = await until_disconnect(request, start(events))
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
         if body.stream:
@@ -166,7 +168,8 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
         model = model_name(body.model)
         check_request(settings, body.texts(), body.stops())
         fields = body.engine_fields() | {"prompt": body.prompt_text()}
-        first, events = await until_disconnect(request, start(pool.run(model, "complete", **fields)))
+        events = pool.run(model, "complete", client=client_of(request), **fields)
+        first, events = await until_disconnect(request, start(events))
         rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": model}
         if body.stream:
@@ -191,7 +194,8 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
             raise InvalidRequest(f"{len(inputs)} inputs; one request may embed at most "
                                  f"{settings.max_embed_inputs} (HEARTH_MAX_EMBED_INPUTS).", param="input")
         check_request(settings, inputs)
-        vectors, n = await until_disconnect(request, embed_all(pool.run(model, "embed", input=inputs)))
+        events = pool.run(model, "embed", client=client_of(request), input=inputs)
+        vectors, n = await until_disconnect(request, embed_all(events))
         encode = _base64_floats if body.encoding_format == "base64" else list
         return {
             "object": "list", "model": model,

@@ -20,6 +20,7 @@ from hearth.server.guard import check_request
 from hearth.server.schemas import OllamaChatRequest, OllamaGenerateRequest
 from hearth.server.streaming import (
     Events,
+    client_of,
     collect,
     cost_headers,
     known_models,
@@ -103,7 +104,8 @@ def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
     async def chat(body: OllamaChatRequest, request: Request) -> Response:
         check_request(settings, body.texts(), body.options.stop or [])
         fields = body.options.engine_fields() | {"messages": [m.model_dump() for m in body.messages]}
-        return await _respond(request, pool.run(body.model, "chat", **fields), body.model,
+        events = pool.run(body.model, "chat", client=client_of(request), **fields)
+        return await _respond(request, events, body.model,
                               lambda t: {"message": {"role": "assistant", "content": t}}, body.stream)
 
     @app.post("/api/generate", response_model=None)
@@ -111,9 +113,9 @@ def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
         check_request(settings, body.texts(), body.options.stop or [])
         fields = body.options.engine_fields()
         if body.raw:
-            events = pool.run(body.model, "complete", prompt=body.prompt, **fields)
+            events = pool.run(body.model, "complete", client=client_of(request), prompt=body.prompt, **fields)
         else:
             messages = ([{"role": "system", "content": body.system}] if body.system else [])
             messages.append({"role": "user", "content": body.prompt})
-            events = pool.run(body.model, "chat", messages=messages, **fields)
+            events = pool.run(body.model, "chat", client=client_of(request), messages=messages, **fields)
         return await _respond(request, events, body.model, lambda t: {"response": t}, body.stream)

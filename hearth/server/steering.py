@@ -100,12 +100,13 @@ class Steerable(Escalating):
         if self.public:
             super().agree()
 
-    async def run(self, model: str, op: str, **fields: Any) -> AsyncGenerator[Event, None]:
+    async def run(self, model: str, op: str, *, client: str | None = None,
+                  **fields: Any) -> AsyncGenerator[Event, None]:
         if self.public:
-            async for event in super().run(model, op, **fields):
+            async for event in super().run(model, op, client=client, **fields):
                 yield event
             return
-        async for own in self.pool.run(model, op, **fields):
+        async for own in self.pool.run(model, op, client=client, **fields):
             yield own
 
     def status(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +26,18 @@ log = logging.getLogger("hearth.http")
 Events = AsyncGenerator[Event, None]
 COST_HEADER = "X-Hearth-Cost"
 """Micro-credits a reply cost on the public swarm (0 when the circle served it)."""
+
+
+def client_of(request: Request) -> str:
+    """Who asks, for the engine's fair share of slots: the peer's address, and a hash of the API
+    key it sent if any (never the key itself), so that people on different machines, or with
+    different keys, are different clients."""
+    host = request.client.host if request.client else "unknown"
+    given = request.headers.get("authorization", "")
+    token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+    if not token:
+        return host
+    return f"{hashlib.sha256(token.encode()).hexdigest()[:16]}@{host}"
 
 
 async def start(events: Events) -> tuple[Event, Events]:

@@ -14,7 +14,7 @@ from hearth.engine.events import Done, Token
 from hearth.engine.supervisor import EngineConfig, EngineProcess
 from hearth.errors import ContextOverflow, EngineCrashed, EngineFailed
 from hearth.models.store import ModelStore
-from hearth.orchestrator.engines import EnginePool, FairQueue
+from hearth.orchestrator.engines import EnginePool
 from hearth.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -126,32 +126,6 @@ def test_worker_survives_garbage_on_its_pipe(smollm2_path: Path, tmp_path: Path)
             await engine.stop()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
-
-
-def test_fair_queue_serves_in_arrival_order_and_bounds_waiters() -> None:
-    from hearth.errors import QueueFull
-
-    async def scenario() -> list[int]:
-        q = FairQueue(max_waiting=3)
-        order: list[int] = []
-
-        async def job(i: int) -> None:
-            async with q.slot():
-                order.append(i)
-                await asyncio.sleep(0.01)
-
-        first = asyncio.ensure_future(job(0))
-        await asyncio.sleep(0)
-        rest = [asyncio.ensure_future(job(i)) for i in (1, 2, 3)]
-        await asyncio.sleep(0)
-        assert q.waiting == 3
-        with pytest.raises(QueueFull):
-            async with q.slot():
-                pass
-        await asyncio.gather(first, *rest)
-        return order
-
-    assert asyncio.run(scenario()) == [0, 1, 2, 3]
 
 
 def test_resume_continues_exactly_where_a_stream_stopped(smollm2_path: Path, tmp_path: Path) -> None:
