@@ -103,3 +103,14 @@ def test_parse_size_accepts_sizes_or_raises_invalid_request(text: str) -> None:
         assert parse_size(text) >= 0
     except InvalidRequest:
         pass
+
+
+def test_each_parallel_slot_counts_its_own_kv_cache() -> None:
+    one = plan(facts(), "m", [LOCAL], n_ctx=4096)
+    four = plan(facts(), "m", [LOCAL], n_ctx=4096, parallel=4)
+    kv = facts().kv_bytes(4096)
+    assert four.needed_bytes - one.needed_bytes == pytest.approx(3 * kv, abs=facts().n_layers * 4)
+    assert four.parallel == 4 and four.to_json()["parallel"] == 4 and one.parallel == 1
+    # Four slots of a 4096-token window no longer fit here: the plan says so, and names the knob.
+    with pytest.raises(DoesNotFit, match="for each of 24 parallel requests.*HEARTH_PARALLEL"):
+        plan(facts(), "m", [LOCAL], n_ctx=4096, parallel=24)
