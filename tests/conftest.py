@@ -29,8 +29,9 @@ def free_port() -> int:
 
 def hearth_env(home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
-    env.update(HEARTH_HOME=str(home), HEARTH_N_CTX=str(N_CTX), HEARTH_N_THREADS="2",
-               PYTHONUNBUFFERED="1", **extra)
+    env.update({"HEARTH_HOME": str(home), "HEARTH_N_CTX": str(N_CTX), "HEARTH_N_THREADS": "2",
+                "PYTHONUNBUFFERED": "1"})
+    env.update(extra)  # a test may set the defaults above otherwise
     return env
 
 

@@ -167,6 +167,11 @@ class ServeStatus(_Wire):
     n_ctx: int | None = None
     busy: bool | int = False
     waiting: int = 0
+    slots: int | None = Field(default=None, ge=1, le=64)
+    """Requests the loaded engine serves at once (HEARTH_PARALLEL or the default chosen from
+    memory); before a model is loaded, HEARTH_PARALLEL if set, else None."""
+    active: int = Field(default=0, ge=0)
+    """Requests holding a slot now."""
     restarts: int = 0
     recoveries: int = 0
     pooled: bool = False

@@ -116,7 +116,8 @@ class StatusView:
         public.coordinator = public_coordinator(reached or self.settings.coordinator)
         status = ServeStatus(
             version=__version__, model=old["model"], engine_pid=old["engine_pid"], n_ctx=old["n_ctx"],
-            busy=old["busy"], waiting=old["waiting"], restarts=old["restarts"], recoveries=old["recoveries"],
+            busy=old["busy"], waiting=old["waiting"], slots=old["slots"], active=old["active"],
+            restarts=old["restarts"], recoveries=old["recoveries"],
             pooled=old["pooled"], radius=radius, requests=requests, throughput=throughput, public=public,
             started_at=self.started_at, **gathered)
         answer = status.model_dump(mode="json")
