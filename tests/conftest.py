@@ -126,8 +126,8 @@ def stop_server(server: Server) -> None:
 
 @pytest.fixture(scope="session")
 def server(models_home: Path) -> Iterator[Server]:
-    """One real `hearth serve` for the HTTP tests; a queue of one waiter, to test 429."""
-    srv = start_server(models_home, HEARTH_MAX_QUEUE="1")
+    """One real `hearth serve` for the HTTP tests; one slot and a queue of one waiter, to test 429."""
+    srv = start_server(models_home, HEARTH_MAX_QUEUE="1", HEARTH_PARALLEL="1")
     yield srv
     stop_server(srv)
 

@@ -43,7 +43,8 @@ class Household:
 
     def env(self, i: int, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
-        env.update(HEARTH_HOME=str(self.home(i)), HEARTH_N_CTX="2048", HEARTH_N_THREADS="1", **extra)
+        env.update({"HEARTH_HOME": str(self.home(i)), "HEARTH_N_CTX": "2048", "HEARTH_N_THREADS": "1"})
+        env.update(extra)  # a test may set the defaults above otherwise
         return env
 
     def run(self, i: int, *argv: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
@@ -68,9 +69,9 @@ class Household:
         self.wait_http(i, f"http://{self.addr(i)}:11436/v1/node")
         return proc
 
-    def start_serve(self, i: int, port: str, *args: str) -> subprocess.Popen[bytes]:
+    def start_serve(self, i: int, port: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
         """`hearth serve --port PORT ARGS` on machine i, once its status answers."""
-        proc = self.spawn(i, sys.executable, "-m", "hearth.cli.main", "serve", "--port", port, *args)
+        proc = self.spawn(i, sys.executable, "-m", "hearth.cli.main", "serve", "--port", port, *args, **env)
         self.wait_http(i, f"http://127.0.0.1:{port}/hearth/status", timeout=120)
         return proc
 

@@ -70,7 +70,9 @@ def plan(
     if as_json:
         out.print_json(json.dumps(result.to_json()))
         return
-    table = Table("node", "device", "layers", "memory", "reason", title=f"{name}: needs {human(result.needed_bytes)}")
+    slots = f"{result.parallel} request{'s' if result.parallel > 1 else ''} of {result.n_ctx} tokens at once"
+    table = Table("node", "device", "layers", "memory", "reason",
+                  title=f"{name}: needs {human(result.needed_bytes)} ({slots})")
     for a in result.assignments:
         table.add_row(a.node.name, a.node.device, str(a.layers), human(a.bytes), a.reason)
     out.print(table)

@@ -252,7 +252,7 @@ class EnginePool:
             try:
                 if loaded is not None and await asyncio.to_thread(files) == loaded:
                     continue
-                async with self.queue.whole():  # after the requests in flight
+                async with self.queue.whole(bounded=False):  # after the requests in flight
                     if self.engine is engine and files() != loaded:
                         log.warning("model %s was removed or replaced in the store; unloading it", name)
                         await self._stop_engine()

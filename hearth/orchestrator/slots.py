@@ -56,9 +56,10 @@ class SlotQueue:
             self._leave(waiter)
 
     @contextlib.asynccontextmanager
-    async def whole(self) -> AsyncIterator[None]:
-        """Hold the whole engine: after every running request ends, before any waiting one starts."""
-        waiter = await self._enter(None, None)
+    async def whole(self, bounded: bool = True) -> AsyncIterator[None]:
+        """Hold the whole engine: after every running request ends, before any waiting one starts.
+        Not `bounded`: wait even when the queue is full (the pool's own upkeep, never refused)."""
+        waiter = await self._enter(None, None, bounded)
         try:
             yield
         finally:
@@ -74,12 +75,12 @@ class SlotQueue:
             self._take(turn)
             future.set_result(None)
 
-    async def _enter(self, model: str | None, client: Client) -> Waiter:
+    async def _enter(self, model: str | None, client: Client, bounded: bool = True) -> Waiter:
         waiter = Waiter(next(self._seq), client, model)
         if not self._waiters and next_turn([waiter], self.now()) is waiter:
             self._take(waiter)
             return waiter
-        if len(self._waiters) >= self.max_waiting:
+        if bounded and len(self._waiters) >= self.max_waiting:
             raise QueueFull(
                 f"{len(self._waiters)} requests are already waiting for the engine's {self.now().slots} "
                 "slot(s); retry shortly (raise HEARTH_MAX_QUEUE to let more wait, or HEARTH_PARALLEL "

@@ -265,3 +265,26 @@ def test_a_machine_engine_lost_under_several_streams_fails_each_of_them(tmp_path
 
     assert run(scenario) == ["engine_crashed", "engine_crashed"] and pool.recoveries == 0
     assert [s.state for s in pool.stats.recent] == ["failed", "failed"] and not pool.queue.busy
+
+
+def test_the_pools_own_upkeep_waits_even_when_the_queue_is_full() -> None:
+    async def scenario() -> None:
+        q = SlotQueue(max_waiting=0)
+        jobs = Jobs(q)
+        jobs.add("stream")
+        await settle()
+        with pytest.raises(QueueFull):
+            async with q.whole():
+                pass
+
+        async def upkeep() -> str:
+            async with q.whole(bounded=False):
+                return "unloaded"
+
+        task = asyncio.ensure_future(upkeep())
+        await settle()
+        assert q.waiting == 1 and not task.done()
+        await jobs.end("stream")
+        assert await task == "unloaded" and not q.busy
+
+    run(scenario)

@@ -46,6 +46,80 @@ def test_plan_and_run_across_three_nodes_match_solo(lan: Household) -> None:
     assert refused.returncode == 2 and "contradict" in refused.stderr
 
 
+STREAMS = textwrap.dedent("""
+    import httpx, json, os, signal, sys, threading, time
+    base, marker = sys.argv[1], sys.argv[2]
+    # Greedy counting does not stop early: every stream is still going when the worker dies.
+    prompts = ["1, 2, 3, 4,", "10, 11, 12, 13,", "100, 101, 102,"]
+
+    def workers():
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+                env = open(f"/proc/{pid}/environ", "rb").read()
+            except OSError:
+                continue
+            if b"hearth.ggml.server" in cmd.split(b"\\0") and marker.encode() in env:
+                found.append(int(pid))
+        return sorted(found)
+
+    def stream(prompt, seen=None):
+        body = {"model": "smollm2-135m", "prompt": prompt, "max_tokens": 40, "temperature": 0, "stream": True}
+        text, error = [], None
+        with httpx.stream("POST", base + "/v1/completions", json=body, timeout=300) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    d = json.loads(line[6:])
+                    if "error" in d:
+                        error = d["error"]
+                    elif d["choices"] and d["choices"][0]["text"]:
+                        text.append(d["choices"][0]["text"])
+                        if seen is not None:
+                            seen[prompt] = len(text)
+        return "".join(text), error
+
+    solo = [stream(p) for p in prompts]
+    seen, out = {}, {}
+    threads = [threading.Thread(target=lambda p=p: out.__setitem__(p, stream(p, seen))) for p in prompts]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 120
+    while not (len(seen) == 3 and min(seen.values()) >= 3) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    active = httpx.get(base + "/hearth/status").json()["active"]
+    os.kill(workers()[0], signal.SIGKILL)
+    for t in threads:
+        t.join(300)
+    kinds = []
+    try:
+        with httpx.stream("GET", base + "/hearth/events?since=0", timeout=3) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    kinds.append(json.loads(line[6:])["kind"])
+    except httpx.ReadTimeout:
+        pass
+    print(json.dumps({"solo": solo, "together": [out[p] for p in prompts], "active": active,
+                      "status": httpx.get(base + "/hearth/status").json(), "kinds": kinds}))
+""")
+
+
+def test_three_streams_at_once_over_the_split_each_survive_a_lost_worker(lan: Household) -> None:
+    """HEARTH_PARALLEL=3 over three nodes: three streams decode together, give their text alone,
+    and when a worker dies under all three, the pool recovers once (one failover event) and each
+    stream resumes from its own tokens on the new placement."""
+    port = "11501"
+    lan.start_serve(1, port, "--pool", "--max-memory", CAP_HERE, HEARTH_PARALLEL="3", HEARTH_N_CTX="512")
+    r = lan.run(1, sys.executable, "-c", STREAMS, f"http://127.0.0.1:{port}", str(lan.tmp), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert all(text.strip() and error is None for text, error in out["solo"]), out["solo"]
+    assert out["together"] == out["solo"]
+    assert out["active"] == 3 and out["status"]["slots"] == 3 and out["status"]["pooled"] is True
+    assert out["status"]["recoveries"] == 1
+    assert out["kinds"].count("failover") == 1, out["kinds"]
+
+
 CLIENT = textwrap.dedent("""
     import httpx, json, os, signal, sys, time
     base, marker, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -118,4 +192,5 @@ def test_killing_workers_mid_stream_recovers_ten_times_then_all_nodes_gone_is_a_
     text, error = out["last"]
     assert error is not None and error["code"] in ("does_not_fit", "lease_failed", "engine_crashed")
     assert out["alive"] == 200  # the orchestrator is still up
+
 
