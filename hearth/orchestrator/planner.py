@@ -14,6 +14,9 @@ from hearth.errors import OutOfCapacity
 from hearth.models.facts import ModelFacts
 from hearth.units import human
 
+HEADROOM = 0.1
+"""Share of each node's free memory a plan leaves alone (compute buffers, the OS)."""
+
 
 class DoesNotFit(OutOfCapacity):
     """The circle cannot hold the model; the message has the numbers."""
@@ -89,7 +92,7 @@ def layer_cost(facts: ModelFacts, n_ctx: int) -> list[int]:
 
 
 def plan(facts: ModelFacts, model: str, nodes: list[NodeCapacity], *, n_ctx: int, parallel: int = 1,
-         headroom: float = 0.1, force_pool: bool = False) -> Plan:
+         headroom: float = HEADROOM, force_pool: bool = False) -> Plan:
     """Choose nodes and a layer split; raise DoesNotFit with the numbers when none exists.
 
     n_ctx: each sequence's context window; parallel: the engine's slots, each with its own KV cache.

@@ -4,9 +4,10 @@ The engine pool (engines.py) keeps the waiting requests and the slots in use; th
 decide, without I/O, so that tests drive them directly.
 
 - `choose_parallel`: the default for HEARTH_PARALLEL. Each slot keeps its own KV cache (n_ctx
-  tokens), so the slots must fit in what is left of memory after the weights. Half of that is
-  given to slots (the rest stays for compute buffers, the OS and whatever else runs there), and
-  at most `cap` slots: on a CPU more sequences than that add latency for little throughput.
+  tokens), so the slots must fit in what is left of memory after the weights (of the memory
+  hearth may use here: free memory or --max-memory, less the planner's headroom). Half of that
+  is given to slots (the rest stays for compute buffers, the OS and whatever else runs there),
+  and at most `cap` slots: on a CPU more sequences than that add latency for little throughput.
 - `next_turn`: the waiting request that gets the next slot. The one whose client holds the
   fewest slots now, earliest first at a tie: one client cannot take every slot while others
   wait. A request for another model than the one running waits until the running ones end
@@ -20,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hearth.models.facts import ModelFacts
+from hearth.orchestrator.planner import HEADROOM
 
 MAX_PARALLEL = 64
 """The most slots HEARTH_PARALLEL may ask for."""
@@ -42,12 +44,14 @@ def choose_parallel(kv_bytes_per_slot: int, free_bytes: int, cap: int = DEFAULT_
 
 def slots_for(facts: ModelFacts, n_ctx: int, free_bytes: int, asked: int | None) -> int:
     """The engine's slots for a model: `asked` (HEARTH_PARALLEL) if set, else choose_parallel with
-    each slot's KV cache (n_ctx tokens, capped by the model's own context) and the memory
-    `free_bytes` leaves after the model's file."""
+    each slot's KV cache (n_ctx tokens, capped by the model's own context) and what this machine's
+    `free_bytes` leave after the planner's headroom and the model's file. A model that fits here
+    with one slot therefore still fits with the slots chosen."""
     if asked is not None:
         return asked
     window = min(n_ctx, facts.context_length) if facts.context_length > 0 else n_ctx
-    return choose_parallel(facts.kv_bytes(window), free_bytes - facts.file_bytes)
+    usable = int(free_bytes * (1 - HEADROOM))
+    return choose_parallel(facts.kv_bytes(window), usable - facts.file_bytes)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hearth.orchestrator.planner import DoesNotFit, NodeCapacity, plan
 from hearth.orchestrator.slots_rules import (
     MAX_PARALLEL,
     Running,
@@ -45,7 +46,7 @@ def test_choose_parallel_stays_in_range_and_fits(kv: int, free: int, cap: int) -
 def test_slots_for_takes_hearth_parallel_when_set_and_caps_the_window_by_the_model() -> None:
     f = facts(n_layers=4, layer=10 * MB, embedding=MB, output=MB, kv_token=1024)
     assert slots_for(f, 2048, 1, asked=7) == 7
-    free = f.file_bytes + 2 * 2 * f.kv_bytes(2048)  # room for exactly two slots of 2048 tokens
+    free = int((f.file_bytes + 2 * 2 * f.kv_bytes(2048)) / 0.9) + 10  # room for two slots of 2048 tokens
     assert slots_for(f, 2048, free, None) == 2
     assert slots_for(f, 2048, f.file_bytes, None) == 1
 
@@ -136,3 +137,15 @@ def test_a_simulated_pool_is_fair_bounded_and_runs_one_model(steps: list[tuple[s
             running.pop(0)
         grant()
     assert not waiting
+
+
+@given(st.integers(1, 1 << 36), st.integers(1, 1 << 40), st.integers(1, 4096), st.integers(64, 8192))
+def test_a_model_that_fits_here_with_one_slot_fits_with_the_slots_chosen(layer: int, free: int, kv_token: int,
+                                                                        n_ctx: int) -> None:
+    f = facts(n_layers=4, layer=layer, embedding=layer // 8, output=layer // 8, kv_token=kv_token)
+    here = [NodeCapacity("here", "here", "CPU", free, local=True)]
+    try:
+        plan(f, "m", here, n_ctx=n_ctx)
+    except DoesNotFit:
+        return
+    plan(f, "m", here, n_ctx=n_ctx, parallel=slots_for(f, n_ctx, free, None))
