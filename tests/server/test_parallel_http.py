@@ -1,6 +1,7 @@
 """A real `hearth serve` with HEARTH_PARALLEL=4 and the real model: four greedy streams at once each
 give their text alone, a client that leaves does not disturb the others, a newcomer's first token
-arrives while others stream, and beyond the slots requests wait, then get 429 with Retry-After."""
+arrives while others stream, beyond the slots requests wait, then get 429 with Retry-After, and a
+request for another model waits for the streams to end (none is cut off), then the engine switches."""
 
 from __future__ import annotations
 
@@ -170,3 +171,25 @@ def test_beyond_the_slots_requests_wait_then_get_429_with_retry_after(srv: Serve
         waiter.join(120)
         release(holders[1:])
     assert waited == [200] and all(h.code == 200 for h in holders)
+
+
+def test_another_model_waits_for_the_streams_then_the_engine_switches(srv: Server) -> None:
+    """Last here: it leaves gemma3 loaded. The stream on smollm2 is never cut off to switch."""
+    holders = holding(srv, 2)
+    other: list[httpx.Response] = []
+    ask = {"model": "gemma3-270m", "messages": ASKS[3], "max_tokens": 4, "temperature": 0}
+    switcher = threading.Thread(target=lambda: other.append(
+        httpx.post(srv.base + "/chat/completions", json=ask, timeout=180)))
+    try:
+        switcher.start()
+        until(lambda: srv.status()["waiting"] == 1, "the other model's request to wait")
+        before = [h.chunks for h in holders]
+        time.sleep(0.5)
+        assert all(h.chunks > b for h, b in zip(holders, before, strict=True)), "a stream was cut off"
+        assert srv.status()["model"] == MODEL and srv.status()["active"] == 2
+    finally:
+        release(holders)
+        switcher.join(180)
+    assert other and other[0].status_code == 200, other
+    assert other[0].json()["choices"][0]["message"]["content"]
+    assert srv.status()["model"] == "gemma3-270m" and all(h.code == 200 for h in holders)
