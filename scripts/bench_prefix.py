@@ -75,7 +75,7 @@ def main() -> int:
 
     def hearth(messages: list[dict[str, str]], cached: bool) -> tuple[float, str]:
         if not cached:
-            engine._chunks = []
+            engine.decoder.forget()
         out = Out()
         t0 = time.perf_counter()
         engine.generate({"id": "b", "op": "chat", "messages": messages, "max_tokens": 32, "temperature": 0,
@@ -112,7 +112,7 @@ def main() -> int:
 |---|---|---|
 | llama-cpp-python's prefix reuse (hearth before) | {r:.0f} | 1.00 |
 | hearth: whole 64-token chunks reused after the previous turn | {c:.0f} | {c / r:.2f} |
-| hearth: nothing cached (a new engine, or another conversation ran between) | {e:.0f} | {e / r:.2f} |
+| hearth: nothing cached (a new engine, or every slot's cache taken by other conversations) | {e:.0f} | {e / r:.2f} |
 
 hearth's two replies {'agree' if texts['chunks'] == texts['empty'] else 'DIFFER (a bug)'}; llama-cpp-python's
 {'agrees with them' if texts['reuse'] == texts['empty'] else 'differs from them'} on this conversation. The

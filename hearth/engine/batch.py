@@ -59,14 +59,31 @@ class DecodeFailed(RuntimeError):
     """llama_decode refused a batch (no KV room, or a fatal error); the message has its code."""
 
 
-def sampler_chain(temperature: float, top_p: float, seed: int) -> Any:
-    """hearth's sampler chain, for the one-request engine (worker.Engine) and the batched decoder
-    alike: top-k 40, top-p, min-p 0.05, temperature, seeded draw; greedy at temperature 0 (as
-    llama-cpp-python builds it by default), so a seed reproduces a reply. Named by
-    hearth.engine.protocol.SAMPLER_CHAIN: change that name with the chain."""
+MAX_GRAMMAR = 64 * 1024
+"""Longest GBNF grammar a request may carry (characters)."""
+
+
+def sampler_chain(temperature: float, top_p: float, seed: int, grammar: str | None = None,
+                  vocab: Any = None) -> Any:
+    """hearth's sampler chain, for every request of the engine: top-k 40, top-p, min-p 0.05,
+    temperature, seeded draw; greedy at temperature 0 (as llama-cpp-python builds it by default),
+    so a seed reproduces a reply. With a GBNF `grammar` (and the model's `vocab`), the grammar
+    comes first and only tokens it allows are drawn. Named by hearth.engine.protocol.SAMPLER_CHAIN:
+    change that name with the chain. RequestError for a grammar that does not parse."""
+    import llama_cpp
     from llama_cpp._internals import LlamaSampler
 
     chain: Any = LlamaSampler()  # type: ignore[no-untyped-call]
+    if grammar is not None:
+        if len(grammar) > MAX_GRAMMAR or not grammar.strip():
+            chain.close()
+            raise RequestError("invalid_request", f"A grammar must be 1 to {MAX_GRAMMAR} characters of GBNF.")
+        rule = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+        if not rule:
+            chain.close()
+            raise RequestError("invalid_request", "The grammar does not parse as GBNF with a `root` rule; "
+                               "see llama.cpp's grammars/README.md for the syntax.")
+        llama_cpp.llama_sampler_chain_add(chain.sampler, rule)
     if temperature <= 0.0:
         chain.add_greedy()
     else:
@@ -220,7 +237,7 @@ class BatchDecoder:
     def admit(self, key: str, prompt: Sequence[int], *, max_tokens: int | None = None,
               temperature: float = 0.8, top_p: float = 0.95, seed: int | None = None,
               stop: Sequence[str] = (), forced: Sequence[int] = (), watch: Watch | None = None,
-              then_generate: bool = True) -> int | None:
+              then_generate: bool = True, grammar: str | None = None) -> int | None:
         """Give a request a slot; its prompt is evaluated by the coming steps, then its `forced`
         tokens are fed one per step (each watched first, if `watch`), then it samples (unless
         `then_generate` is False: it ends once its last forced token is watched). Returns its
@@ -249,10 +266,11 @@ class BatchDecoder:
             room = min(room, self.n_ctx - self._reserved())
             if len(tokens) + len(extra) >= room:
                 return None
+        chain = sampler_chain(temperature, top_p, secrets.randbits(32) if seed is None else seed,
+                              grammar, self._model.vocab)
         self._low.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1)
         self._kept.pop(seq, None)
         limit = limit_for(max_tokens, len(tokens) + len(extra), room)
-        chain = sampler_chain(temperature, top_p, secrets.randbits(32) if seed is None else seed)
         self.last_reused = keep
         self._slots[key] = Slot(key, seq, tokens, limit, chain, TextStream(list(stop)), self._admitted,
                                 fed=keep, forced=extra, watch=watch, then_generate=then_generate, reused=keep)
@@ -370,6 +388,8 @@ class BatchDecoder:
         if not slot.then_generate and slot.taken == len(slot.forced):
             return self._finish(slot, "stop", None, "")
         slot.pending = slot.forced[i]
+        # As if sampled: a grammar goes on from after the token (the draw's random state does not).
+        self._low.llama_sampler_accept(slot.sampler.sampler, slot.pending)
         return None
 
     def _sample(self, picks: list[tuple[Slot, int]]) -> list[SlotResult]:

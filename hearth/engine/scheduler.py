@@ -114,7 +114,8 @@ class Scheduler:
         self.decoder.admit(
             rid, prompt, max_tokens=None if max_tokens is None else max(0, int(max_tokens) - len(resume)),
             temperature=float(req.get("temperature", 0.8)), top_p=float(req.get("top_p", 0.95)),
-            seed=None if seed is None else int(seed), stop=stop, forced=resume)
+            seed=None if seed is None else int(seed), stop=stop, forced=resume,
+            grammar=None if req.get("grammar") is None else str(req["grammar"]))
         self.running[rid] = Running(rid, len(prompt), time.perf_counter(), resumed=len(resume))
         self.out(Start(rid, len(prompt)))
         if resume:

@@ -226,3 +226,41 @@ def test_forced_tokens_are_fed_as_if_sampled_and_watched(model: Any, alone: dict
     assert seen == ids  # greedy: each forced id is its row's best
     assert got["scored"] == [] and finish["scored"] == "stop"
     assert got["bees"] == alone["bees"].ids
+
+
+def test_a_grammar_constrains_each_slot_and_survives_a_resume(model: Any) -> None:
+    """A slot with a GBNF grammar draws only what it allows (greedy or sampled), next to a slot
+    without one; a resumed reply's grammar goes on from after its forced tokens."""
+    digits = 'root ::= "Answer: " [0-9] [0-9] [0-9] "."'
+    dec = decoder(model, parallel=3)
+    prompt = dec.tokenize(PROMPTS["bees"])
+    dec.admit("greedy", prompt, max_tokens=30, grammar=digits, **GREEDY)
+    dec.admit("sampled", prompt, max_tokens=30, grammar=digits, temperature=1.0, top_p=1.0, seed=3)
+    dec.admit("free", dec.tokenize(PROMPTS["moon"]), max_tokens=8, **GREEDY)
+    got: dict[str, str] = {"greedy": "", "sampled": "", "free": ""}
+    ids: dict[str, list[int]] = {"greedy": [], "sampled": [], "free": []}
+    finish: dict[str, str] = {}
+    while dec.active:
+        for r in dec.step():
+            got[r.key] += r.text
+            if r.sampled is not None:
+                ids[r.key].append(r.sampled)
+            if r.finish:
+                finish[r.key] = r.finish
+    import re
+    for key in ("greedy", "sampled"):
+        assert re.fullmatch(r"Answer: [0-9]{3}\.", got[key]), got[key]
+        assert finish[key] == "stop"
+    assert not got["free"].startswith("Answer")
+    head = ids["greedy"][:2]
+    dec.admit("resumed", prompt, max_tokens=30, grammar=digits, forced=head, **GREEDY)
+    tail = ""
+    while dec.active:
+        tail += "".join(r.text for r in dec.step())
+    assert dec.detokenize(head).decode() + tail == got["greedy"]
+    with pytest.raises(RequestError, match="does not parse"):
+        dec.admit("bad", prompt, grammar='root ::= "unclosed')
+    with pytest.raises(RequestError, match="grammar"):
+        dec.admit("empty", prompt, grammar=" ")
+    assert dec.active == 0
+    dec.close()

@@ -68,3 +68,36 @@ def test_greedy_output_is_identical_solo_and_split(smollm2_path: Path, tmp_path:
                                                split=(1.0, 1.0, 1.0)), rpc_servers))
     assert solo and one == solo and three_way == solo
     assert all(s.alive for s in rpc_servers)
+
+
+ASKS = [ASK, [{"role": "user", "content": "How is bread made?"}],
+        [{"role": "user", "content": "Write a short poem about the sea."}]]
+
+
+async def replies_at_once(config: EngineConfig) -> tuple[list[str], list[str]]:
+    """Each ask alone, then all three at once, on one engine."""
+    engine = EngineProcess(config)
+    await engine.start()
+
+    async def one(messages: Any) -> str:
+        return "".join([ev.text async for ev in engine.request("chat", messages=messages, **GREEDY)
+                        if isinstance(ev, Token)])
+    try:
+        assert engine.parallel == 3
+        alone = [await one(m) for m in ASKS]
+        return alone, list(await asyncio.gather(*(one(m) for m in ASKS)))
+    finally:
+        await engine.stop()
+
+
+def test_a_split_engine_streams_three_at_once_with_the_texts_of_solo(smollm2_path: Path, tmp_path: Path,
+                                                                      rpc_servers: list[RpcServerProcess]) -> None:
+    """Three sequences decoded together over two RPC servers (one network round trip per step for
+    all three): each text equals its text alone, and equals the unsplit engine's."""
+    base: dict[str, Any] = {"model_name": "smollm2-135m", "model_path": smollm2_path, "n_ctx": 1024,
+                            "n_threads": 1, "log_path": tmp_path / "engine.log", "parallel": 3}
+    local_alone, local_together = asyncio.run(replies_at_once(EngineConfig(**base)))
+    split_alone, split_together = asyncio.run(replies_at_once(EngineConfig(
+        **base, rpc=tuple(s.endpoint for s in rpc_servers), split=(1.0, 1.0, 1.0))))
+    assert all(local_alone) and len(set(local_alone)) == 3
+    assert split_together == split_alone == local_alone == local_together
