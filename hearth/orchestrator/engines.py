@@ -348,11 +348,11 @@ class EnginePool:
                     if attempt >= MAX_RECOVERIES:
                         raise
                     attempt += 1
-                    loss = await self._recover_once(generation)
+                    loss = await self._recover_once(generation, time.monotonic())
                     if loss is None:
                         raise
 
-    async def _recover_once(self, generation: int) -> Loss | None:
+    async def _recover_once(self, generation: int, t_crash: float) -> Loss | None:
         """The loss a stream that ran on engine `generation` resumes after; None when its engine
         was not pooled (the request fails; the next one starts a new engine). The first stream
         here recovers (drops the failed nodes and the engine); the others find it done."""
@@ -362,7 +362,7 @@ class EnginePool:
             if self.placement is None:
                 return None
             self.recoveries += 1
-            t_crash, before = time.monotonic(), set(self.excluded)
+            before = set(self.excluded)
             names = {p.record.node_id: p.record.name for p in self.known_peers}  # before the survey drops them
             await self._recover()
             self._generation += 1
