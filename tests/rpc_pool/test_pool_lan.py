@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -109,8 +110,12 @@ def test_three_streams_at_once_over_the_split_each_survive_a_lost_worker(lan: Ho
     and when a worker dies under all three, the pool recovers once (one failover event) and each
     stream resumes from its own tokens on the new placement."""
     port = "11501"
-    lan.start_serve(1, port, "--pool", "--max-memory", CAP_HERE, HEARTH_PARALLEL="3", HEARTH_N_CTX="512")
-    r = lan.run(1, sys.executable, "-c", STREAMS, f"http://127.0.0.1:{port}", str(lan.tmp), timeout=900)
+    serve = lan.start_serve(1, port, "--pool", "--max-memory", CAP_HERE, HEARTH_PARALLEL="3", HEARTH_N_CTX="512")
+    try:
+        r = lan.run(1, sys.executable, "-c", STREAMS, f"http://127.0.0.1:{port}", str(lan.tmp), timeout=900)
+    finally:  # its leases go back to the nodes, which the next test needs whole
+        serve.send_signal(signal.SIGINT)
+        serve.wait(30)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout)
     assert all(text.strip() and error is None for text, error in out["solo"]), out["solo"]
