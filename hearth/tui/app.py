@@ -249,7 +249,10 @@ class DashApp(App[None]):
             return Content.assemble(("hearth dash", "bold"), "  ", (self.source.label, MUTED), "  ",
                                     ("not connected", BAD))
         model = status.model or "no model"
-        busy = f"  {int(status.busy)} busy" if status.busy else ""
+        if status.slots is not None and (status.busy or status.active):  # a server that reports its slots
+            busy = f"  {status.active}/{status.slots} slots busy" if status.active else "  busy"
+        else:
+            busy = f"  {int(status.busy)} busy" if status.busy else ""
         waiting = f"  {status.waiting} waiting" if status.waiting else ""
         return Content.assemble(("hearth dash", "bold"), "  ", (self.source.label, MUTED), "  ", (model, "bold"),
                                 f"  radius {status.radius}{busy}{waiting}")

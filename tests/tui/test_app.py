@@ -50,3 +50,13 @@ def test_a_restarted_server_is_followed_from_its_first_event_again() -> None:
     assert any("restarted" in line for line in lines)
     assert lines[-1].endswith("loaded after the restart")  # the entry, before it is wrapped to the log's width
     assert sum("model_loaded" in line for line in lines) == 2
+
+
+def test_the_title_says_how_many_slots_are_busy_when_the_server_reports_them() -> None:
+    app = DashApp(FixedSource(fixed_status(), fixed_events(), fixed_circle(), now=NOW))
+    app.status = fixed_status()  # an older server: no slots
+    assert "1 busy" in app.title_line().plain
+    app.status = fixed_status().model_copy(update={"slots": 4, "active": 3, "waiting": 2})
+    assert "3/4 slots busy  2 waiting" in app.title_line().plain
+    app.status = fixed_status().model_copy(update={"slots": 4, "active": 0, "busy": False})
+    assert "busy" not in app.title_line().plain
