@@ -19,8 +19,9 @@ from tests.conftest import HEARTH, N_CTX, hearth_env, start_server, stop_server
 pytestmark = pytest.mark.slow
 
 
-def hearth(home: Path, *args: str, stdin: str | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HEARTH, *args], env=hearth_env(home), capture_output=True, text=True,
+def hearth(home: Path, *args: str, stdin: str | None = None, timeout: float = 180,
+           **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HEARTH, *args], env=hearth_env(home, **env), capture_output=True, text=True,
                           input=stdin, timeout=timeout)
 
 
@@ -94,8 +95,13 @@ def test_plan_local_split_and_refusal(models_home: Path) -> None:
                               "--node", "attic=80M", "--json").stdout)
     assert three["pooled"] and len(three["assignments"]) == 3
     assert sum(a["layers"] for a in three["assignments"]) == 30 and three["assignments"][-1]["local"]
-    table = hearth(models_home, "plan", "smollm2-135m", "--pool", "--node", "den=4G")
+    # one slot: the default depends on this machine's free memory, and so would the table's widths
+    table = hearth(models_home, "plan", "smollm2-135m", "--pool", "--node", "den=4G", HEARTH_PARALLEL="1")
     assert table.returncode == 0 and "den" in table.stdout and "spreads the layers" in table.stdout
+    assert "(1 request of 2048 tokens at once)" in table.stdout
+    one, two = (json.loads(hearth(models_home, "plan", "smollm2-135m", "--json", HEARTH_PARALLEL=n).stdout)
+                for n in ("1", "2"))
+    assert two["parallel"] == 2 and two["needed_bytes"] > one["needed_bytes"]  # a KV cache per slot
     refused = hearth(models_home, "plan", "smollm2-135m", "--n-ctx", "4096", "--max-memory", "50M")
     assert refused.returncode == 6 and "needs 190.9 MB" in refused.stderr and "Pair another machine" in refused.stderr
     bad = hearth(models_home, "plan", "smollm2-135m", "--node", "den")
