@@ -94,7 +94,7 @@ def generate(engine: Engine, messages: list[dict[str, str]], n: int, seed: int |
     out = Collect()
     how: dict[str, Any] = {"temperature": 0.0} if seed is None else {**SAMPLED, "seed": seed}
     engine.generate({"id": "g", "op": "chat", "messages": messages, "max_tokens": n, **how},
-                    threading.Event(), out)  # type: ignore[arg-type]
+                    threading.Event(), out)
     tokens = [e for e in out.events if isinstance(e, Token)]
     return Output(messages, [i for t in tokens for i in t.ids], "".join(t.text for t in tokens))
 

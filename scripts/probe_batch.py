@@ -127,9 +127,9 @@ def engine_texts(path: str, texts: list[str], budgets: list[int], threads: int) 
             if isinstance(event, Token):
                 parts.append(event.text)
         engine.generate({"id": f"e{i}", "op": "complete", "prompt": text, "max_tokens": budget,
-                         "temperature": 0.0, "top_p": 1.0, "seed": 1}, threading.Event(), emit)  # type: ignore[arg-type]
+                         "temperature": 0.0, "top_p": 1.0, "seed": 1}, threading.Event(), emit)
         out.append("".join(parts))
-    engine.llm.close()
+    engine.close()
     return out
 
 

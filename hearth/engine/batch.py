@@ -15,13 +15,18 @@ them all), interleaved. scripts/probe_batch.py measures what each does to greedy
 reply in a batch of 2, 4 or 8 is token for token its reply alone (and today's engine's); unified,
 a few replies drift (docs/benchmarks.md, probe_batch).
 
-Standalone for now: the engine child (worker.py) still serves one request at a time.
+A slot may be given `forced` tokens to feed after its prompt as if it had sampled them: a
+failed-over reply's ids (resumed on a new engine exactly as the lost one decoded them), or the
+tokens a spot-check scores (`watch` reads the logits before each). When a slot ends, its
+sequence keeps the whole prompt chunks it computed (split KV only): a later request whose prompt
+starts with them (a shared system prompt, a chat's earlier turns) gets that sequence and skips
+them. A kept chunk was computed exactly as a fresh one would be, so reuse changes no result.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +34,9 @@ from hearth.engine.batch_rules import (
     Admitting,
     chunk_bounds,
     chunks_left,
-    free_seq,
     limit_for,
     pick_chunk,
+    pick_seq,
 )
 from hearth.engine.events import FinishReason
 from hearth.engine.protocol import RequestError
@@ -45,6 +50,9 @@ N_BATCH = 512
 
 Row = tuple[int, int, int, bool]
 """One batch row: token, position, sequence id, whether its logits are wanted."""
+Watch = Callable[[int, int], None]
+"""Called with (i, row) before forced token i is taken: `row` is the batch row whose logits
+predict it (read them with BatchDecoder.logits)."""
 
 
 class DecodeFailed(RuntimeError):
@@ -83,7 +91,16 @@ class Slot:
     text: TextStream
     order: int
     fed: int = 0
-    """Prompt tokens evaluated so far."""
+    """Prompt tokens evaluated so far (or kept in its sequence's cache from an earlier request)."""
+    forced: list[int] = field(default_factory=list)
+    """Tokens fed after the prompt as if sampled (a resumed reply's ids, a score's tokens)."""
+    taken: int = 0
+    """Forced tokens taken so far."""
+    watch: Watch | None = None
+    then_generate: bool = True
+    """False: the slot ends (finish "stop") once its last forced token is watched."""
+    reused: int = 0
+    """Prompt tokens its sequence's cache already held at admission."""
     skipped: int = 0
     """Steps since it last had a prompt chunk (while admitting)."""
     pending: int | None = None
@@ -101,7 +118,7 @@ class Slot:
 
     def pos_of_pending(self) -> int:
         """The position of the pending token: right after the prompt and the tokens before it."""
-        return len(self.prompt) + self.generated - 1
+        return len(self.prompt) + self.taken + self.generated - 1
 
 
 @dataclass(frozen=True)
@@ -165,7 +182,14 @@ class BatchDecoder:
         self.n_ctx = int(self._low.llama_n_ctx(self._ctx.ctx))
         self.n_ctx_seq = int(self._low.llama_n_ctx_seq(self._ctx.ctx))
         self._slots: dict[str, Slot] = {}
+        self._kept: dict[int, list[int]] = {}
+        """Per free sequence, the prompt tokens (whole chunks) its cache still holds."""
+        self.reuse = not unified and not mixed
+        """Keep and reuse prompt chunks: only where a chunk is computed in its solo shape in its
+        own stream, so that a kept chunk equals a fresh one."""
         self._admitted = 0
+        self.last_reused = 0
+        """Prompt tokens the last admitted request found in its sequence's cache."""
         self.last = StepInfo(0, 0, 0)
 
     @classmethod
@@ -195,31 +219,43 @@ class BatchDecoder:
 
     def admit(self, key: str, prompt: Sequence[int], *, max_tokens: int | None = None,
               temperature: float = 0.8, top_p: float = 0.95, seed: int | None = None,
-              stop: Sequence[str] = ()) -> int | None:
-        """Give a request a slot; its prompt is evaluated by the coming steps. Returns its
+              stop: Sequence[str] = (), forced: Sequence[int] = (), watch: Watch | None = None,
+              then_generate: bool = True) -> int | None:
+        """Give a request a slot; its prompt is evaluated by the coming steps, then its `forced`
+        tokens are fed one per step (each watched first, if `watch`), then it samples (unless
+        `then_generate` is False: it ends once its last forced token is watched). Returns its
         sequence id, or None when no slot (or, unified, not enough shared cells) is free now.
         Raises RequestError for a prompt that can never fit."""
         if key in self._slots:
             raise ValueError(f"request {key!r} is already in the batch")
         tokens = [int(t) for t in prompt]
+        extra = [int(t) for t in forced]
         if not tokens:
             raise RequestError("invalid_request", "The prompt is empty; give some text to complete.")
-        if len(tokens) >= self.n_ctx_seq:
+        if not then_generate and not extra:
+            raise ValueError("a slot that does not generate needs forced tokens")
+        if len(tokens) + len(extra) >= self.n_ctx_seq:
             raise RequestError(
                 "context_length_exceeded",
-                f"The prompt is {len(tokens)} tokens; each of this engine's {self.parallel} sequences "
-                f"holds {self.n_ctx_seq}. Shorten the prompt or the conversation.")
-        seq = free_seq({s.seq for s in self._slots.values()}, self.parallel)
-        if seq is None:
+                f"The prompt is {len(tokens) + len(extra)} tokens; each of this engine's {self.parallel} "
+                f"sequences holds {self.n_ctx_seq}. Shorten the prompt or the conversation.")
+        picked = pick_seq(self._kept if self.reuse else {}, {s.seq for s in self._slots.values()},
+                          self.parallel, tokens, self.chunk)
+        if picked is None:
             return None
+        seq, keep = picked
         room = self.n_ctx_seq
         if self.unified:  # the cells are shared: reserve what each admitted request may use
             room = min(room, self.n_ctx - self._reserved())
-            if len(tokens) >= room:
+            if len(tokens) + len(extra) >= room:
                 return None
-        limit = limit_for(max_tokens, len(tokens), room)
+        self._low.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1)
+        self._kept.pop(seq, None)
+        limit = limit_for(max_tokens, len(tokens) + len(extra), room)
         chain = sampler_chain(temperature, top_p, secrets.randbits(32) if seed is None else seed)
-        self._slots[key] = Slot(key, seq, tokens, limit, chain, TextStream(list(stop)), self._admitted)
+        self.last_reused = keep
+        self._slots[key] = Slot(key, seq, tokens, limit, chain, TextStream(list(stop)), self._admitted,
+                                fed=keep, forced=extra, watch=watch, then_generate=then_generate, reused=keep)
         self._admitted += 1
         return seq
 
@@ -233,8 +269,18 @@ class BatchDecoder:
         return True
 
     def _free(self, slot: Slot) -> None:
-        self._low.llama_memory_seq_rm(self._ctx.memory, slot.seq, -1, -1)
+        """End a slot; its sequence keeps the whole prompt chunks it computed (when reusing)."""
+        keep = min(slot.fed, len(slot.prompt)) // self.chunk * self.chunk if self.reuse else 0
+        self._low.llama_memory_seq_rm(self._ctx.memory, slot.seq, keep, -1)
+        if keep:
+            self._kept[slot.seq] = slot.prompt[:keep]
         del self._slots[slot.key]
+
+    def forget(self) -> None:
+        """Drop every kept prompt chunk (the free sequences' caches)."""
+        for seq in self._kept:
+            self._low.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
+        self._kept.clear()
 
     def _finish(self, slot: Slot, reason: FinishReason, sampled: int | None, text: str) -> SlotResult:
         ids = tuple(slot.unsent)
@@ -304,9 +350,36 @@ class BatchDecoder:
         if code != 0:
             raise DecodeFailed(f"llama_decode returned {code} for a batch of {len(rows)} tokens")
 
+    def logits(self, row: int) -> Any:
+        """The logits of a row of the last decode (a numpy view, valid until the next step)."""
+        import numpy as np
+
+        n_vocab = int(self._low.llama_vocab_n_tokens(self._model.vocab))
+        return np.ctypeslib.as_array(self._low.llama_get_logits_ith(self._ctx.ctx, row), shape=(n_vocab,))
+
+    def sample_row(self, chain: Any, row: int) -> int:
+        """What a sampler chain (sampler_chain) picks from a row of the last decode."""
+        return int(self._low.llama_sampler_sample(chain.sampler, self._ctx.ctx, row))
+
+    def _force(self, slot: Slot, row: int) -> SlotResult | None:
+        """Take the slot's next forced token instead of sampling (watched first)."""
+        i = slot.taken
+        if slot.watch is not None:
+            slot.watch(i, row)
+        slot.taken += 1
+        if not slot.then_generate and slot.taken == len(slot.forced):
+            return self._finish(slot, "stop", None, "")
+        slot.pending = slot.forced[i]
+        return None
+
     def _sample(self, picks: list[tuple[Slot, int]]) -> list[SlotResult]:
         out = []
         for slot, row in picks:
+            if slot.taken < len(slot.forced):
+                forced = self._force(slot, row)
+                if forced is not None:
+                    out.append(forced)
+                continue
             if slot.limit <= 0:
                 out.append(self._finish(slot, "length", None, slot.text.finish()))
                 continue
@@ -333,6 +406,17 @@ class BatchDecoder:
         return SlotResult(slot.key, token, piece, ids, None, slot.generated, len(slot.prompt), slot.steps)
 
     # -- life --------------------------------------------------------------------------------
+    def reset(self) -> list[str]:
+        """End every slot without a result (after a failed decode) and clear the cache; the keys
+        of the requests that were in the batch."""
+        keys = list(self._slots)
+        for slot in self._slots.values():
+            slot.sampler.close()
+        self._slots.clear()
+        self._kept.clear()
+        self._low.llama_memory_clear(self._ctx.memory, True)
+        return keys
+
     def close(self) -> None:
         """Free the batch and the context (and the model, if this decoder loaded it)."""
         for slot in self._slots.values():

@@ -7,7 +7,7 @@ ends; so the decisions are tested without a model, and the decoder only performs
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 PATIENCE = 4
@@ -20,6 +20,36 @@ def free_seq(used: Collection[int], parallel: int) -> int | None:
     Lowest first because llama.cpp (non-unified KV cache) puts only sequences with consecutive
     ids in one micro-batch: holes in the ids cost an extra graph evaluation per step."""
     return next((s for s in range(parallel) if s not in used), None)
+
+
+def reusable(kept: Sequence[int], prompt: Sequence[int], chunk: int) -> int:
+    """Prompt tokens a sequence's cache can keep for `prompt`: the whole chunks it shares with
+    what the sequence holds (`kept`, itself whole chunks), never the whole prompt (its last token
+    is evaluated again, for its logits)."""
+    same = 0
+    for a, b in zip(kept, prompt, strict=False):
+        if a != b:
+            break
+        same += 1
+    return min(same, len(prompt) - 1) // chunk * chunk if prompt else 0
+
+
+def pick_seq(kept: Mapping[int, Sequence[int]], used: Collection[int], parallel: int, prompt: Sequence[int],
+             chunk: int) -> tuple[int, int] | None:
+    """The free sequence for a new request and the prompt tokens it reuses: the one whose cache
+    keeps the longest whole-chunk prefix of the prompt (a shared system prompt, a chat's earlier
+    turns); with nothing to reuse, the lowest free id (see free_seq). None when none is free."""
+    lowest = free_seq(used, parallel)
+    if lowest is None:
+        return None
+    best, keep = lowest, 0
+    for seq in range(parallel):
+        if seq in used:
+            continue
+        n = reusable(kept.get(seq, ()), prompt, chunk)
+        if n > keep:
+            best, keep = seq, n
+    return best, keep
 
 
 def chunk_bounds(fed: int, n_prompt: int, chunk: int) -> tuple[int, int]:

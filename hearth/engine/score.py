@@ -2,10 +2,10 @@
 
 A spot-check (issue 11) re-runs another worker's greedy output under this engine's copy of the
 model, teacher-forced: the prompt is evaluated exactly as `generate` evaluates it (same template,
-same chunks), then each given token in turn. Before each token the logits of the last position are
-read (the ones generate's sampler reads) and the token's rank among them (0 = the greedy choice,
-ties counted in its favour; capped at top_k) and its gap below the best logit are recorded; then
-the token is evaluated, one per call as generate decodes. hearth.public_swarm.verify judges them.
+same chunks, a slot of the same batched decoder), then each given token in turn as its forced
+token. Before each token the logits of its row are read (the ones generate's sampler reads) and
+the token's rank among them (0 = the greedy choice, ties counted in its favour; capped at top_k)
+and its gap below the best logit are recorded; hearth.public_swarm.verify judges them.
 
 A sampled job is re-run with its seed instead (`replay`: the request's temperature, top_p and
 seed): the same sampler chain generate builds, seeded alike, is asked at each step which token it
@@ -15,11 +15,11 @@ picks from these logits (`picks`). An honest worker with the same sampler stream
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-from hearth.engine.events import Done, EngineEvent, Scored, Start
+from hearth.engine.batch import BatchDecoder, sampler_chain
+from hearth.engine.events import EngineEvent, Scored
 from hearth.engine.protocol import RequestError
 from hearth.engine.textstream import TextStream
 
@@ -35,7 +35,7 @@ def rank_and_gap(logits: Any, token: int, top_k: int) -> tuple[int, float]:
     return min(rank, top_k), max(0.0, best - mine)
 
 
-def _fields(req: dict[str, Any]) -> tuple[list[int], list[int], int]:
+def score_fields(req: dict[str, Any], n_vocab: int) -> tuple[list[int], list[int], int]:
     """The ids to score, the context ids (what earlier workers streamed before them), top_k."""
     try:
         ids = [int(t) for t in req["token_ids"]]
@@ -49,67 +49,52 @@ def _fields(req: dict[str, Any]) -> tuple[list[int], list[int], int]:
         raise RequestError("invalid_request", "A score request needs at least one token id.")
     if not 1 <= top_k <= MAX_TOP_K:
         raise RequestError("invalid_request", f"top_k must be 1..{MAX_TOP_K}, not {top_k}.")
+    bad = [t for t in ids + context if not 0 <= t < n_vocab]
+    if bad:
+        raise RequestError("invalid_request", f"Token id {bad[0]} is not in this model's vocabulary of {n_vocab}.")
     return ids, context, top_k
 
 
-def _replay_sampler(engine: Any, req: dict[str, Any]) -> Any:
+def replay_sampler(req: dict[str, Any]) -> Any:
     """generate's sampler for the request's temperature, top_p and seed, or None (no replay)."""
     if not req.get("replay"):
         return None
     try:
-        return engine._sampler(float(req.get("temperature", 0.8)), float(req.get("top_p", 0.95)),
-                               int(req["seed"]))
+        return sampler_chain(float(req.get("temperature", 0.8)), float(req.get("top_p", 0.95)), int(req["seed"]))
     except (TypeError, ValueError) as exc:
         raise RequestError("invalid_request", f"A replay's temperature, top_p and seed must be numbers: {exc}") from exc
 
 
-def score(engine: Any, req: dict[str, Any], cancelled: threading.Event, out: Callable[[EngineEvent], None]) -> None:
-    """`engine` is hearth.engine.worker.Engine (not imported: worker imports this module).
-    Emit Start, Scored (unless cancelled) and Done for one score request: `prompt` or
-    `messages` as for generate, `token_ids`, `top_k`, optional `context` ids evaluated first."""
-    import numpy as np
+class ScoreWatch:
+    """A score slot's watcher (batch.Watch): forced tokens are the context ids, then the ids to
+    score; for each of the latter it records rank, gap and (replay) the seeded pick."""
 
-    llama_cpp = engine._llama_cpp
-    rid = str(req["id"])
-    ids, context, top_k = _fields(req)
-    n_vocab = llama_cpp.llama_vocab_n_tokens(engine._vocab)
-    bad = [t for t in ids + context if not 0 <= t < n_vocab]
-    if bad:
-        raise RequestError("invalid_request", f"Token id {bad[0]} is not in this model's vocabulary of {n_vocab}.")
-    prompt, _ = engine._prepare(dict(req, op="chat" if req.get("messages") is not None else "complete"))
-    engine._check_fits(len(prompt) + len(context) + len(ids))
-    t0 = time.perf_counter()
-    out(Start(rid, len(prompt)))
-    ranks: list[int] = []
-    gaps: list[float] = []
-    picks: list[int] = []
-    sampler = _replay_sampler(engine, req)
-    ready = engine._evaluate(prompt, cancelled)
-    for token in context:
-        if not ready or cancelled.is_set():
-            ready = False
-            break
-        engine.llm.eval([token])
-    text = TextStream([])
-    pieces: list[str] = []
-    for i, token in enumerate(ids):
-        if not ready or cancelled.is_set():
-            ready = False
-            break
-        pointer = llama_cpp.llama_get_logits_ith(engine.llm._ctx.ctx, -1)
-        logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,))
-        rank, gap = rank_and_gap(logits, token, top_k)
-        ranks.append(rank)
-        gaps.append(round(gap, 4))
-        if sampler is not None:  # after the rank: the logits are read before the chain touches them
-            picks.append(int(sampler.sample(engine.llm._ctx, -1)))
-        pieces.append(text.push(engine.llm.detokenize([token]))[0])
-        if i + 1 < len(ids):
-            engine.llm.eval([token])
-    total_ms = round((time.perf_counter() - t0) * 1000, 3)
-    if ready:
-        pieces.append(text.finish())
-        out(Scored(rid, len(prompt), tuple(ranks), tuple(gaps), "".join(pieces),
-                   None if sampler is None else tuple(picks)))
-    out(Done(rid, "stop" if ready else "cancelled", prompt_tokens=len(prompt), completion_tokens=len(ranks),
-             ttft_ms=total_ms, total_ms=total_ms, decode_tokens_per_s=None))
+    def __init__(self, decoder: BatchDecoder, ids: list[int], n_context: int, top_k: int, sampler: Any) -> None:
+        self.decoder, self.ids, self.n_context, self.top_k, self.sampler = decoder, ids, n_context, top_k, sampler
+        self.ranks: list[int] = []
+        self.gaps: list[float] = []
+        self.picks: list[int] = []
+
+    def __call__(self, i: int, row: int) -> None:
+        if i < self.n_context:
+            return
+        rank, gap = rank_and_gap(self.decoder.logits(row), self.ids[i - self.n_context], self.top_k)
+        self.ranks.append(rank)
+        self.gaps.append(round(gap, 4))
+        if self.sampler is not None:  # after the rank: the logits are read before the chain touches them
+            self.picks.append(self.decoder.sample_row(self.sampler, row))
+
+    def scored(self, rid: str, n_prompt: int, decoder: BatchDecoder) -> Scored:
+        """The result once every id is watched; `text` is the ids' text as generate streams it."""
+        if self.sampler is not None:
+            self.sampler.close()
+        text = TextStream([])
+        pieces = [text.push(decoder.detokenize([t]))[0] for t in self.ids] + [text.finish()]
+        return Scored(rid, n_prompt, tuple(self.ranks), tuple(self.gaps), "".join(pieces),
+                      None if self.sampler is None else tuple(self.picks))
+
+
+def score(engine: Any, req: dict[str, Any], cancelled: threading.Event, out: Callable[[EngineEvent], None]) -> None:
+    """Serve one score request to its end (Start, Scored unless cancelled, Done) on `engine`
+    (hearth.engine.worker.Engine), alone in its batch: the tests' and scripts' way in."""
+    engine.generate(dict(req, op="score"), cancelled, out)

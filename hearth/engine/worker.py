@@ -3,7 +3,8 @@
 Run as `python -m hearth.engine.worker --model PATH ...`. It reads requests from stdin and
 writes events to the original stdout (fd 1 is pointed at stderr so that nothing llama.cpp
 prints can corrupt the protocol). It exits when stdin closes, so it never outlives its parent.
-A reader thread takes cancels while the main thread generates.
+A reader thread takes requests and cancels while the main thread decodes up to `--parallel`
+requests together (hearth.engine.scheduler over hearth.engine.batch).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import secrets
 import signal
 import sys
 import threading
@@ -19,31 +19,29 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO, cast
 
-from hearth.engine.batch import sampler_chain
+from hearth.engine.batch import BatchDecoder
 from hearth.engine.chat_tokens import TemplateMismatch, partition, split_rendered
 from hearth.engine.events import (
-    Done,
     Embedding,
     EngineEvent,
     Error,
     Fatal,
-    FinishReason,
     Progress,
     Ready,
-    Start,
-    Token,
     Vectors,
     encode,
 )
 from hearth.engine.load import model_params
 from hearth.engine.protocol import ProtocolError, RequestError, decode_request
-from hearth.engine.score import score
+from hearth.engine.scheduler import Scheduler
 from hearth.engine.templates import template_for
-from hearth.engine.textstream import TextStream
 
 PROMPT_CHUNK = 64
 """Prompt tokens evaluated per llama.cpp call, and the unit of prefix reuse (as fast per token
 as 512 here; docs/benchmarks.md)."""
+LLAMA_CTX_MIN = 256
+"""The Llama object's own context in the engine child, which decodes in the BatchDecoder's: the
+Llama is kept for the model's metadata, template and tokenizer."""
 EMBED_GROUP = 8
 """Inputs embedded per llama.cpp call: a call has a fixed cost, and cancellation waits for one."""
 
@@ -63,9 +61,17 @@ class Emitter:
 
 
 class Engine:
+    """One model: its prompts (templates, special tokens), its BatchDecoder of `parallel`
+    sequences of n_ctx tokens each, and an embedding context made on first use.
+
+    `llama_ctx`: the Llama object's own context (default n_ctx): the scripts that read logits
+    through `llm` and `_evaluate` want the whole window; the engine child gives it LLAMA_CTX_MIN
+    (its requests decode in the BatchDecoder), so that its memory is one context per slot."""
+
     def __init__(self, model_path: str, n_ctx: int, n_threads: int,
                  rpc: list[str] | None = None, split: list[float] | None = None,
-                 progress: Callable[[float], None] | None = None) -> None:
+                 progress: Callable[[float], None] | None = None, *, parallel: int = 1,
+                 llama_ctx: int | None = None) -> None:
         import llama_cpp
         from llama_cpp import llama_chat_format
 
@@ -76,10 +82,14 @@ class Engine:
         """Prompt tokens per llama.cpp call; scripts/bench_verify.py sets others to measure drift."""
         with model_params(rpc or [], split, progress or (lambda _: None)) as placement:
             self.llm = llama_cpp.Llama(
-                model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
+                model_path=model_path, n_ctx=llama_ctx or n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
                 verbose=False, **placement,
             )
-        self.n_ctx = self.llm.n_ctx()
+        self.decoder = BatchDecoder(self.llm._model, n_ctx=n_ctx * parallel, n_threads=n_threads,
+                                    parallel=parallel, chunk=PROMPT_CHUNK)
+        self.n_ctx = self.decoder.n_ctx_seq
+        """Each request's context window."""
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.llm._model.vocab))
         self._vocab = self.llm._model.vocab
         self._embedder: Any = None
         self._specials: tuple[list[str], list[int]] | None = None
@@ -163,11 +173,6 @@ class Engine:
         self._check_fits(len(tokens))
         return tokens, stop
 
-    def _sampler(self, temperature: float, top_p: float, seed: int) -> Any:
-        """A fresh chain per request (hearth.engine.batch.sampler_chain: the one chain the batched
-        decoder uses too, so a request samples the same tokens alone or in a batch)."""
-        return sampler_chain(temperature, top_p, seed)
-
     def _evaluate(self, tokens: list[int], cancelled: threading.Event) -> bool:
         """Evaluate the prompt in chunks of PROMPT_CHUNK tokens aligned at position 0, reusing
         the whole chunks the previous prompt left in the KV cache; cancellable between chunks.
@@ -196,83 +201,26 @@ class Engine:
         return True
 
     # -- requests ----------------------------------------------------------------------------
-    def generate(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
-        """Stream one completion, one token per decode step, checking for cancellation at each.
+    def generate(self, req: dict[str, Any], cancelled: threading.Event, out: Callable[[EngineEvent], None]) -> None:
+        """Serve one request (generate or score) to its end, alone in the batch: the scripts'
+        and tests' way in (a refusal is raised as RequestError); the engine child runs many at
+        once through its Scheduler."""
+        def emit(event: EngineEvent) -> None:
+            if isinstance(event, Error):
+                raise RequestError(event.code, event.message)
+            out(event)
 
-        Token events carry the ids they cover, so that after a failure the supervisor can resume
-        on a new engine from exactly where this one stopped: a request with `resume` (ids
-        generated so far) and `resumed_text` (what the client already has)."""
-        rid = str(req["id"])
-        prompt, stop = self._prepare(req)
-        n_prompt = len(prompt)
-        resume = [int(t) for t in req.get("resume") or []]
-        self._check_fits(n_prompt + len(resume))
-        room = self.n_ctx - n_prompt - len(resume)
-        max_tokens = req.get("max_tokens")
-        limit = room if max_tokens is None else min(room, max(0, int(max_tokens) - len(resume)))
-        seed = req.get("seed")
-        sampler = self._sampler(float(req.get("temperature", 0.8)), float(req.get("top_p", 0.95)),
-                                secrets.randbits(32) if seed is None else int(seed))
-        t0 = time.perf_counter()
-        out(Start(rid, n_prompt))
-        # The prompt as one run of batches, then each generated token on its own: a resumed
-        # reply rebuilds the lost engine's KV cache exactly as that engine built it.
-        ready = self._evaluate(prompt, cancelled)
-        for token in resume:
-            if not ready or cancelled.is_set():
-                ready = False
-                break
-            self.llm.eval([token])
-        if resume and ready:
-            # Text the dead engine had generated but not yet sent (held back for a possible stop
-            # sequence): send it now, so the client misses nothing.
-            full = self.llm.detokenize(resume).decode("utf-8", errors="ignore")
-            had = str(req.get("resumed_text") or "")
-            if full.startswith(had) and len(full) > len(had):
-                out(Token(rid, full[len(had):], ()))
-        finish, n, stats = self._decode(rid, sampler, stop, limit, cancelled if ready else None, out)
-        out(Done(
-            rid, finish, prompt_tokens=n_prompt, completion_tokens=n + len(resume),
-            ttft_ms=round(((stats[0] or time.perf_counter()) - t0) * 1000, 3),
-            total_ms=round((time.perf_counter() - t0) * 1000, 3),
-            decode_tokens_per_s=round((n - 1) / (stats[1] - stats[0]), 3)
-            if n > 1 and stats[0] is not None and stats[1] is not None and stats[1] > stats[0] else None,
-        ))
+        sched = Scheduler(self, self.decoder, emit)
+        sched.submit(req, cancelled)
+        while not sched.idle:
+            sched.tick()
 
-    def _decode(self, rid: str, sampler: Any, stop: list[str], limit: int, cancelled: threading.Event | None,
-                out: Emitter) -> tuple[FinishReason, int, tuple[float | None, float | None]]:
-        """Sample up to `limit` tokens; returns the finish reason, the tokens generated and the
-        times of the first and last. `cancelled` None means the request was cancelled already."""
-        if cancelled is None:
-            return "cancelled", 0, (None, None)
-        text = TextStream(stop)
-        unsent: list[int] = []
-        finish: FinishReason = "length"
-        n = 0
-        t_first = t_last = None
-        while n < limit:
-            if cancelled.is_set():
-                return "cancelled", n, (t_first, t_last)
-            token = sampler.sample(self.llm._ctx, -1)
-            if self._llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                finish = "stop"
-                break
-            n += 1
-            unsent.append(int(token))
-            piece, stopped = text.push(self.llm.detokenize([token]))
-            t_last = time.perf_counter()
-            t_first = t_first or t_last
-            if piece:
-                out(Token(rid, piece, tuple(unsent)))
-                unsent = []
-            if stopped:
-                return "stop", n, (t_first, t_last)
-            if n < limit:
-                self.llm.eval([token])
-        tail = text.finish()
-        if tail:
-            out(Token(rid, tail, tuple(unsent)))
-        return finish, n, (t_first, t_last)
+    def close(self) -> None:
+        """Free the decoder's context, the embedding context and the model."""
+        self.decoder.close()
+        if self._embedder is not None:
+            self._embedder.close()
+        self.llm.close()
 
     def embed(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
         """Vectors in groups (one event each, so no line grows with the request), checking for
@@ -302,6 +250,8 @@ class Engine:
 
 def _reader(inbox: queue.Queue[dict[str, Any] | None], cancels: dict[str, threading.Event],
             out: Emitter) -> None:
+    """Requests into the inbox, each with its cancel event in `cancels` (the scheduler removes
+    it when the request ends); a cancel sets the event."""
     for line in sys.stdin.buffer:
         try:
             msg = decode_request(line)
@@ -315,11 +265,31 @@ def _reader(inbox: queue.Queue[dict[str, Any] | None], cancels: dict[str, thread
             continue
         cancels[str(msg.get("id"))] = threading.Event()
         inbox.put(msg)
-    # stdin closed: the parent is gone (or stopping us). Stop the request in hand at its next
+    # stdin closed: the parent is gone (or stopping us). Stop the requests in hand at the next
     # step rather than decoding on for nobody.
     for ev in list(cancels.values()):
         ev.set()
     inbox.put(None)
+
+
+def serve(engine: Engine, inbox: queue.Queue[dict[str, Any] | None], cancels: dict[str, threading.Event],
+          out: Emitter) -> None:
+    """Take requests between decode steps (waiting for one only when nothing runs) until the
+    inbox ends, then finish what was cancelled."""
+    sched = Scheduler(engine, engine.decoder, out, cancels=cancels)
+    closing = False
+    while not (closing and sched.idle):
+        while not closing:
+            try:
+                req = inbox.get(block=sched.idle)
+            except queue.Empty:
+                break
+            if req is None:
+                closing = True
+                sched.cancel_all()
+            elif str(req.get("id")) in cancels:
+                sched.submit(req, cancels[str(req.get("id"))])
+        sched.tick()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -347,30 +317,17 @@ def main(argv: list[str] | None = None) -> int:
                 out(Progress(round(fraction, 3)))
 
         engine = Engine(args.model, args.n_ctx, args.threads, rpc=args.rpc, split=split,
-                        progress=progress)
+                        progress=progress, parallel=args.parallel, llama_ctx=LLAMA_CTX_MIN)
     except Exception as exc:  # report any load failure to the parent, then exit
         out(Fatal(f"Could not load {args.model}: {exc}"))
         return 1
-    out(Ready(os.getpid(), engine.n_ctx, round((time.perf_counter() - t0) * 1000, 1), parallel=1))
+    out(Ready(os.getpid(), engine.n_ctx, round((time.perf_counter() - t0) * 1000, 1),
+              parallel=engine.decoder.parallel))
 
     inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
     cancels: dict[str, threading.Event] = {}
     threading.Thread(target=_reader, args=(inbox, cancels, out), daemon=True).start()
-    while (req := inbox.get()) is not None:
-        rid = str(req.get("id"))
-        try:
-            if req["op"] == "embed":
-                engine.embed(req, cancels[rid], out)
-            elif req["op"] == "score":
-                score(engine, req, cancels[rid], out)
-            else:
-                engine.generate(req, cancels[rid], out)
-        except RequestError as exc:
-            out(Error(rid, exc.code, exc.message))
-        except (KeyError, TypeError, ValueError) as exc:
-            out(Error(rid, "engine_error", f"{type(exc).__name__}: {exc}"))
-        finally:
-            cancels.pop(rid, None)
+    serve(engine, inbox, cancels, out)
     return 0
 
 

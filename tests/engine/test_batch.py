@@ -170,3 +170,59 @@ def test_refusals_and_a_full_decoder(model: Any) -> None:
     assert dec.active == 0
     assert dec.admit("c", dec.tokenize("Hey"), max_tokens=2) == 0  # the lowest free sequence id
     dec.close()
+
+
+def test_a_shared_prefix_is_reused_and_changes_no_text(model: Any) -> None:
+    """A finished request's whole prompt chunks stay in its sequence; a later prompt that starts
+    with them goes to that sequence and skips them, with the same greedy text as a fresh one."""
+    system = LONG  # several whole chunks
+    first, second = system + " Rivers", system + " Seas are"
+    fresh = decoder(model, parallel=2)
+    alone = run(fresh, {0: [("second", second, GREEDY)]})
+    fresh.close()
+    dec = decoder(model, parallel=2)
+    run(dec, {0: [("first", first, GREEDY)]})
+    n_second = len(dec.tokenize(second))
+    reply: dict[str, Reply] = {}
+    assert dec.admit("second", dec.tokenize(second), max_tokens=TOKENS, **GREEDY) is not None
+    assert dec.last_reused >= 2 * dec.chunk and dec.last_reused % dec.chunk == 0
+    assert dec.last_reused < n_second
+    reply["second"] = Reply()
+    while dec.active:
+        for r in dec.step():
+            reply[r.key].text += r.text
+            if r.sampled is not None:
+                reply[r.key].ids.append(r.sampled)
+    assert reply["second"].ids == alone["second"].ids
+    dec.forget()
+    assert dec.admit("third", dec.tokenize(second), max_tokens=1) is not None and dec.last_reused == 0
+    dec.close()
+
+
+def test_forced_tokens_are_fed_as_if_sampled_and_watched(model: Any, alone: dict[str, Reply]) -> None:
+    """A resumed reply (forced = its first ids) goes on exactly as it would have; a watched slot
+    that does not generate sees, before each forced token, the logits that chose it."""
+    dec = decoder(model)
+    ids = alone["moon"].ids
+    head = ids[:6]
+    seen: list[int] = []
+
+    def watch(i: int, row: int) -> None:
+        seen.append(int(dec.logits(row).argmax()))
+
+    dec.admit("resumed", dec.tokenize(PROMPTS["moon"]), max_tokens=TOKENS - len(head), forced=head, **GREEDY)
+    dec.admit("scored", dec.tokenize(PROMPTS["moon"]), forced=ids, watch=watch, then_generate=False)
+    dec.admit("bees", dec.tokenize(PROMPTS["bees"]), max_tokens=TOKENS, **GREEDY)
+    got: dict[str, list[int]] = {"resumed": [], "scored": [], "bees": []}
+    finish: dict[str, str | None] = {}
+    while dec.active:
+        for r in dec.step():
+            if r.sampled is not None:
+                got[r.key].append(r.sampled)
+            if r.finish:
+                finish[r.key] = r.finish
+    dec.close()
+    assert head + got["resumed"] == ids
+    assert seen == ids  # greedy: each forced id is its row's best
+    assert got["scored"] == [] and finish["scored"] == "stop"
+    assert got["bees"] == alone["bees"].ids

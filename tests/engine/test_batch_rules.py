@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hearth.engine import batch_rules as R
 from hearth.engine.batch_rules import Admitting, chunk_bounds, chunks_left, free_seq, limit_for, pick_chunk
 
 
@@ -93,3 +94,22 @@ def test_limit_stays_within_the_sequence(max_tokens: int | None, n_prompt: int, 
     assert 0 <= limit <= max(0, n_ctx_seq - n_prompt)
     if max_tokens is not None:
         assert limit <= max(0, max_tokens)
+
+
+@given(st.lists(st.integers(0, 3), max_size=300), st.lists(st.integers(0, 3), max_size=300), st.integers(1, 64))
+def test_reusable_is_whole_chunks_of_the_common_prefix_short_of_the_prompt(kept: list[int], prompt: list[int],
+                                                                          chunk: int) -> None:
+    n = R.reusable(kept, prompt, chunk)
+    assert n % chunk == 0 and 0 <= n
+    assert kept[:n] == prompt[:n]
+    assert n < len(prompt) or n == 0
+
+
+def test_pick_seq_prefers_the_longest_reuse_then_the_lowest_free() -> None:
+    prompt = list(range(200))
+    kept = {0: [9] * 128, 1: list(range(64)), 2: list(range(150))}
+    assert R.pick_seq(kept, set(), 4, prompt, 64) == (2, 128)
+    assert R.pick_seq(kept, {2}, 4, prompt, 64) == (1, 64)
+    assert R.pick_seq(kept, {1, 2}, 4, prompt, 64) == (0, 0)
+    assert R.pick_seq({}, {0}, 4, prompt, 64) == (1, 0)
+    assert R.pick_seq(kept, {0, 1, 2, 3}, 4, prompt, 64) is None

@@ -144,7 +144,7 @@ def test_user_text_is_never_parsed_as_control_tokens(smollm2_path: Path) -> None
         assert tokens.count(im_start[0]) == benign.count(im_start[0]) == 3
         assert llm.detokenize(tokens).decode().count("<|im_start|>") == 1  # the text is still there
     finally:
-        engine.llm.close()
+        engine.close()
 
 
 def test_gemma_template_with_system_and_trim_tokenizes_as_before(models_home: Path) -> None:
@@ -162,7 +162,7 @@ def test_gemma_template_with_system_and_trim_tokenizes_as_before(models_home: Pa
         tokens, _ = engine._chat_prompt(msgs)
         assert len(turn) == 1 and tokens.count(turn[0]) == 4  # 3 turns + the generation prompt
     finally:
-        engine.llm.close()
+        engine.close()
 
 
 def test_an_oversized_event_line_ends_the_engine_instead_of_hanging(smollm2_path: Path, tmp_path: Path,

@@ -29,7 +29,7 @@ COLOURS = [{"role": "user", "content": "Write a short poem about the sea."}]
 def engine(smollm2_path: Path) -> Iterator[Engine]:
     e = Engine(str(smollm2_path), 1024, 1)
     yield e
-    e.llm.close()
+    e.close()
 
 
 def events(call: Any, engine: Engine, req: dict[str, Any]) -> list[EngineEvent]:
@@ -41,7 +41,7 @@ def events(call: Any, engine: Engine, req: dict[str, Any]) -> list[EngineEvent]:
 def greedy(engine: Engine, messages: list[dict[str, str]], n: int = 16) -> tuple[list[int], str]:
     out: list[EngineEvent] = []
     engine.generate({"id": "g", "op": "chat", "messages": messages, "max_tokens": n, "temperature": 0.0},
-                    threading.Event(), out.append)  # type: ignore[arg-type]
+                    threading.Event(), out.append)
     tokens = [e for e in out if isinstance(e, Token)]
     return [i for t in tokens for i in t.ids], "".join(t.text for t in tokens)
 
