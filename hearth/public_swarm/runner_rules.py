@@ -210,7 +210,7 @@ def jobs_at_once(asked: int | None, slots: int) -> tuple[int, str]:
     slots = max(1, min(MAX_JOBS, slots))
     if asked is None:
         return slots, (f"taking up to {slots} job(s) at once: the engine decodes {slots} at a time "
-                       "(HEARTH_PARALLEL); --max-jobs takes fewer")
+                       "(its slots: HEARTH_PARALLEL, or chosen from memory); --max-jobs takes fewer")
     if asked <= slots:
         return asked, f"taking up to {asked} job(s) at once (--max-jobs); the engine decodes {slots} at a time"
     return asked, (f"taking up to {asked} jobs at once (--max-jobs), but the engine decodes {slots} at a time: "

@@ -53,7 +53,7 @@ def test_max_jobs_is_the_flag_when_given_else_the_slots(asked: int | None, slots
 
 def test_the_lines_say_where_the_number_came_from() -> None:
     assert jobs_at_once(None, 2) == (2, "taking up to 2 job(s) at once: the engine decodes 2 at a time "
-                                        "(HEARTH_PARALLEL); --max-jobs takes fewer")
+                                        "(its slots: HEARTH_PARALLEL, or chosen from memory); --max-jobs takes fewer")
     assert jobs_at_once(1, 4)[1] == "taking up to 1 job(s) at once (--max-jobs); the engine decodes 4 at a time"
     assert "jobs past 2 wait here for a slot" in jobs_at_once(3, 2)[1]
 
