@@ -122,7 +122,8 @@ def contribute(
     url: CoordinatorOpt = None,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="A stored model to offer (repeat for several; default: every stored model).")] = None,
-    max_jobs: Annotated[int, typer.Option(min=1, max=64, help="Jobs to run at once, at most.")] = 1,
+    max_jobs: Annotated[int | None, typer.Option(min=1, max=64, help=(
+        "Jobs to run at once, at most (default: as many as the engine decodes at once, HEARTH_PARALLEL)."))] = None,
     hours: Annotated[str | None, typer.Option(
         help="Take jobs only in these local hours, START-END, e.g. 22-07 (default: all day).")] = None,
     upload_cap: Annotated[str | None, typer.Option(
@@ -145,7 +146,7 @@ def contribute(
 
     from hearth.cli.common import policy, until_signal
     from hearth.orchestrator.engines import EnginePool
-    from hearth.public_swarm.runner_rules import admission
+    from hearth.public_swarm.runner_rules import admission, engine_slots
     from hearth.public_swarm.worker import contribute as run
 
     config = settings()
@@ -155,7 +156,8 @@ def contribute(
     async def main() -> None:
         try:
             await run(config, url, engines.run, model or (), max_jobs, limits, say=say,
-                      page_port=config.worker_page_port if page_port is None else page_port)
+                      page_port=config.worker_page_port if page_port is None else page_port,
+                      slots=lambda: engine_slots(engines.status(), getattr(config, "parallel", None)))
         finally:
             await engines.close()
 

@@ -15,18 +15,26 @@ Everything it decides is here, so tests drive it without sockets or a model:
 - `Framer`: engine Tokens -> protocol Tokens frames. A frame carries at least one token id, so text
   without ids (what a resumed engine re-sends of the dead worker's held-back text) rides on the next
   frame that has ids; ids and characters per frame stay within the protocol's bounds.
+- `engine_slots`, `jobs_at_once`: how many jobs the worker takes at once (its Hello's max_jobs): as
+  many as its engine decodes together (its slots), unless the owner's `--max-jobs` says otherwise.
 """
 
 from __future__ import annotations
 
 import datetime
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.errors import InvalidRequest
-from hearth.public_swarm.protocol.messages import MAX_CHARS_PER_TOKEN, MAX_IDS_PER_FRAME, CheckRequest, JobRequest
+from hearth.public_swarm.protocol.messages import (
+    MAX_CHARS_PER_TOKEN,
+    MAX_IDS_PER_FRAME,
+    MAX_JOBS,
+    CheckRequest,
+    JobRequest,
+)
 from hearth.units import parse_size
 
 OFF_HOURS = "off_hours"
@@ -184,3 +192,26 @@ class Framer:
             frames.append((self.pending[:room], chunk))
             self.pending = self.pending[room:]
         return frames
+
+
+def engine_slots(status: Mapping[str, Any], parallel: int | None = None) -> int:
+    """How many requests the local engine decodes at once: the pool status's `slots` (the loaded
+    engine's own count, from its Ready), else `parallel` (HEARTH_PARALLEL), else 1; at most MAX_JOBS."""
+    for value in (status.get("slots"), parallel):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return min(MAX_JOBS, value)
+    return 1
+
+
+def jobs_at_once(asked: int | None, slots: int) -> tuple[int, str]:
+    """The max_jobs a worker declares in its Hello, and the line that says so: `--max-jobs` when the
+    owner gave it, else the engine's `slots`. A --max-jobs above the slots is kept (the owner's
+    choice), but the jobs past the slots then wait here for a slot, so the line says that."""
+    slots = max(1, min(MAX_JOBS, slots))
+    if asked is None:
+        return slots, (f"taking up to {slots} job(s) at once: the engine decodes {slots} at a time "
+                       "(its slots: HEARTH_PARALLEL, or chosen from memory); --max-jobs takes fewer")
+    if asked <= slots:
+        return asked, f"taking up to {asked} job(s) at once (--max-jobs); the engine decodes {slots} at a time"
+    return asked, (f"taking up to {asked} jobs at once (--max-jobs), but the engine decodes {slots} at a time: "
+                   f"jobs past {slots} wait here for a slot (raise HEARTH_PARALLEL, or lower --max-jobs)")

@@ -47,7 +47,7 @@ from hearth.public_swarm.protocol import Action, Close, Send, WorkerSession, enc
 from hearth.public_swarm.protocol.actions import JobOffered, StopJob, Welcomed
 from hearth.public_swarm.protocol.messages import MAX_FRAME_CHARS, MAX_JOBS, ModelOffer
 from hearth.public_swarm.runner import Generate, Runner, measured
-from hearth.public_swarm.runner_rules import Admission
+from hearth.public_swarm.runner_rules import Admission, jobs_at_once
 from hearth.public_swarm.worker_page import Earnings, Served, page_app, serve_page
 from hearth.settings import Settings
 
@@ -181,25 +181,29 @@ async def link_once(url: str, identity: NodeIdentity, offers: Sequence[ModelOffe
 
 
 async def contribute(settings: Settings, coordinator: str | None, generate: Generate, models: Sequence[str] = (),
-                     max_jobs: int = 1, admission: Admission | None = None, *,
-                     say: Callable[[str], None] = print, page_port: int = 0) -> None:
+                     max_jobs: int | None = None, admission: Admission | None = None, *,
+                     say: Callable[[str], None] = print, page_port: int = 0,
+                     slots: Callable[[], int] | None = None) -> None:
     """Be a public worker until cancelled: keep one link to `coordinator` (default
     HEARTH_COORDINATOR) up, offering `models` (default: every stored model with a priced
     quantisation), each measured here first, and run at most `max_jobs` jobs at once on `generate`
     (EnginePool.run) within `admission`'s hours and upload cap; with `page_port`, show what it served
-    on 127.0.0.1 (worker_page). Bad arguments raise before any dial (NoCoordinator, ModelNotFound,
-    NothingToOffer, InvalidRequest)."""
-    if not 1 <= max_jobs <= MAX_JOBS:
+    on 127.0.0.1 (worker_page). `max_jobs` None takes as many as the engine decodes at once:
+    `slots()` read after each model is loaded (the fewest of them; default 1). Bad arguments raise
+    before any dial (NoCoordinator, ModelNotFound, NothingToOffer, InvalidRequest)."""
+    if max_jobs is not None and not 1 <= max_jobs <= MAX_JOBS:
         raise InvalidRequest(f"--max-jobs must be 1 to {MAX_JOBS}; got {max_jobs}.", param="max_jobs")
     base = coordinator_url(coordinator or settings.coordinator or "")
     url = link_url(base)
     stored = await asyncio.to_thread(model_offers, settings, models)
     hardware = await asyncio.to_thread(detect)
     say(f"hardware: {describe_hardware(hardware)}")
-    offers = await measured(generate, stored, say)
+    offers, least = await measured_with_slots(generate, stored, say, slots or (lambda: 1))
     if not offers:
         raise NothingToOffer("None of the models can run on this machine (or pool); see the lines above.",
                              param="model")
+    max_jobs, line = jobs_at_once(max_jobs, least)
+    say(line)
     identity = NodeIdentity.load_or_create(settings.home)
     runner = Runner(generate, offers, admission)
     on_welcome = registrar(base, identity, registration(offers, hardware), say)
@@ -212,6 +216,20 @@ async def contribute(settings: Settings, coordinator: str | None, generate: Gene
         page.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await page
+
+
+async def measured_with_slots(generate: Generate, stored: Sequence[ModelOffer], say: Callable[[str], None],
+                              slots: Callable[[], int]) -> tuple[list[ModelOffer], int]:
+    """The offers measured here (runner.measured), and the fewest slots of their engines: each
+    model's engine is loaded by its measurement, so `slots()` right after it reads that engine's."""
+    offers: list[ModelOffer] = []
+    least = MAX_JOBS
+    for offer in stored:
+        got = await measured(generate, [offer], say)
+        if got:
+            offers += got
+            least = min(least, slots())
+    return offers, least if offers else 1
 
 
 async def keep_linked(url: str, identity: NodeIdentity, offers: Sequence[ModelOffer], max_jobs: int, runner: Runner,

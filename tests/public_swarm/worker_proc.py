@@ -34,12 +34,12 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:
 
 
 @contextmanager
-def coordinator_at(home: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`hearth coordinator --bind 127.0.0.1 --port PORT` with its database in `home`."""
+def coordinator_at(home: Path, port: int, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`hearth coordinator --bind 127.0.0.1 --port PORT ARGS` with its database in `home`."""
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / f"coordinator-{port}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen([*HEARTH, "coordinator", "--bind", "127.0.0.1", "--port", str(port)],
+        proc = subprocess.Popen([*HEARTH, "coordinator", "--bind", "127.0.0.1", "--port", str(port), *args],
                                 env=hearth_env(home, HEARTH_SPOT_CHECKS="off"), stdout=log, stderr=subprocess.STDOUT,
                                 cwd=REPO)
     try:
