@@ -157,7 +157,7 @@ def contribute(
         try:
             await run(config, url, engines.run, model or (), max_jobs, limits, say=say,
                       page_port=config.worker_page_port if page_port is None else page_port,
-                      slots=lambda: engine_slots(engines.status(), getattr(config, "parallel", None)))
+                      slots=lambda: engine_slots(engines.status(), config.parallel))
         finally:
             await engines.close()
 

@@ -26,8 +26,8 @@ them. A kept chunk was computed exactly as a fresh one would be, so reuse change
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from hearth.engine.batch_rules import (
@@ -38,8 +38,10 @@ from hearth.engine.batch_rules import (
     pick_chunk,
     pick_seq,
 )
+from hearth.engine.batch_slot import Slot, SlotResult, Watch
 from hearth.engine.events import FinishReason
 from hearth.engine.protocol import RequestError
+from hearth.engine.sampling import sampler_chain
 from hearth.engine.textstream import TextStream
 
 PROMPT_CHUNK = 64
@@ -50,109 +52,10 @@ N_BATCH = 512
 
 Row = tuple[int, int, int, bool]
 """One batch row: token, position, sequence id, whether its logits are wanted."""
-Watch = Callable[[int, int], None]
-"""Called with (i, row) before forced token i is taken: `row` is the batch row whose logits
-predict it (read them with BatchDecoder.logits)."""
 
 
 class DecodeFailed(RuntimeError):
     """llama_decode refused a batch (no KV room, or a fatal error); the message has its code."""
-
-
-MAX_GRAMMAR = 64 * 1024
-"""Longest GBNF grammar a request may carry (characters)."""
-
-
-def sampler_chain(temperature: float, top_p: float, seed: int, grammar: str | None = None,
-                  vocab: Any = None) -> Any:
-    """hearth's sampler chain, for every request of the engine: top-k 40, top-p, min-p 0.05,
-    temperature, seeded draw; greedy at temperature 0 (as llama-cpp-python builds it by default),
-    so a seed reproduces a reply. With a GBNF `grammar` (and the model's `vocab`), the grammar
-    comes first and only tokens it allows are drawn. Named by hearth.engine.protocol.SAMPLER_CHAIN:
-    change that name with the chain. RequestError for a grammar that does not parse."""
-    import llama_cpp
-    from llama_cpp._internals import LlamaSampler
-
-    chain: Any = LlamaSampler()  # type: ignore[no-untyped-call]
-    if grammar is not None:
-        if len(grammar) > MAX_GRAMMAR or not grammar.strip():
-            chain.close()
-            raise RequestError("invalid_request", f"A grammar must be 1 to {MAX_GRAMMAR} characters of GBNF.")
-        rule = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
-        if not rule:
-            chain.close()
-            raise RequestError("invalid_request", "The grammar does not parse as GBNF with a `root` rule; "
-                               "see llama.cpp's grammars/README.md for the syntax.")
-        llama_cpp.llama_sampler_chain_add(chain.sampler, rule)
-    if temperature <= 0.0:
-        chain.add_greedy()
-    else:
-        chain.add_top_k(40)
-        chain.add_top_p(top_p, 1)
-        chain.add_min_p(0.05, 1)
-        chain.add_temp(temperature)
-        chain.add_dist(seed)
-    return chain
-
-
-@dataclass
-class Slot:
-    """One request in the batch: its sequence, prompt, sampler, stop handling and progress."""
-
-    key: str
-    seq: int
-    prompt: list[int]
-    limit: int
-    """Tokens it may generate (max_tokens within its sequence's context)."""
-    sampler: Any
-    text: TextStream
-    order: int
-    fed: int = 0
-    """Prompt tokens evaluated so far (or kept in its sequence's cache from an earlier request)."""
-    forced: list[int] = field(default_factory=list)
-    """Tokens fed after the prompt as if sampled (a resumed reply's ids, a score's tokens)."""
-    taken: int = 0
-    """Forced tokens taken so far."""
-    watch: Watch | None = None
-    then_generate: bool = True
-    """False: the slot ends (finish "stop") once its last forced token is watched."""
-    reused: int = 0
-    """Prompt tokens its sequence's cache already held at admission."""
-    skipped: int = 0
-    """Steps since it last had a prompt chunk (while admitting)."""
-    pending: int | None = None
-    """The last sampled token, to be decoded in the next step."""
-    generated: int = 0
-    unsent: list[int] = field(default_factory=list)
-    """Generated ids whose text is still held back (a UTF-8 or stop-string prefix)."""
-    cancelled: bool = False
-    steps: int = 0
-    """Steps taken since admission, this one included."""
-
-    @property
-    def admitting(self) -> bool:
-        return self.fed < len(self.prompt)
-
-    def pos_of_pending(self) -> int:
-        """The position of the pending token: right after the prompt and the tokens before it."""
-        return len(self.prompt) + self.taken + self.generated - 1
-
-
-@dataclass(frozen=True)
-class SlotResult:
-    """What one slot did in one step: the token it sampled (None at end of text or when it
-    finished without sampling), the text now safe to send and the ids that text covers (as
-    events.Token carries them), and the finish reason if it ended (its slot is then free)."""
-
-    key: str
-    sampled: int | None
-    text: str
-    ids: tuple[int, ...]
-    finish: FinishReason | None
-    generated: int
-    prompt_tokens: int
-    steps: int
-    """Steps since admission, this one included (a first token's step count is its latency)."""
 
 
 @dataclass(frozen=True)

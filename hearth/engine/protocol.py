@@ -64,7 +64,7 @@ def decode_request(line: bytes | str) -> dict[str, Any]:
 
 
 SAMPLER_CHAIN = "hearth-k40-p-minp0.05-t-dist.1"
-"""The sampler `Engine._sampler` builds (top-k 40, top-p, min-p 0.05, temperature, seeded draw);
+"""The sampler `hearth.engine.sampling.sampler_chain` builds (top-k 40, top-p, min-p 0.05, temperature, seeded draw);
 its name changes whenever the chain does."""
 
 

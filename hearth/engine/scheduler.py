@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hearth.engine.batch import BatchDecoder, DecodeFailed, SlotResult
+from hearth.engine.batch import BatchDecoder, DecodeFailed
+from hearth.engine.batch_slot import SlotResult
 from hearth.engine.events import Done, EngineEvent, Error, FinishReason, Start, Token
 from hearth.engine.protocol import RequestError
 from hearth.engine.score import ScoreWatch, replay_sampler, score_fields

@@ -18,9 +18,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from hearth.engine.batch import BatchDecoder, sampler_chain
+from hearth.engine.batch import BatchDecoder
 from hearth.engine.events import EngineEvent, Scored
 from hearth.engine.protocol import RequestError
+from hearth.engine.sampling import sampler_chain
 from hearth.engine.textstream import TextStream
 
 MAX_TOP_K = 1000

@@ -48,7 +48,7 @@ MIN_RATE = 0.02
 HALF_LIFE = 10
 """Verified checks in a row that halve a worker's check rate."""
 SAMPLER_TOP_K = 40
-"""The engine's sampler keeps its best 40 tokens (hearth.engine.worker.Engine._sampler): a sampled
+"""The engine's sampler keeps its best 40 tokens (hearth.engine.sampling.sampler_chain): a sampled
 token ranked past them was not drawn by that chain. A replay check asks for ranks up to this."""
 REPLAY_SHARE = 0.1
 """At most this share of a sampled output's tokens may differ from the seeded re-run's picks (at

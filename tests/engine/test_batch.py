@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from hearth.engine.batch import BatchDecoder, SlotResult, load_model
+from hearth.engine.batch import BatchDecoder, load_model
 from hearth.engine.batch_rules import chunks_left
+from hearth.engine.batch_slot import SlotResult
 from hearth.engine.protocol import RequestError
 
 pytestmark = pytest.mark.slow
