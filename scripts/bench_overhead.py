@@ -126,7 +126,7 @@ def bench(threads: int, args: argparse.Namespace, home: Path, model_path: Path) 
             time.sleep(0.1)
         client: Any = (openai.OpenAI(base_url=url + "/v1", api_key="local", max_retries=0)
                        if args.client == "openai" else httpx.Client(base_url=url, timeout=120))
-        llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=args.n_ctx, n_threads=threads,
+        llm = llama_cpp.Llama(model_path=str(model_path), n_ctx=args.n_ctx, n_threads=threads, flash_attn=True,
                               n_threads_batch=threads, verbose=False)
         warm = [{"role": "user", "content": "Warm up."}]
         measure(direct_stream(llm, warm, 8), time.perf_counter())

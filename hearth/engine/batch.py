@@ -71,11 +71,15 @@ class BatchDecoder:
     """Up to `parallel` sequences over one llama.cpp context; not thread-safe except `cancel`."""
 
     def __init__(self, model: Any, *, n_ctx: int, n_threads: int, parallel: int, unified: bool = False,
-                 mixed: bool = False, chunk: int = PROMPT_CHUNK, owns_model: bool = False) -> None:
+                 mixed: bool = False, chunk: int = PROMPT_CHUNK, owns_model: bool = False,
+                 flash_attn: bool = True) -> None:
         """`model`: a llama_cpp._internals.LlamaModel. `mixed`: the prompt chunk and the generating
         tokens in one llama_decode; otherwise the chunk is decoded first on its own, in exactly the
         shape the single-request engine gives it (llama.cpp splits a mixed batch anyway when the
-        KV cache is not unified, cutting the chunk after its first token)."""
+        KV cache is not unified, cutting the chunk after its first token). `flash_attn`: llama.cpp's
+        fused attention (llama-server's default here): a quarter faster at 4 sequences on this CPU,
+        and still a reply in a batch is its reply alone (docs/benchmarks.md, probe_batch); it
+        rounds differently from the unfused kernels, so every engine that must agree uses it."""
         import llama_cpp
         from llama_cpp._internals import LlamaBatch, LlamaContext
 
@@ -95,7 +99,8 @@ class BatchDecoder:
         params.n_threads = params.n_threads_batch = n_threads
         params.kv_unified = unified
         params.embeddings = False
-        params.flash_attn_type = self._low.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as Llama(flash_attn=False)
+        params.flash_attn_type = (self._low.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn
+                                  else self._low.LLAMA_FLASH_ATTN_TYPE_DISABLED)
         self._ctx: Any = LlamaContext(model=model, params=params, verbose=False)
         self._batch: Any = LlamaBatch(
             n_tokens=N_BATCH, embd=0, n_seq_max=1, verbose=False)

@@ -63,9 +63,10 @@ def decode_request(line: bytes | str) -> dict[str, Any]:
     return msg
 
 
-SAMPLER_CHAIN = "hearth-k40-p-minp0.05-t-dist.1"
+SAMPLER_CHAIN = "hearth-k40-p-minp0.05-t-dist.1-fa"
 """The sampler `hearth.engine.sampling.sampler_chain` builds (top-k 40, top-p, min-p 0.05, temperature, seeded draw);
-its name changes whenever the chain does."""
+its name changes whenever the chain does, or the logits it reads (`-fa`: computed with flash
+attention, as the batched decoder does)."""
 
 
 def sampler_id() -> str:

@@ -83,7 +83,7 @@ class Engine:
         with model_params(rpc or [], split, progress or (lambda _: None)) as placement:
             self.llm = llama_cpp.Llama(
                 model_path=model_path, n_ctx=llama_ctx or n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                verbose=False, **placement,
+                flash_attn=True, verbose=False, **placement,  # as the decoder: the scripts' logits agree
             )
         self.decoder = BatchDecoder(self.llm._model, n_ctx=n_ctx * parallel, n_threads=n_threads,
                                     parallel=parallel, chunk=PROMPT_CHUNK)

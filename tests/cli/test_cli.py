@@ -30,7 +30,7 @@ def test_run_prints_a_greedy_reply_equal_to_llama_cpp_python(models_home: Path, 
     assert r.returncode == 0, r.stderr
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(smollm2_path), n_ctx=N_CTX, n_threads=2, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(smollm2_path), n_ctx=N_CTX, n_threads=2, flash_attn=True, verbose=False)
     try:
         direct = llm.create_chat_completion(messages=[{"role": "user", "content": "Say hello"}],
                                             max_tokens=16, temperature=0)

@@ -73,7 +73,7 @@ def test_greedy_is_identical_twice_and_to_llama_cpp_python(client: openai.OpenAI
     assert greedy_chat(client, n=32) == via_hearth
     import llama_cpp
 
-    llm = llama_cpp.Llama(model_path=str(smollm2_path), n_ctx=N_CTX, n_threads=2, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(smollm2_path), n_ctx=N_CTX, n_threads=2, flash_attn=True, verbose=False)
     try:
         direct = llm.create_chat_completion(messages=ASK, max_tokens=32, temperature=0)  # type: ignore[arg-type]
     finally:
