@@ -75,6 +75,8 @@ class Cell:
 
     aggregate: list[float] = field(default_factory=list)
     ttft: list[float] = field(default_factory=list)
+    throughput: list[float] = field(default_factory=list)
+    """Per round: every completion token over the time from the first request sent to the last token."""
 
 
 Results = dict[str, dict[str, Cell]]
@@ -128,14 +130,17 @@ async def one_stream(client: httpx.AsyncClient, url: str, text: str, tokens: int
     return Stream(first - sent, first, last, usage if usage is not None else chunks)
 
 
-async def burst(url: str, texts: list[str], tokens: int) -> tuple[float, list[float]]:
-    """All clients at once; the aggregate decode tokens/s and each client's time to first token."""
+async def burst(url: str, texts: list[str], tokens: int) -> tuple[float, list[float], float]:
+    """All clients at once; the aggregate decode tokens/s, each client's time to first token, and
+    the end-to-end throughput (all tokens over the burst's wall time, prompts included)."""
     limits = httpx.Limits(max_connections=len(texts) + 2, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), limits=limits) as client:
         streams = await asyncio.gather(*(one_stream(client, url, t, tokens) for t in texts))
     window = max(s.last for s in streams) - min(s.first for s in streams)
     decoded = sum(s.tokens - 1 for s in streams)
-    return (decoded / window if window > 0 else 0.0), [s.ttft for s in streams]
+    wall = max(s.last for s in streams) - min(s.first - s.ttft for s in streams)
+    return ((decoded / window if window > 0 else 0.0), [s.ttft for s in streams],
+            sum(s.tokens for s in streams) / wall if wall > 0 else 0.0)
 
 
 # -- processes -------------------------------------------------------------------------------
@@ -264,9 +269,10 @@ def measure(procs: Procs, s: Setup, clients: list[int], tokens: int, rounds: int
             for r in range(rounds):
                 texts = [prompt(r, c, n) for c in range(n)]
                 for name in SERVERS if r % 2 == 0 else tuple(reversed(SERVERS)):
-                    agg, ttfts = asyncio.run(burst(urls[name], texts, tokens))
+                    agg, ttfts, through = asyncio.run(burst(urls[name], texts, tokens))
                     cell = results[name].setdefault(str(n), Cell())
                     cell.aggregate.append(agg)
+                    cell.throughput.append(through)
                     cell.ttft.extend(ttfts)
                     print(f"{n} client(s), round {r + 1}, {name}: {agg:.1f} tok/s, time to first token "
                           f"max {max(ttfts):.2f} s", flush=True)
@@ -415,14 +421,18 @@ def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -
 
 # -- the report ------------------------------------------------------------------------------
 def table(results: Results, clients: list[int]) -> list[str]:
-    lines = ["| clients | llama-server tok/s | hearth tok/s | ratio (target >= 0.9) | llama-server TTFT p50 / p95 | "
-             "hearth TTFT p50 / p95 | p95 ratio |", "|---|---|---|---|---|---|---|"]
+    lines = ["| clients | llama-server tok/s | hearth tok/s | ratio (target >= 0.9) | end-to-end llama-server / "
+             "hearth tok/s | ratio | llama-server TTFT p50 / p95 | hearth TTFT p50 / p95 | p95 ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for n in clients:
         ls, hs = results["llama-server"][str(n)], results["hearth"][str(n)]
         la, ha = statistics.median(ls.aggregate), statistics.median(hs.aggregate)
+        lt = statistics.median(ls.throughput) if ls.throughput else float("nan")
+        ht = statistics.median(hs.throughput) if hs.throughput else float("nan")
         lp95, hp95 = percentile(ls.ttft, 95), percentile(hs.ttft, 95)
-        lines.append(f"| {n} | {la:.1f} | {ha:.1f} | {ha / la:.2f} | {percentile(ls.ttft, 50):.2f} / {lp95:.2f} s | "
-                     f"{percentile(hs.ttft, 50):.2f} / {hp95:.2f} s | {hp95 / lp95:.1f} |")
+        lines.append(f"| {n} | {la:.1f} | {ha:.1f} | {ha / la:.2f} | {lt:.1f} / {ht:.1f} | {ht / lt:.2f} | "
+                     f"{percentile(ls.ttft, 50):.2f} / {lp95:.2f} s | {percentile(hs.ttft, 50):.2f} / {hp95:.2f} s | "
+                     f"{hp95 / lp95:.1f} |")
     return lines
 
 
@@ -441,11 +451,16 @@ def preamble(args: argparse.Namespace, title: str) -> list[str]:
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} "
         f"cores, with `{command.strip()}`. {MODEL} (hearth's GGUF), {args.threads} threads, {args.ctx} tokens "
-        f"of context per slot (`llama-server -np N -c N*{args.ctx}`; hearth with HEARTH_PARALLEL=N, its context per slot), greedy "
+        f"of context per slot (`llama-server -np N -c N*{args.ctx}`; hearth with HEARTH_PARALLEL=N, its context per slot; both with flash attention, llama-server's "
+        "default `-fa auto`), greedy "
         f"streamed chats of max {args.tokens} tokens, a distinct prompt per client and round, all clients "
         f"started together; {args.rounds} round(s) per concurrency, alternating which server goes first. "
         "tok/s: the median round's aggregate decode rate (tokens after each client's first, over the time "
-        "from the first first token to the last token). TTFT: request sent to first content chunk, "
+        "from the first first token to the last token). End-to-end: every token over the time from the first "
+        "request sent to the last token (prompt evaluation included: hearth evaluates a newcomer's prompt one "
+        "64-token chunk per step while the others stream, so its first clients start early and the decode "
+        "window above also holds the later clients' prompts; llama-server evaluates the burst's prompts "
+        "together before any first token). TTFT: request sent to first content chunk, "
         "nearest-rank percentiles over every client of every round. llama-server, rpc-server: llama.cpp "
         "built from the source our llama-cpp-python wheel vendors (`../shared/anchors/build-llama-tools.sh`).",
         "",

@@ -210,16 +210,17 @@ def verdict(broken: dict[str, list[int]], same_engine: int, n: int) -> str:
                    "llama.cpp splits a batch over per-sequence streams into equal micro-batches, so the chunk "
                    "is cut after its first token and evaluated in another shape")
             lines.append(f"{title(name)}: not identical at batch sizes {sizes_text(sizes)} ({why}).")
-    lines.append(f"The one-slot decoder agrees with today's engine on {same_engine}/{n} replies.")
+    lines.append(f"The one-slot decoder agrees with the engine's own path (Engine.generate) on {same_engine}/{n} "
+                 "replies.")
     lines.append(
-        "How a request can ask for determinism (issue 13, item 3), and its cost: the decoder already runs in "
-        "the deterministic arrangement by default; the cost is a per-sequence context of n_ctx / parallel "
-        "(rounded up to 256) instead of a shared n_ctx, a second llama_decode in steps that carry a prompt "
-        "chunk, and an extra micro-batch per step when the active sequence ids have holes. If a build or "
-        "another backend breaks identity for some shape (rerun this probe to know), a request marked "
-        "deterministic (and every public-swarm verification job) would be decoded alone, in a one-slot "
-        "decoder or in steps of its own: its text is then the solo text by construction, at the price of "
-        "the batching gain while it runs (the aggregate rate falls to the 1-slot figure below).")
+        "Determinism (issue 13, item 3) is therefore not something a request asks for: every request gets it, "
+        "on the engine's only arrangement (split KV, chunk decoded alone, flash attention). Its cost: a fixed "
+        "context per sequence (hearth gives each slot HEARTH_N_CTX tokens, so the KV cache is n_ctx x slots, "
+        "where a unified cache could share n_ctx), a second llama_decode in steps that carry a prompt chunk, "
+        "and an extra micro-batch per step when the active sequence ids have holes. If a build or another "
+        "backend breaks identity for some shape (rerun this probe to know), requests that must be exact (every "
+        "public-swarm verification job) would have to be decoded alone, at the price of the batching gain while "
+        "they run (the aggregate rate falls to the 1-slot figure below).")
     return "\n\n".join(lines)
 
 
