@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,20 +52,24 @@ class Scheduler:
     waiting: deque[tuple[dict[str, Any], threading.Event]] = field(default_factory=deque)
     running: dict[str, Running] = field(default_factory=dict)
     cancels: dict[str, threading.Event] = field(default_factory=dict)
+    embedding: deque[tuple[str, Iterator[None]]] = field(default_factory=deque)
+    """Embed requests in progress: one group of inputs per tick, between decode steps."""
 
     def submit(self, req: dict[str, Any], cancelled: threading.Event) -> None:
         self.waiting.append((req, cancelled))
 
     @property
     def idle(self) -> bool:
-        return not self.waiting and not self.running
+        return not self.waiting and not self.running and not self.embedding
 
     def tick(self) -> None:
-        """Admit what fits, then one decode step for everything in the batch."""
+        """Admit what fits, embed one group of inputs, then one decode step for everything in
+        the batch (so an embed request pauses the streams by one group at a time)."""
         self._drop_cancelled()
-        while self.waiting and self.decoder.has_room():
+        while self.waiting and (self.waiting[0][0].get("op") == "embed" or self.decoder.has_room()):
             req, cancelled = self.waiting.popleft()
             self._start(req, cancelled)
+        self._embed_one()
         for rid in list(self.running):
             if self.cancels[rid].is_set():
                 self.decoder.cancel(rid)
@@ -94,8 +98,7 @@ class Scheduler:
         self.cancels[rid] = cancelled
         try:
             if req["op"] == "embed":
-                self.engine.embed(req, cancelled, self.out)
-                self.cancels.pop(rid, None)
+                self.embedding.append((rid, self.engine.embed_groups(req, cancelled, self.out)))
             elif req["op"] == "score":
                 self._admit_score(rid, req)
             else:
@@ -105,6 +108,24 @@ class Scheduler:
             self.out(Error(rid, exc.code, exc.message))
         except (KeyError, TypeError, ValueError) as exc:
             self._end(rid)
+            self.out(Error(rid, "engine_error", f"{type(exc).__name__}: {exc}"))
+
+    def _embed_one(self) -> None:
+        if not self.embedding:
+            return
+        rid, groups = self.embedding[0]
+        try:
+            next(groups)
+        except StopIteration:
+            self.embedding.popleft()
+            self.cancels.pop(rid, None)
+        except RequestError as exc:
+            self.embedding.popleft()
+            self.cancels.pop(rid, None)
+            self.out(Error(rid, exc.code, exc.message))
+        except (KeyError, TypeError, ValueError) as exc:
+            self.embedding.popleft()
+            self.cancels.pop(rid, None)
             self.out(Error(rid, "engine_error", f"{type(exc).__name__}: {exc}"))
 
     def _admit_generate(self, rid: str, req: dict[str, Any]) -> None:

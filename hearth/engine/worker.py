@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, cast
 
 from hearth.engine.batch import BatchDecoder
@@ -222,9 +222,16 @@ class Engine:
             self._embedder.close()
         self.llm.close()
 
-    def embed(self, req: dict[str, Any], cancelled: threading.Event, out: Emitter) -> None:
-        """Vectors in groups (one event each, so no line grows with the request), checking for
-        cancellation between groups."""
+    def embed(self, req: dict[str, Any], cancelled: threading.Event, out: Callable[[EngineEvent], None]) -> None:
+        """An embed request to its end (see embed_groups)."""
+        for _ in self.embed_groups(req, cancelled, out):
+            pass
+
+    def embed_groups(self, req: dict[str, Any], cancelled: threading.Event,
+                     out: Callable[[EngineEvent], None]) -> Iterator[None]:
+        """Vectors in groups (one event each, so no line grows with the request), pausing after
+        each group (the scheduler decodes a step of the batch there) and checking for
+        cancellation between groups. The inputs are checked before the first group."""
         llama_cpp = self._llama_cpp
         if self._embedder is None:
             # A second context in embedding mode; generation keeps its own.
@@ -245,6 +252,7 @@ class Engine:
                 return
             vectors = self._embedder.embed(inputs[i:i + EMBED_GROUP], normalize=True)
             out(Vectors(rid, i, tuple(tuple(v) for v in vectors)))
+            yield
         out(Embedding(rid, sum(counts)))
 
 

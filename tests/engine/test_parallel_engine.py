@@ -121,3 +121,40 @@ def test_requests_beyond_the_slots_wait_in_order_in_the_child(smollm2_path: Path
             await engine.stop()
 
     asyncio.run(scenario())
+
+
+def test_an_embed_request_pauses_the_streams_one_group_at_a_time(smollm2_path: Path, tmp_path: Path) -> None:
+    """Embeddings run between decode steps, one group of inputs per step: a stream goes on while
+    a long embed request is served, and both finish whole."""
+    from hearth.engine.events import Embedding, Vectors
+
+    async def scenario() -> None:
+        engine = EngineProcess(EngineConfig("smollm2-135m", smollm2_path, 512, 1, tmp_path / "engine.log",
+                                            parallel=2))
+        await engine.start()
+        try:
+            order: list[str] = []
+
+            async def stream() -> None:
+                async for ev in engine.request("chat", messages=ASKS["sea"], max_tokens=60, **GREEDY):
+                    if isinstance(ev, Token) and ev.ids:
+                        order.append("token")
+
+            async def embed() -> int:
+                await asyncio.sleep(0.3)
+                n = 0
+                async for ev in engine.request("embed", input=[f"line {i} of a poem" for i in range(48)]):
+                    if isinstance(ev, Vectors):
+                        order.append("vectors")
+                        n += len(ev.data)
+                    assert not isinstance(ev, Embedding) or ev.prompt_tokens > 48
+                return n
+            _, n = await asyncio.gather(stream(), embed())
+            assert n == 48
+            first, last = order.index("vectors"), len(order) - 1 - order[::-1].index("vectors")
+            assert "token" in order[first:last], "the stream stood still while the inputs were embedded"
+            assert order.count("token") >= 50
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
