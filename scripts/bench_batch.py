@@ -102,9 +102,10 @@ def prompt(round_no: int, client: int, clients: int) -> str:
 
 
 # -- clients ---------------------------------------------------------------------------------
-async def one_stream(client: httpx.AsyncClient, url: str, text: str, tokens: int) -> Stream:
+async def one_stream(client: httpx.AsyncClient, url: str, text: str, tokens: int,
+                     extra: dict[str, Any] | None = None) -> Stream:
     body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}, **(extra or {})}
     sent = time.perf_counter()
     first = last = 0.0
     chunks = 0
@@ -130,12 +131,13 @@ async def one_stream(client: httpx.AsyncClient, url: str, text: str, tokens: int
     return Stream(first - sent, first, last, usage if usage is not None else chunks)
 
 
-async def burst(url: str, texts: list[str], tokens: int) -> tuple[float, list[float], float]:
+async def burst(url: str, texts: list[str], tokens: int,
+                extra: dict[str, Any] | None = None) -> tuple[float, list[float], float]:
     """All clients at once; the aggregate decode tokens/s, each client's time to first token, and
     the end-to-end throughput (all tokens over the burst's wall time, prompts included)."""
     limits = httpx.Limits(max_connections=len(texts) + 2, max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(900.0), limits=limits) as client:
-        streams = await asyncio.gather(*(one_stream(client, url, t, tokens) for t in texts))
+        streams = await asyncio.gather(*(one_stream(client, url, t, tokens, extra) for t in texts))
     window = max(s.last for s in streams) - min(s.first for s in streams)
     decoded = sum(s.tokens - 1 for s in streams)
     wall = max(s.last for s in streams) - min(s.first - s.ttft for s in streams)
@@ -213,9 +215,11 @@ class Setup:
     hearth_peers: list[str] = field(default_factory=list)
     """host:port of `hearth node` agents, for hearth serve --pool."""
     layout: str = ""
+    """hearth's split as its status shows it (pooled)."""
     ngl: int = 20
     """llama-server's layers on the RPC servers, output head included (the first ones stay here)."""
-    """hearth's split as its status shows it (pooled)."""
+    no_reuse: bool = False
+    """llama-server's requests with cache_prompt false (--llama-no-reuse)."""
 
 
 def start_llama(procs: Procs, s: Setup, n: int) -> tuple[str, subprocess.Popen[bytes]]:
@@ -269,7 +273,8 @@ def measure(procs: Procs, s: Setup, clients: list[int], tokens: int, rounds: int
             for r in range(rounds):
                 texts = [prompt(r, c, n) for c in range(n)]
                 for name in SERVERS if r % 2 == 0 else tuple(reversed(SERVERS)):
-                    agg, ttfts, through = asyncio.run(burst(urls[name], texts, tokens))
+                    extra = {"cache_prompt": False} if name == "llama-server" and s.no_reuse else None
+                    agg, ttfts, through = asyncio.run(burst(urls[name], texts, tokens, extra))
                     cell = results[name].setdefault(str(n), Cell())
                     cell.aggregate.append(agg)
                     cell.throughput.append(through)
@@ -472,7 +477,9 @@ CAVEAT = ("Nothing else ran on the machine during the measurement (a quiet machi
 
 
 def report_local(args: argparse.Namespace, local: Results) -> str:
-    lines = [*preamble(args, "Many clients at once on one machine, hearth vs llama-server"),
+    title = "Many clients at once on one machine, hearth vs llama-server" + (
+        " without its token-level prompt reuse (`cache_prompt: false`)" if args.llama_no_reuse else "")
+    lines = [*preamble(args, title),
              *table(local, args.client_list), "",
              "Targets (issue 13): hearth's aggregate >= 0.9x llama-server's at every concurrency; hearth's p95 "
              "time to first token at 4 clients <= 1.5x llama-server's.", "", CAVEAT]
@@ -510,6 +517,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--ctx", type=int, default=2048, help="context tokens per slot")
     ap.add_argument("--ngl", type=int, default=20, help="pooled llama-server: layers on the RPC servers, "
                     "the output head counted (20 of SmolLM2's 30+1: about a third on each device, as hearth splits it)")
+    ap.add_argument("--llama-no-reuse", action="store_true",
+                    help="llama-server requests with cache_prompt false: no reuse of a slot's earlier prompt at "
+                         "token granularity, which hearth does not do (it breaks identical greedy text)")
     ap.add_argument("--rpc", action="store_true", help="also the pooled variant (root: a network namespace)")
     ap.add_argument("--no-local", action="store_true", help="skip the one-machine part (with --rpc)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -546,10 +556,12 @@ def main() -> int:
     if not args.no_local:
         procs = Procs(tmp)
         try:
-            local = measure(procs, Setup(gguf, home, args.threads, args.ctx), args.client_list, args.tokens, args.rounds)
+            local = measure(procs, Setup(gguf, home, args.threads, args.ctx, no_reuse=args.llama_no_reuse),
+                            args.client_list, args.tokens, args.rounds)
         finally:
             procs.stop_all()
-        print(write_section(args.out, "bench_batch", report_local(args, local)), flush=True)
+        section = "bench_batch:no-reuse" if args.llama_no_reuse else "bench_batch"
+        print(write_section(args.out, section, report_local(args, local)), flush=True)
     if args.rpc:
         pool, split = in_namespaces(args, gguf, home, tmp)
         print(write_section(args.out, "bench_batch:rpc", report_pooled(args, pool, split)))
