@@ -42,6 +42,8 @@ as 512 here; docs/benchmarks.md)."""
 LLAMA_CTX_MIN = 256
 """The Llama object's own context in the engine child, which decodes in the BatchDecoder's: the
 Llama is kept for the model's metadata, template and tokenizer."""
+LLAMA_BATCH_MIN = 8
+"""That context's batch size."""
 EMBED_GROUP = 8
 """Inputs embedded per llama.cpp call: a call has a fixed cost, and cancellation waits for one."""
 
@@ -81,9 +83,14 @@ class Engine:
         self.chunk = PROMPT_CHUNK
         """Prompt tokens per llama.cpp call; scripts/bench_verify.py sets others to measure drift."""
         with model_params(rpc or [], split, progress or (lambda _: None)) as placement:
+            # The child's Llama context never decodes: a batch of LLAMA_BATCH_MIN keeps its compute
+            # buffers (logits for a batch over the whole vocabulary, on the device with the output
+            # head: an RPC server's lease when the model is split) from doubling the decoder's.
+            batch = LLAMA_BATCH_MIN if llama_ctx else 512  # 512: Llama's default, for the scripts
             self.llm = llama_cpp.Llama(
                 model_path=model_path, n_ctx=llama_ctx or n_ctx, n_threads=n_threads, n_threads_batch=n_threads,
-                flash_attn=True, verbose=False, **placement,  # as the decoder: the scripts' logits agree
+                n_batch=batch, n_ubatch=batch, flash_attn=True, verbose=False,  # as the decoder: logits agree
+                **placement,
             )
         self.decoder = BatchDecoder(self.llm._model, n_ctx=n_ctx * parallel, n_threads=n_threads,
                                     parallel=parallel, chunk=PROMPT_CHUNK)

@@ -25,7 +25,7 @@ from hearth.node_api.feed import Feed
 from hearth.orchestrator.failover import Loss, failover_event, next_loss
 from hearth.orchestrator.peers import Peer, checked_or_problem
 from hearth.orchestrator.placement import Placement
-from hearth.orchestrator.planner import DoesNotFit, Plan
+from hearth.orchestrator.planner import DoesNotFit, Plan, plan_slots
 from hearth.orchestrator.planner import plan as make_plan
 from hearth.orchestrator.policy import PoolPolicy
 from hearth.orchestrator.slots import SlotQueue
@@ -154,7 +154,10 @@ class EnginePool:
                 pass
         usable, _ = await self.peers(refresh=self._peers is not None)
         nodes = [local] + [peer_capacity(p) for p in usable]
-        result = make_plan(facts, name, nodes, n_ctx=n_ctx, parallel=parallel, force_pool=self.policy.force)
+        if self.settings.parallel is None:  # the default slots give way to the split (Plan.parallel)
+            result = plan_slots(facts, name, nodes, n_ctx=n_ctx, most=parallel, force_pool=self.policy.force)
+        else:
+            result = make_plan(facts, name, nodes, n_ctx=n_ctx, parallel=parallel, force_pool=self.policy.force)
         if self.policy.force and not result.pooled:
             raise DoesNotFit(f"--pool needs another node for {name}, and none is available.",
                              needed=result.needed_bytes, available=0)
@@ -206,7 +209,7 @@ class EnginePool:
         engine = EngineProcess(EngineConfig(
             model_name=name, model_path=path, n_ctx=self.settings.n_ctx,
             n_threads=self.settings.n_threads, log_path=self.settings.home / "logs" / "engine.log",
-            rpc=rpc, split=split, parallel=parallel,
+            rpc=rpc, split=split, parallel=plan.parallel if plan is not None else parallel,
         ))
         try:
             await engine.start(on_progress)

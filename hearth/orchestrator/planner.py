@@ -149,7 +149,7 @@ def plan(facts: ModelFacts, model: str, nodes: list[NodeCapacity], *, n_ctx: int
     spread = force_pool and len(order) > 1
     layers = _even(order, costs, usable) if spread else None
     if spread and layers is None:
-        notes.append("an even split does not fit; filled the roomiest devices first")
+        notes.append(f"{UNEVEN}; filled the roomiest devices first")
     if layers is None:
         layers = _fill(order, costs, usable)
     if sum(layers.values()) < facts.n_layers:
@@ -205,3 +205,22 @@ def _even(order: list[NodeCapacity], costs: list[int], usable: Callable[[NodeCap
             return None
         start += count
     return {n.node_id: c for n, c in zip(order, counts, strict=True)}
+
+
+UNEVEN = "an even split does not fit"
+
+
+def plan_slots(facts: ModelFacts, model: str, nodes: list[NodeCapacity], *, n_ctx: int, most: int,
+               force_pool: bool = False) -> Plan:
+    """A plan with the default slots: the most, from `most` down to 1, for which the model fits the
+    circle (and, with force_pool, splits evenly): a split model's KV caches live on other people's
+    machines, so the slots chosen from this machine's memory give way before the split does.
+    Plan.parallel says how many; with one slot it is plan() itself (errors included)."""
+    for parallel in range(max(1, most), 1, -1):
+        try:
+            result = plan(facts, model, nodes, n_ctx=n_ctx, parallel=parallel, force_pool=force_pool)
+        except DoesNotFit:
+            continue
+        if not force_pool or (result.pooled and not any(n.startswith(UNEVEN) for n in result.notes)):
+            return result
+    return plan(facts, model, nodes, n_ctx=n_ctx, parallel=1, force_pool=force_pool)

@@ -16,7 +16,7 @@ from hearth.models.facts import cached_facts
 from hearth.models.pull import resolve
 from hearth.models.store import ModelStore
 from hearth.orchestrator.peers import Peer, discover
-from hearth.orchestrator.planner import NodeCapacity, Plan, plan
+from hearth.orchestrator.planner import NodeCapacity, Plan, plan, plan_slots
 from hearth.orchestrator.policy import PoolPolicy
 from hearth.orchestrator.slots_rules import slots_for
 from hearth.pairing import circle
@@ -99,6 +99,8 @@ async def plan_model(settings: Settings, model: str, policy: PoolPolicy, wait: f
     n_ctx = n_ctx or settings.n_ctx
     here = next((n.free_bytes for n in nodes if n.local), 0)
     parallel = slots_for(facts, n_ctx, here, settings.parallel)
+    if settings.parallel is None:  # the default slots give way to the split, as the pool plans it
+        return plan_slots(facts, name, nodes, n_ctx=n_ctx, most=parallel, force_pool=policy.force)
     return plan(facts, name, nodes, n_ctx=n_ctx, parallel=parallel, force_pool=policy.force)
 
 

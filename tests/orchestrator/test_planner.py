@@ -114,3 +114,21 @@ def test_each_parallel_slot_counts_its_own_kv_cache() -> None:
     # Four slots of a 4096-token window no longer fit here: the plan says so, and names the knob.
     with pytest.raises(DoesNotFit, match="for each of 24 parallel requests.*HEARTH_PARALLEL"):
         plan(facts(), "m", [LOCAL], n_ctx=4096, parallel=24)
+
+
+def test_default_slots_give_way_to_the_split() -> None:
+    """--pool with a node that holds an even split for one slot but not for four: the default slots
+    drop until it does (never everything here); without --pool, until the circle holds it."""
+    from hearth.orchestrator.planner import plan_slots
+
+    small = NodeCapacity("bbbb", "bee", "CPU", 24 * GB)  # 21.6 GB usable: half the layers with 2 slots of KV, not 4
+    forced = plan_slots(facts(), "m", [LOCAL, small], n_ctx=4096, most=4, force_pool=True)
+    assert forced.pooled and 1 <= forced.parallel < 4
+    assert not any("even split does not fit" in n for n in forced.notes)
+    with_four = plan(facts(), "m", [LOCAL, small], n_ctx=4096, parallel=4, force_pool=True)
+    assert not with_four.pooled  # what the default used to do: all here, so --pool found "no node"
+    tight = NodeCapacity("aaaa", "here", "CPU", 40 * GB, local=True)
+    fits = plan_slots(facts(), "m", [tight, small], n_ctx=4096, most=4)
+    assert fits.pooled and fits.parallel >= 1
+    with pytest.raises(DoesNotFit):
+        plan(facts(), "m", [tight, small], n_ctx=4096, parallel=64)
