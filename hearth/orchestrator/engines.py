@@ -154,7 +154,7 @@ class EnginePool:
                 pass
         usable, _ = await self.peers(refresh=self._peers is not None)
         nodes = [local] + [peer_capacity(p) for p in usable]
-        if self.settings.parallel is None:  # the default slots give way to the split (Plan.parallel)
+        if self.settings.parallel is None:  # the default slots give way to the split: Plan.parallel
             result = plan_slots(facts, name, nodes, n_ctx=n_ctx, most=parallel, force_pool=self.policy.force)
         else:
             result = make_plan(facts, name, nodes, n_ctx=n_ctx, parallel=parallel, force_pool=self.policy.force)
@@ -164,8 +164,7 @@ class EnginePool:
         return (result if result.pooled else None), {p.record.node_id: p for p in usable}
 
     async def parallel_for(self, name: str) -> int:
-        """The engine's slots for `name`: HEARTH_PARALLEL, or as many as this machine's memory
-        holds beside the weights (slots_rules.choose_parallel)."""
+        """The engine's slots for `name`: HEARTH_PARALLEL, or what this machine holds (slots_for)."""
         if self.settings.parallel is not None:
             return self.settings.parallel
         facts = await asyncio.to_thread(cached_facts, self.store, name)
@@ -387,12 +386,9 @@ class EnginePool:
             "model": e.config.model_name if e else None,
             "engine_pid": e.pid if e and e.alive else None,
             "n_ctx": e.n_ctx if e else None,
-            "busy": self.queue.busy,
-            "waiting": self.queue.waiting,
-            "slots": e.parallel if e else self.settings.parallel,
-            "active": self.queue.active,
-            "restarts": self.restarts,
-            "recoveries": self.recoveries,
+            "busy": self.queue.busy, "waiting": self.queue.waiting,
+            "slots": e.parallel if e else self.settings.parallel, "active": self.queue.active,
+            "restarts": self.restarts, "recoveries": self.recoveries,
             "pooled": p is not None,
             "placement": p.plan.to_json()["assignments"] if p else None,
             "leases": [{"node": h.peer.record.name, "endpoint": h.endpoint} for h in p.held] if p else [],
