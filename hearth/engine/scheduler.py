@@ -179,6 +179,7 @@ class Scheduler:
         if watch is not None:
             if finish != "cancelled":
                 self.out(watch.scored(running.rid, running.n_prompt, self.decoder))
+            watch.close()
             self.out(Done(running.rid, finish, prompt_tokens=running.n_prompt, completion_tokens=len(watch.ranks),
                           ttft_ms=total_ms, total_ms=total_ms, decode_tokens_per_s=None))
             return

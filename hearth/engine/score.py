@@ -85,10 +85,13 @@ class ScoreWatch:
         if self.sampler is not None:  # after the rank: the logits are read before the chain touches them
             self.picks.append(self.decoder.sample_row(self.sampler, row))
 
-    def scored(self, rid: str, n_prompt: int, decoder: BatchDecoder) -> Scored:
-        """The result once every id is watched; `text` is the ids' text as generate streams it."""
+    def close(self) -> None:
+        """Free the replay's sampler (once the slot ends, watched to the end or cancelled)."""
         if self.sampler is not None:
             self.sampler.close()
+
+    def scored(self, rid: str, n_prompt: int, decoder: BatchDecoder) -> Scored:
+        """The result once every id is watched; `text` is the ids' text as generate streams it."""
         text = TextStream([])
         pieces = [text.push(decoder.detokenize([t]))[0] for t in self.ids] + [text.finish()]
         return Scored(rid, n_prompt, tuple(self.ranks), tuple(self.gaps), "".join(pieces),
