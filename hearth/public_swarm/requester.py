@@ -42,6 +42,9 @@ TOTAL_S = 1800.0
 MAX_REFUSAL = 64 * 1024
 FORWARDED = ("max_tokens", "temperature", "top_p", "seed", "stop")
 """The engine's request fields the coordinator's OpenAI body carries."""
+LOCAL_ONLY_OK = frozenset({"messages", "prompt", "exact"})
+"""Fields a public request may carry without the body forwarding them: the prompt goes its own
+way, and `exact` (whole-chunk prompt reuse) is what a worker always does for the swarm."""
 
 
 MORE_REFUSALS: dict[str, type[HearthError]] = {c.code: c for c in (
@@ -92,6 +95,12 @@ def request_body(model: str, op: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI body for an engine request (`op` chat or complete) to the coordinator."""
     if op not in ("chat", "complete"):
         raise InvalidRequest(f"The public swarm serves chat and completions, not {op!r}.")
+    dropped = sorted(k for k, v in fields.items()
+                     if k not in FORWARDED and k not in LOCAL_ONLY_OK and v not in (None, False, "", [], {}))
+    if dropped:
+        raise InvalidRequest(
+            f"The public swarm serves plain chat and completions; {', '.join(dropped)} needs the circle. "
+            "Load the model in your household (or on a trusted peer), or leave the field out.")
     body: dict[str, Any] = {"model": model, "stream": True, "stream_options": {"include_usage": True}}
     body |= {k: fields[k] for k in FORWARDED if fields.get(k) is not None}
     if body.get("stop") == []:
