@@ -35,6 +35,7 @@ from hearth.engine.load import model_params
 from hearth.engine.protocol import ProtocolError, RequestError, decode_request
 from hearth.engine.scheduler import Scheduler
 from hearth.engine.templates import template_for
+from hearth.engine.tool_prompt import native_messages, plain_messages, renders_tools
 
 PROMPT_CHUNK = 64
 """Prompt tokens evaluated per llama.cpp call, and the unit of prefix reuse (as fast per token
@@ -104,6 +105,7 @@ class Engine:
         """Prompt tokens whose KV entries the cache holds, computed as whole aligned chunks."""
         template = template_for(self.llm.metadata)
         self.template_stop = list(template.stop)
+        self.template_source = template.source
         eos_id, bos_id = self.llm.token_eos(), self.llm.token_bos()
         model = self.llm._model
         self.formatter = llama_chat_format.Jinja2ChatFormatter(
@@ -137,15 +139,21 @@ class Engine:
             self._specials = (texts, ids)
         return self._specials
 
-    def _chat_prompt(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
+    def _chat_prompt(self, messages: list[dict[str, Any]],
+                     tools: list[dict[str, Any]] | None = None) -> tuple[list[int], list[str]]:
         """Token ids of the rendered conversation, message text never parsed for special tokens;
-        and the template's stop strings."""
+        and the template's stop strings. `tools` (OpenAI's function tools) go to a template that
+        renders them, else into the system message as text (hearth.engine.tool_prompt)."""
+        native = renders_tools(self.template_source)
+        messages = native_messages(messages) if native else plain_messages(messages, tools)
+        extra: dict[str, Any] = {"tools": tools} if native and tools else {}
+
         def render(contents: list[str]) -> str:
             msgs: Any = [dict(m, content=c) for m, c in zip(messages, contents, strict=True)]
-            return str(self.formatter(messages=msgs).prompt)
+            return str(self.formatter(messages=msgs, **extra).prompt)
 
         try:
-            result = self.formatter(messages=cast(Any, messages))
+            result = self.formatter(messages=cast(Any, messages), **extra)
             fragments = split_rendered(render, [str(m.get("content") or "") for m in messages],
                                        real=str(result.prompt))
         except TemplateMismatch as exc:
@@ -170,7 +178,7 @@ class Engine:
         text, so special tokens in it are parsed (as llama.cpp's server does)."""
         stop = list(req.get("stop") or [])
         if req["op"] == "chat":
-            tokens, template_stop = self._chat_prompt(req["messages"])
+            tokens, template_stop = self._chat_prompt(req["messages"], req.get("tools"))
             stop += template_stop
         else:
             tokens = self.llm.tokenize(str(req["prompt"]).encode("utf-8"), add_bos=True, special=True)

@@ -30,7 +30,7 @@ from hearth.escalation.pool import Engines
 from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
 from hearth.node_api.feed import Feed
 from hearth.public_swarm.sse import PublicCost
-from hearth.server import control_routes, ollama, status_routes
+from hearth.server import chat_tools, control_routes, ollama, status_routes
 from hearth.server.guard import BodyGuard, check_request
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.server.streaming import (
@@ -140,13 +140,16 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         model = model_name(body.model)
         check_request(settings, body.texts(), body.stops())
-        fields = body.engine_fields() | {"messages": [m.for_template() for m in body.messages]}
+        plan = chat_tools.openai_plan(body)
+        fields = body.engine_fields() | {"messages": [m.for_template() for m in body.messages]} | plan.fields()
         events = pool.run(model, "chat", client=client_of(request), **fields)
         first, events = await until_disconnect(request, start(events))
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            if plan.names:
+                return chat_tools.openai_stream(events, base, plan, include_usage)
             opening = sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                "finish_reason": None}]})
 
@@ -156,10 +159,10 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
 
             return sse_response(events, base, chat_choice, include_usage, opening)
         text, done, cost = await until_disconnect(request, collect(events))
+        message, finish = chat_tools.openai_message(text, done.finish_reason, plan)
         return JSONResponse({
             "id": rid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": None, "finish_reason": done.finish_reason}],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": _usage(done, cost), "hearth": _timings(done) | public_part(cost),
         }, headers=cost_headers(cost))
 

@@ -16,6 +16,7 @@ from hearth import __version__
 from hearth.engine.events import Done, Token
 from hearth.errors import HearthError
 from hearth.public_swarm.sse import PublicCost
+from hearth.server.chat_tools import Plan, ollama_plan
 from hearth.server.guard import check_request
 from hearth.server.schemas import OllamaChatRequest, OllamaGenerateRequest
 from hearth.server.streaming import (
@@ -28,6 +29,7 @@ from hearth.server.streaming import (
     start,
     until_disconnect,
 )
+from hearth.server.tool_calls import Call, CallStream
 
 if TYPE_CHECKING:
     from hearth.escalation.pool import Engines
@@ -85,6 +87,45 @@ async def _respond(request: Request, events: Events, model: str, piece: Callable
     return StreamingResponse(body(), media_type="application/x-ndjson")
 
 
+async def _respond_calls(request: Request, events: Events, model: str, plan: Plan, stream: bool) -> Response:
+    """A reply that may call tools: content streams as it comes unless it may be a call, which
+    is held to the end and sent as message.tool_calls (arguments as objects), as Ollama does."""
+    started = time.perf_counter()
+    _, events = await until_disconnect(request, start(events))
+    if not stream:
+        text, done, cost = await until_disconnect(request, collect(events))
+        found = plan.calls(text)
+        message = ({"role": "assistant", "content": "", "tool_calls": [c.ollama() for c in found]} if found
+                   else {"role": "assistant", "content": text})
+        return JSONResponse({"model": model, "created_at": _now(), "message": message,
+                             **_final(done, started, cost)}, headers=cost_headers(cost))
+    calls = CallStream(plan.names, forced=False, parallel=plan.parallel)
+
+    def line(delta: dict[str, Any]) -> bytes:
+        found = [Call(d["function"]["name"], d["function"]["arguments"], d["id"]).ollama()
+                 for d in delta.get("tool_calls", [])]
+        message = {"role": "assistant", "content": delta.get("content", "")} | (
+            {"tool_calls": found} if found else {})
+        return _ndjson({"model": model, "created_at": _now(), "message": message, "done": False})
+
+    async def body() -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(events), noting_departure("a streamed reply"):
+            try:
+                async for ev in events:
+                    if isinstance(ev, Token):
+                        for delta in calls.feed(ev.text):
+                            yield line(delta)
+                    elif isinstance(ev, Done):
+                        for delta in calls.finish(ev.finish_reason)[0]:
+                            yield line(delta)
+                        yield _ndjson({"model": model, "created_at": _now(),
+                                       "message": {"role": "assistant", "content": ""}, **_final(ev, started)})
+            except HearthError as exc:
+                yield _ndjson({"error": exc.message})
+
+    return StreamingResponse(body(), media_type="application/x-ndjson")
+
+
 def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
     @app.get("/api/version")
     async def version() -> dict[str, str]:
@@ -103,8 +144,11 @@ def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
     @app.post("/api/chat", response_model=None)
     async def chat(body: OllamaChatRequest, request: Request) -> Response:
         check_request(settings, body.texts(), body.options.stop or [])
-        fields = body.options.engine_fields() | {"messages": [m.model_dump() for m in body.messages]}
-        events = pool.run(body.model, "chat", client=client_of(request), **fields)
+        plan = ollama_plan(body)
+        fields = body.options.engine_fields() | {"messages": [m.for_template() for m in body.messages]}
+        events = pool.run(body.model, "chat", client=client_of(request), **(fields | plan.fields()))
+        if plan.names:
+            return await _respond_calls(request, events, body.model, plan, body.stream)
         return await _respond(request, events, body.model,
                               lambda t: {"message": {"role": "assistant", "content": t}}, body.stream)
 

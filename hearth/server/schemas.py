@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,11 +33,85 @@ class TextPart(BaseModel):
     text: Text
 
 
+FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+
+
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: FunctionName
+    arguments: Text
+
+
+class ToolCall(BaseModel):
+    """A call in an assistant message of the history."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Name
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: FunctionName
+    description: Text | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: FunctionName
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: FunctionName
+    description: Text | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only with it")
+        return self
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: Name | None = None
+    name: Name | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -45,9 +120,11 @@ class ChatMessage(BaseModel):
             return self.content
         return "".join(p.text for p in self.content)
 
-    def for_template(self) -> dict[str, str]:
+    def for_template(self) -> dict[str, Any]:
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": self.text()}
+        calls = {"tool_calls": [c.model_dump() for c in self.tool_calls]} if self.tool_calls else {}
+        ids = {k: v for k, v in (("tool_call_id", self.tool_call_id), ("name", self.name)) if v is not None}
+        return {"role": role, "content": self.text()} | calls | ids
 
 
 class StreamOptions(BaseModel):
@@ -87,6 +164,10 @@ class ChatCompletionRequest(_Sampling):
         return [m.text() for m in self.messages]
 
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
     def _newer_name(self) -> ChatCompletionRequest:
@@ -141,11 +222,31 @@ class OllamaOptions(BaseModel):
                 "seed": self.seed, "stop": list(self.stop or [])}
 
 
+class OllamaFunctionCall(BaseModel):
+    name: FunctionName
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class OllamaToolCall(BaseModel):
+    function: OllamaFunctionCall
+
+
 class OllamaMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "user", "assistant", "tool"]
-    content: Text
+    content: Text = ""
+    tool_calls: list[OllamaToolCall] | None = None
+    tool_name: Name | None = None
+
+    def for_template(self) -> dict[str, Any]:
+        """In the OpenAI shape the engine takes (a call's arguments as JSON text)."""
+        calls = [{"id": f"call_{i}", "type": "function",
+                  "function": {"name": c.function.name, "arguments": json.dumps(c.function.arguments)}}
+                 for i, c in enumerate(self.tool_calls or [])]
+        extra = {"tool_calls": calls} if calls else {}
+        return {"role": self.role, "content": self.content} | extra | (
+            {"name": self.tool_name} if self.tool_name else {})
 
 
 class OllamaChatRequest(BaseModel):
@@ -155,6 +256,8 @@ class OllamaChatRequest(BaseModel):
     messages: list[OllamaMessage] = Field(min_length=1)
     stream: bool = True
     options: OllamaOptions = Field(default_factory=OllamaOptions)
+    tools: list[Tool] | None = None
+    format: Literal["json", ""] | dict[str, Any] | None = None
 
     def texts(self) -> list[str]:
         return [m.content for m in self.messages]

@@ -175,7 +175,8 @@ def schema_grammar(schema: Any, field: str) -> str:
 def grammar_of(checked: dict[str, Any], field: str) -> str:
     """The converter's grammar for a schema `checked_schema` passed; JSON strings without raw
     control characters (the converter's allow them, and no JSON parser takes them)."""
-    converter = SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    make: Any = SchemaConverter  # untyped upstream
+    converter = make(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     try:
         converter.visit(converter.resolve_refs(checked, "input"), "")
         grammar = str(converter.format_grammar()).replace(LOOSE_CHAR, STRICT_CHAR)
