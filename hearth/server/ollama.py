@@ -29,6 +29,7 @@ from hearth.server.streaming import (
     start,
     until_disconnect,
 )
+from hearth.server.structured import ollama_format_grammar
 from hearth.server.tool_calls import Call, CallStream
 
 if TYPE_CHECKING:
@@ -155,7 +156,8 @@ def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
     @app.post("/api/generate", response_model=None)
     async def generate(body: OllamaGenerateRequest, request: Request) -> Response:
         check_request(settings, body.texts(), body.options.stop or [])
-        fields = body.options.engine_fields()
+        grammar = ollama_format_grammar(body.format)
+        fields = body.options.engine_fields() | ({"grammar": grammar} if grammar else {})
         if body.raw:
             events = pool.run(body.model, "complete", client=client_of(request), prompt=body.prompt, **fields)
         else:

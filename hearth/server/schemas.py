@@ -272,6 +272,7 @@ class OllamaGenerateRequest(BaseModel):
     stream: bool = True
     raw: bool = False
     options: OllamaOptions = Field(default_factory=OllamaOptions)
+    format: Literal["json", ""] | dict[str, Any] | None = None
 
     def texts(self) -> list[str]:
         return [self.prompt, self.system or ""]
