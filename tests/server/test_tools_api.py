@@ -122,6 +122,17 @@ def test_streamed_call_through_the_clients_stream_helper(client: openai.OpenAI) 
     assert isinstance(call.function.parsed_arguments, GetWeather)  # type: ignore[union-attr]
 
 
+def test_auto_streams_a_call_as_deltas(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(model=MODEL, messages=HISTORY, max_tokens=32, temperature=0,  # type: ignore[arg-type]
+                                            tools=[WEATHER], stream=True)
+    chunks = [c.choices[0] for c in stream if c.choices]
+    calls = [tc for c in chunks for tc in c.delta.tool_calls or []]
+    assert chunks[-1].finish_reason == "tool_calls" and not any(c.delta.content for c in chunks)
+    assert calls[0].index == 0 and calls[0].id and calls[0].id.startswith("call_") and calls[0].type == "function"
+    assert calls[0].function and calls[0].function.name == "get_weather"
+    assert json.loads("".join(c.function.arguments or "" for c in calls if c.function)) == {"city": "Oslo"}
+
+
 @pytest.mark.parametrize(("body", "param"), [
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {
         "type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}}}},
