@@ -18,9 +18,10 @@ a few replies drift (docs/benchmarks.md, probe_batch).
 A slot may be given `forced` tokens to feed after its prompt as if it had sampled them: a
 failed-over reply's ids (resumed on a new engine exactly as the lost one decoded them), or the
 tokens a spot-check scores (`watch` reads the logits before each). When a slot ends, its
-sequence keeps the whole prompt chunks it computed (split KV only): a later request whose prompt
-starts with them (a shared system prompt, a chat's earlier turns) gets that sequence and skips
-them. A kept chunk was computed exactly as a fresh one would be, so reuse changes no result.
+sequence keeps its cache (split KV only): a later request whose prompt starts the same way (a
+shared system prompt, a chat's earlier turns) gets that sequence and skips what it shares. An
+`exact` request skips only whole chunks computed as a fresh prompt's are, so reuse changes no
+result; another skips every shared token, as llama-server does (batch_rules.reusable).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 from hearth.engine.batch_rules import (
     Admitting,
+    canonical_after,
     chunk_bounds,
     chunks_left,
     limit_for,
@@ -108,7 +110,9 @@ class BatchDecoder:
         self.n_ctx_seq = int(self._low.llama_n_ctx_seq(self._ctx.ctx))
         self._slots: dict[str, Slot] = {}
         self._kept: dict[int, list[int]] = {}
-        """Per free sequence, the prompt tokens (whole chunks) its cache still holds."""
+        """Per free sequence, the tokens its cache still holds (a prompt and what followed it)."""
+        self._canon: dict[int, int] = {}
+        """Per free sequence, how many of those were computed as a fresh prompt's whole chunks."""
         self.reuse = not unified and not mixed
         """Keep and reuse prompt chunks: only where a chunk is computed in its solo shape in its
         own stream, so that a kept chunk equals a fresh one."""
@@ -145,10 +149,13 @@ class BatchDecoder:
     def admit(self, key: str, prompt: Sequence[int], *, max_tokens: int | None = None,
               temperature: float = 0.8, top_p: float = 0.95, seed: int | None = None,
               stop: Sequence[str] = (), forced: Sequence[int] = (), watch: Watch | None = None,
-              then_generate: bool = True, grammar: str | None = None) -> int | None:
+              then_generate: bool = True, grammar: str | None = None, exact: bool = True) -> int | None:
         """Give a request a slot; its prompt is evaluated by the coming steps, then its `forced`
         tokens are fed one per step (each watched first, if `watch`), then it samples (unless
-        `then_generate` is False: it ends once its last forced token is watched). Returns its
+        `then_generate` is False: it ends once its last forced token is watched). `exact`: reuse
+        only the cache's canonical whole chunks, so that the reply is the one a fresh cache gives;
+        otherwise every token the prompt shares with a free sequence's cache, its earlier replies
+        included (faster for a chat's next turn; see batch_rules.reusable). Returns its
         sequence id, or None when no slot (or, unified, not enough shared cells) is free now.
         Raises RequestError for a prompt that can never fit."""
         if key in self._slots:
@@ -165,7 +172,7 @@ class BatchDecoder:
                 f"The prompt is {len(tokens) + len(extra)} tokens; each of this engine's {self.parallel} "
                 f"sequences holds {self.n_ctx_seq}. Shorten the prompt or the conversation.")
         picked = pick_seq(self._kept if self.reuse else {}, {s.seq for s in self._slots.values()},
-                          self.parallel, tokens, self.chunk)
+                          self.parallel, tokens, self.chunk, exact=exact, canon=self._canon)
         if picked is None:
             return None
         seq, keep = picked
@@ -178,10 +185,12 @@ class BatchDecoder:
                               grammar, self._model.vocab)
         self._low.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1)
         self._kept.pop(seq, None)
+        canon = self._canon.pop(seq, 0)
         limit = limit_for(max_tokens, len(tokens) + len(extra), room)
         self.last_reused = keep
         self._slots[key] = Slot(key, seq, tokens, limit, chain, TextStream(list(stop)), self._admitted,
-                                fed=keep, forced=extra, watch=watch, then_generate=then_generate, reused=keep)
+                                fed=keep, forced=extra, watch=watch, then_generate=then_generate, reused=keep,
+                                exact=exact, canon=canon)
         self._admitted += 1
         return seq
 
@@ -195,18 +204,25 @@ class BatchDecoder:
         return True
 
     def _free(self, slot: Slot) -> None:
-        """End a slot; its sequence keeps the whole prompt chunks it computed (when reusing)."""
-        keep = min(slot.fed, len(slot.prompt)) // self.chunk * self.chunk if self.reuse else 0
-        self._low.llama_memory_seq_rm(self._ctx.memory, slot.seq, keep, -1)
-        if keep:
-            self._kept[slot.seq] = slot.prompt[:keep]
+        """End a slot; its sequence's cache is kept for the next request to reuse (when reusing):
+        the prompt it evaluated and the tokens decoded after it."""
         del self._slots[slot.key]
+        if not self.reuse:
+            self._low.llama_memory_seq_rm(self._ctx.memory, slot.seq, -1, -1)
+            return
+        fed = min(slot.fed, len(slot.prompt))
+        held = slot.prompt[:fed] + (slot.decoded if fed == len(slot.prompt) else [])
+        self._low.llama_memory_seq_rm(self._ctx.memory, slot.seq, len(held), -1)
+        if held:
+            self._kept[slot.seq] = held
+            self._canon[slot.seq] = canonical_after(slot.reused, slot.canon, fed, self.chunk)
 
     def forget(self) -> None:
-        """Drop every kept prompt chunk (the free sequences' caches)."""
+        """Drop every kept cache (the free sequences')."""
         for seq in self._kept:
             self._low.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
         self._kept.clear()
+        self._canon.clear()
 
     def _finish(self, slot: Slot, reason: FinishReason, sampled: int | None, text: str) -> SlotResult:
         ids = tuple(slot.unsent)
@@ -245,6 +261,7 @@ class BatchDecoder:
         to_sample: list[tuple[Slot, int]] = []  # (slot, row) of the decode just made
         if self.mixed:
             self._decode(chunk_rows + gen_rows)
+            self._decoded(generating)
             base = len(chunk_rows)
             if chunk_slot is not None and not chunk_slot.admitting:
                 to_sample.append((chunk_slot, base - 1))
@@ -257,8 +274,15 @@ class BatchDecoder:
                     results += self._sample([(chunk_slot, len(chunk_rows) - 1)])
             if gen_rows:
                 self._decode(gen_rows)
+                self._decoded(generating)
                 results += self._sample([(s, j) for j, s in enumerate(generating)])
         return results
+
+    @staticmethod
+    def _decoded(generating: list[Slot]) -> None:
+        for s in generating:
+            if s.pending is not None:
+                s.decoded.append(s.pending)
 
     def _decode(self, rows: list[Row]) -> None:
         if not rows:
@@ -342,6 +366,7 @@ class BatchDecoder:
             slot.sampler.close()
         self._slots.clear()
         self._kept.clear()
+        self._canon.clear()
         self._low.llama_memory_clear(self._ctx.memory, True)
         return keys
 

@@ -37,6 +37,14 @@ class Slot:
     """False: the slot ends (finish "stop") once its last forced token is watched."""
     reused: int = 0
     """Prompt tokens its sequence's cache already held at admission."""
+    exact: bool = True
+    """Reuse only canonical whole chunks (batch_rules.reusable), so the reply is its reply on a
+    fresh cache."""
+    canon: int = 0
+    """The canonical prefix its sequence's cache had at admission (batch_rules.canonical_after)."""
+    decoded: list[int] = field(default_factory=list)
+    """Tokens decoded after the prompt (forced and generated): with the prompt, what its
+    sequence's cache holds, for the next request to reuse."""
     skipped: int = 0
     """Steps since it last had a prompt chunk (while admitting)."""
     pending: int | None = None

@@ -82,6 +82,8 @@ class Done:
     ttft_ms: float
     total_ms: float
     decode_tokens_per_s: float | None
+    cached_tokens: int = 0
+    """Prompt tokens reused from the cache an earlier request left in the slot."""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ class Running:
     t_last: float | None = None
     tokens: int = 0
     watch: ScoreWatch | None = None
+    cached: int = 0
+    """Prompt tokens its slot's cache already held."""
 
 
 @dataclass
@@ -137,8 +139,9 @@ class Scheduler:
             rid, prompt, max_tokens=None if max_tokens is None else max(0, int(max_tokens) - len(resume)),
             temperature=float(req.get("temperature", 0.8)), top_p=float(req.get("top_p", 0.95)),
             seed=None if seed is None else int(seed), stop=stop, forced=resume,
-            grammar=None if req.get("grammar") is None else str(req["grammar"]))
-        self.running[rid] = Running(rid, len(prompt), time.perf_counter(), resumed=len(resume))
+            grammar=None if req.get("grammar") is None else str(req["grammar"]), exact=bool(req.get("exact", True)))
+        self.running[rid] = Running(rid, len(prompt), time.perf_counter(), resumed=len(resume),
+                                    cached=self.decoder.last_reused)
         self.out(Start(rid, len(prompt)))
         if resume:
             # Text the lost engine had generated but not yet sent (held back for a possible stop
@@ -189,6 +192,7 @@ class Scheduler:
             ttft_ms=round(((first or now) - running.t0) * 1000, 3), total_ms=total_ms,
             decode_tokens_per_s=round((n - 1) / (last - first), 3)
             if n > 1 and first is not None and last is not None and last > first else None,
+            cached_tokens=running.cached,
         ))
 
     def cancel_all(self) -> None:

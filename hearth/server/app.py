@@ -259,10 +259,11 @@ def _base64_floats(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-def _usage(done: Done, cost: PublicCost | None = None) -> dict[str, int]:
+def _usage(done: Done, cost: PublicCost | None = None) -> dict[str, Any]:
     p, c = done.prompt_tokens, done.completion_tokens
     paid = {"cost_credits": cost.micro_credits, "price": cost.price} if cost is not None else {}
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c} | paid
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "prompt_tokens_details": {"cached_tokens": done.cached_tokens}} | paid
 
 
 def _timings(done: Done) -> dict[str, Any]:

@@ -200,6 +200,46 @@ def test_a_shared_prefix_is_reused_and_changes_no_text(model: Any) -> None:
     dec.close()
 
 
+def _drain(dec: BatchDecoder) -> dict[str, Reply]:
+    replies: dict[str, Reply] = {}
+    while dec.active:
+        for r in dec.step():
+            reply = replies.setdefault(r.key, Reply())
+            if r.sampled is not None:
+                reply.ids.append(r.sampled)
+    return replies
+
+
+def test_reuse_by_token_takes_the_whole_shared_history_and_exact_requests_stay_exact(model: Any) -> None:
+    """Not exact: a chat's next turn skips every token its sequence holds, the earlier reply
+    included (llama-server's prompt cache). Exact: only whole chunks computed as a fresh prompt's,
+    even after a loose request left others behind, and the text is the fresh cache's."""
+    first, second = LONG + " Rivers", LONG + " Seas are"
+    fresh = decoder(model, parallel=1)
+    alone = run(fresh, {0: [("second", second, GREEDY)]})
+    fresh.close()
+    dec = decoder(model, parallel=1)
+    turn1 = dec.tokenize(first)
+    reply = run(dec, {0: [("t1", first, GREEDY)]})["t1"].ids
+    assert len(reply) == TOKENS
+    turn2 = turn1 + reply + dec.tokenize(" And then")[1:]
+    assert dec.admit("t2", turn2, max_tokens=4, exact=False, **GREEDY) == 0
+    assert dec.last_reused == len(turn1) + TOKENS - 1  # the last sampled token was never decoded
+    _drain(dec)
+    assert dec.admit("t3", turn2, max_tokens=4, **GREEDY) == 0
+    assert dec.last_reused == len(turn1) // dec.chunk * dec.chunk  # exact: the first turn's whole chunks
+    _drain(dec)
+    # A loose request reuses up to where the prompts part, mid-chunk, and evaluates on from there.
+    assert dec.admit("loose", dec.tokenize(second), max_tokens=4, exact=False, **GREEDY) == 0
+    shared = dec.last_reused
+    assert shared % dec.chunk and shared > len(dec.tokenize(LONG)) - 2
+    _drain(dec)
+    assert dec.admit("exact", dec.tokenize(second), max_tokens=TOKENS, **GREEDY) == 0
+    assert dec.last_reused == shared // dec.chunk * dec.chunk
+    assert _drain(dec)["exact"].ids == alone["second"].ids
+    dec.close()
+
+
 def test_forced_tokens_are_fed_as_if_sampled_and_watched(model: Any, alone: dict[str, Reply]) -> None:
     """A resumed reply (forced = its first ids) goes on exactly as it would have; a watched slot
     that does not generate sees, before each forced token, the logits that chose it."""

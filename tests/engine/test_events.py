@@ -116,7 +116,7 @@ def test_every_field_of_the_wrong_type_is_named_in_the_error(cls: type[EngineEve
     (b'{"event": "vectors", "id": "1", "index": 0, "data": [[0.5], [null]]}', r"vectors.data\[\]\[\] should be a finite"),
     (b'{"event": "error", "id": null, "code": "x"}', "lacks message"),
     (b'{"event": "done", "id": "1", "finish_reason": "bored", "prompt_tokens": 1, "completion_tokens": 1, '
-     b'"ttft_ms": 1, "total_ms": 1, "decode_tokens_per_s": null}', "done.finish_reason should be one of"),
+     b'"ttft_ms": 1, "total_ms": 1, "decode_tokens_per_s": null, "cached_tokens": 0}', "done.finish_reason should be one of"),
     (b'{"event": "start", "id": "1", "prompt_tokens": ' + b"9" * 5000 + b"}", "not JSON"),
     (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
 ])
