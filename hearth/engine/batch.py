@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from hearth.engine.batch_rules import (
@@ -40,8 +39,9 @@ from hearth.engine.batch_rules import (
     pick_chunk,
     pick_seq,
 )
-from hearth.engine.batch_slot import Slot, SlotResult, Watch
+from hearth.engine.batch_slot import DecodeFailed, Slot, SlotResult, StepInfo, Watch
 from hearth.engine.events import FinishReason
+from hearth.engine.logprobs import MAX_TOP, Entry, entry
 from hearth.engine.protocol import RequestError
 from hearth.engine.sampling import sampler_chain
 from hearth.engine.textstream import TextStream
@@ -54,19 +54,6 @@ N_BATCH = 512
 
 Row = tuple[int, int, int, bool]
 """One batch row: token, position, sequence id, whether its logits are wanted."""
-
-
-class DecodeFailed(RuntimeError):
-    """llama_decode refused a batch (no KV room, or a fatal error); the message has its code."""
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """The shape of the last step, for benchmarks: rows decoded and llama_decode calls."""
-
-    generating: int
-    chunk: int
-    decodes: int
 
 
 class BatchDecoder:
@@ -124,6 +111,8 @@ class BatchDecoder:
     @classmethod
     def open(cls, model_path: str, *, n_ctx: int, n_threads: int, parallel: int, **kwargs: Any) -> BatchDecoder:
         """Load the GGUF on this CPU and make a decoder that owns it (closed with it)."""
+        from hearth.engine.load import load_model
+
         return cls(load_model(model_path), n_ctx=n_ctx, n_threads=n_threads, parallel=parallel,
                    owns_model=True, **kwargs)
 
@@ -149,13 +138,15 @@ class BatchDecoder:
     def admit(self, key: str, prompt: Sequence[int], *, max_tokens: int | None = None,
               temperature: float = 0.8, top_p: float = 0.95, seed: int | None = None,
               stop: Sequence[str] = (), forced: Sequence[int] = (), watch: Watch | None = None,
-              then_generate: bool = True, grammar: str | None = None, exact: bool = True) -> int | None:
+              then_generate: bool = True, grammar: str | None = None, exact: bool = True,
+              logprobs: int | None = None) -> int | None:
         """Give a request a slot; its prompt is evaluated by the coming steps, then its `forced`
         tokens are fed one per step (each watched first, if `watch`), then it samples (unless
         `then_generate` is False: it ends once its last forced token is watched). `exact`: reuse
         only the cache's canonical whole chunks, so that the reply is the one a fresh cache gives;
         otherwise every token the prompt shares with a free sequence's cache, its earlier replies
-        included (faster for a chat's next turn; see batch_rules.reusable). Returns its
+        included (faster for a chat's next turn; see batch_rules.reusable). `logprobs`: report
+        each sampled token's logprob and that many alternatives (SlotResult.lps). Returns its
         sequence id, or None when no slot (or, unified, not enough shared cells) is free now.
         Raises RequestError for a prompt that can never fit."""
         if key in self._slots:
@@ -164,6 +155,8 @@ class BatchDecoder:
         extra = [int(t) for t in forced]
         if not tokens:
             raise RequestError("invalid_request", "The prompt is empty; give some text to complete.")
+        if logprobs is not None and not 0 <= logprobs <= MAX_TOP:
+            raise RequestError("invalid_request", f"top_logprobs must be 0..{MAX_TOP}, not {logprobs}.")
         if not then_generate and not extra:
             raise ValueError("a slot that does not generate needs forced tokens")
         if len(tokens) + len(extra) >= self.n_ctx_seq:
@@ -190,7 +183,7 @@ class BatchDecoder:
         self.last_reused = keep
         self._slots[key] = Slot(key, seq, tokens, limit, chain, TextStream(list(stop)), self._admitted,
                                 fed=keep, forced=extra, watch=watch, then_generate=then_generate, reused=keep,
-                                exact=exact, canon=canon)
+                                exact=exact, canon=canon, logprobs=logprobs)
         self._admitted += 1
         return seq
 
@@ -225,11 +218,11 @@ class BatchDecoder:
         self._canon.clear()
 
     def _finish(self, slot: Slot, reason: FinishReason, sampled: int | None, text: str) -> SlotResult:
-        ids = tuple(slot.unsent)
-        slot.unsent = []
+        ids, lps = tuple(slot.unsent), tuple(slot.unsent_lp)
+        slot.unsent, slot.unsent_lp = [], []
         slot.sampler.close()
         self._free(slot)
-        return SlotResult(slot.key, sampled, text, ids, reason, slot.generated, len(slot.prompt), slot.steps)
+        return SlotResult(slot.key, sampled, text, ids, reason, slot.generated, len(slot.prompt), slot.steps, lps)
 
     # -- steps -------------------------------------------------------------------------------
     def step(self) -> list[SlotResult]:
@@ -336,16 +329,19 @@ class BatchDecoder:
                 out.append(self._finish(slot, "length", None, slot.text.finish()))
                 continue
             token = int(self._low.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, row))
-            out.append(self._accept(slot, token))
+            lp = None if slot.logprobs is None else entry(self.logits(row), token, slot.logprobs)
+            out.append(self._accept(slot, token, lp))
         return out
 
-    def _accept(self, slot: Slot, token: int) -> SlotResult:
+    def _accept(self, slot: Slot, token: int, lp: Entry | None = None) -> SlotResult:
         """One sampled token: end of text, a stop string, the limit, or the next step's input."""
         slot.pending = None
         if self._low.llama_vocab_is_eog(self._model.vocab, token):
             return self._finish(slot, "stop", None, slot.text.finish())
         slot.generated += 1
         slot.unsent.append(token)
+        if lp is not None:
+            slot.unsent_lp.append(lp)
         piece, stopped = slot.text.push(self.detokenize([token]))
         if stopped:
             return self._finish(slot, "stop", token, piece)
@@ -353,9 +349,10 @@ class BatchDecoder:
             return self._finish(slot, "length", token, piece + slot.text.finish())
         slot.pending = token
         ids: tuple[int, ...] = ()
+        lps: tuple[Entry, ...] = ()
         if piece:
-            ids, slot.unsent = tuple(slot.unsent), []
-        return SlotResult(slot.key, token, piece, ids, None, slot.generated, len(slot.prompt), slot.steps)
+            ids, slot.unsent, lps, slot.unsent_lp = tuple(slot.unsent), [], tuple(slot.unsent_lp), []
+        return SlotResult(slot.key, token, piece, ids, None, slot.generated, len(slot.prompt), slot.steps, lps)
 
     # -- life --------------------------------------------------------------------------------
     def reset(self) -> list[str]:
@@ -385,15 +382,3 @@ class BatchDecoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def load_model(model_path: str) -> Any:
-    """A llama_cpp._internals.LlamaModel on this CPU, with the parameters Llama gives it."""
-    import llama_cpp
-    from llama_cpp._internals import LlamaModel
-    from llama_cpp._logger import set_verbose
-
-    set_verbose(False)  # as Llama(verbose=False): llama.cpp's log lines only for errors
-    params: Any = llama_cpp.llama_model_default_params()
-    params.n_gpu_layers = 0
-    return LlamaModel(path_model=model_path, params=params, verbose=False)

@@ -68,6 +68,14 @@ class Token:
     id: str
     text: str
     ids: tuple[int, ...]
+    logprobs: tuple[float, ...] = ()
+    """When the request asked (its `logprobs` field): each id's logprob (hearth.engine.logprobs)."""
+    pieces: tuple[str, ...] = ()
+    """Each id's bytes, one character per byte (latin-1), as a token may be part of a character."""
+    top_logprobs: tuple[tuple[float, ...], ...] = ()
+    """Per id, the logprobs of the most likely tokens at its step, best first."""
+    top_pieces: tuple[tuple[str, ...], ...] = ()
+    """Their bytes, as `pieces`."""
 
 
 @dataclass(frozen=True)

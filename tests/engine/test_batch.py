@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from hearth.engine.batch import BatchDecoder, load_model
+from hearth.engine.batch import BatchDecoder
 from hearth.engine.batch_rules import chunks_left
 from hearth.engine.batch_slot import SlotResult
+from hearth.engine.load import load_model
 from hearth.engine.protocol import RequestError
 
 pytestmark = pytest.mark.slow
@@ -304,4 +305,32 @@ def test_a_grammar_constrains_each_slot_and_survives_a_resume(model: Any) -> Non
     with pytest.raises(RequestError, match="grammar"):
         dec.admit("empty", prompt, grammar=" ")
     assert dec.active == 0
+    dec.close()
+
+
+def test_logprobs_are_the_models_own_and_change_no_token(model: Any, alone: dict[str, Reply]) -> None:
+    """Each reported id has its logprob and the best alternatives, best first; greedy picks the
+    best; asking for them changes no token; a bad count is refused."""
+    import math
+
+    dec = decoder(model, parallel=2)
+    assert dec.admit("moon", dec.tokenize(PROMPTS["moon"]), max_tokens=TOKENS, logprobs=3, **GREEDY) is not None
+    assert dec.admit("hot", dec.tokenize(PROMPTS["bees"]), max_tokens=TOKENS, logprobs=0,
+                     temperature=1.5, top_p=1.0, seed=3) is not None
+    ids: dict[str, list[int]] = {"moon": [], "hot": []}
+    lps: dict[str, list[Any]] = {"moon": [], "hot": []}
+    while dec.active:
+        for r in dec.step():
+            assert len(r.lps) == len(r.ids)
+            ids[r.key] += r.ids
+            lps[r.key] += r.lps
+    assert ids["moon"] == alone["moon"].ids[:len(ids["moon"])] and len(ids["moon"]) >= TOKENS - 1
+    for chosen, top, top_lps in lps["moon"]:
+        assert len(top) == 3 and list(top_lps) == sorted(top_lps, reverse=True)
+        assert chosen == top_lps[0] and all(lp <= 0 for lp in top_lps)
+        assert sum(math.exp(lp) for lp in top_lps) <= 1 + 1e-9
+    assert all(top == () and chosen <= 0 for chosen, top, _ in lps["hot"])
+    assert any(chosen < -0.5 for chosen, _, _ in lps["hot"])  # hot sampling takes unlikely tokens
+    with pytest.raises(RequestError, match="top_logprobs"):
+        dec.admit("bad", dec.tokenize("x"), logprobs=21)
     dec.close()
