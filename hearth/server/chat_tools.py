@@ -72,6 +72,9 @@ def openai_plan(body: ChatCompletionRequest) -> Plan:
     if grammar is not None:
         raise InvalidRequest("hearth cannot constrain a reply to both a response_format and tool calls; drop "
                              "response_format, or set tool_choice to 'none'.", param="response_format")
+    if body.logprobs:
+        raise InvalidRequest("hearth does not report logprobs of tool calls; drop logprobs, or set tool_choice "
+                             "to 'none'.", param="logprobs")
     parallel = body.parallel_tool_calls is not False
     if choice == "required" or only is not None:
         return Plan(grammar=call_grammar(tools, only), tools=tools, names=names, forced=True, parallel=parallel)

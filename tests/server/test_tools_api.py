@@ -147,6 +147,7 @@ def test_auto_streams_a_call_as_deltas(client: openai.OpenAI) -> None:
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
         "n": {"type": "number", "maximum": 3}}}}}], "tool_choice": "required"}, "tools[0].function.parameters"),
     ({"tools": [WEATHER], "tool_choice": "auto", "response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": [WEATHER], "logprobs": True}, "logprobs"),
     ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "function"}]}]},
      "messages.0.tool_calls.0.function"),
 ])
