@@ -121,7 +121,7 @@ def usage(chat_usage: dict[str, Any] | None) -> dict[str, Any] | None:
     if chat_usage is None:
         return None
     i, o = int(chat_usage.get("prompt_tokens", 0)), int(chat_usage.get("completion_tokens", 0))
-    return {"input_tokens": i, "input_tokens_details": {"cached_tokens": 0},
+    return {"input_tokens": i, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": o, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": i + o}
 
 
