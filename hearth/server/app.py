@@ -30,8 +30,9 @@ from hearth.escalation.pool import Engines
 from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
 from hearth.node_api.feed import Feed
 from hearth.public_swarm.sse import PublicCost
-from hearth.server import control_routes, ollama, responses, status_routes
+from hearth.server import control_routes, ollama, status_routes
 from hearth.server.guard import BodyGuard, check_request
+from hearth.server.responses import add_routes as add_responses_routes
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.server.streaming import (
     ClientGone,
@@ -203,7 +204,7 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
             "usage": {"prompt_tokens": n, "total_tokens": n},
         }
 
-    responses.add_routes(app, settings.default_model, chat_completions)
+    add_responses_routes(app, settings.default_model, chat_completions)
     ollama.add_routes(app, settings, pool)
     return app
 

@@ -24,7 +24,7 @@ from hearth.net.http_errors import validation_message
 from hearth.server.responses_convert import (
     EventTranslator,
     chat_body,
-    check_chat_can_take,
+    fit_to_chat,
     response_object,
     shell,
 )
@@ -36,8 +36,7 @@ ChatRoute = Callable[[ChatCompletionRequest, Request], Awaitable[Response]]
 
 
 def as_chat_request(req: ResponsesRequest) -> ChatCompletionRequest:
-    body = chat_body(req)
-    check_chat_can_take(body, ChatCompletionRequest.model_fields, ChatMessage.model_fields)
+    body = fit_to_chat(chat_body(req), ChatCompletionRequest.model_fields, ChatMessage.model_fields)
     try:
         return ChatCompletionRequest.model_validate(body)
     except ValidationError as exc:  # what the Responses model let through and chat does not

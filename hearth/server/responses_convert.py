@@ -71,7 +71,7 @@ def chat_messages(req: ResponsesRequest) -> list[dict[str, Any]]:
 def chat_body(req: ResponsesRequest) -> dict[str, Any]:
     """The chat completions body that asks for what `req` asks."""
     if isinstance(req.tool_choice, NamedFunction) and req.tool_choice.name not in {t.name for t in req.tools}:
-        raise InvalidRequest(f"tool_choice names the function {req.tool_choice.name!r}, which is not "
+        raise InvalidRequest(f"'tool_choice' names the function {req.tool_choice.name!r}, which is not "
                              "among 'tools'; add it there or name another.", param="tool_choice")
     body: dict[str, Any] = {"messages": chat_messages(req), "stream": req.stream}
     if req.stream:
@@ -84,12 +84,17 @@ def chat_body(req: ResponsesRequest) -> dict[str, Any]:
         body["tools"] = [chat_tool(t) for t in req.tools]
     if req.tool_choice is not None:
         body["tool_choice"] = chat_tool_choice(req.tool_choice)
+    if req.parallel_tool_calls is not None:
+        body["parallel_tool_calls"] = req.parallel_tool_calls
     return body
 
 
-def check_chat_can_take(body: dict[str, Any], fields: Collection[str], message_fields: Collection[str]) -> None:
-    """Refuse, naming the Responses field, what the chat path of this build would not honour
-    (the chat request model's fields are `fields`, its message's `message_fields`)."""
+def fit_to_chat(body: dict[str, Any], fields: Collection[str], message_fields: Collection[str]) -> dict[str, Any]:
+    """`body` for the chat path of this build (its request model's fields are `fields`, its
+    message's `message_fields`): what it would not honour is refused, naming the Responses field.
+    parallel_tool_calls: false is kept to one call here in any case (`response_object`)."""
+    if "parallel_tool_calls" not in fields:
+        body = {k: v for k, v in body.items() if k != "parallel_tool_calls"}
     for key in ("tools", "tool_choice"):
         if key in body and key not in fields:
             raise InvalidRequest(f"'{key}' is not available: this build of hearth has no tool calling; "
@@ -99,6 +104,7 @@ def check_chat_can_take(body: dict[str, Any], fields: Collection[str], message_f
         if missing:
             raise InvalidRequest("function_call and function_call_output items need tool calling, which "
                                  "this build of hearth lacks; send message items only.", param="input")
+    return body
 
 
 # -- result -------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from pydantic import (
 from hearth.server.schemas import Name, Text
 
 TEXT_PARTS = ("input_text", "output_text", "refusal")
+FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]  # as OpenAI's chat API has it
 
 _NO_STORE = ("hearth does not store responses: send the whole conversation in 'input' (the previous "
              "response's output items, then the new message)")
@@ -113,7 +114,7 @@ class FunctionCallItem(BaseModel):
 
     type: Literal["function_call"]
     call_id: Name
-    name: Name
+    name: FunctionName
     arguments: Text
     id: Name | None = None
     status: Literal["in_progress", "completed", "incomplete"] | None = None
@@ -157,7 +158,7 @@ class FunctionTool(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: str
-    name: Name
+    name: FunctionName
     description: Text | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
@@ -174,7 +175,7 @@ class NamedFunction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["function"]
-    name: Name
+    name: FunctionName
 
 
 class ResponsesRequest(BaseModel):

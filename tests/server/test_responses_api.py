@@ -133,6 +133,9 @@ BAD = [
     ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input.0", "items only"),
     ({"input": []}, "input", "at least 1"),
     ({"frobnicate": 1}, "frobnicate", "Extra inputs are not permitted"),
+    ({"tools": [WEATHER | {"name": "get weather!"}]}, "tools.0.name", "should match pattern"),
+    ({"tools": [WEATHER], "tool_choice": {"type": "function", "name": "nope"}}, "tool_choice", "not among 'tools'"),
+    ({"input": [{"type": "function_call", "call_id": "c1", "name": "f"}]}, "input.0.arguments", "Field required"),
 ]
 
 

@@ -20,7 +20,7 @@ from hearth.errors import InvalidRequest
 from hearth.server.responses_convert import (
     EventTranslator,
     chat_body,
-    check_chat_can_take,
+    fit_to_chat,
     response_object,
     shell,
 )
@@ -84,7 +84,7 @@ def test_items_become_chat_messages_in_order(items: list[dict[str, Any]], instru
         if m["role"] == "tool":
             flat.append(("out", m["tool_call_id"], m["content"]))
             continue
-        if m.get("content") is not None and not (m["role"] == "assistant" and m["content"] == "" and m.get("tool_calls")):
+        if m.get("content") is not None:  # None: an assistant message made for calls alone
             flat.append((m["role"], m["content"]))
         for c in m.get("tool_calls", []):
             assert m["role"] == "assistant" and c["type"] == "function"
@@ -118,12 +118,16 @@ def test_what_the_chat_path_lacks_is_refused_by_responses_name() -> None:
     body = chat_body(request(input=[{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}],
                              tools=[WEATHER]))
     with pytest.raises(InvalidRequest) as no_tools:
-        check_chat_can_take(body, {"messages", "model"}, {"role", "content", "tool_calls"})
+        fit_to_chat(body, {"messages", "model"}, {"role", "content", "tool_calls"})
     assert no_tools.value.param == "tools"
     with pytest.raises(InvalidRequest) as no_calls:
-        check_chat_can_take(body, {"messages", "tools"}, {"role", "content"})
+        fit_to_chat(body, {"messages", "tools"}, {"role", "content"})
     assert no_calls.value.param == "input"
-    check_chat_can_take(body, {"messages", "tools"}, {"role", "content", "tool_calls"})
+    assert fit_to_chat(body, {"messages", "tools"}, {"role", "content", "tool_calls"}) == body
+    one = chat_body(request(input="hi", tools=[WEATHER], parallel_tool_calls=False))
+    assert one["parallel_tool_calls"] is False
+    assert "parallel_tool_calls" not in fit_to_chat(one, {"messages", "tools"}, {"role", "content"})
+    assert fit_to_chat(one, {"messages", "tools", "parallel_tool_calls"}, {"role", "content"}) == one
 
 
 # -- result -------------------------------------------------------------------------------
