@@ -189,6 +189,7 @@ class EventTranslator:
         self.calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> its item
         self.finish_reason: str | None = None
         self.chat_usage: dict[str, Any] | None = None
+        self.extras: dict[str, Any] = {}  # hearth's own: who served the reply, at what cost
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         self.seq += 1
@@ -233,6 +234,8 @@ class EventTranslator:
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         if chunk.get("usage"):
             self.chat_usage = chunk["usage"]
+        if "hearth" in chunk:
+            self.extras = {"hearth": chunk["hearth"]}
         events: list[dict[str, Any]] = []
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
@@ -271,7 +274,7 @@ class EventTranslator:
         else:
             events = []
         events += self._end_item()
-        final = finished(self.response, self.finish_reason, self.chat_usage) | {"output": self.output}
+        final = finished(self.response, self.finish_reason, self.chat_usage) | {"output": self.output} | self.extras
         kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
         return events + [self._event(kind, response=final)]
 

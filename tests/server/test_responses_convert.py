@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from openai import omit
 from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.chat import completion_create_params
-from openai.types.responses import Response, ResponseStreamEvent
-from pydantic import TypeAdapter
+from openai.types.responses import Response, ResponseStreamEvent, response_create_params
+from pydantic import TypeAdapter, ValidationError
 
 from hearth.errors import InvalidRequest
 from hearth.server.responses_convert import (
@@ -24,7 +24,7 @@ from hearth.server.responses_convert import (
     response_object,
     shell,
 )
-from hearth.server.responses_schema import ResponsesRequest
+from hearth.server.responses_schema import UNSUPPORTED, ResponsesRequest
 
 CHAT_PARAMS = TypeAdapter(completion_create_params.CompletionCreateParamsNonStreaming)
 EVENT = TypeAdapter(ResponseStreamEvent)
@@ -39,6 +39,26 @@ def request(**fields: Any) -> ResponsesRequest:
 
 
 # -- request ------------------------------------------------------------------------------
+OPENAI_FIELDS = sorted(set(response_create_params.ResponseCreateParamsBase.__annotations__) | {"stream"})
+
+
+def test_every_field_of_openais_request_is_declared() -> None:
+    """Each field the official client can send is taken or refused with its own reason, never
+    met by the generic 'not a field' (a field OpenAI adds later would fail here first)."""
+    assert set(OPENAI_FIELDS) <= set(ResponsesRequest.model_fields)
+
+
+@pytest.mark.parametrize("field", sorted(UNSUPPORTED))
+def test_what_hearth_cannot_honour_is_refused_by_name(field: str) -> None:
+    with pytest.raises(ValidationError) as bad:
+        ResponsesRequest.model_validate({"input": "hi", field: {"something": "asked"}})
+    [error] = bad.value.errors()
+    assert error["loc"] == (field,) and error["type"] == "value_error"
+    neutral, _ = UNSUPPORTED[field]
+    for value in (None, *neutral):  # what asks for nothing is taken
+        ResponsesRequest.model_validate({"input": "hi", field: value})
+
+
 def test_tools_and_tool_choice_take_chats_nested_shape() -> None:
     body = chat_body(request(input="hi", tools=[WEATHER], tool_choice={"type": "function", "name": "get_weather"},
                              max_output_tokens=7, temperature=0.5, top_p=0.9, instructions="Be brief."))
