@@ -65,17 +65,19 @@ class ContentPart(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str
+    type: Literal["input_text", "output_text", "refusal"]
     text: Text | None = None
     refusal: Text | None = None
     annotations: list[Any] | None = None  # sent back with a previous reply's output_text
     logprobs: list[Any] | None = None
 
-    @field_validator("type")
+    @model_validator(mode="before")
     @classmethod
-    def _text_only(cls, v: str) -> str:
-        if v not in TEXT_PARTS:
-            raise ValueError(f"hearth reads text only ({', '.join(TEXT_PARTS)}); a {v!r} part is not supported")
+    def _text_only(cls, v: Any) -> Any:
+        """Before the fields: an image part is refused as one, not for its unknown 'image_url'."""
+        kind = v.get("type") if isinstance(v, dict) else None
+        if isinstance(kind, str) and kind not in TEXT_PARTS:
+            raise ValueError(f"hearth reads text only ({', '.join(TEXT_PARTS)}); a {kind!r} part is not supported")
         return v
 
     @model_validator(mode="after")
@@ -157,17 +159,19 @@ class FunctionTool(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: str
+    type: Literal["function"]
     name: FunctionName
     description: Text | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
-    @field_validator("type")
+    @model_validator(mode="before")
     @classmethod
-    def _function_only(cls, v: str) -> str:
-        if v != "function":
-            raise ValueError(f"hearth runs function tools only; the built-in tool {v!r} is not available")
+    def _function_only(cls, v: Any) -> Any:
+        """Before the fields: a built-in tool is refused as one, not for its unknown settings."""
+        kind = v.get("type") if isinstance(v, dict) else None
+        if isinstance(kind, str) and kind != "function":
+            raise ValueError(f"hearth runs function tools only; the built-in tool {kind!r} is not available")
         return v
 
 
