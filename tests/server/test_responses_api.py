@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from hearth.server.responses_schema import UNSUPPORTED
 from hearth.server.schemas import ChatCompletionRequest
 from tests.conftest import Server
 
@@ -149,6 +150,22 @@ def test_bad_input_is_a_400_naming_the_field(client: openai.OpenAI, fields: dict
         client.responses.create(**{k: v for k, v in body.items() if k in ("model", "input")},  # type: ignore[call-overload]
                                 extra_body={k: v for k, v in body.items() if k not in ("model", "input")})
     assert bad.value.param == param and says in bad.value.message and f"'{param}'" in bad.value.message
+
+
+@pytest.mark.parametrize("field", sorted(UNSUPPORTED))
+def test_each_field_hearth_cannot_honour_is_refused_over_http(server: Server, field: str) -> None:
+    r = httpx.post(server.base + "/responses", json={"model": MODEL, "input": "hi", field: {"some": "setting"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+    assert f"'{field}'" in r.json()["error"]["message"]
+
+
+def test_neutral_values_and_identifiers_are_taken_and_echoed(client: openai.OpenAI) -> None:
+    r = client.responses.create(model=MODEL, input=QUESTION, max_output_tokens=2, store=False, truncation="disabled",
+                                include=[], background=False, service_tier="auto", metadata={"ticket": "42"},
+                                user="u1", safety_identifier="s1", text={"format": {"type": "text"}},
+                                parallel_tool_calls=True)
+    assert r.output_text and r.store is False and r.truncation == "disabled" and r.metadata == {"ticket": "42"}
+    assert (r.user, r.safety_identifier, r.parallel_tool_calls) == ("u1", "s1", True)
 
 
 def test_unknown_model_and_empty_body(client: openai.OpenAI, server: Server) -> None:
