@@ -7,6 +7,7 @@ text, which shows that input, instructions and the sampling fields reach the eng
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -119,6 +120,23 @@ def test_async_client_streams_too(server: Server) -> None:
             return "".join([e.delta async for e in stream if e.type == "response.output_text.delta"])
 
     assert asyncio.run(run())
+
+
+def test_a_client_that_leaves_a_stream_cancels_its_generation(server: Server, client: openai.OpenAI) -> None:
+    client.responses.create(model=MODEL, input=QUESTION, max_output_tokens=2)  # engine loaded
+    long = {"model": MODEL, "input": "Count: 1, 2, 3, 4, 5, 6,", "max_output_tokens": 1500, "temperature": 0,
+            "stream": True}
+    with httpx.stream("POST", server.base + "/responses", json=long, timeout=60) as r:
+        lines = r.iter_lines()
+        deltas = 0
+        while deltas < 4:
+            deltas += next(lines) == "event: response.output_text.delta"
+        assert server.status()["busy"] is True
+    # 1500 tokens take ~40 s here; a cancelled generation frees the engine at once.
+    deadline = time.monotonic() + 10
+    while server.status()["busy"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.status()["busy"] is False
 
 
 # -- bad input ------------------------------------------------------------------------------
