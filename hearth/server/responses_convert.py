@@ -86,6 +86,10 @@ def chat_body(req: ResponsesRequest) -> dict[str, Any]:
         body["tool_choice"] = chat_tool_choice(req.tool_choice)
     if req.parallel_tool_calls is not None:
         body["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.wants_logprobs():
+        body["logprobs"] = True
+        if req.top_logprobs:
+            body["top_logprobs"] = req.top_logprobs
     return body
 
 
@@ -99,6 +103,10 @@ def fit_to_chat(body: dict[str, Any], fields: Collection[str], message_fields: C
         if key in body and key not in fields:
             raise InvalidRequest(f"'{key}' is not available: this build of hearth has no tool calling; "
                                  f"omit '{key}'.", param=key)
+    for key, ours in (("logprobs", "include"), ("top_logprobs", "top_logprobs")):
+        if key in body and key not in fields:
+            raise InvalidRequest(f"'{ours}' asks for logprobs, which this build of hearth lacks; omit it.",
+                                 param=ours)
     for message in body["messages"]:
         missing = [k for k in message if k not in message_fields]
         if missing:
@@ -108,13 +116,19 @@ def fit_to_chat(body: dict[str, Any], fields: Collection[str], message_fields: C
 
 
 # -- result -------------------------------------------------------------------------------
-def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    content = [output_text(text)] if status != "in_progress" else []
+def message_item(item_id: str, text: str, status: str, logprobs: list[Any] | None = None) -> dict[str, Any]:
+    content = [output_text(text, logprobs)] if status != "in_progress" else []
     return {"id": item_id, "type": "message", "role": "assistant", "status": status, "content": content}
 
 
-def output_text(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def output_text(text: str, logprobs: list[Any] | None = None) -> dict[str, Any]:
+    """An output_text part; `logprobs` in chat's shape, which is also Responses' (token, logprob,
+    bytes, top_logprobs)."""
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
+
+
+def _chat_logprobs(choice: dict[str, Any]) -> list[Any]:
+    return list((choice.get("logprobs") or {}).get("content") or [])
 
 
 def function_call_item(item_id: str, call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
@@ -144,6 +158,7 @@ def shell(req: ResponsesRequest, rid: str, created: int, model: str) -> dict[str
                         else req.tool_choice or "auto"),
         "parallel_tool_calls": req.parallel_tool_calls is not False,
         "metadata": req.metadata or {}, "user": req.user, "safety_identifier": req.safety_identifier,
+        "top_logprobs": req.top_logprobs,
         "previous_response_id": None, "reasoning": None, "store": False, "background": False,
         "text": {"format": {"type": "text"}}, "truncation": "disabled", "service_tier": "default",
     }
@@ -166,7 +181,7 @@ def response_object(response: dict[str, Any], completion: dict[str, Any]) -> dic
         calls = calls[:1]
     text = message.get("content") or ""
     hex_id = response["id"].removeprefix("resp_")
-    output = [message_item(f"msg_{hex_id}", text, "completed")] if text or not calls else []
+    output = [message_item(f"msg_{hex_id}", text, "completed", _chat_logprobs(choice))] if text or not calls else []
     output += [function_call_item(f"fc_{hex_id}_{i}", c) for i, c in enumerate(calls)]
     extras = {"hearth": completion["hearth"]} if "hearth" in completion else {}
     return finished(response, choice.get("finish_reason"), completion.get("usage")) | {"output": output} | extras
@@ -210,7 +225,7 @@ class EventTranslator:
         events.append(self._event("response.output_item.added", output_index=len(self.output), item=item))
         if item["type"] == "message":
             events.append(self._event("response.content_part.added", **self._where(), part=output_text("")))
-            item["text"] = ""
+            item["text"], item["logprobs"] = "", []
         return events
 
     def _end_item(self) -> list[dict[str, Any]]:
@@ -218,10 +233,10 @@ class EventTranslator:
         if item is None:
             return []
         if item["type"] == "message":
-            text = item.pop("text")
-            events += [self._event("response.output_text.done", **self._where(), text=text, logprobs=[]),
-                       self._event("response.content_part.done", **self._where(), part=output_text(text))]
-            done = message_item(item["id"], text, "completed")
+            text, logprobs = item.pop("text"), item.pop("logprobs")
+            events += [self._event("response.output_text.done", **self._where(), text=text, logprobs=logprobs),
+                       self._event("response.content_part.done", **self._where(), part=output_text(text, logprobs))]
+            done = message_item(item["id"], text, "completed", logprobs)
         else:
             events.append(self._event("response.function_call_arguments.done", **self._where(),
                                       name=item["name"], arguments=item["arguments"]))
@@ -238,14 +253,15 @@ class EventTranslator:
             self.extras = {"hearth": chunk["hearth"]}
         events: list[dict[str, Any]] = []
         for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
+            delta, logprobs = choice.get("delta") or {}, _chat_logprobs(choice)
+            if delta.get("content") or logprobs:  # a token may be part of a character: no text yet
                 if self.open is None or self.open["type"] != "message":
                     events += self._start(message_item(f"msg_{self.hex_id}_{len(self.output)}", "", "in_progress"))
                 assert self.open is not None
-                self.open["text"] += delta["content"]
+                self.open["text"] += delta.get("content") or ""
+                self.open["logprobs"] += logprobs
                 events.append(self._event("response.output_text.delta", **self._where(),
-                                          delta=delta["content"], logprobs=[]))
+                                          delta=delta.get("content") or "", logprobs=logprobs))
             for call in delta.get("tool_calls") or []:
                 events += self._tool_delta(call)
             self.finish_reason = choice.get("finish_reason") or self.finish_reason

@@ -23,6 +23,7 @@ from pydantic import (
 from hearth.server.schemas import Name, Text
 
 TEXT_PARTS = ("input_text", "output_text", "refusal")
+LOGPROBS = "message.output_text.logprobs"  # the one `include` hearth has
 FunctionName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]  # as OpenAI's chat API has it
 
 _NO_STORE = ("hearth does not store responses: send the whole conversation in 'input' (the previous "
@@ -34,15 +35,14 @@ UNSUPPORTED: dict[str, tuple[tuple[Any, ...], str]] = {
     "store": ((False,), _NO_STORE + "; send store: false or omit it"),
     "background": ((False,), "hearth answers in the foreground; omit 'background' or send false"),
     "reasoning": ((), "hearth's models take no reasoning settings; omit 'reasoning'"),
-    "include": (([],), "hearth has no extra output to include (no reasoning, search results or "
-                       "logprobs through /v1/responses); omit 'include'"),
+    "include": (([], [LOGPROBS]), f"hearth can include only {LOGPROBS!r} (it has no reasoning, search "
+                                 "results or images to include)"),
     "truncation": (("disabled",), "hearth never drops part of the conversation; omit 'truncation' "
                                   "or send 'disabled' (a conversation too long fails with "
                                   "context_length_exceeded)"),
     "text": (({"format": {"type": "text"}}, {}),
              "structured output is not available through /v1/responses; use /v1/chat/completions "
              "with response_format, or omit 'text' (plain text)"),
-    "top_logprobs": ((), "logprobs are not available through /v1/responses; use /v1/chat/completions"),
     "max_tool_calls": ((), "hearth cannot cap the number of tool calls; omit 'max_tool_calls'"),
     "prompt": ((), "hearth has no stored prompt templates; send the text in 'input' and 'instructions'"),
     "prompt_cache_key": ((), "hearth's prompt cache takes no settings; omit 'prompt_cache_key'"),
@@ -191,6 +191,7 @@ class ResponsesRequest(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     stream: bool = False
     tools: list[FunctionTool] = Field(default_factory=list)
     tool_choice: Literal["none", "auto", "required"] | NamedFunction | None = None
@@ -209,7 +210,6 @@ class ResponsesRequest(BaseModel):
     include: Any = None
     truncation: Any = None
     text: Any = None
-    top_logprobs: Any = None
     max_tool_calls: Any = None
     prompt: Any = None
     prompt_cache_key: Any = None
@@ -235,4 +235,8 @@ class ResponsesRequest(BaseModel):
         if v is None or any(v == n for n in neutral):
             return v
         raise ValueError(why)
+
+    def wants_logprobs(self) -> bool:
+        """Logprobs in output_text: `include` asks, or `top_logprobs` does by asking for alternatives."""
+        return self.top_logprobs is not None or LOGPROBS in (self.include or [])
 

@@ -102,6 +102,25 @@ def test_streaming_event_sequence_matches_the_whole_reply(client: openai.OpenAI)
     assert (last.response.model_extra or {})["hearth"]["served_by"] == "circle"
 
 
+def test_logprobs_are_the_chat_routes(client: openai.OpenAI) -> None:
+    r = client.responses.create(model=MODEL, input=QUESTION, max_output_tokens=6, temperature=0, top_logprobs=2,
+                                include=["message.output_text.logprobs"])
+    logprobs = r.output[0].content[0].logprobs  # type: ignore[union-attr]
+    assert logprobs is not None and len(logprobs) == 6 and r.top_logprobs == 2
+    assert "".join(lp.token for lp in logprobs) == r.output_text
+    assert all(len(lp.top_logprobs) == 2 and lp.logprob <= 0 for lp in logprobs)
+    chat = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": QUESTION}],
+                                          max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+    assert chat.choices[0].logprobs is not None and chat.choices[0].logprobs.content is not None
+    assert [(c.token, c.logprob) for c in chat.choices[0].logprobs.content] == [(lp.token, lp.logprob) for lp in logprobs]
+    events = list(client.responses.create(model=MODEL, input=QUESTION, max_output_tokens=6, temperature=0,
+                                          top_logprobs=2, stream=True))
+    streamed = [lp.token for e in events if e.type == "response.output_text.delta" for lp in e.logprobs]
+    assert streamed == [lp.token for lp in logprobs]
+    plain = client.responses.create(model=MODEL, input=QUESTION, max_output_tokens=2, temperature=0)
+    assert plain.output[0].content[0].logprobs == []  # type: ignore[union-attr]
+
+
 def test_stream_helper_gives_the_final_response(client: openai.OpenAI) -> None:
     with client.responses.stream(model=MODEL, instructions=ONE_WORD, input=QUESTION, max_output_tokens=16,
                                  temperature=0) as stream:
@@ -146,7 +165,8 @@ BAD = [
     ({"reasoning": {"effort": "high"}}, "reasoning", "reasoning"),
     ({"tools": [{"type": "web_search", "search_context_size": "low"}]}, "tools.0", "function tools only"),
     ({"text": {"format": {"type": "json_object"}}}, "text", "structured output"),
-    ({"include": ["reasoning.encrypted_content"]}, "include", "include"),
+    ({"include": ["reasoning.encrypted_content"]}, "include", "message.output_text.logprobs"),
+    ({"top_logprobs": 21}, "top_logprobs", "less than or equal to 20"),
     ({"temperature": 5}, "temperature", "less than or equal to 2"),
     ({"max_output_tokens": 0}, "max_output_tokens", "greater than or equal to 1"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:,"}]}]},

@@ -72,6 +72,21 @@ def test_tools_and_tool_choice_take_chats_nested_shape() -> None:
         assert chat_body(request(input="hi", tools=[WEATHER], tool_choice=choice))["tool_choice"] == choice
 
 
+def test_logprobs_are_asked_by_include_or_top_logprobs() -> None:
+    assert "logprobs" not in chat_body(request(input="hi"))
+    asked = chat_body(request(input="hi", include=["message.output_text.logprobs"]))
+    assert asked["logprobs"] is True and "top_logprobs" not in asked
+    tops = chat_body(request(input="hi", top_logprobs=3))
+    assert (tops["logprobs"], tops["top_logprobs"]) == (True, 3)
+    CHAT_PARAMS.validate_python(tops | {"model": "m"})
+    with pytest.raises(InvalidRequest) as lacking:
+        fit_to_chat(tops, {"messages", "logprobs"}, {"role", "content"})
+    assert lacking.value.param == "top_logprobs"
+    with pytest.raises(InvalidRequest) as lacking:
+        fit_to_chat(asked, {"messages"}, {"role", "content"})
+    assert lacking.value.param == "include"
+
+
 def test_a_named_tool_choice_must_be_among_the_tools() -> None:
     with pytest.raises(InvalidRequest) as bad:
         chat_body(request(input="hi", tools=[WEATHER], tool_choice={"type": "function", "name": "nope"}))
@@ -155,12 +170,19 @@ def start(**fields: Any) -> dict[str, Any]:
     return shell(request(input="hi", **fields), "resp_0123456789abcdef01234567", 1_700_000_000, "m")
 
 
-def completion(content: str | None, calls: list[tuple[str, str]] = (), finish: str = "stop") -> dict[str, Any]:  # type: ignore[assignment]
+def logprob(piece: str) -> dict[str, Any]:
+    raw = list(piece.encode())
+    return {"token": piece, "logprob": -0.5, "bytes": raw, "top_logprobs": [
+        {"token": piece, "logprob": -0.5, "bytes": raw}, {"token": "x", "logprob": -2.0, "bytes": [120]}]}
+
+
+def completion(content: str | None, calls: list[tuple[str, str]] = (), finish: str = "stop",  # type: ignore[assignment]
+               logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     tool_calls = [{"id": f"call_{i}", "type": "function", "function": {"name": n, "arguments": a}}
                   for i, (n, a) in enumerate(calls)]
     return {"choices": [{"index": 0, "message": {"role": "assistant", "content": content,
                                                  **({"tool_calls": tool_calls} if calls else {})},
-                         "finish_reason": finish}],
+                         "finish_reason": finish, "logprobs": {"content": logprobs} if logprobs else None}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
 
 
@@ -168,6 +190,11 @@ def test_a_completion_becomes_a_response_the_client_parses() -> None:
     r = Response.model_validate(response_object(start(), completion("Paris.")))
     assert r.status == "completed" and r.output_text == "Paris." and r.usage is not None
     assert (r.usage.input_tokens, r.usage.output_tokens, r.usage.total_tokens) == (5, 3, 8)
+    with_lp = Response.model_validate(response_object(start(top_logprobs=2), completion(
+        "Paris.", logprobs=[logprob("Paris"), logprob(".")])))
+    part = with_lp.output[0].content[0]  # type: ignore[union-attr]
+    assert [lp.token for lp in part.logprobs] == ["Paris", "."] and len(part.logprobs[0].top_logprobs) == 2  # type: ignore[union-attr]
+    assert with_lp.top_logprobs == 2
     cut = Response.model_validate(response_object(start(), completion("Par", finish="length")))
     assert cut.status == "incomplete" and cut.incomplete_details and cut.incomplete_details.reason == "max_output_tokens"
 
@@ -183,11 +210,13 @@ def test_tool_calls_become_function_call_items() -> None:
     assert Response.model_validate(one).tools[0].name == "get_weather"  # type: ignore[union-attr]
 
 
-def chunks_for(pieces: list[str], calls: list[tuple[str, list[str]]], finish: str) -> list[dict[str, Any]]:
+def chunks_for(pieces: list[str], calls: list[tuple[str, list[str]]], finish: str,
+               logprobs: bool = False) -> list[dict[str, Any]]:
     """Chat completion chunks as the chat route streams them (tool-call deltas in OpenAI's shape)."""
     out: list[dict[str, Any]] = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                "finish_reason": None}]}]
-    out += [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]} for p in pieces]
+    out += [{"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}
+                         | ({"logprobs": {"content": [logprob(p)]}} if logprobs else {})]} for p in pieces]
     for i, (name, args) in enumerate(calls):
         out.append({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": i, "id": f"call_{i}", "type": "function",
                                                                        "function": {"name": name, "arguments": ""}}]},
@@ -201,14 +230,14 @@ def chunks_for(pieces: list[str], calls: list[tuple[str, list[str]]], finish: st
 
 @settings(max_examples=150, deadline=None)
 @given(pieces=st.lists(text, max_size=6), calls=st.lists(st.tuples(ident, st.lists(text, max_size=4)), max_size=3),
-       finish=st.sampled_from(["stop", "length", "tool_calls"]))
+       finish=st.sampled_from(["stop", "length", "tool_calls"]), logprobs=st.booleans())
 def test_streamed_chunks_become_the_events_the_client_accumulates(
-        pieces: list[str], calls: list[tuple[str, list[str]]], finish: str) -> None:
+        pieces: list[str], calls: list[tuple[str, list[str]]], finish: str, logprobs: bool) -> None:
     # not strict: the stream helper parses a strict tool's arguments as JSON (the text here is random)
     tools = [WEATHER | {"name": n, "strict": False} for n in dict.fromkeys(n for n, _ in calls)]
     translator = EventTranslator(start(tools=tools) if tools else start())
     raw = translator.opening()
-    for chunk in chunks_for(pieces, calls, finish):
+    for chunk in chunks_for(pieces, calls, finish, logprobs):
         raw += translator.feed(chunk)
     raw += translator.close()
     events = [EVENT.validate_python(e) for e in raw]  # each one is a valid Responses event
@@ -225,6 +254,8 @@ def test_streamed_chunks_become_the_events_the_client_accumulates(
     assert response.usage is not None and response.usage.output_tokens == 9
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
     assert deltas == "".join(pieces)
+    texts = [o.content[0] for o in response.output if o.type == "message"]  # type: ignore[union-attr]
+    assert [lp.token for t in texts for lp in t.logprobs or []] == (pieces if logprobs else [])  # type: ignore[union-attr]
     if finish != "length":
         assert state._completed_response is not None and state._completed_response.output_text == "".join(pieces)
 
