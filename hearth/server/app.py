@@ -33,6 +33,7 @@ from hearth.public_swarm.sse import PublicCost
 from hearth.server import chat_tools, control_routes, ollama, status_routes
 from hearth.server.guard import BodyGuard, check_request
 from hearth.server.logprob_shapes import chat_content, completion_logprobs
+from hearth.server.responses import add_routes as add_responses_routes
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.server.streaming import (
     ClientGone,
@@ -225,6 +226,7 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
             "usage": {"prompt_tokens": n, "total_tokens": n},
         }
 
+    add_responses_routes(app, settings.default_model, chat_completions)
     ollama.add_routes(app, settings, pool)
     return app
 
