@@ -26,6 +26,7 @@ result; another skips every shared token, as llama-server does (batch_rules.reus
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -43,7 +44,7 @@ from hearth.engine.batch_slot import DecodeFailed, Slot, SlotResult, StepInfo, W
 from hearth.engine.events import FinishReason
 from hearth.engine.logprobs import MAX_TOP, Entry, entry
 from hearth.engine.protocol import RequestError
-from hearth.engine.sampling import sampler_chain
+from hearth.engine.sampling import SlotSampler
 from hearth.engine.textstream import TextStream
 
 PROMPT_CHUNK = 64
@@ -174,8 +175,8 @@ class BatchDecoder:
             room = min(room, self.n_ctx - self._reserved())
             if len(tokens) + len(extra) >= room:
                 return None
-        chain = sampler_chain(temperature, top_p, secrets.randbits(32) if seed is None else seed,
-                              grammar, self._model.vocab)
+        chain = SlotSampler(temperature, top_p, secrets.randbits(32) if seed is None else seed,
+                            grammar, self._model.vocab)
         self._low.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1)
         self._kept.pop(seq, None)
         canon = self._canon.pop(seq, 0)
@@ -314,7 +315,7 @@ class BatchDecoder:
             return self._finish(slot, "stop", None, "")
         slot.pending = slot.forced[i]
         # As if sampled: a grammar goes on from after the token (the draw's random state does not).
-        self._low.llama_sampler_accept(slot.sampler.sampler, slot.pending)
+        slot.sampler.accept(slot.pending)
         return None
 
     def _sample(self, picks: list[tuple[Slot, int]]) -> list[SlotResult]:
@@ -328,7 +329,7 @@ class BatchDecoder:
             if slot.limit <= 0:
                 out.append(self._finish(slot, "length", None, slot.text.finish()))
                 continue
-            token = int(self._low.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, row))
+            token = slot.sampler.sample(self._ctx.ctx, row, functools.partial(self.logits, row))
             lp = None if slot.logprobs is None else entry(self.logits(row), token, slot.logprobs)
             out.append(self._accept(slot, token, lp))
         return out
