@@ -5,6 +5,7 @@ as Llama.embed would embed it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +38,6 @@ def embed_ids(llm: Any, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
     llm's batch (`llm`: a llama_cpp.Llama made with embedding=True and mean pooling). Each
     sequence must fit the batch (the caller checks)."""
     import llama_cpp
-    from llama_cpp import _internals
 
     n_embd, n_batch, n_seq_max = llm.n_embd(), llm.n_batch, llm.context_params.n_seq_max
     data: list[list[float]] = []
@@ -49,7 +49,9 @@ def embed_ids(llm: Any, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
         llm._batch.reset()
         for i in range(len(sizes)):
             ptr = llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, i)
-            data.append(list(_internals.normalize_embedding(ptr[:n_embd])))
+            vector = [float(x) for x in ptr[:n_embd]]
+            norm = math.sqrt(math.fsum(x * x for x in vector))  # as llama_cpp's normalize_embedding
+            data.append([x / norm for x in vector] if norm > 0 else vector)
         sizes.clear()
 
     llm._batch.reset()

@@ -16,7 +16,11 @@ from hearth import __version__
 from hearth.engine.events import Done, Token
 from hearth.errors import HearthError
 from hearth.public_swarm.sse import PublicCost
+from hearth.server import ollama_models
+from hearth.server.durations import keep_alive_seconds
 from hearth.server.guard import check_request
+from hearth.server.ollama_keep import Keeper
+from hearth.server.ollama_models import check_num_ctx
 from hearth.server.schemas import OllamaChatRequest, OllamaGenerateRequest
 from hearth.server.streaming import (
     Events,
@@ -85,7 +89,24 @@ async def _respond(request: Request, events: Events, model: str, piece: Callable
     return StreamingResponse(body(), media_type="application/x-ndjson")
 
 
+async def _load_or_unload(keeper: Keeper, pool: Engines, model: str, keep_alive: float | None,
+                          piece: dict[str, Any]) -> JSONResponse:
+    """Ollama's idiom: a request with nothing to generate loads the model, or with keep_alive 0
+    unloads it."""
+    if keep_alive == 0:
+        await keeper.unload(model)
+        reason = "unload"
+    else:
+        await pool.load(model)
+        await keeper.keep(model, keep_alive)
+        reason = "load"
+    return JSONResponse({"model": model, "created_at": _now(), **piece, "done": True, "done_reason": reason})
+
+
 def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
+    keeper = Keeper(pool)
+    ollama_models.add_routes(app, settings, pool, keeper)
+
     @app.get("/api/version")
     async def version() -> dict[str, str]:
         return {"version": __version__}
@@ -103,16 +124,30 @@ def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
     @app.post("/api/chat", response_model=None)
     async def chat(body: OllamaChatRequest, request: Request) -> Response:
         check_request(settings, body.texts(), body.options.stop or [])
+        check_num_ctx(settings, body.options.num_ctx)
+        keep_alive = keep_alive_seconds(body.keep_alive)
+        if not body.messages:
+            return await _load_or_unload(keeper, pool, body.model, keep_alive,
+                                         {"message": {"role": "assistant", "content": ""}})
         fields = body.options.engine_fields() | {"messages": [m.model_dump() for m in body.messages]}
         events = pool.run(body.model, "chat", client=client_of(request), **fields)
+        await keeper.keep(body.model, keep_alive)
         return await _respond(request, events, body.model,
                               lambda t: {"message": {"role": "assistant", "content": t}}, body.stream)
 
     @app.post("/api/generate", response_model=None)
     async def generate(body: OllamaGenerateRequest, request: Request) -> Response:
         check_request(settings, body.texts(), body.options.stop or [])
+        check_num_ctx(settings, body.options.num_ctx)
+        keep_alive = keep_alive_seconds(body.keep_alive)
+        if not body.prompt and not body.suffix:
+            return await _load_or_unload(keeper, pool, body.model, keep_alive, {"response": ""})
         fields = body.options.engine_fields()
-        if body.raw:
+        await keeper.keep(body.model, keep_alive)
+        if body.suffix is not None:  # fill-in-the-middle, with the model's FIM tokens (not its template)
+            events = pool.run(body.model, "complete", client=client_of(request), prompt=body.prompt,
+                              suffix=body.suffix, **fields)
+        elif body.raw:
             events = pool.run(body.model, "complete", client=client_of(request), prompt=body.prompt, **fields)
         else:
             messages = ([{"role": "system", "content": body.system}] if body.system else [])
