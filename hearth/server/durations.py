@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import BeforeValidator
 
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -16,7 +16,7 @@ def keep_alive_seconds(value: float | str | None) -> float | None:
     a negative one keeps the model loaded for good (float('inf')); None when not given."""
     if value is None:
         return None
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError("keep_alive is a duration such as \"5m\", a number of seconds, 0 or -1")
     if isinstance(value, int | float):
         seconds = float(value)
@@ -34,10 +34,10 @@ def keep_alive_seconds(value: float | str | None) -> float | None:
     return float("inf") if seconds < 0 else seconds
 
 
-def _valid(value: float | str | None) -> float | str | None:
-    keep_alive_seconds(value)
+def _valid(value: object) -> object:
+    keep_alive_seconds(value)  # type: ignore[arg-type]  # refused unless a number or a string
     return value
 
 
-KeepAlive = Annotated[float | str | None, AfterValidator(_valid)]
+KeepAlive = Annotated[float | str | None, BeforeValidator(_valid)]
 """Checked on the way in; the route converts it with keep_alive_seconds."""

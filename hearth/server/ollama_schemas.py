@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -20,20 +20,17 @@ class _Body(BaseModel):
 class _Named(_Body):
     """Ollama's clients send `model`; older ones `name`."""
 
-    model: ModelName | None = None
-    name: ModelName | None = None
+    model: ModelName
 
-    @model_validator(mode="after")
-    def _one_name(self) -> _Named:
-        if self.model is None:
-            if self.name is None:
-                raise ValueError("give the model's name in `model`")
-            self.model = self.name
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _older_name(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model" not in data and "name" in data:
+            return {("model" if k == "name" else k): v for k, v in data.items()}
+        return data
 
     @property
     def model_name(self) -> str:
-        assert self.model is not None
         return self.model.strip()
 
 
@@ -65,7 +62,8 @@ class EmbedOptions(_Body):
 
 class EmbedRequest(_Body):
     model: ModelName
-    input: Text | Annotated[list[Text], Field(min_length=1)]
+    input: Text | list[Text]
+    """Empty (\"\" or []) loads the model and embeds nothing, as Ollama does."""
     truncate: bool = True
     dimensions: int | None = Field(default=None, ge=1)
     keep_alive: KeepAlive = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from hearth.server.durations import KeepAlive
 
@@ -24,7 +24,7 @@ def _unicode(value: str) -> str:
 
 Text = Annotated[str, AfterValidator(_unicode)]
 Name = Annotated[Text, Field(max_length=256)]
-TokenId = Annotated[int, Field(ge=0, lt=2**31)]
+TokenId = Annotated[StrictInt, Field(ge=0, lt=2**31)]
 
 
 def _stop_list(value: str | list[str] | None) -> list[str]:
