@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from hearth import __version__
 from hearth.engine.events import Done, Token
-from hearth.errors import HearthError
+from hearth.errors import HearthError, InvalidRequest
 from hearth.public_swarm.sse import PublicCost
 from hearth.server import ollama_models
 from hearth.server.durations import keep_alive_seconds
@@ -103,6 +104,15 @@ async def _load_or_unload(keeper: Keeper, pool: Engines, model: str, keep_alive:
     return JSONResponse({"model": model, "created_at": _now(), **piece, "done": True, "done_reason": reason})
 
 
+async def _kept(keeper: Keeper, model: str, keep_alive: float | None, response: Response) -> Response:
+    """A request's keep_alive: 0 unloads the model once the reply is sent; another sets its deadline."""
+    if keep_alive == 0:
+        response.background = BackgroundTask(keeper.unload, model)
+    else:
+        await keeper.keep(model, keep_alive)
+    return response
+
+
 def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
     keeper = Keeper(pool)
     ollama_models.add_routes(app, settings, pool, keeper)
@@ -131,9 +141,8 @@ def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
                                          {"message": {"role": "assistant", "content": ""}})
         fields = body.options.engine_fields() | {"messages": [m.model_dump() for m in body.messages]}
         events = pool.run(body.model, "chat", client=client_of(request), **fields)
-        await keeper.keep(body.model, keep_alive)
-        return await _respond(request, events, body.model,
-                              lambda t: {"message": {"role": "assistant", "content": t}}, body.stream)
+        return await _kept(keeper, body.model, keep_alive, await _respond(
+            request, events, body.model, lambda t: {"message": {"role": "assistant", "content": t}}, body.stream))
 
     @app.post("/api/generate", response_model=None)
     async def generate(body: OllamaGenerateRequest, request: Request) -> Response:
@@ -143,7 +152,10 @@ def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
         if not body.prompt and not body.suffix:
             return await _load_or_unload(keeper, pool, body.model, keep_alive, {"response": ""})
         fields = body.options.engine_fields()
-        await keeper.keep(body.model, keep_alive)
+        if body.suffix is not None and body.system:
+            raise InvalidRequest("`system` and `suffix` cannot be combined: a fill-in-the-middle prompt is the "
+                                 "model's FIM tokens around the prompt and the suffix, with no chat template.",
+                                 param="system")
         if body.suffix is not None:  # fill-in-the-middle, with the model's FIM tokens (not its template)
             events = pool.run(body.model, "complete", client=client_of(request), prompt=body.prompt,
                               suffix=body.suffix, **fields)
@@ -153,4 +165,5 @@ def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
             messages = ([{"role": "system", "content": body.system}] if body.system else [])
             messages.append({"role": "user", "content": body.prompt})
             events = pool.run(body.model, "chat", client=client_of(request), messages=messages, **fields)
-        return await _respond(request, events, body.model, lambda t: {"response": t}, body.stream)
+        return await _kept(keeper, body.model, keep_alive,
+                           await _respond(request, events, body.model, lambda t: {"response": t}, body.stream))

@@ -53,11 +53,9 @@ class CopyRequest(_Body):
 
 
 class EmbedOptions(_Body):
-    """The options an embedding honours; others are refused by name."""
+    """The options an embedding honours; others (sampling ones too) are refused by name."""
 
     num_ctx: int | None = Field(default=None, ge=1)
-    seed: int | None = None
-    temperature: float | None = None
 
 
 class EmbedRequest(_Body):

@@ -90,6 +90,13 @@ def test_load_ps_and_unload(client: ollama.Client) -> None:
         time.sleep(0.2)
     assert client.ps().models == []  # unloaded a second after
     assert client.chat(model=MODEL, messages=[], keep_alive=-1).done_reason == "load"
+    # keep_alive 0 on a real request: the reply first, then the model is unloaded
+    said = client.generate(model=MODEL, prompt="Hi", keep_alive=0, options={"num_predict": 2})
+    assert said.eval_count == 2 and said.response
+    deadline = time.monotonic() + 20
+    while client.ps().models and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.ps().models == []
 
 
 def test_embed_and_legacy_embeddings(client: ollama.Client, srv: Server) -> None:
@@ -236,6 +243,8 @@ BAD = [
     ("POST", "/api/generate", {"model": MODEL, "keep_alive": "soon"}, 400, "keep_alive"),
     ("POST", "/api/generate", {"model": MODEL, "prompt": "x", "suffix": 3}, 400, "suffix"),
     ("POST", "/api/generate", {"model": "no-such-model", "prompt": "x"}, 404, "no-such-model"),
+    ("POST", "/api/generate", {"model": FIM_MODEL, "prompt": "x", "suffix": "y", "system": "z"}, 400, "system"),
+    ("POST", "/api/embeddings", {"model": MODEL, "prompt": "x", "options": {"seed": 1}}, 400, "seed"),
     ("POST", "/api/chat", {"model": MODEL, "messages": [], "keep_alive": [1]}, 400, "keep_alive"),
     ("POST", "/api/chat", {"model": MODEL, "messages": HI, "options": {"num_gpu": 1}}, 400, "num_gpu"),
 ]
