@@ -8,11 +8,13 @@ with an empty prompt, or a chat with no messages, loads the model and generates 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from datetime import UTC, datetime, timedelta
 
+from hearth.errors import HearthError
 from hearth.escalation.pool import Engines, Escalating
 from hearth.models.catalogue import lookup
 from hearth.orchestrator.engines import EnginePool
@@ -40,6 +42,7 @@ class Keeper:
         self.pool = pool
         self.deadlines: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
 
     def loaded(self) -> str | None:
         """The stored name of the model the circle's engine holds, if any."""
@@ -72,8 +75,10 @@ class Keeper:
             await self.unload(model)
         elif math.isinf(seconds):
             self.deadlines.pop(name, None)
+            self._changed.set()
         else:
             self.deadlines[name] = time.monotonic() + seconds
+            self._changed.set()
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._expire(), name="keep_alive")
                 if isinstance(self.pool, Steerable):  # cancelled when the server stops
@@ -83,6 +88,12 @@ class Keeper:
     async def _expire(self) -> None:
         while self.deadlines:
             name, due = min(self.deadlines.items(), key=lambda kv: kv[1])
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
-            if self.deadlines.get(name) == due:  # not moved meanwhile
-                await self.unload(name)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(0.0, due - time.monotonic()))
+                continue  # a deadline was set or cleared meanwhile: look again
+            if self.deadlines.get(name) == due:
+                try:
+                    await self.unload(name)
+                except HearthError as exc:  # the engine failed to stop: it is gone either way
+                    log.warning("unloading %s after its keep_alive failed: %s", name, exc.message)
