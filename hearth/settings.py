@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
@@ -59,6 +60,13 @@ class Settings(BaseSettings):
     """Requests the engine decodes at once (its slots), each with its own n_ctx-token context.
     Unset: chosen from memory when a model loads, as many (1 to 4) as fit in half the memory
     left after the weights (orchestrator/slots_rules.choose_parallel)."""
+
+    prompt_reuse: Literal["exact", "tokens"] = "exact"
+    """What a request reuses of an earlier one's cache in its slot. "exact": only whole prompt
+    chunks computed as a fresh prompt's, so a greedy reply is the same whatever ran before it.
+    "tokens": every shared token, an earlier reply included (llama-server's prompt cache): a
+    chat's next turn starts sooner, but its text may differ from a fresh cache's. A request that
+    gives a `seed` is always exact, as are public jobs and spot-checks."""
 
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest request body the endpoint reads (413 beyond it)."""

@@ -196,10 +196,11 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float
         time.sleep(0.2)
 
 
-def hearth_env(home: Path, threads: int, ctx: int, parallel: int) -> dict[str, str]:
+def hearth_env(home: Path, threads: int, ctx: int, parallel: int, reuse: str = "exact") -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("HEARTH_")}
     return {**base, "HEARTH_HOME": str(home), "HEARTH_N_CTX": str(ctx), "HEARTH_N_THREADS": str(threads),
-            "HEARTH_PARALLEL": str(parallel), "HEARTH_MAX_QUEUE": "64", "PYTHONUNBUFFERED": "1"}
+            "HEARTH_PARALLEL": str(parallel), "HEARTH_MAX_QUEUE": "64", "HEARTH_PROMPT_REUSE": reuse,
+            "PYTHONUNBUFFERED": "1"}
 
 
 @dataclass
@@ -220,6 +221,8 @@ class Setup:
     """llama-server's layers on the RPC servers, output head included (the first ones stay here)."""
     no_reuse: bool = False
     """llama-server's requests with cache_prompt false (--llama-no-reuse)."""
+    reuse: str = "exact"
+    """hearth's HEARTH_PROMPT_REUSE (--hearth-reuse)."""
 
 
 def start_llama(procs: Procs, s: Setup, n: int) -> tuple[str, subprocess.Popen[bytes]]:
@@ -239,7 +242,7 @@ def start_hearth(procs: Procs, s: Setup, n: int) -> tuple[str, subprocess.Popen[
     argv = [*HEARTH, "serve", "--port", str(port), "--model", MODEL]
     if s.hearth_peers:
         argv += ["--pool", *(arg for peer in s.hearth_peers for arg in ("--peer", peer))]
-    proc, log = procs.start(f"hearth-serve-p{n}", argv, hearth_env(s.home, s.threads, s.ctx, n))
+    proc, log = procs.start(f"hearth-serve-p{n}", argv, hearth_env(s.home, s.threads, s.ctx, n, s.reuse))
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/hearth/status", proc, log)
     return url, proc
@@ -365,7 +368,8 @@ def pooled(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> tuple
                                     hearth_env(node_home, args.threads, args.ctx, 1))
             wait_http(f"http://{THERE}:{port}/v1/node", proc, log, timeout=60, any_answer=True)
             peers.append(f"{THERE}:{port}")
-        setup = Setup(gguf, home, args.threads, args.ctx, rpc_servers=rpc, hearth_peers=peers, ngl=args.ngl)
+        setup = Setup(gguf, home, args.threads, args.ctx, rpc_servers=rpc, hearth_peers=peers, ngl=args.ngl,
+                      reuse=args.hearth_reuse)
         results = measure(procs, setup, args.client_list, args.tokens, args.rounds)
         print(f"hearth's split: {setup.layout}", flush=True)
         return results, setup.layout
@@ -404,7 +408,7 @@ def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -
         wire.start()
         os.setpriority(os.PRIO_PROCESS, 0, 0)
         argv = ["ip", "netns", "exec", near, sys.executable, str(Path(__file__).resolve()), "--inside", "--far", far,
-                "--gguf", str(gguf), "--home", str(home), "--json-out", str(out), "--clients", args.clients,
+                "--gguf", str(gguf), "--home", str(home), "--json-out", str(out), "--hearth-reuse", args.hearth_reuse, "--clients", args.clients,
                 "--tokens", str(args.tokens), "--rounds", str(args.rounds), "--threads", str(args.threads),
                 "--ctx", str(args.ctx), "--ngl", str(args.ngl)]
         subprocess.run(argv, check=True, start_new_session=True)
@@ -478,7 +482,8 @@ CAVEAT = ("Nothing else ran on the machine during the measurement (a quiet machi
 
 def report_local(args: argparse.Namespace, local: Results) -> str:
     title = "Many clients at once on one machine, hearth vs llama-server" + (
-        " without its token-level prompt reuse (`cache_prompt: false`)" if args.llama_no_reuse else "")
+        " without its token-level prompt reuse (`cache_prompt: false`)" if args.llama_no_reuse else "") + (
+        ", hearth with HEARTH_PROMPT_REUSE=tokens" if args.hearth_reuse == "tokens" else "")
     lines = [*preamble(args, title),
              *table(local, args.client_list), "",
              "Targets (issue 13): hearth's aggregate >= 0.9x llama-server's at every concurrency; hearth's p95 "
@@ -488,7 +493,8 @@ def report_local(args: argparse.Namespace, local: Results) -> str:
 
 def report_pooled(args: argparse.Namespace, pool: Results, split: str) -> str:
     lines = [
-        *preamble(args, f"Many clients at once over 2 RPC nodes with {DELAY_MS} ms one-way delay, hearth vs llama-server"),
+        *preamble(args, f"Many clients at once over 2 RPC nodes with {DELAY_MS} ms one-way delay, hearth vs llama-server"
+                  + (", hearth with HEARTH_PROMPT_REUSE=tokens" if args.hearth_reuse == "tokens" else "")),
         "Two private network namespaces: this machine (both servers, the clients) and the others "
         f"(2 llama.cpp rpc-servers, 2 `hearth node` agents, all on {THERE}), joined by TUN devices "
         f"and a relay in the script that delivers every packet {DELAY_MS} ms late (this kernel has no "
@@ -520,6 +526,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--llama-no-reuse", action="store_true",
                     help="llama-server requests with cache_prompt false: no reuse of a slot's earlier prompt at "
                          "token granularity, which hearth does not do (it breaks identical greedy text)")
+    ap.add_argument("--hearth-reuse", choices=("exact", "tokens"), default="exact",
+                    help="hearth's HEARTH_PROMPT_REUSE: exact (its default: whole canonical chunks, the same greedy "
+                         "text whatever ran before) or tokens (every shared token, as llama-server's cache_prompt)")
     ap.add_argument("--rpc", action="store_true", help="also the pooled variant (root: a network namespace)")
     ap.add_argument("--no-local", action="store_true", help="skip the one-machine part (with --rpc)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
@@ -556,15 +565,18 @@ def main() -> int:
     if not args.no_local:
         procs = Procs(tmp)
         try:
-            local = measure(procs, Setup(gguf, home, args.threads, args.ctx, no_reuse=args.llama_no_reuse),
+            local = measure(procs, Setup(gguf, home, args.threads, args.ctx, no_reuse=args.llama_no_reuse,
+                                         reuse=args.hearth_reuse),
                             args.client_list, args.tokens, args.rounds)
         finally:
             procs.stop_all()
-        section = "bench_batch:no-reuse" if args.llama_no_reuse else "bench_batch"
+        section = "bench_batch" + (":no-reuse" if args.llama_no_reuse else "") + (
+            ":tokens" if args.hearth_reuse == "tokens" else "")
         print(write_section(args.out, section, report_local(args, local)), flush=True)
     if args.rpc:
         pool, split = in_namespaces(args, gguf, home, tmp)
-        print(write_section(args.out, "bench_batch:rpc", report_pooled(args, pool, split)))
+        section = "bench_batch:rpc" + (":tokens" if args.hearth_reuse == "tokens" else "")
+        print(write_section(args.out, section, report_pooled(args, pool, split)))
     shutil.rmtree(tmp, ignore_errors=True)  # the model copy and the logs; kept when a run fails
     return 0
 

@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchdoc import write_section  # noqa: E402
 
-from hearth.engine.batch import BatchDecoder, load_model  # noqa: E402
+from hearth.engine.batch import BatchDecoder  # noqa: E402
 from hearth.engine.events import EngineEvent, Token  # noqa: E402
+from hearth.engine.load import load_model  # noqa: E402
 from hearth.models.pull import resolve  # noqa: E402
 from hearth.models.store import ModelStore  # noqa: E402
 from hearth.settings import load_settings  # noqa: E402

@@ -18,28 +18,30 @@ a few replies drift (docs/benchmarks.md, probe_batch).
 A slot may be given `forced` tokens to feed after its prompt as if it had sampled them: a
 failed-over reply's ids (resumed on a new engine exactly as the lost one decoded them), or the
 tokens a spot-check scores (`watch` reads the logits before each). When a slot ends, its
-sequence keeps the whole prompt chunks it computed (split KV only): a later request whose prompt
-starts with them (a shared system prompt, a chat's earlier turns) gets that sequence and skips
-them. A kept chunk was computed exactly as a fresh one would be, so reuse changes no result.
+sequence keeps its cache (split KV only): a later request whose prompt starts the same way (a
+shared system prompt, a chat's earlier turns) gets that sequence and skips what it shares. An
+`exact` request skips only whole chunks computed as a fresh prompt's are, so reuse changes no
+result; another skips every shared token, as llama-server does (batch_rules.reusable).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from hearth.engine.batch_rules import (
     Admitting,
+    canonical_after,
     chunk_bounds,
     chunks_left,
     limit_for,
     pick_chunk,
     pick_seq,
 )
-from hearth.engine.batch_slot import Slot, SlotResult, Watch
+from hearth.engine.batch_slot import DecodeFailed, Slot, SlotResult, StepInfo, Watch
 from hearth.engine.events import FinishReason
+from hearth.engine.logprobs import MAX_TOP, Entry, entry
 from hearth.engine.protocol import RequestError
 from hearth.engine.sampling import sampler_chain
 from hearth.engine.textstream import TextStream
@@ -52,19 +54,6 @@ N_BATCH = 512
 
 Row = tuple[int, int, int, bool]
 """One batch row: token, position, sequence id, whether its logits are wanted."""
-
-
-class DecodeFailed(RuntimeError):
-    """llama_decode refused a batch (no KV room, or a fatal error); the message has its code."""
-
-
-@dataclass(frozen=True)
-class StepInfo:
-    """The shape of the last step, for benchmarks: rows decoded and llama_decode calls."""
-
-    generating: int
-    chunk: int
-    decodes: int
 
 
 class BatchDecoder:
@@ -108,7 +97,9 @@ class BatchDecoder:
         self.n_ctx_seq = int(self._low.llama_n_ctx_seq(self._ctx.ctx))
         self._slots: dict[str, Slot] = {}
         self._kept: dict[int, list[int]] = {}
-        """Per free sequence, the prompt tokens (whole chunks) its cache still holds."""
+        """Per free sequence, the tokens its cache still holds (a prompt and what followed it)."""
+        self._canon: dict[int, int] = {}
+        """Per free sequence, how many of those were computed as a fresh prompt's whole chunks."""
         self.reuse = not unified and not mixed
         """Keep and reuse prompt chunks: only where a chunk is computed in its solo shape in its
         own stream, so that a kept chunk equals a fresh one."""
@@ -120,6 +111,8 @@ class BatchDecoder:
     @classmethod
     def open(cls, model_path: str, *, n_ctx: int, n_threads: int, parallel: int, **kwargs: Any) -> BatchDecoder:
         """Load the GGUF on this CPU and make a decoder that owns it (closed with it)."""
+        from hearth.engine.load import load_model
+
         return cls(load_model(model_path), n_ctx=n_ctx, n_threads=n_threads, parallel=parallel,
                    owns_model=True, **kwargs)
 
@@ -145,10 +138,15 @@ class BatchDecoder:
     def admit(self, key: str, prompt: Sequence[int], *, max_tokens: int | None = None,
               temperature: float = 0.8, top_p: float = 0.95, seed: int | None = None,
               stop: Sequence[str] = (), forced: Sequence[int] = (), watch: Watch | None = None,
-              then_generate: bool = True, grammar: str | None = None) -> int | None:
+              then_generate: bool = True, grammar: str | None = None, exact: bool = True,
+              logprobs: int | None = None) -> int | None:
         """Give a request a slot; its prompt is evaluated by the coming steps, then its `forced`
         tokens are fed one per step (each watched first, if `watch`), then it samples (unless
-        `then_generate` is False: it ends once its last forced token is watched). Returns its
+        `then_generate` is False: it ends once its last forced token is watched). `exact`: reuse
+        only the cache's canonical whole chunks, so that the reply is the one a fresh cache gives;
+        otherwise every token the prompt shares with a free sequence's cache, its earlier replies
+        included (faster for a chat's next turn; see batch_rules.reusable). `logprobs`: report
+        each sampled token's logprob and that many alternatives (SlotResult.lps). Returns its
         sequence id, or None when no slot (or, unified, not enough shared cells) is free now.
         Raises RequestError for a prompt that can never fit."""
         if key in self._slots:
@@ -157,6 +155,8 @@ class BatchDecoder:
         extra = [int(t) for t in forced]
         if not tokens:
             raise RequestError("invalid_request", "The prompt is empty; give some text to complete.")
+        if logprobs is not None and not 0 <= logprobs <= MAX_TOP:
+            raise RequestError("invalid_request", f"top_logprobs must be 0..{MAX_TOP}, not {logprobs}.")
         if not then_generate and not extra:
             raise ValueError("a slot that does not generate needs forced tokens")
         if len(tokens) + len(extra) >= self.n_ctx_seq:
@@ -165,7 +165,7 @@ class BatchDecoder:
                 f"The prompt is {len(tokens) + len(extra)} tokens; each of this engine's {self.parallel} "
                 f"sequences holds {self.n_ctx_seq}. Shorten the prompt or the conversation.")
         picked = pick_seq(self._kept if self.reuse else {}, {s.seq for s in self._slots.values()},
-                          self.parallel, tokens, self.chunk)
+                          self.parallel, tokens, self.chunk, exact=exact, canon=self._canon)
         if picked is None:
             return None
         seq, keep = picked
@@ -178,10 +178,12 @@ class BatchDecoder:
                               grammar, self._model.vocab)
         self._low.llama_memory_seq_rm(self._ctx.memory, seq, keep, -1)
         self._kept.pop(seq, None)
+        canon = self._canon.pop(seq, 0)
         limit = limit_for(max_tokens, len(tokens) + len(extra), room)
         self.last_reused = keep
         self._slots[key] = Slot(key, seq, tokens, limit, chain, TextStream(list(stop)), self._admitted,
-                                fed=keep, forced=extra, watch=watch, then_generate=then_generate, reused=keep)
+                                fed=keep, forced=extra, watch=watch, then_generate=then_generate, reused=keep,
+                                exact=exact, canon=canon, logprobs=logprobs)
         self._admitted += 1
         return seq
 
@@ -195,25 +197,32 @@ class BatchDecoder:
         return True
 
     def _free(self, slot: Slot) -> None:
-        """End a slot; its sequence keeps the whole prompt chunks it computed (when reusing)."""
-        keep = min(slot.fed, len(slot.prompt)) // self.chunk * self.chunk if self.reuse else 0
-        self._low.llama_memory_seq_rm(self._ctx.memory, slot.seq, keep, -1)
-        if keep:
-            self._kept[slot.seq] = slot.prompt[:keep]
+        """End a slot; its sequence's cache is kept for the next request to reuse (when reusing):
+        the prompt it evaluated and the tokens decoded after it."""
         del self._slots[slot.key]
+        if not self.reuse:
+            self._low.llama_memory_seq_rm(self._ctx.memory, slot.seq, -1, -1)
+            return
+        fed = min(slot.fed, len(slot.prompt))
+        held = slot.prompt[:fed] + (slot.decoded if fed == len(slot.prompt) else [])
+        self._low.llama_memory_seq_rm(self._ctx.memory, slot.seq, len(held), -1)
+        if held:
+            self._kept[slot.seq] = held
+            self._canon[slot.seq] = canonical_after(slot.reused, slot.canon, fed, self.chunk)
 
     def forget(self) -> None:
-        """Drop every kept prompt chunk (the free sequences' caches)."""
+        """Drop every kept cache (the free sequences')."""
         for seq in self._kept:
             self._low.llama_memory_seq_rm(self._ctx.memory, seq, -1, -1)
         self._kept.clear()
+        self._canon.clear()
 
     def _finish(self, slot: Slot, reason: FinishReason, sampled: int | None, text: str) -> SlotResult:
-        ids = tuple(slot.unsent)
-        slot.unsent = []
+        ids, lps = tuple(slot.unsent), tuple(slot.unsent_lp)
+        slot.unsent, slot.unsent_lp = [], []
         slot.sampler.close()
         self._free(slot)
-        return SlotResult(slot.key, sampled, text, ids, reason, slot.generated, len(slot.prompt), slot.steps)
+        return SlotResult(slot.key, sampled, text, ids, reason, slot.generated, len(slot.prompt), slot.steps, lps)
 
     # -- steps -------------------------------------------------------------------------------
     def step(self) -> list[SlotResult]:
@@ -245,6 +254,7 @@ class BatchDecoder:
         to_sample: list[tuple[Slot, int]] = []  # (slot, row) of the decode just made
         if self.mixed:
             self._decode(chunk_rows + gen_rows)
+            self._decoded(generating)
             base = len(chunk_rows)
             if chunk_slot is not None and not chunk_slot.admitting:
                 to_sample.append((chunk_slot, base - 1))
@@ -257,8 +267,15 @@ class BatchDecoder:
                     results += self._sample([(chunk_slot, len(chunk_rows) - 1)])
             if gen_rows:
                 self._decode(gen_rows)
+                self._decoded(generating)
                 results += self._sample([(s, j) for j, s in enumerate(generating)])
         return results
+
+    @staticmethod
+    def _decoded(generating: list[Slot]) -> None:
+        for s in generating:
+            if s.pending is not None:
+                s.decoded.append(s.pending)
 
     def _decode(self, rows: list[Row]) -> None:
         if not rows:
@@ -312,16 +329,19 @@ class BatchDecoder:
                 out.append(self._finish(slot, "length", None, slot.text.finish()))
                 continue
             token = int(self._low.llama_sampler_sample(slot.sampler.sampler, self._ctx.ctx, row))
-            out.append(self._accept(slot, token))
+            lp = None if slot.logprobs is None else entry(self.logits(row), token, slot.logprobs)
+            out.append(self._accept(slot, token, lp))
         return out
 
-    def _accept(self, slot: Slot, token: int) -> SlotResult:
+    def _accept(self, slot: Slot, token: int, lp: Entry | None = None) -> SlotResult:
         """One sampled token: end of text, a stop string, the limit, or the next step's input."""
         slot.pending = None
         if self._low.llama_vocab_is_eog(self._model.vocab, token):
             return self._finish(slot, "stop", None, slot.text.finish())
         slot.generated += 1
         slot.unsent.append(token)
+        if lp is not None:
+            slot.unsent_lp.append(lp)
         piece, stopped = slot.text.push(self.detokenize([token]))
         if stopped:
             return self._finish(slot, "stop", token, piece)
@@ -329,9 +349,10 @@ class BatchDecoder:
             return self._finish(slot, "length", token, piece + slot.text.finish())
         slot.pending = token
         ids: tuple[int, ...] = ()
+        lps: tuple[Entry, ...] = ()
         if piece:
-            ids, slot.unsent = tuple(slot.unsent), []
-        return SlotResult(slot.key, token, piece, ids, None, slot.generated, len(slot.prompt), slot.steps)
+            ids, slot.unsent, lps, slot.unsent_lp = tuple(slot.unsent), [], tuple(slot.unsent_lp), []
+        return SlotResult(slot.key, token, piece, ids, None, slot.generated, len(slot.prompt), slot.steps, lps)
 
     # -- life --------------------------------------------------------------------------------
     def reset(self) -> list[str]:
@@ -342,6 +363,7 @@ class BatchDecoder:
             slot.sampler.close()
         self._slots.clear()
         self._kept.clear()
+        self._canon.clear()
         self._low.llama_memory_clear(self._ctx.memory, True)
         return keys
 
@@ -360,15 +382,3 @@ class BatchDecoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def load_model(model_path: str) -> Any:
-    """A llama_cpp._internals.LlamaModel on this CPU, with the parameters Llama gives it."""
-    import llama_cpp
-    from llama_cpp._internals import LlamaModel
-    from llama_cpp._logger import set_verbose
-
-    set_verbose(False)  # as Llama(verbose=False): llama.cpp's log lines only for errors
-    params: Any = llama_cpp.llama_model_default_params()
-    params.n_gpu_layers = 0
-    return LlamaModel(path_model=model_path, params=params, verbose=False)

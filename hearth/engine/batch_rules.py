@@ -22,23 +22,52 @@ def free_seq(used: Collection[int], parallel: int) -> int | None:
     return next((s for s in range(parallel) if s not in used), None)
 
 
-def reusable(kept: Sequence[int], prompt: Sequence[int], chunk: int) -> int:
-    """Prompt tokens a sequence's cache can keep for `prompt`: the whole chunks it shares with
-    what the sequence holds (`kept`, itself whole chunks), never the whole prompt (its last token
-    is evaluated again, for its logits)."""
+def common(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two sequences share."""
     same = 0
-    for a, b in zip(kept, prompt, strict=False):
-        if a != b:
+    for x, y in zip(a, b, strict=False):
+        if x != y:
             break
         same += 1
-    return min(same, len(prompt) - 1) // chunk * chunk if prompt else 0
+    return same
+
+
+def reusable(kept: Sequence[int], prompt: Sequence[int], chunk: int, *, exact: bool = True,
+             canon: int | None = None) -> int:
+    """Prompt tokens a sequence's cache can keep for `prompt`, never the whole prompt (its last
+    token is evaluated again, for its logits).
+
+    `kept`: the tokens the sequence's cache holds (a prompt, then the tokens decoded after it);
+    `canon`: how many of them (whole chunks) were computed exactly as a fresh prompt's chunks are
+    (default: all of them). `exact`: only whole chunks of that canonical prefix, so that reuse
+    changes no result; otherwise every shared token (llama-server's prompt cache): faster, but a
+    reply may then differ from the same request's on a fresh cache."""
+    if not prompt:
+        return 0
+    if exact:
+        held = kept if canon is None else kept[:canon]
+        return min(common(held, prompt), len(prompt) - 1) // chunk * chunk
+    return min(common(kept, prompt), len(prompt) - 1)
+
+
+def canonical_after(reused: int, canon: int, fed: int, chunk: int) -> int:
+    """The canonical prefix (see reusable) of a sequence after a request that reused `reused`
+    tokens of a cache whose canonical prefix was `canon`, then evaluated its prompt up to `fed`.
+
+    Its chunks are cut at multiples of `chunk`; they are computed as fresh ones only when what
+    they attend to was (the reused part lies within the canonical prefix and ends on a chunk
+    boundary), and only whole ones."""
+    if reused <= canon and reused % chunk == 0:
+        return fed // chunk * chunk
+    return min(reused, canon) // chunk * chunk
 
 
 def pick_seq(kept: Mapping[int, Sequence[int]], used: Collection[int], parallel: int, prompt: Sequence[int],
-             chunk: int) -> tuple[int, int] | None:
+             chunk: int, *, exact: bool = True, canon: Mapping[int, int] | None = None) -> tuple[int, int] | None:
     """The free sequence for a new request and the prompt tokens it reuses: the one whose cache
-    keeps the longest whole-chunk prefix of the prompt (a shared system prompt, a chat's earlier
-    turns); with nothing to reuse, the lowest free id (see free_seq). None when none is free."""
+    keeps the longest reusable prefix of the prompt (a shared system prompt, a chat's earlier
+    turns; see reusable); with nothing to reuse, the lowest free id (see free_seq). None when
+    none is free."""
     lowest = free_seq(used, parallel)
     if lowest is None:
         return None
@@ -46,27 +75,27 @@ def pick_seq(kept: Mapping[int, Sequence[int]], used: Collection[int], parallel:
     for seq in range(parallel):
         if seq in used:
             continue
-        n = reusable(kept.get(seq, ()), prompt, chunk)
+        n = reusable(kept.get(seq, ()), prompt, chunk, exact=exact,
+                     canon=None if canon is None else canon.get(seq, 0))
         if n > keep:
             best, keep = seq, n
     return best, keep
 
 
 def chunk_bounds(fed: int, n_prompt: int, chunk: int) -> tuple[int, int]:
-    """The next prompt chunk [start, end): aligned at position 0 in steps of `chunk`, as the
-    single-request engine evaluates it, so a prompt is always cut the same way.
-
-    `fed` (tokens already evaluated) is a multiple of `chunk` or the whole prompt."""
+    """The next prompt chunk [start, end): cut at multiples of `chunk` from position 0, as the
+    single-request engine cuts it, so a prompt is always cut the same way (after a reused prefix
+    that ends between two multiples, the first chunk runs to the next one)."""
     if chunk < 1 or not 0 <= fed < n_prompt:
         raise ValueError(f"no chunk left: fed {fed} of {n_prompt}, chunk {chunk}")
-    if fed % chunk:
-        raise ValueError(f"fed {fed} is not aligned to chunks of {chunk}")
-    return fed, min(fed + chunk, n_prompt)
+    return fed, min((fed // chunk + 1) * chunk, n_prompt)
 
 
 def chunks_left(fed: int, n_prompt: int, chunk: int) -> int:
-    """Prompt chunks still to evaluate (ceiling division)."""
-    return max(0, -(-(n_prompt - fed) // chunk))
+    """Prompt chunks still to evaluate (as chunk_bounds cuts them)."""
+    if fed >= n_prompt:
+        return 0
+    return -(-n_prompt // chunk) - fed // chunk
 
 
 @dataclass(frozen=True)

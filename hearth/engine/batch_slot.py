@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hearth.engine.events import FinishReason
+from hearth.engine.logprobs import Entry
 from hearth.engine.textstream import TextStream
 
 Watch = Callable[[int, int], None]
@@ -37,6 +38,18 @@ class Slot:
     """False: the slot ends (finish "stop") once its last forced token is watched."""
     reused: int = 0
     """Prompt tokens its sequence's cache already held at admission."""
+    exact: bool = True
+    """Reuse only canonical whole chunks (batch_rules.reusable), so the reply is its reply on a
+    fresh cache."""
+    canon: int = 0
+    """The canonical prefix its sequence's cache had at admission (batch_rules.canonical_after)."""
+    logprobs: int | None = None
+    """Alternatives to report with each sampled token's logprob (None: no logprobs)."""
+    unsent_lp: list[Entry] = field(default_factory=list)
+    """The logprobs of the unsent ids."""
+    decoded: list[int] = field(default_factory=list)
+    """Tokens decoded after the prompt (forced and generated): with the prompt, what its
+    sequence's cache holds, for the next request to reuse."""
     skipped: int = 0
     """Steps since it last had a prompt chunk (while admitting)."""
     pending: int | None = None
@@ -72,3 +85,18 @@ class SlotResult:
     prompt_tokens: int
     steps: int
     """Steps since admission, this one included (a first token's step count is its latency)."""
+    lps: tuple[Entry, ...] = ()
+    """The logprobs of `ids`, when the request asked for them."""
+
+
+class DecodeFailed(RuntimeError):
+    """llama_decode refused a batch (no KV room, or a fatal error); the message has its code."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """The shape of the last step, for benchmarks: rows decoded and llama_decode calls."""
+
+    generating: int
+    chunk: int
+    decodes: int

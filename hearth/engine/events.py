@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar, Literal, TypeAlias, Union, get_args, get_origin, get_type_hints
 
 from hearth.engine.protocol import ProtocolError, dump_line, load_object
@@ -68,6 +68,14 @@ class Token:
     id: str
     text: str
     ids: tuple[int, ...]
+    logprobs: tuple[float, ...] = ()
+    """When the request asked (its `logprobs` field): each id's logprob (hearth.engine.logprobs)."""
+    pieces: tuple[str, ...] = ()
+    """Each id's bytes, one character per byte (latin-1), as a token may be part of a character."""
+    top_logprobs: tuple[tuple[float, ...], ...] = ()
+    """Per id, the logprobs of the most likely tokens at its step, best first."""
+    top_pieces: tuple[tuple[str, ...], ...] = ()
+    """Their bytes, as `pieces`."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,8 @@ class Done:
     ttft_ms: float
     total_ms: float
     decode_tokens_per_s: float | None
+    cached_tokens: int = 0
+    """Prompt tokens reused from the cache an earlier request left in the slot."""
 
 
 @dataclass(frozen=True)
@@ -193,16 +203,23 @@ def _checker(tp: Any) -> Check:
 class _Spec:
     make: Callable[..., EngineEvent]
     checks: dict[str, Check]
+    defaults: dict[str, Any]
+    """Fields that may be left out of a line, and their values then (left out when they have them)."""
 
 
 _SPECS: dict[str, _Spec] = {
-    cls.kind: _Spec(cls, {f.name: _checker(get_type_hints(cls)[f.name]) for f in fields(cls)}) for cls in KINDS
+    cls.kind: _Spec(cls, {f.name: _checker(get_type_hints(cls)[f.name]) for f in fields(cls)},
+                    {f.name: f.default for f in fields(cls) if f.default is not MISSING}) for cls in KINDS
 }
 
 
 def encode(event: EngineEvent) -> bytes:
-    """One JSON line; ValueError if a number is NaN or infinite (JSON has neither)."""
-    return dump_line({"event": event.kind, **{name: getattr(event, name) for name in _SPECS[event.kind].checks}},
+    """One JSON line; ValueError if a number is NaN or infinite (JSON has neither). A field at its
+    default is left out (a token without logprobs is the line it always was)."""
+    spec = _SPECS[event.kind]
+    values = {name: getattr(event, name) for name in spec.checks}
+    return dump_line({"event": event.kind, **{k: v for k, v in values.items()
+                                              if k not in spec.defaults or v != spec.defaults[k]}},
                      allow_nan=False)
 
 
@@ -215,10 +232,11 @@ def decode(line: bytes | str) -> EngineEvent:
     spec = _SPECS.get(kind) if isinstance(kind, str) else None
     if spec is None:
         raise ProtocolError(f"unknown event {kind!r:.40}; expected one of {sorted(_SPECS)}")
-    missing = sorted(spec.checks.keys() - msg.keys())
+    missing = sorted(spec.checks.keys() - msg.keys() - spec.defaults.keys())
     extra = sorted(msg.keys() - spec.checks.keys())
     if missing or extra:
         raise ProtocolError(f"a {kind!r} event " + "; ".join(
             ([f"lacks {', '.join(missing)}"] if missing else []) +
             ([f"has unknown fields {', '.join(x[:40] for x in extra[:5])}"] if extra else [])))
-    return spec.make(**{name: check(msg[name], f"{kind}.{name}") for name, check in spec.checks.items()})
+    return spec.make(**{name: check(msg[name], f"{kind}.{name}") for name, check in spec.checks.items()
+                        if name in msg})

@@ -55,3 +55,15 @@ def model_params(endpoints: list[str], split: list[float] | None,
         yield kwargs
     finally:
         low.llama_model_default_params = original
+
+
+def load_model(model_path: str) -> Any:
+    """A llama_cpp._internals.LlamaModel on this CPU, with the parameters Llama gives it."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
+    from llama_cpp._logger import set_verbose
+
+    set_verbose(False)  # as Llama(verbose=False): llama.cpp's log lines only for errors
+    params: Any = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = 0
+    return LlamaModel(path_model=model_path, params=params, verbose=False)

@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hearth.engine.batch import BatchDecoder, DecodeFailed
-from hearth.engine.batch_slot import SlotResult
+from hearth.engine.batch import BatchDecoder
+from hearth.engine.batch_slot import DecodeFailed, SlotResult
 from hearth.engine.events import Done, EngineEvent, Error, FinishReason, Start, Token
 from hearth.engine.protocol import RequestError
 from hearth.engine.score import ScoreWatch, replay_sampler, score_fields
@@ -39,6 +39,8 @@ class Running:
     t_last: float | None = None
     tokens: int = 0
     watch: ScoreWatch | None = None
+    cached: int = 0
+    """Prompt tokens its slot's cache already held."""
 
 
 @dataclass
@@ -137,8 +139,10 @@ class Scheduler:
             rid, prompt, max_tokens=None if max_tokens is None else max(0, int(max_tokens) - len(resume)),
             temperature=float(req.get("temperature", 0.8)), top_p=float(req.get("top_p", 0.95)),
             seed=None if seed is None else int(seed), stop=stop, forced=resume,
-            grammar=None if req.get("grammar") is None else str(req["grammar"]))
-        self.running[rid] = Running(rid, len(prompt), time.perf_counter(), resumed=len(resume))
+            grammar=None if req.get("grammar") is None else str(req["grammar"]), exact=bool(req.get("exact", True)),
+            logprobs=None if req.get("logprobs") is None else int(req["logprobs"]))
+        self.running[rid] = Running(rid, len(prompt), time.perf_counter(), resumed=len(resume),
+                                    cached=self.decoder.last_reused)
         self.out(Start(rid, len(prompt)))
         if resume:
             # Text the lost engine had generated but not yet sent (held back for a possible stop
@@ -168,9 +172,18 @@ class Scheduler:
             running.t_last = now
             running.t_first = running.t_first or now
         if r.text:  # ids without text (a stop string's) are never resumed from
-            self.out(Token(r.key, r.text, r.ids))
+            self.out(self._token(r))
         if r.finish is not None:
             self._finish(running, r.finish, now)
+
+    def _token(self, r: SlotResult) -> Token:
+        if not r.lps:
+            return Token(r.key, r.text, r.ids)
+        def piece(i: int) -> str:
+            return self.decoder.detokenize([i]).decode("latin-1")
+        return Token(r.key, r.text, r.ids, logprobs=tuple(lp for lp, _, _ in r.lps),
+                     pieces=tuple(piece(i) for i in r.ids), top_logprobs=tuple(lps for _, _, lps in r.lps),
+                     top_pieces=tuple(tuple(piece(i) for i in ids) for _, ids, _ in r.lps))
 
     def _finish(self, running: Running, finish: FinishReason, now: float) -> None:
         self._end(running.rid)
@@ -189,6 +202,7 @@ class Scheduler:
             ttft_ms=round(((first or now) - running.t0) * 1000, 3), total_ms=total_ms,
             decode_tokens_per_s=round((n - 1) / (last - first), 3)
             if n > 1 and first is not None and last is not None and last > first else None,
+            cached_tokens=running.cached,
         ))
 
     def cancel_all(self) -> None:

@@ -57,6 +57,8 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
     param = _field_path(tuple(first.get("loc", ())))
+    if not param and first.get("type") == "value_error":  # a rule over several fields: its own words
+        return f"Invalid request: {str(first.get('msg', '')).removeprefix('Value error, ')}.", None
     if not param:
         return "The request body must be a JSON object.", None
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""

@@ -303,6 +303,8 @@ class EnginePool:
         the streams on it go on: one of them plans a new placement without the failed nodes, and
         each resumes on the new engine from the tokens it had.
         """
+        if op in ("chat", "complete"):  # a seed asks for the same text every time (settings.prompt_reuse)
+            fields.setdefault("exact", self.settings.prompt_reuse == "exact" or fields.get("seed") is not None)
         tracker = self.stats.start(model, op)
         try:
             async for event in self._run(tracker, model, op, client, **fields):

@@ -91,12 +91,17 @@ class _ModelList(BaseModel):
     data: list[PublicModel] = Field(max_length=4096)
 
 
+def _unset(value: Any) -> bool:
+    """None, False or empty: a field left at its default (0 is a value: logprobs 0 asks for them)."""
+    return value is None or value is False or (isinstance(value, str | list | dict) and not value)
+
+
 def request_body(model: str, op: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI body for an engine request (`op` chat or complete) to the coordinator."""
     if op not in ("chat", "complete"):
         raise InvalidRequest(f"The public swarm serves chat and completions, not {op!r}.")
     dropped = sorted(k for k, v in fields.items()
-                     if k not in FORWARDED and k not in LOCAL_ONLY_OK and v not in (None, False, "", [], {}))
+                     if k not in FORWARDED and k not in LOCAL_ONLY_OK and not _unset(v))
     if dropped:
         raise InvalidRequest(
             f"The public swarm serves plain chat and completions; {', '.join(dropped)} needs the circle. "

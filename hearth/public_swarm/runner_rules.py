@@ -141,11 +141,12 @@ def engine_fields(request: JobRequest) -> tuple[str, dict[str, Any]]:
 
     The engine samples greedily at temperature 0 and otherwise with its own top-k (40), so a job's
     top_k is not passed on, except that top_k 1 is greedy (as the coordinator's checks take it);
-    max_tokens counts the resumed tokens too, as the protocol's does."""
+    max_tokens counts the resumed tokens too, as the protocol's does. A job always reuses its
+    slot's cache exactly (settings.prompt_reuse), so its text is what a fresh engine gives."""
     s = request.sampling
     temperature = 0.0 if s.top_k == 1 else s.temperature
     fields: dict[str, Any] = {"max_tokens": request.max_tokens, "temperature": temperature, "top_p": s.top_p,
-                              "stop": list(s.stop)}
+                              "stop": list(s.stop), "exact": True}  # a checker must get the same text
     if s.seed is not None:
         fields["seed"] = s.seed
     if request.resume is not None and request.resume.token_ids:

@@ -33,6 +33,7 @@ from hearth.public_swarm.sse import PublicCost
 from hearth.server import control_routes, ollama, status_routes
 from hearth.server.embed_events import embed_all
 from hearth.server.guard import BodyGuard, check_request
+from hearth.server.logprob_shapes import chat_content, completion_logprobs
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.server.streaming import (
     ClientGone,
@@ -142,7 +143,7 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         model = model_name(body.model)
         check_request(settings, body.texts(), body.stops())
-        fields = body.engine_fields() | {"messages": [m.for_template() for m in body.messages]}
+        fields = body.engine_fields() | body.engine_logprobs() | {"messages": [m.for_template() for m in body.messages]}
         events = pool.run(model, "chat", client=client_of(request), **fields)
         first, events = await until_disconnect(request, start(events))
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -156,12 +157,15 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
                 delta = {"content": text} if text is not None else {}
                 return {"index": 0, "delta": delta, "finish_reason": finish}
 
-            return sse_response(events, base, chat_choice, include_usage, opening)
-        text, done, cost = await until_disconnect(request, collect(events))
+            logprobs = (lambda t: {"content": chat_content([t])}) if body.logprobs else None
+            return sse_response(events, base, chat_choice, include_usage, opening, logprobs)
+        tokens: list[Token] = []
+        text, done, cost = await until_disconnect(request, collect(events, tokens))
         return JSONResponse({
             "id": rid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": None, "finish_reason": done.finish_reason}],
+                         "logprobs": {"content": chat_content(tokens)} if body.logprobs else None,
+                         "finish_reason": done.finish_reason}],
             "usage": _usage(done, cost), "hearth": _timings(done) | public_part(cost),
         }, headers=cost_headers(cost))
 
@@ -169,22 +173,35 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
     async def completions(body: CompletionRequest, request: Request) -> Response:
         model = model_name(body.model)
         check_request(settings, body.texts() + [body.suffix or ""], body.stops())
-        fields = body.engine_fields() | {"prompt": body.prompt_text()} | body.fim_fields()
+        fields = body.engine_fields() | body.engine_logprobs() | {"prompt": body.prompt_text()} | body.fim_fields()
         events = pool.run(model, "complete", client=client_of(request), **fields)
         first, events = await until_disconnect(request, start(events))
         rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         base = {"id": rid, "object": "text_completion", "created": created, "model": model}
+        echoed = body.prompt_text() if body.echo else ""
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
             def text_choice(text: str | None, finish: str | None) -> dict[str, Any]:
                 return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
 
-            return sse_response(events, base, text_choice, include_usage)
-        text, done, cost = await until_disconnect(request, collect(events))
+            sent = [0]
+
+            def text_logprobs(t: Token) -> dict[str, Any]:
+                shaped = completion_logprobs([t], sent[0])
+                sent[0] += len(t.text)
+                return shaped
+
+            opening = sse(base | {"choices": [text_choice(echoed, None)]}) if echoed else None
+            return sse_response(events, base, text_choice, include_usage, opening,
+                                text_logprobs if body.logprobs is not None else None)
+        tokens: list[Token] = []
+        text, done, cost = await until_disconnect(request, collect(events, tokens))
         return JSONResponse(base | {
             "object": "text_completion",
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": done.finish_reason}],
+            "choices": [{"index": 0, "text": echoed + text,
+                         "logprobs": completion_logprobs(tokens) if body.logprobs is not None else None,
+                         "finish_reason": done.finish_reason}],
             "usage": _usage(done, cost), "hearth": _timings(done) | public_part(cost),
         }, headers=cost_headers(cost))
 
@@ -212,7 +229,8 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
 
 def sse_response(events: Events, base: dict[str, Any],
                  choice: Callable[[str | None, str | None], dict[str, Any]],
-                 include_usage: bool, opening: bytes | None = None) -> StreamingResponse:
+                 include_usage: bool, opening: bytes | None = None,
+                 logprobs: Callable[[Token], dict[str, Any]] | None = None) -> StreamingResponse:
     """Server-sent events in OpenAI's chunk format, ending with [DONE]. A reply the public swarm
     served always ends with a usage chunk carrying its cost (the head went out before it was known).
 
@@ -229,7 +247,10 @@ def sse_response(events: Events, base: dict[str, Any],
             try:
                 async for ev in events:
                     if isinstance(ev, Token):
-                        yield sse(base | {"choices": [choice(ev.text, None)]})
+                        chunk = choice(ev.text, None)
+                        if logprobs is not None:  # a chunk's own tokens (`logprobs`: the request asked)
+                            chunk["logprobs"] = logprobs(ev)
+                        yield sse(base | {"choices": [chunk]})
                     elif isinstance(ev, PublicCost):
                         cost = ev
                     elif isinstance(ev, Done):
@@ -250,10 +271,11 @@ def _base64_floats(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
-def _usage(done: Done, cost: PublicCost | None = None) -> dict[str, int]:
+def _usage(done: Done, cost: PublicCost | None = None) -> dict[str, Any]:
     p, c = done.prompt_tokens, done.completion_tokens
     paid = {"cost_credits": cost.micro_credits, "price": cost.price} if cost is not None else {}
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c} | paid
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+            "prompt_tokens_details": {"cached_tokens": done.cached_tokens}} | paid
 
 
 def _timings(done: Done) -> dict[str, Any]:

@@ -93,6 +93,8 @@ class ChatCompletionRequest(_Sampling):
         return [m.text() for m in self.messages]
 
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     @model_validator(mode="after")
     def _newer_name(self) -> ChatCompletionRequest:
@@ -100,12 +102,34 @@ class ChatCompletionRequest(_Sampling):
             self.max_tokens = self.max_completion_tokens
         return self
 
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    def engine_logprobs(self) -> dict[str, Any]:
+        """The engine's `logprobs` field: alternatives per token, or nothing when not asked."""
+        return {"logprobs": self.top_logprobs or 0} if self.logprobs else {}
+
 
 class CompletionRequest(_Sampling):
     prompt: Text | list[Text]
     max_tokens: int | None = Field(default=16, ge=1)
     suffix: Text | None = None
     """Fill-in-the-middle: the text after the completion (the model's FIM tokens lay it out)."""
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: bool = False
+
+    @model_validator(mode="after")
+    def _echo_without_logprobs(self) -> CompletionRequest:
+        if self.echo and self.logprobs is not None:
+            raise ValueError("echo with logprobs would need the prompt's logprobs, which hearth does not "
+                             "compute; ask for one or the other")
+        return self
+
+    def engine_logprobs(self) -> dict[str, Any]:
+        return {} if self.logprobs is None else {"logprobs": self.logprobs}
 
     @field_validator("prompt")
     @classmethod

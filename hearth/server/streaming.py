@@ -69,14 +69,17 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T:
             task.cancel()
 
 
-async def collect(events: Events) -> tuple[str, Done, PublicCost | None]:
-    """A whole reply: its text, its Done event, and its cost when the public swarm served it."""
+async def collect(events: Events, tokens: list[Token] | None = None) -> tuple[str, Done, PublicCost | None]:
+    """A whole reply: its text, its Done event, and its cost when the public swarm served it
+    (and its Token events in `tokens`, if given: their logprobs)."""
     parts: list[str] = []
     cost: PublicCost | None = None
     async with contextlib.aclosing(events):
         async for ev in events:
             if isinstance(ev, Token):
                 parts.append(ev.text)
+                if tokens is not None:
+                    tokens.append(ev)
             elif isinstance(ev, PublicCost):
                 cost = ev
             elif isinstance(ev, Done):

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from hearth.engine.batch import BatchDecoder, load_model
+from hearth.engine.batch import BatchDecoder
 from hearth.engine.batch_rules import chunks_left
 from hearth.engine.batch_slot import SlotResult
+from hearth.engine.load import load_model
 from hearth.engine.protocol import RequestError
 
 pytestmark = pytest.mark.slow
@@ -200,6 +201,46 @@ def test_a_shared_prefix_is_reused_and_changes_no_text(model: Any) -> None:
     dec.close()
 
 
+def _drain(dec: BatchDecoder) -> dict[str, Reply]:
+    replies: dict[str, Reply] = {}
+    while dec.active:
+        for r in dec.step():
+            reply = replies.setdefault(r.key, Reply())
+            if r.sampled is not None:
+                reply.ids.append(r.sampled)
+    return replies
+
+
+def test_reuse_by_token_takes_the_whole_shared_history_and_exact_requests_stay_exact(model: Any) -> None:
+    """Not exact: a chat's next turn skips every token its sequence holds, the earlier reply
+    included (llama-server's prompt cache). Exact: only whole chunks computed as a fresh prompt's,
+    even after a loose request left others behind, and the text is the fresh cache's."""
+    first, second = LONG + " Rivers", LONG + " Seas are"
+    fresh = decoder(model, parallel=1)
+    alone = run(fresh, {0: [("second", second, GREEDY)]})
+    fresh.close()
+    dec = decoder(model, parallel=1)
+    turn1 = dec.tokenize(first)
+    reply = run(dec, {0: [("t1", first, GREEDY)]})["t1"].ids
+    assert len(reply) == TOKENS
+    turn2 = turn1 + reply + dec.tokenize(" And then")[1:]
+    assert dec.admit("t2", turn2, max_tokens=4, exact=False, **GREEDY) == 0
+    assert dec.last_reused == len(turn1) + TOKENS - 1  # the last sampled token was never decoded
+    _drain(dec)
+    assert dec.admit("t3", turn2, max_tokens=4, **GREEDY) == 0
+    assert dec.last_reused == len(turn1) // dec.chunk * dec.chunk  # exact: the first turn's whole chunks
+    _drain(dec)
+    # A loose request reuses up to where the prompts part, mid-chunk, and evaluates on from there.
+    assert dec.admit("loose", dec.tokenize(second), max_tokens=4, exact=False, **GREEDY) == 0
+    shared = dec.last_reused
+    assert shared % dec.chunk and shared > len(dec.tokenize(LONG)) - 2
+    _drain(dec)
+    assert dec.admit("exact", dec.tokenize(second), max_tokens=TOKENS, **GREEDY) == 0
+    assert dec.last_reused == shared // dec.chunk * dec.chunk
+    assert _drain(dec)["exact"].ids == alone["second"].ids
+    dec.close()
+
+
 def test_forced_tokens_are_fed_as_if_sampled_and_watched(model: Any, alone: dict[str, Reply]) -> None:
     """A resumed reply (forced = its first ids) goes on exactly as it would have; a watched slot
     that does not generate sees, before each forced token, the logits that chose it."""
@@ -264,4 +305,32 @@ def test_a_grammar_constrains_each_slot_and_survives_a_resume(model: Any) -> Non
     with pytest.raises(RequestError, match="grammar"):
         dec.admit("empty", prompt, grammar=" ")
     assert dec.active == 0
+    dec.close()
+
+
+def test_logprobs_are_the_models_own_and_change_no_token(model: Any, alone: dict[str, Reply]) -> None:
+    """Each reported id has its logprob and the best alternatives, best first; greedy picks the
+    best; asking for them changes no token; a bad count is refused."""
+    import math
+
+    dec = decoder(model, parallel=2)
+    assert dec.admit("moon", dec.tokenize(PROMPTS["moon"]), max_tokens=TOKENS, logprobs=3, **GREEDY) is not None
+    assert dec.admit("hot", dec.tokenize(PROMPTS["bees"]), max_tokens=TOKENS, logprobs=0,
+                     temperature=1.5, top_p=1.0, seed=3) is not None
+    ids: dict[str, list[int]] = {"moon": [], "hot": []}
+    lps: dict[str, list[Any]] = {"moon": [], "hot": []}
+    while dec.active:
+        for r in dec.step():
+            assert len(r.lps) == len(r.ids)
+            ids[r.key] += r.ids
+            lps[r.key] += r.lps
+    assert ids["moon"] == alone["moon"].ids[:len(ids["moon"])] and len(ids["moon"]) >= TOKENS - 1
+    for chosen, top, top_lps in lps["moon"]:
+        assert len(top) == 3 and list(top_lps) == sorted(top_lps, reverse=True)
+        assert chosen == top_lps[0] and all(lp <= 0 for lp in top_lps)
+        assert sum(math.exp(lp) for lp in top_lps) <= 1 + 1e-9
+    assert all(top == () and chosen <= 0 for chosen, top, _ in lps["hot"])
+    assert any(chosen < -0.5 for chosen, _, _ in lps["hot"])  # hot sampling takes unlikely tokens
+    with pytest.raises(RequestError, match="top_logprobs"):
+        dec.admit("bad", dec.tokenize("x"), logprobs=21)
     dec.close()

@@ -36,9 +36,35 @@ def test_chunks_cover_the_prompt_aligned_at_zero(n_prompt: int, chunk: int) -> N
     assert cuts[-1][1] == n_prompt
 
 
-def test_chunk_bounds_refuses_misaligned_or_finished_prompts() -> None:
-    with pytest.raises(ValueError):
-        chunk_bounds(10, 100, 64)
+@settings(deadline=None)
+@given(st.integers(1, 600), st.integers(4, 128), st.data())
+def test_after_any_reused_prefix_the_chunks_are_cut_where_a_fresh_prompt_is(n_prompt: int, chunk: int,
+                                                                           data: st.DataObject) -> None:
+    fed = data.draw(st.integers(0, n_prompt - 1))
+    fresh = {end for _, end in _cuts(0, n_prompt, chunk)}
+    cuts = _cuts(fed, n_prompt, chunk)
+    assert cuts[0][0] == fed and cuts[-1][1] == n_prompt
+    assert all(end in fresh for _, end in cuts)  # every chunk ends where a fresh prompt's does
+    assert all(0 < end - start <= chunk for start, end in cuts)
+
+
+def _cuts(fed: int, n_prompt: int, chunk: int) -> list[tuple[int, int]]:
+    cuts = []
+    while fed < n_prompt:
+        assert chunks_left(fed, n_prompt, chunk) == _left(fed, n_prompt, chunk)
+        cuts.append(chunk_bounds(fed, n_prompt, chunk))
+        fed = cuts[-1][1]
+    return cuts
+
+
+def _left(fed: int, n_prompt: int, chunk: int) -> int:
+    n = 0
+    while fed < n_prompt:
+        fed, n = min((fed // chunk + 1) * chunk, n_prompt), n + 1
+    return n
+
+
+def test_chunk_bounds_refuses_finished_prompts() -> None:
     with pytest.raises(ValueError):
         chunk_bounds(100, 100, 64)
     with pytest.raises(ValueError):
@@ -103,6 +129,41 @@ def test_reusable_is_whole_chunks_of_the_common_prefix_short_of_the_prompt(kept:
     assert n % chunk == 0 and 0 <= n
     assert kept[:n] == prompt[:n]
     assert n < len(prompt) or n == 0
+
+
+@given(st.lists(st.integers(0, 3), max_size=300), st.lists(st.integers(0, 3), max_size=300), st.integers(1, 64),
+       st.integers(0, 300))
+def test_reuse_by_token_takes_every_shared_token_and_exact_only_canonical_chunks(
+        kept: list[int], prompt: list[int], chunk: int, canon: int) -> None:
+    canon = canon // chunk * chunk
+    loose = R.reusable(kept, prompt, chunk, exact=False)
+    exact = R.reusable(kept, prompt, chunk, canon=canon)
+    assert kept[:loose] == prompt[:loose] and (loose < len(prompt) or loose == 0)
+    assert loose == (min(R.common(kept, prompt), len(prompt) - 1) if prompt else 0)
+    assert exact % chunk == 0 and exact <= min(canon, loose)
+    assert exact <= loose
+
+
+@given(st.integers(0, 500), st.integers(0, 500), st.integers(0, 800), st.integers(1, 64))
+def test_the_canonical_prefix_grows_only_from_a_canonical_boundary(reused: int, canon: int, fed: int,
+                                                                 chunk: int) -> None:
+    canon = canon // chunk * chunk
+    fed = max(fed, reused)
+    after = R.canonical_after(reused, canon, fed, chunk)
+    assert after % chunk == 0 and after <= fed
+    if reused <= canon and reused % chunk == 0:
+        assert after == fed // chunk * chunk
+    else:
+        assert after <= min(reused, canon)
+
+
+def test_pick_seq_by_token_reuses_the_generated_reply_too() -> None:
+    turn1 = list(range(40)) + [100, 101, 102]  # prompt, then the reply decoded after it
+    prompt = turn1 + [7, 8, 9]  # the next turn of the chat
+    assert R.pick_seq({1: turn1}, set(), 2, prompt, 64, exact=False) == (1, 43)
+    assert R.pick_seq({1: turn1}, set(), 2, prompt, 64, canon={1: 0}) == (0, 0)  # exact: nothing whole
+    long = list(range(300))
+    assert R.pick_seq({1: long}, set(), 2, long + [1], 64, canon={1: 128}) == (1, 128)
 
 
 def test_pick_seq_prefers_the_longest_reuse_then_the_lowest_free() -> None:

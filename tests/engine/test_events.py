@@ -67,6 +67,8 @@ def test_the_wire_format_is_the_json_object_it_always_was() -> None:
     assert json.loads(encode(Error(None, "protocol", "x"))) == {"event": "error", "id": None, "code": "protocol",
                                                                 "message": "x"}
     assert decode(b'{"event":"progress","fraction":1}') == Progress(1.0)  # an integral number is a float too
+    with_lp = Token("3", "a", (1,), logprobs=(-0.5,), pieces=("a",), top_logprobs=((-0.5,),), top_pieces=(("a",),))
+    assert decode(encode(with_lp)) == with_lp and "logprobs" in json.loads(encode(with_lp))
 
 
 @given(st.sampled_from(sorted(cls.kind for cls in KINDS)),

@@ -17,7 +17,7 @@ def test_the_forwarded_fields_and_the_prompt_are_carried() -> None:
 
 
 @pytest.mark.parametrize("field,value", [("grammar", "root ::= \"a\""), ("tools", [{"type": "function"}]),
-                                         ("suffix", "}"), ("logprobs", 2), ("echo", True)])
+                                         ("suffix", "}"), ("logprobs", 2), ("logprobs", 0), ("echo", True)])
 def test_a_field_the_swarm_cannot_honour_is_refused_by_name(field: str, value: object) -> None:
     with pytest.raises(InvalidRequest, match=f"{field} needs the circle"):
         request_body("m", "complete", {"prompt": "x", field: value})

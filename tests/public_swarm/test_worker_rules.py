@@ -124,7 +124,7 @@ def test_a_chat_job_maps_to_the_engines_chat_fields() -> None:
                      sampling=Sampling(temperature=0.7, top_p=0.9, top_k=20, seed=42, stop=["\n\n"]), max_tokens=16)
     assert engine_fields(job) == ("chat", {
         "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
-        "max_tokens": 16, "temperature": 0.7, "top_p": 0.9, "seed": 42, "stop": ["\n\n"]})
+        "max_tokens": 16, "temperature": 0.7, "top_p": 0.9, "seed": 42, "stop": ["\n\n"], "exact": True})
 
 
 def test_a_resumed_completion_carries_the_resume_ids_and_text() -> None:
@@ -132,7 +132,7 @@ def test_a_resumed_completion_carries_the_resume_ids_and_text() -> None:
     op, fields = engine_fields(job)
     assert op == "complete" and fields["prompt"] == "Once"
     assert fields["resume"] == [5, 6, 7] and fields["resumed_text"] == " upon a"
-    assert "seed" not in fields and fields["temperature"] == 0.0 and fields["max_tokens"] == 8
+    assert "seed" not in fields and fields["exact"] is True and fields["temperature"] == 0.0 and fields["max_tokens"] == 8
     assert "resume" not in engine_fields(JobRequest(prompt="x", max_tokens=2, resume=Resume(text="", token_ids=[])))[1]
 
 
