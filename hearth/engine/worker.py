@@ -21,6 +21,7 @@ from typing import Any, BinaryIO, cast
 
 from hearth.engine.batch import BatchDecoder
 from hearth.engine.chat_tokens import TemplateMismatch, partition, split_rendered
+from hearth.engine.embed_tokens import embed_ids, token_inputs
 from hearth.engine.events import (
     Embedding,
     EngineEvent,
@@ -31,6 +32,7 @@ from hearth.engine.events import (
     Vectors,
     encode,
 )
+from hearth.engine.fim import FimTokens, infill_prompt
 from hearth.engine.load import model_params
 from hearth.engine.protocol import ProtocolError, RequestError, decode_request
 from hearth.engine.scheduler import Scheduler
@@ -180,6 +182,13 @@ class Engine:
         if req["op"] == "chat":
             tokens, template_stop = self._chat_prompt(req["messages"], req.get("tools"))
             stop += template_stop
+        elif req.get("suffix") is not None:  # fill-in-the-middle: the prompt is the prefix
+            low, vocab = self._llama_cpp, self._vocab
+            fim = FimTokens.of(low.llama_vocab_fim_pre(vocab), low.llama_vocab_fim_suf(vocab),
+                               low.llama_vocab_fim_mid(vocab))
+            tokens = infill_prompt(fim, lambda text, bos: self.llm.tokenize(text.encode("utf-8"), add_bos=bos,
+                                                                            special=False),
+                                   str(req["prompt"]), str(req["suffix"]))
         else:
             tokens = self.llm.tokenize(str(req["prompt"]).encode("utf-8"), add_bos=True, special=True)
         if not tokens:
@@ -256,16 +265,24 @@ class Engine:
                 verbose=False,
             )
         rid = str(req["id"])
-        inputs: list[str] = req["input"]
-        counts = [len(self._embedder.tokenize(s.encode("utf-8"), add_bos=True, special=False)) for s in inputs]
-        for i, n in enumerate(counts):
-            if n == 0:
+        raw = req["input"]
+        if all(isinstance(s, str) for s in raw):
+            ids = [self._embedder.tokenize(s.encode("utf-8"), add_bos=True, special=False) for s in raw]
+        else:  # token ids (OpenAI's embeddings API takes them)
+            ids = token_inputs(raw, self.n_vocab)
+        limit = min(self.n_ctx, int(self._embedder.n_batch))
+        for i, seq in enumerate(ids):
+            if not seq:
                 raise RequestError("invalid_request", f"Input {i} to embed is empty.")
-            self._check_fits(n)
-        for i in range(0, len(inputs), EMBED_GROUP):
+            if len(seq) > limit and not req.get("truncate"):
+                raise RequestError("context_length_exceeded", f"Input {i} to embed is {len(seq)} tokens; this "
+                                   f"engine embeds at most {limit}. Shorten it, or ask for truncation.")
+        ids = [seq[:limit] for seq in ids]
+        counts = [len(seq) for seq in ids]
+        for i in range(0, len(ids), EMBED_GROUP):
             if cancelled.is_set():
                 return
-            vectors = self._embedder.embed(inputs[i:i + EMBED_GROUP], normalize=True)
+            vectors = embed_ids(self._embedder, ids[i:i + EMBED_GROUP])
             out(Vectors(rid, i, tuple(tuple(v) for v in vectors)))
             yield
         out(Embedding(rid, sum(counts)))

@@ -24,13 +24,14 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hearth import __version__
-from hearth.engine.events import Done, Embedding, Token, Vectors
-from hearth.errors import EngineFailed, HearthError, InvalidRequest, ModelNotFound, Unauthorized
+from hearth.engine.events import Done, Token
+from hearth.errors import HearthError, InvalidRequest, ModelNotFound, Unauthorized
 from hearth.escalation.pool import Engines
 from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
 from hearth.node_api.feed import Feed
 from hearth.public_swarm.sse import PublicCost
 from hearth.server import chat_tools, control_routes, ollama, status_routes
+from hearth.server.embed_events import embed_all
 from hearth.server.guard import BodyGuard, check_request
 from hearth.server.logprob_shapes import chat_content, completion_logprobs
 from hearth.server.responses import add_routes as add_responses_routes
@@ -47,6 +48,7 @@ from hearth.server.streaming import (
     start,
     until_disconnect,
 )
+from hearth.server.vectors import shorten
 from hearth.settings import Settings
 
 PUBLIC_PATHS = frozenset({"/", "/favicon.ico"})
@@ -176,8 +178,8 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         model = model_name(body.model)
-        check_request(settings, body.texts(), body.stops())
-        fields = body.engine_fields() | body.engine_logprobs() | {"prompt": body.prompt_text()}
+        check_request(settings, body.texts() + [body.suffix or ""], body.stops())
+        fields = body.engine_fields() | body.engine_logprobs() | {"prompt": body.prompt_text()} | body.fim_fields()
         events = pool.run(model, "complete", client=client_of(request), **fields)
         first, events = await until_disconnect(request, start(events))
         rid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -216,9 +218,10 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
         if len(inputs) > settings.max_embed_inputs:
             raise InvalidRequest(f"{len(inputs)} inputs; one request may embed at most "
                                  f"{settings.max_embed_inputs} (HEARTH_MAX_EMBED_INPUTS).", param="input")
-        check_request(settings, inputs)
+        check_request(settings, body.texts())
         events = pool.run(model, "embed", client=client_of(request), input=inputs)
         vectors, n = await until_disconnect(request, embed_all(events))
+        vectors = shorten(vectors, body.dimensions)
         encode = _base64_floats if body.encoding_format == "base64" else list
         return {
             "object": "list", "model": model,
@@ -268,18 +271,6 @@ def sse_response(events: Events, base: dict[str, Any],
 
     return StreamingResponse(body(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-
-async def embed_all(events: Events) -> tuple[list[list[float]], int]:
-    """The vectors of an embed request, in input order, and its prompt tokens."""
-    vectors: list[list[float]] = []
-    async with contextlib.aclosing(events):
-        async for ev in events:
-            if isinstance(ev, Vectors):
-                vectors.extend(list(v) for v in ev.data)
-            elif isinstance(ev, Embedding):
-                return vectors, ev.prompt_tokens
-    raise EngineFailed("The engine returned no embedding.")
 
 
 def _base64_floats(vector: list[float]) -> str:

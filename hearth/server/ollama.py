@@ -11,13 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from hearth import __version__
 from hearth.engine.events import Done, Token
-from hearth.errors import HearthError
+from hearth.errors import HearthError, InvalidRequest
 from hearth.public_swarm.sse import PublicCost
+from hearth.server import ollama_models
 from hearth.server.chat_tools import Plan, ollama_plan
+from hearth.server.durations import keep_alive_seconds
 from hearth.server.guard import check_request
+from hearth.server.ollama_keep import Keeper
+from hearth.server.ollama_models import check_num_ctx
 from hearth.server.schemas import OllamaChatRequest, OllamaGenerateRequest
 from hearth.server.streaming import (
     Events,
@@ -127,7 +132,33 @@ async def _respond_calls(request: Request, events: Events, model: str, plan: Pla
     return StreamingResponse(body(), media_type="application/x-ndjson")
 
 
+async def _load_or_unload(keeper: Keeper, pool: Engines, model: str, keep_alive: float | None,
+                          piece: dict[str, Any]) -> JSONResponse:
+    """Ollama's idiom: a request with nothing to generate loads the model, or with keep_alive 0
+    unloads it."""
+    if keep_alive == 0:
+        await keeper.unload(model)
+        reason = "unload"
+    else:
+        await pool.load(model)
+        await keeper.keep(model, keep_alive)
+        reason = "load"
+    return JSONResponse({"model": model, "created_at": _now(), **piece, "done": True, "done_reason": reason})
+
+
+async def _kept(keeper: Keeper, model: str, keep_alive: float | None, response: Response) -> Response:
+    """A request's keep_alive: 0 unloads the model once the reply is sent; another sets its deadline."""
+    if keep_alive == 0:
+        response.background = BackgroundTask(keeper.unload, model)
+    else:
+        await keeper.keep(model, keep_alive)
+    return response
+
+
 def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
+    keeper = Keeper(pool)
+    ollama_models.add_routes(app, settings, pool, keeper)
+
     @app.get("/api/version")
     async def version() -> dict[str, str]:
         return {"version": __version__}
@@ -145,23 +176,41 @@ def add_routes(app: FastAPI, settings: Settings, pool: Engines) -> None:
     @app.post("/api/chat", response_model=None)
     async def chat(body: OllamaChatRequest, request: Request) -> Response:
         check_request(settings, body.texts(), body.options.stop or [])
+        check_num_ctx(settings, body.options.num_ctx)
+        keep_alive = keep_alive_seconds(body.keep_alive)
+        if not body.messages:
+            return await _load_or_unload(keeper, pool, body.model, keep_alive,
+                                         {"message": {"role": "assistant", "content": ""}})
         plan = ollama_plan(body)
         fields = body.options.engine_fields() | {"messages": [m.for_template() for m in body.messages]}
         events = pool.run(body.model, "chat", client=client_of(request), **(fields | plan.fields()))
         if plan.names:
-            return await _respond_calls(request, events, body.model, plan, body.stream)
-        return await _respond(request, events, body.model,
-                              lambda t: {"message": {"role": "assistant", "content": t}}, body.stream)
+            return await _kept(keeper, body.model, keep_alive,
+                               await _respond_calls(request, events, body.model, plan, body.stream))
+        return await _kept(keeper, body.model, keep_alive, await _respond(
+            request, events, body.model, lambda t: {"message": {"role": "assistant", "content": t}}, body.stream))
 
     @app.post("/api/generate", response_model=None)
     async def generate(body: OllamaGenerateRequest, request: Request) -> Response:
         check_request(settings, body.texts(), body.options.stop or [])
+        check_num_ctx(settings, body.options.num_ctx)
+        keep_alive = keep_alive_seconds(body.keep_alive)
+        if not body.prompt and not body.suffix:
+            return await _load_or_unload(keeper, pool, body.model, keep_alive, {"response": ""})
         grammar = ollama_format_grammar(body.format)
         fields = body.options.engine_fields() | ({"grammar": grammar} if grammar else {})
-        if body.raw:
+        if body.suffix is not None and body.system:
+            raise InvalidRequest("`system` and `suffix` cannot be combined: a fill-in-the-middle prompt is the "
+                                 "model's FIM tokens around the prompt and the suffix, with no chat template.",
+                                 param="system")
+        if body.suffix is not None:  # fill-in-the-middle, with the model's FIM tokens (not its template)
+            events = pool.run(body.model, "complete", client=client_of(request), prompt=body.prompt,
+                              suffix=body.suffix, **fields)
+        elif body.raw:
             events = pool.run(body.model, "complete", client=client_of(request), prompt=body.prompt, **fields)
         else:
             messages = ([{"role": "system", "content": body.system}] if body.system else [])
             messages.append({"role": "user", "content": body.prompt})
             events = pool.run(body.model, "chat", client=client_of(request), messages=messages, **fields)
-        return await _respond(request, events, body.model, lambda t: {"response": t}, body.stream)
+        return await _kept(keeper, body.model, keep_alive,
+                           await _respond(request, events, body.model, lambda t: {"response": t}, body.stream))

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+from hearth.server.durations import KeepAlive
+
+ENGINE_TOP_K = 40
+"""The top-k of hearth's one sampler chain (hearth.engine.sampling)."""
 
 
 def _unicode(value: str) -> str:
@@ -20,6 +25,7 @@ def _unicode(value: str) -> str:
 
 Text = Annotated[str, AfterValidator(_unicode)]
 Name = Annotated[Text, Field(max_length=256)]
+TokenId = Annotated[StrictInt, Field(ge=0, lt=2**31)]
 
 
 def _stop_list(value: str | list[str] | None) -> list[str]:
@@ -191,6 +197,8 @@ class ChatCompletionRequest(_Sampling):
 class CompletionRequest(_Sampling):
     prompt: Text | list[Text]
     max_tokens: int | None = Field(default=16, ge=1)
+    suffix: Text | None = None
+    """Fill-in-the-middle: the text after the completion (the model's FIM tokens lay it out)."""
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
 
@@ -217,32 +225,72 @@ class CompletionRequest(_Sampling):
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
+    def fim_fields(self) -> dict[str, Any]:
+        return {} if self.suffix is None else {"suffix": self.suffix}
+
 
 class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: Name | None = None
-    input: Text | list[Annotated[Text, Field(min_length=1)]] = Field(min_length=1)
+    input: (Text | list[Annotated[Text, Field(min_length=1)]] | list[TokenId]
+            | list[Annotated[list[TokenId], Field(min_length=1)]]) = Field(min_length=1)
+    """Text, texts, or token ids: one list of ids, or a list of such lists (langchain sends these)."""
     encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    """Keep the first `dimensions` of each vector, normalized again (as OpenAI's text-embedding-3)."""
 
-    def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str] | list[list[int]]:
+        """Texts, or id sequences, one per vector."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if self.input and all(isinstance(t, int) for t in self.input):
+            return [[int(t) for t in self.input if isinstance(t, int)]]
+        if all(isinstance(x, str) for x in self.input):
+            return [x for x in self.input if isinstance(x, str)]
+        return [list(x) for x in self.input if isinstance(x, list)]
+
+    def texts(self) -> list[str]:
+        """The texts to check against the server's limits (none for token ids)."""
+        return [s for s in self.inputs() if isinstance(s, str)]
 
 
 # -- Ollama ------------------------------------------------------------------------------
 class OllamaOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    """The options hearth's engine honours; any other is refused by name (400)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(default=0.8, ge=0.0, le=2.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     num_predict: int | None = None
     stop: list[Text] | None = None
+    num_ctx: int | None = Field(default=None, ge=1)
+    """At most the server's context window (checked by the route)."""
+    top_k: int | None = None
+    repeat_penalty: float | None = None
+
+    @field_validator("top_k")
+    @classmethod
+    def _engine_top_k(cls, v: int | None) -> int | None:
+        if v not in (None, 1, ENGINE_TOP_K):
+            raise ValueError(f"hearth's sampler keeps the {ENGINE_TOP_K} most likely tokens: top_k may be "
+                             f"{ENGINE_TOP_K}, or 1 (greedy), not {v}")
+        return v
+
+    @field_validator("repeat_penalty")
+    @classmethod
+    def _no_penalty(cls, v: float | None) -> float | None:
+        if v is not None and v != 1.0:
+            raise ValueError("hearth's sampler applies no repeat penalty: repeat_penalty may only be 1.0 (off)")
+        return v
 
     def engine_fields(self) -> dict[str, Any]:
         # Ollama's num_predict: -1 (or absent) means no limit.
         limit = self.num_predict if self.num_predict is not None and self.num_predict > 0 else None
-        return {"max_tokens": limit, "temperature": self.temperature, "top_p": self.top_p,
+        temperature = 0.0 if self.top_k == 1 else self.temperature  # top-k 1 is greedy
+        return {"max_tokens": limit, "temperature": temperature, "top_p": self.top_p,
                 "seed": self.seed, "stop": list(self.stop or [])}
 
 
@@ -277,7 +325,9 @@ class OllamaChatRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[Name, Field(min_length=1)]
-    messages: list[OllamaMessage] = Field(min_length=1)
+    keep_alive: KeepAlive = None
+    messages: list[OllamaMessage] = Field(default_factory=list)
+    """None loads the model (or, with keep_alive 0, unloads it)."""
     stream: bool = True
     options: OllamaOptions = Field(default_factory=OllamaOptions)
     tools: list[Tool] | None = None
@@ -291,7 +341,11 @@ class OllamaGenerateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[Name, Field(min_length=1)]
-    prompt: Text
+    keep_alive: KeepAlive = None
+    prompt: Text = ""
+    """Empty loads the model (or, with keep_alive 0, unloads it)."""
+    suffix: Text | None = None
+    """Fill-in-the-middle: the prompt is the text before, `suffix` the text after."""
     system: Text | None = None
     stream: bool = True
     raw: bool = False
@@ -299,4 +353,4 @@ class OllamaGenerateRequest(BaseModel):
     format: Literal["json", ""] | dict[str, Any] | None = None
 
     def texts(self) -> list[str]:
-        return [self.prompt, self.system or ""]
+        return [self.prompt, self.system or "", self.suffix or ""]
