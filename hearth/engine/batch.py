@@ -37,7 +37,7 @@ from hearth.engine.batch_rules import (
     chunk_bounds,
     chunks_left,
     limit_for,
-    pick_chunk,
+    pick_chunks,
     pick_seq,
 )
 from hearth.engine.batch_slot import DecodeFailed, Slot, SlotResult, StepInfo, Watch
@@ -82,6 +82,9 @@ class BatchDecoder:
         self.unified = unified
         self.mixed = mixed
         self.chunk = chunk
+        self.chunks_per_step = max(1, N_BATCH // chunk)
+        """Prompt chunks a step may evaluate, one per admitting request: llama.cpp's batch of
+        tokens, so that a burst of requests starts together (as in llama-server)."""
         params: Any = self._low.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = N_BATCH
@@ -234,26 +237,25 @@ class BatchDecoder:
         for s in slots:
             s.steps += 1
         admitting = [s for s in slots if s.admitting]
-        pick = pick_chunk([Admitting(s.seq, s.order, chunks_left(s.fed, len(s.prompt), self.chunk), s.skipped)
-                           for s in admitting])
-        chunk_rows: list[Row] = []
-        chunk_slot: Slot | None = None
+        picks = pick_chunks([Admitting(s.seq, s.order, chunks_left(s.fed, len(s.prompt), self.chunk), s.skipped)
+                             for s in admitting], 1 if self.mixed else self.chunks_per_step)
+        chunks: dict[int, tuple[Slot, list[Row]]] = {}
         for s in admitting:
-            if s.seq != pick:
+            if s.seq not in picks:
                 s.skipped += 1
                 continue
             s.skipped = 0
-            chunk_slot = s
             start, end = chunk_bounds(s.fed, len(s.prompt), self.chunk)
             n = len(s.prompt)
-            chunk_rows = [(s.prompt[i], i, s.seq, i == n - 1) for i in range(start, end)]
+            chunks[s.seq] = (s, [(s.prompt[i], i, s.seq, i == n - 1) for i in range(start, end)])
             s.fed = end
         generating = [s for s in slots if s.pending is not None]
         gen_rows: list[Row] = [(s.pending, s.pos_of_pending(), s.seq, True) for s in generating
                                if s.pending is not None]
-        self.last = StepInfo(len(gen_rows), len(chunk_rows), 0)
+        self.last = StepInfo(len(gen_rows), sum(len(rows) for _, rows in chunks.values()), 0)
         to_sample: list[tuple[Slot, int]] = []  # (slot, row) of the decode just made
         if self.mixed:
+            chunk_slot, chunk_rows = chunks[picks[0]] if picks else (None, [])
             self._decode(chunk_rows + gen_rows)
             self._decoded(generating)
             base = len(chunk_rows)
@@ -262,7 +264,8 @@ class BatchDecoder:
             to_sample += [(s, base + j) for j, s in enumerate(generating)]
             results += self._sample(to_sample)
         else:
-            if chunk_rows and chunk_slot is not None:
+            for seq in picks:  # each chunk in its own decode, in the shape a fresh prompt's has
+                chunk_slot, chunk_rows = chunks[seq]
                 self._decode(chunk_rows)
                 if not chunk_slot.admitting:
                     results += self._sample([(chunk_slot, len(chunk_rows) - 1)])

@@ -126,6 +126,20 @@ def pick_chunk(admitting: Sequence[Admitting], patience: int = PATIENCE) -> int 
     return min(admitting, key=lambda a: (a.remaining, a.order)).seq
 
 
+def pick_chunks(admitting: Sequence[Admitting], most: int, patience: int = PATIENCE) -> list[int]:
+    """The sequences whose next prompt chunk goes into the step, at most `most` and one chunk
+    each (so a long prompt delays the generating sequences by one chunk a step), in pick_chunk's
+    order: a burst of short prompts is evaluated together, as llama-server does, and their first
+    tokens come in the same step."""
+    left = list(admitting)
+    picked: list[int] = []
+    while left and len(picked) < most:
+        seq = pick_chunk(left, patience)
+        picked.append(seq)  # type: ignore[arg-type]  # not None: `left` is not empty
+        left = [a for a in left if a.seq != seq]
+    return picked
+
+
 def limit_for(max_tokens: int | None, n_prompt: int, n_ctx_seq: int) -> int:
     """Tokens a request may generate: its max_tokens, within what its sequence's context holds."""
     room = max(0, n_ctx_seq - n_prompt)

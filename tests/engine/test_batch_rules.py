@@ -9,7 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hearth.engine import batch_rules as R
-from hearth.engine.batch_rules import Admitting, chunk_bounds, chunks_left, free_seq, limit_for, pick_chunk
+from hearth.engine.batch_rules import (
+    Admitting,
+    chunk_bounds,
+    chunks_left,
+    free_seq,
+    limit_for,
+    pick_chunk,
+    pick_chunks,
+)
 
 
 @given(st.integers(1, 16), st.data())
@@ -174,3 +182,15 @@ def test_pick_seq_prefers_the_longest_reuse_then_the_lowest_free() -> None:
     assert R.pick_seq(kept, {1, 2}, 4, prompt, 64) == (0, 0)
     assert R.pick_seq({}, {0}, 4, prompt, 64) == (1, 0)
     assert R.pick_seq(kept, {0, 1, 2, 3}, 4, prompt, 64) is None
+
+
+@given(st.lists(st.tuples(st.integers(1, 6), st.integers(0, 8)), max_size=10), st.integers(1, 12))
+def test_pick_chunks_takes_one_chunk_each_in_pick_chunk_order(specs: list[tuple[int, int]], most: int) -> None:
+    admitting = [Admitting(i, i, remaining, skipped) for i, (remaining, skipped) in enumerate(specs)]
+    picked = pick_chunks(admitting, most)
+    assert len(picked) == min(most, len(admitting)) and len(set(picked)) == len(picked)
+    if admitting:
+        assert picked[0] == pick_chunk(admitting)
+    rest = [a for a in admitting if a.seq not in picked[:1]]
+    if len(picked) > 1:
+        assert picked[1] == pick_chunk(rest)
