@@ -113,6 +113,15 @@ class Settings(BaseSettings):
     The bind address, `localhost` on loopback, and this machine's name when bound beyond loopback
     are always accepted."""
 
+    cors_origins: str = Field(default="", pattern=r"^\s*(\*|(https?://[^\s,/]+\s*)(,\s*https?://[^\s,/]+\s*)*)?\s*$")
+    """Web pages (origins, comma-separated: `https://app.example,http://localhost:3000`, or `*`) whose
+    scripts may call this server from a browser (CORS, preflight answered). Empty by default: no
+    CORS headers at all, so only the server's own chat page can use it from a browser."""
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
     coordinator: str | None = None
     """URL of the public swarm's coordinator (http(s)://HOST[:PORT]) that `hearth credits` asks,
     and where `--radius public` escalates; none by default: the public radius is opt-in."""

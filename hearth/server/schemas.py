@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hearth.server.fields import without_empty_extras
+
 
 def _unicode(value: str) -> str:
     """JSON can carry lone surrogates (\\ud800), which are not text: refuse them here, by field,
@@ -21,19 +23,31 @@ Text = Annotated[str, AfterValidator(_unicode)]
 Name = Annotated[Text, Field(max_length=256)]
 
 
+class _Strict(BaseModel):
+    """A request part that refuses fields it does not declare, by name (fields.refusal): nothing a
+    client sends is silently ignored. Undeclared fields that ask for nothing (null, [], {}) are dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_empty_extras(cls, data: Any) -> Any:
+        return without_empty_extras(data, cls.model_fields)
+
+
 def _stop_list(value: str | list[str] | None) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
 
 
-class TextPart(BaseModel):
+class TextPart(_Strict):
     type: Literal["text"]
     text: Text
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatMessage(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
@@ -50,12 +64,12 @@ class ChatMessage(BaseModel):
         return {"role": role, "content": self.text()}
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Sampling(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     model: Name | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -137,8 +151,8 @@ class CompletionRequest(_Sampling):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class EmbeddingRequest(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     model: Name | None = None
     input: Text | list[Annotated[Text, Field(min_length=1)]] = Field(min_length=1)
@@ -149,8 +163,8 @@ class EmbeddingRequest(BaseModel):
 
 
 # -- Ollama ------------------------------------------------------------------------------
-class OllamaOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class OllamaOptions(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     temperature: float = Field(default=0.8, ge=0.0, le=2.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
@@ -165,15 +179,15 @@ class OllamaOptions(BaseModel):
                 "seed": self.seed, "stop": list(self.stop or [])}
 
 
-class OllamaMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class OllamaMessage(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "user", "assistant", "tool"]
     content: Text
 
 
-class OllamaChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class OllamaChatRequest(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     model: Annotated[Name, Field(min_length=1)]
     messages: list[OllamaMessage] = Field(min_length=1)
@@ -184,8 +198,8 @@ class OllamaChatRequest(BaseModel):
         return [m.content for m in self.messages]
 
 
-class OllamaGenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class OllamaGenerateRequest(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     model: Annotated[Name, Field(min_length=1)]
     prompt: Text
