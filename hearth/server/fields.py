@@ -17,7 +17,7 @@ KNOWN_UNSUPPORTED = frozenset({
     "prompt_cache_key", "prompt_cache_retention", "reasoning_effort", "response_format", "safety_identifier",
     "service_tier", "store", "suffix", "tool_choice", "tools", "top_logprobs", "user", "verbosity",
     "web_search_options", "name", "tool_calls", "tool_call_id", "refusal", "image_url", "input_audio", "file",
-    "include_obfuscation",
+    "include_obfuscation", "moderation", "prompt_cache_options",
     # Ollama generate, chat, embed and options
     "format", "keep_alive", "images", "template", "context", "think", "truncate", "tool_name", "thinking",
     "width", "height", "steps", "numa", "num_ctx", "num_batch", "num_gpu", "main_gpu", "low_vram", "f16_kv",
@@ -39,9 +39,9 @@ def refusal(path: str) -> str:
 
 
 def without_empty_extras(data: Any, declared: Mapping[str, object]) -> Any:
-    """The body without undeclared fields that ask for nothing (null, [] or {}): Ollama's Python
+    """The body without undeclared fields that ask for nothing (null or []): Ollama's Python
     client always sends `tools: []`, other clients send nulls for options they leave unset.
     Any other undeclared field stays, to be refused by name."""
     if not isinstance(data, dict):
         return data
-    return {k: v for k, v in data.items() if k in declared or not (v is None or v == [] or v == {})}
+    return {k: v for k, v in data.items() if k in declared or not (v is None or v == [])}

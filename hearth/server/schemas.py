@@ -25,7 +25,7 @@ Name = Annotated[Text, Field(max_length=256)]
 
 class _Strict(BaseModel):
     """A request part that refuses fields it does not declare, by name (fields.refusal): nothing a
-    client sends is silently ignored. Undeclared fields that ask for nothing (null, [], {}) are dropped."""
+    client sends is silently ignored. Undeclared fields that ask for nothing (null, []) are dropped."""
 
     model_config = ConfigDict(extra="forbid")
 
