@@ -20,7 +20,7 @@ from tests.conftest import Server, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = 8  # per operation: bounded, the suite runs on two shared cores
+EXAMPLES = 5  # per operation: bounded, the suite runs on two shared cores
 ENDLESS = "/hearth/events"  # an event stream that stays open: it would hold a check forever
 GENERATING = ("/v1/chat/completions", "/v1/completions", "/api/chat", "/api/generate")
 
