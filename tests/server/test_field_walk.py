@@ -41,8 +41,7 @@ CHAT: dict[str, tuple[Any, str]] = {
     "tool_choice": ("auto", R),  # tools: honoured
     "parallel_tool_calls": (False, R),  # tools: honoured (if they take it)
     "response_format": ({"type": "json_object"}, R),  # tools: honoured
-    "logprobs": (True, R),  # lead: honoured
-    "top_logprobs": (2, R),  # lead: honoured (with logprobs)
+    "logprobs": (True, H), "top_logprobs": (2, H),  # sent with logprobs: true (ALONG)
     "audio": ({"voice": "alloy", "format": "wav"}, R), "frequency_penalty": (0.5, R), "function_call": ("auto", R),
     "functions": ([TOOL["function"]], R), "logit_bias": ({"50256": -100}, R), "metadata": ({"k": "v"}, R),
     "modalities": (["text"], R), "moderation": ({"type": "auto"}, R),
@@ -60,7 +59,7 @@ COMPLETIONS: dict[str, tuple[Any, str]] = {
     "seed": (7, H), "stop": (["\n"], H), "stream": (True, H), "stream_options": ({"include_usage": True}, H),
     "n": (1, H),
     "suffix": (" world", R),  # ollama: stays refused by name for smollm2, whose GGUF has no FIM tokens
-    "echo": (True, R), "logprobs": (2, R),  # lead: honoured
+    "echo": (True, H), "logprobs": (2, H),
     "best_of": (2, R), "frequency_penalty": (0.5, R), "presence_penalty": (0.5, R),
     "logit_bias": ({"50256": -100}, R), "user": ("u1", R),
 }
@@ -109,6 +108,8 @@ BASE: dict[str, dict[str, Any]] = {
         {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"}]},
     "/api/generate": {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 2}},
 }
+# Fields a walked field needs beside it to be meaningful.
+ALONG: dict[tuple[str, str], dict[str, Any]] = {("/v1/chat/completions", "top_logprobs"): {"logprobs": True}}
 TABLES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS,
           "/api/chat": OLLAMA_CHAT, "/api/generate": OLLAMA_GENERATE}
 
@@ -169,7 +170,7 @@ def walked(models_home: Path) -> Iterator[Server]:
 @pytest.mark.parametrize("route, field, value, expected", list(_cases()))
 def test_each_field_is_honoured_or_refused_by_name(walked: Server, route: str, field: str, value: Any,
                                                    expected: str) -> None:
-    body = _with(BASE[route], field, value)
+    body = _with(BASE[route], field, value) | ALONG.get((route, field), {})
     r = httpx.post(walked.url + route, json=body, timeout=120)
     if expected == H:
         assert 200 <= r.status_code < 300, (route, field, r.status_code, r.text[:500])
