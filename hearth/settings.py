@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -112,6 +113,24 @@ class Settings(BaseSettings):
     """Extra names clients may send in the Host header (comma-separated; `*` turns the check off).
     The bind address, `localhost` on loopback, and this machine's name when bound beyond loopback
     are always accepted."""
+
+    cors_origins: str = ""
+    """Web pages (origins, comma-separated: `https://app.example,http://localhost:3000`, or `*`) whose
+    scripts may call this server from a browser (CORS, preflight answered). Empty by default: no
+    CORS headers at all, so only the server's own chat page can use it from a browser."""
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",") if o.strip()):
+            if origin != "*" and not re.fullmatch(r"https?://[^\s/]+", origin):
+                raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] (https://app.example, "
+                                 "http://localhost:3000), comma-separated, or * for any page")
+        return value
 
     coordinator: str | None = None
     """URL of the public swarm's coordinator (http(s)://HOST[:PORT]) that `hearth credits` asks,

@@ -30,12 +30,13 @@ if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && [ "$(id -u)" = 0 ] && command -
     || echo "Could not install postgresql-15; the ledger's PostgreSQL tests cannot run." >&2
 fi
 
-# The coordinator's health page is tested in headless Chromium (tests/public_swarm/test_health_page.py).
+# The coordinator's health page and the chat page are tested in headless Chromium
+# (tests/public_swarm/test_health_page.py, tests/server/test_chat_page_browser.py: playwright drives this one).
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "Installing Chromium (Debian package) for the health page's test..." >&2
+  echo "Installing Chromium (Debian package) for the health page's and chat page's tests..." >&2
   chromium_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium >/dev/null; }
   chromium_install || { apt-get update -q >/dev/null && chromium_install; } \
-    || echo "Could not install chromium; the health page's browser test cannot run." >&2
+    || echo "Could not install chromium; the browser tests cannot run." >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -6,6 +6,7 @@ Built from HearthError's typed fields, never by parsing exception text; no trace
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -48,12 +49,20 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return ".".join(p for p in parts if "[" not in p and p not in _TYPE_TAGS)
 
 
-def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+def _unknown_field(path: str) -> str:
+    return f"'{path}' is not a field of this request; remove it."
+
+
+def validation_message(exc: RequestValidationError,
+                       unknown_field: Callable[[str], str] = _unknown_field) -> tuple[str, str | None]:
+    """The message and field of a 400; a field the request does not take (extra="forbid") is
+    named first, with `unknown_field`'s words, as it is what a client most needs to change."""
     errors = exc.errors()
     if not errors:
         return "The request body is not valid.", None
+    extra = [e for e in errors if e.get("type") == "extra_forbidden"]
     # A value our validators refused says more than "not a string" from another union member.
-    first = next((e for e in errors if e.get("type") == "value_error"), errors[0])
+    first = extra[0] if extra else next((e for e in errors if e.get("type") == "value_error"), errors[0])
     if first.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
     param = _field_path(tuple(first.get("loc", ())))
@@ -62,17 +71,20 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if not param:
         return "The request body must be a JSON object.", None
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    if extra:
+        return f"{unknown_field(param).rstrip('.')}{more}.", param
     return f"Invalid request at '{param}': {first.get('msg', 'invalid value')}{more}.", param
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, unknown_field: Callable[[str], str] = _unknown_field) -> None:
+    """`unknown_field` words the refusal of a field a request does not take, given its path."""
     @app.exception_handler(HearthError)
     async def on_hearth_error(request: Request, exc: HearthError) -> JSONResponse:
         return hearth_error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = validation_message(exc)
+        message, param = validation_message(exc, unknown_field)
         return hearth_error_response(InvalidRequest(message, param=param), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)

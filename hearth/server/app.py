@@ -30,10 +30,12 @@ from hearth.escalation.pool import Engines
 from hearth.net.http_errors import error_body, hearth_error_response, install_error_handlers
 from hearth.node_api.feed import Feed
 from hearth.public_swarm.sse import PublicCost
-from hearth.server import chat_tools, control_routes, ollama, status_routes
+from hearth.server import browser, chat_tools, control_routes, ollama, status_routes
 from hearth.server.embed_events import embed_all
+from hearth.server.fields import refusal
 from hearth.server.guard import BodyGuard, check_request
 from hearth.server.logprob_shapes import chat_content, completion_logprobs
+from hearth.server.openapi import declare_errors
 from hearth.server.responses import add_routes as add_responses_routes
 from hearth.server.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from hearth.server.streaming import (
@@ -101,8 +103,9 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
     app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
     if settings.api_key is not None:  # outermost: nobody without the key gets a body read
         app.add_middleware(ApiKeyMiddleware, key=settings.api_key.get_secret_value())
+    browser.add_cors(app, settings)  # outside the key: preflights carry none
 
-    install_error_handlers(app)
+    install_error_handlers(app, refusal)
     # hearth dash's actions; the engines are steerable from here on
     pool = control_routes.add_routes(app, settings, pool, events.publish)
 
@@ -121,6 +124,7 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
         html = files("hearth.server").joinpath("static/index.html").read_text(encoding="utf-8")
         return HTMLResponse(html.replace("{{DEFAULT_MODEL}}", settings.default_model))
 
+    browser.add_favicon(app)
     app.state.feed = events  # the control routes publish on it too
     status_routes.add_routes(app, settings, pool, events)
 
@@ -231,6 +235,7 @@ def create_app(settings: Settings, pool: Engines, feed: Feed | None = None) -> F
 
     add_responses_routes(app, settings.default_model, chat_completions)
     ollama.add_routes(app, settings, pool)
+    declare_errors(app)
     return app
 
 

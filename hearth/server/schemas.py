@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from hearth.server.durations import KeepAlive
+from hearth.server.fields import without_empty_extras
 
 ENGINE_TOP_K = 40
 """The top-k of hearth's one sampler chain (hearth.engine.sampling)."""
@@ -28,13 +29,25 @@ Name = Annotated[Text, Field(max_length=256)]
 TokenId = Annotated[StrictInt, Field(ge=0, lt=2**31)]
 
 
+class _Strict(BaseModel):
+    """A request part that refuses fields it does not declare, by name (fields.refusal): nothing a
+    client sends is silently ignored. Undeclared fields that ask for nothing (null, []) are dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_empty_extras(cls, data: Any) -> Any:
+        return without_empty_extras(data, cls.model_fields)
+
+
 def _stop_list(value: str | list[str] | None) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
 
 
-class TextPart(BaseModel):
+class TextPart(_Strict):
     type: Literal["text"]
     text: Text
 
@@ -110,8 +123,8 @@ class ResponseFormat(BaseModel):
         return self
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ChatMessage(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
@@ -133,12 +146,12 @@ class ChatMessage(BaseModel):
         return {"role": role, "content": self.text()} | calls | ids
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(_Strict):
     include_usage: bool = False
 
 
-class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Sampling(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     model: Name | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -229,8 +242,8 @@ class CompletionRequest(_Sampling):
         return {} if self.suffix is None else {"suffix": self.suffix}
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class EmbeddingRequest(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     model: Name | None = None
     input: (Text | list[Annotated[Text, Field(min_length=1)]] | list[TokenId]
@@ -256,7 +269,7 @@ class EmbeddingRequest(BaseModel):
 
 
 # -- Ollama ------------------------------------------------------------------------------
-class OllamaOptions(BaseModel):
+class OllamaOptions(_Strict):
     """The options hearth's engine honours; any other is refused by name (400)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -303,8 +316,8 @@ class OllamaToolCall(BaseModel):
     function: OllamaFunctionCall
 
 
-class OllamaMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class OllamaMessage(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "user", "assistant", "tool"]
     content: Text = ""
@@ -321,8 +334,8 @@ class OllamaMessage(BaseModel):
             {"name": self.tool_name} if self.tool_name else {})
 
 
-class OllamaChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class OllamaChatRequest(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     model: Annotated[Name, Field(min_length=1)]
     keep_alive: KeepAlive = None
@@ -337,8 +350,8 @@ class OllamaChatRequest(BaseModel):
         return [m.content for m in self.messages]
 
 
-class OllamaGenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class OllamaGenerateRequest(_Strict):
+    model_config = ConfigDict(extra="forbid")
 
     model: Annotated[Name, Field(min_length=1)]
     keep_alive: KeepAlive = None
