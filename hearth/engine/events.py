@@ -138,6 +138,8 @@ class Error:
     id: str | None
     code: str
     message: str
+    param: str | None = None
+    """The request field at fault, if one is."""
 
 
 ReplyEvent: TypeAlias = Start | Token | Scored | Done | Vectors | Embedding

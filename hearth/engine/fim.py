@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hearth.engine.protocol import RequestError
 
 NO_FIM = ("This model has no fill-in-the-middle tokens (its GGUF names no FIM prefix, suffix and middle "
-          "tokens), so `suffix` cannot be honoured: send the prompt without `suffix`, or use a code model "
+          "tokens), so 'suffix' cannot be honoured: send the prompt without 'suffix', or use a code model "
           "that supports infill.")
 
 
@@ -27,7 +27,7 @@ class FimTokens:
     def of(cls, pre: int, suf: int, mid: int) -> FimTokens:
         """The model's FIM tokens (llama.cpp says -1 for a missing one); RequestError without all three."""
         if min(pre, suf, mid) < 0:
-            raise RequestError("invalid_request", NO_FIM)
+            raise RequestError("invalid_request", NO_FIM, "suffix")
         return cls(pre, suf, mid)
 
 

@@ -20,10 +20,12 @@ class ProtocolError(ValueError):
 class RequestError(Exception):
     """A request the engine child cannot serve; it answers with an Error event of this code."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.param = param
+        """The request field at fault, if one is (the HTTP error's `param`)."""
 
 
 def _no_constants(name: str) -> float:

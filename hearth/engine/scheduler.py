@@ -107,7 +107,7 @@ class Scheduler:
                 self._admit_generate(rid, req)
         except RequestError as exc:
             self._end(rid)
-            self.out(Error(rid, exc.code, exc.message))
+            self.out(Error(rid, exc.code, exc.message, exc.param))
         except (KeyError, TypeError, ValueError) as exc:
             self._end(rid)
             self.out(Error(rid, "engine_error", f"{type(exc).__name__}: {exc}"))

@@ -191,7 +191,7 @@ class EngineProcess:
                     )
                 if isinstance(event, Error):
                     finished = True
-                    raise _ERRORS.get(event.code, EngineFailed)(event.message)
+                    raise _ERRORS.get(event.code, EngineFailed)(event.message, param=event.param)
                 yield event
                 if isinstance(event, Done | Embedding):
                     finished = True

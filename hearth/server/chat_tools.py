@@ -56,7 +56,7 @@ def openai_plan(body: ChatCompletionRequest) -> Plan:
         raise InvalidRequest("Two tools have the same name; give each function its own.", param="tools")
     choice = body.tool_choice
     if choice is not None and not tools:
-        raise InvalidRequest("tool_choice needs tools; send the functions the model may call.", param="tool_choice")
+        raise InvalidRequest("'tool_choice' needs 'tools'; send the functions the model may call.", param="tool_choice")
     only = choice.function.name if isinstance(choice, NamedToolChoice) else None
     if only is not None and only not in names:
         raise InvalidRequest(f"tool_choice names {only!r}, which is not among the tools.", param="tool_choice")

@@ -37,10 +37,10 @@ CHAT: dict[str, tuple[Any, str]] = {
     "model": (MODEL, H), "messages": ([{"role": "user", "content": "Hi"}], H), "max_tokens": (2, H),
     "max_completion_tokens": (2, H), "temperature": (0.5, H), "top_p": (0.9, H), "seed": (7, H),
     "stop": (["\n"], H), "stream": (True, H), "stream_options": ({"include_usage": True}, H), "n": (1, H),
-    "tools": ([TOOL], R),  # tools: honoured
-    "tool_choice": ("auto", R),  # tools: honoured
-    "parallel_tool_calls": (False, R),  # tools: honoured (if they take it)
-    "response_format": ({"type": "json_object"}, R),  # tools: honoured
+    "tools": ([TOOL], H),
+    "tool_choice": ("auto", R),  # without tools: refused by name
+    "parallel_tool_calls": (False, H),
+    "response_format": ({"type": "json_object"}, H),
     "logprobs": (True, H), "top_logprobs": (2, H),  # sent with logprobs: true (ALONG)
     "audio": ({"voice": "alloy", "format": "wav"}, R), "frequency_penalty": (0.5, R), "function_call": ("auto", R),
     "functions": ([TOOL["function"]], R), "logit_bias": ({"50256": -100}, R), "metadata": ({"k": "v"}, R),
@@ -49,28 +49,28 @@ CHAT: dict[str, tuple[Any, str]] = {
     "prompt_cache_key": ("k", R), "prompt_cache_options": ({"ttl": "5m"}, R), "prompt_cache_retention": ("24h", R),
     "reasoning_effort": ("low", R), "safety_identifier": ("u1", R), "service_tier": ("auto", R), "store": (True, R),
     "user": ("u1", R), "verbosity": ("low", R), "web_search_options": ({"search_context_size": "low"}, R),
-    "messages.0.name": ("ann", R),
-    "messages.1.refusal": ("no", R), "messages.1.name": ("bot", R), "messages.1.audio": ({"id": "a1"}, R),
-    "messages.1.tool_calls": ([{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}], R),  # tools: honoured
+    "messages.0.name": ("ann", H),
+    "messages.1.refusal": ("no", R), "messages.1.name": ("bot", H), "messages.1.audio": ({"id": "a1"}, R),
+    "messages.1.tool_calls": ([{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}], H),
     "messages.1.function_call": ({"name": "f", "arguments": "{}"}, R),
 }
 COMPLETIONS: dict[str, tuple[Any, str]] = {
     "model": (MODEL, H), "prompt": ("Hi", H), "max_tokens": (2, H), "temperature": (0.5, H), "top_p": (0.9, H),
     "seed": (7, H), "stop": (["\n"], H), "stream": (True, H), "stream_options": ({"include_usage": True}, H),
     "n": (1, H),
-    "suffix": (" world", R),  # ollama: stays refused by name for smollm2, whose GGUF has no FIM tokens
+    "suffix": (" world", R),  # refused by name for smollm2, whose GGUF has no FIM tokens
     "echo": (True, H), "logprobs": (2, H),
     "best_of": (2, R), "frequency_penalty": (0.5, R), "presence_penalty": (0.5, R),
     "logit_bias": ({"50256": -100}, R), "user": ("u1", R),
 }
 EMBEDDINGS: dict[str, tuple[Any, str]] = {
     "model": (MODEL, H), "input": ("Hi", H), "encoding_format": ("base64", H),
-    "dimensions": (8, R),  # ollama: honoured (truncation)
+    "dimensions": (8, H),
     "user": ("u1", R),
 }
 OLLAMA_OPTIONS: dict[str, tuple[Any, str]] = {
     "temperature": (0.5, H), "top_p": (0.9, H), "seed": (7, H), "num_predict": (2, H), "stop": (["\n"], H),
-    "num_ctx": (1024, R), "top_k": (40, R), "repeat_penalty": (1.1, R),  # ollama: honoured
+    "num_ctx": (256, H), "top_k": (40, H), "repeat_penalty": (1.1, R),  # only 1.0: no penalty in the chain
     "embedding_only": (True, R), "f16_kv": (True, R), "frequency_penalty": (0.5, R), "logits_all": (True, R),
     "low_vram": (True, R), "main_gpu": (0, R), "mirostat": (1, R), "mirostat_eta": (0.1, R),
     "mirostat_tau": (5.0, R), "num_batch": (512, R), "num_gpu": (0, R), "num_keep": (4, R), "num_thread": (2, R),
@@ -80,20 +80,20 @@ OLLAMA_OPTIONS: dict[str, tuple[Any, str]] = {
 OLLAMA_CHAT: dict[str, tuple[Any, str]] = {
     "model": (MODEL, H), "messages": ([{"role": "user", "content": "Hi"}], H), "stream": (True, H),
     "options": ({"temperature": 0.5, "num_predict": 2}, H),
-    "tools": ([OLLAMA_TOOL], R), "format": ("json", R),  # tools: honoured
-    "keep_alive": ("5m", R),  # ollama: honoured
+    "tools": ([OLLAMA_TOOL], H), "format": ("json", H),
+    "keep_alive": ("5m", H),
     "logprobs": (True, R), "top_logprobs": (2, R),  # lead: honoured (if Ollama's are added)
     "think": (True, R),
     "messages.0.images": (["iVBORw0KGgo="], R), "messages.1.thinking": ("hmm", R),
-    "messages.1.tool_calls": ([{"function": {"name": "f", "arguments": {}}}], R),  # tools: honoured
-    "messages.1.tool_name": ("f", R),  # tools: honoured
+    "messages.1.tool_calls": ([{"function": {"name": "f", "arguments": {}}}], H),
+    "messages.1.tool_name": ("f", H),
 }
 OLLAMA_GENERATE: dict[str, tuple[Any, str]] = {
     "model": (MODEL, H), "prompt": ("Hi", H), "stream": (True, H), "system": ("Be brief.", H), "raw": (True, H),
     "options": ({"temperature": 0.5, "num_predict": 2}, H),
-    "suffix": (" world", R),  # ollama: stays refused by name for smollm2 (no FIM tokens)
-    "format": ("json", R),  # tools: honoured
-    "keep_alive": ("5m", R),  # ollama: honoured
+    "suffix": (" world", R),  # refused by name for smollm2 (no FIM tokens)
+    "format": ("json", H),
+    "keep_alive": ("5m", H),
     "logprobs": (True, R), "top_logprobs": (2, R),  # lead: honoured (if Ollama's are added)
     "context": ([1, 2, 3], R), "images": (["iVBORw0KGgo="], R), "template": ("{{ .Prompt }}", R),
     "think": (True, R), "width": (64, R), "height": (64, R), "steps": (4, R),
