@@ -99,7 +99,7 @@ def stream_bench(threads: int, args: argparse.Namespace, work: Path, models: Pat
         worker = stack.enter_context(contribute(worker_home, coord.url, MODEL, models, threads))
         http = stack.enter_context(httpx.Client(auth=SignedAuth(me), timeout=300))
         # openai's stubs name its own httpx fork's Client; an httpx.Client with an Auth works the same.
-        swarm = openai.OpenAI(base_url=coord.url + "/v1", api_key="unused", http_client=http,  # type: ignore[arg-type]
+        swarm = openai.OpenAI(base_url=coord.url + "/v1", api_key="unused", http_client=http,  # type: ignore[arg-type, unused-ignore]
                               max_retries=0)
         wait_listed(swarm)
         # Started only now, so it does not run while the worker measures its decode speed.
