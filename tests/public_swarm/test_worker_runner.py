@@ -75,7 +75,8 @@ def test_tokens_stream_and_the_receipt_verifies_text_without_ids_riding_on_the_n
     [finished] = coord(link, JobFinished)  # the coordinator's session verified the receipt
     assert (finished.finish_reason, finished.prompt_tokens, finished.completion_tokens) == ("stop", 7, 3)
     assert engine.requests == [(MODEL.name, "chat", {"messages": [{"role": "user", "content": "Why is the sky blue?"}],
-                                                     "max_tokens": 16, "temperature": 0.0, "top_p": 1.0, "stop": []})]
+                                                     "max_tokens": 16, "temperature": 0.0, "top_p": 1.0, "stop": [],
+                                                     "exact": True})]
     assert not link.closes()
 
 
