@@ -42,8 +42,8 @@ def test_the_unknown_field_is_named_before_other_problems() -> None:
     message, param = _message(ChatCompletionRequest, {"messages": ASK, "temperature": "hot", "logit_bias": {"1": 2}})
     assert param == "logit_bias" and message.startswith("'logit_bias' is not supported by hearth yet")
     assert "1 more" in message
-    message, param = _message(ChatCompletionRequest, {"messages": [{"role": "user", "content": "Hi", "name": "a"}]})
-    assert param == "messages.0.name"
+    message, param = _message(ChatCompletionRequest, {"messages": [{"role": "user", "content": "Hi", "audio": {"id": "a"}}]})
+    assert param == "messages.0.audio"
     message, param = _message(OllamaGenerateRequest, {"model": "m", "prompt": "p", "options": {"mirostat": 1}})
     assert param == "options.mirostat" and "'options.mirostat'" in message
 
