@@ -14,27 +14,14 @@ MAX_GRAMMAR = 64 * 1024
 """Longest GBNF grammar a request may carry (characters)."""
 
 
-def sampler_chain(temperature: float, top_p: float, seed: int, grammar: str | None = None,
-                  vocab: Any = None) -> Any:
+def sampler_chain(temperature: float, top_p: float, seed: int) -> Any:
     """hearth's sampler chain, for every request of the engine: top-k 40, top-p, min-p 0.05,
     temperature, seeded draw; greedy at temperature 0 (as llama-cpp-python builds it by default),
-    so a seed reproduces a reply. With a GBNF `grammar` (and the model's `vocab`), the grammar
-    comes first and only tokens it allows are drawn. Named by hearth.engine.protocol.SAMPLER_CHAIN:
-    change that name with the chain. RequestError for a grammar that does not parse."""
-    import llama_cpp
+    so a seed reproduces a reply. A grammar is checked beside it (SlotSampler). Named by
+    hearth.engine.protocol.SAMPLER_CHAIN: change that name with the chain."""
     from llama_cpp._internals import LlamaSampler
 
     chain: Any = LlamaSampler()  # type: ignore[no-untyped-call]
-    if grammar is not None:
-        if len(grammar) > MAX_GRAMMAR or not grammar.strip():
-            chain.close()
-            raise RequestError("invalid_request", f"A grammar must be 1 to {MAX_GRAMMAR} characters of GBNF.")
-        rule = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
-        if not rule:
-            chain.close()
-            raise RequestError("invalid_request", "The grammar does not parse as GBNF with a `root` rule; "
-                               "see llama.cpp's grammars/README.md for the syntax.")
-        llama_cpp.llama_sampler_chain_add(chain.sampler, rule)
     if temperature <= 0.0:
         chain.add_greedy()
     else:
@@ -44,6 +31,20 @@ def sampler_chain(temperature: float, top_p: float, seed: int, grammar: str | No
         chain.add_temp(temperature)
         chain.add_dist(seed)
     return chain
+
+
+def grammar_rule(grammar: str, vocab: Any) -> Any:
+    """A llama.cpp grammar sampler for a GBNF `grammar` over the model's `vocab` (free it with
+    llama_sampler_free); RequestError for one that is too long, empty or does not parse."""
+    import llama_cpp
+
+    if len(grammar) > MAX_GRAMMAR or not grammar.strip():
+        raise RequestError("invalid_request", f"A grammar must be 1 to {MAX_GRAMMAR} characters of GBNF.")
+    rule = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+    if not rule:
+        raise RequestError("invalid_request", "The grammar does not parse as GBNF with a `root` rule; "
+                           "see llama.cpp's grammars/README.md for the syntax.")
+    return rule
 
 
 class SlotSampler:
@@ -57,16 +58,8 @@ class SlotSampler:
         import llama_cpp
 
         self._low: Any = llama_cpp
+        self.rule: Any = None if grammar is None else grammar_rule(grammar, vocab)
         self.chain = sampler_chain(temperature, top_p, seed)
-        self.rule: Any = None
-        if grammar is not None:
-            try:
-                check = sampler_chain(temperature, top_p, seed, grammar, vocab)  # refuses a bad grammar
-            except RequestError:
-                self.chain.close()
-                raise
-            check.close()
-            self.rule = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
         self._one: Any = None
         self._all: Any = None
 
