@@ -4,7 +4,7 @@ Run as `python -m hearth.engine.worker --model PATH ...`. It reads requests from
 writes events to the original stdout (fd 1 is pointed at stderr so that nothing llama.cpp
 prints can corrupt the protocol). It exits when stdin closes, so it never outlives its parent.
 A reader thread takes requests and cancels while the main thread decodes up to `--parallel`
-requests together (hearth.engine.scheduler over hearth.engine.batch).
+requests together (hearth.engine.intake, then hearth.engine.scheduler over hearth.engine.batch).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, cast
+from typing import Any, cast
 
 from hearth.engine.batch import BatchDecoder
 from hearth.engine.chat_tokens import TemplateMismatch, partition, split_rendered
@@ -30,11 +30,11 @@ from hearth.engine.events import (
     Progress,
     Ready,
     Vectors,
-    encode,
 )
 from hearth.engine.fim import FimTokens, infill_prompt
+from hearth.engine.intake import Emitter, Inbox, read_requests, serve
 from hearth.engine.load import model_params
-from hearth.engine.protocol import ProtocolError, RequestError, decode_request
+from hearth.engine.protocol import RequestError
 from hearth.engine.scheduler import Scheduler
 from hearth.engine.templates import template_for
 from hearth.engine.tool_prompt import native_messages, plain_messages, renders_tools
@@ -49,20 +49,6 @@ LLAMA_BATCH_MIN = 8
 """That context's batch size."""
 EMBED_GROUP = 8
 """Inputs embedded per llama.cpp call: a call has a fixed cost, and cancellation waits for one."""
-
-
-class Emitter:
-    """Writes one event per line to the protocol pipe; both threads share it."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-
-    def __call__(self, event: EngineEvent) -> None:
-        data = encode(event)
-        with self._lock:
-            self._stream.write(data)
-            self._stream.flush()
 
 
 class Engine:
@@ -288,50 +274,6 @@ class Engine:
         out(Embedding(rid, sum(counts)))
 
 
-def _reader(inbox: queue.Queue[dict[str, Any] | None], cancels: dict[str, threading.Event],
-            out: Emitter) -> None:
-    """Requests into the inbox, each with its cancel event in `cancels` (the scheduler removes
-    it when the request ends); a cancel sets the event."""
-    for line in sys.stdin.buffer:
-        try:
-            msg = decode_request(line)
-        except ProtocolError as exc:
-            out(Error(None, "protocol", str(exc)))
-            continue
-        if msg["op"] == "cancel":
-            ev = cancels.get(str(msg.get("id")))
-            if ev is not None:
-                ev.set()
-            continue
-        cancels[str(msg.get("id"))] = threading.Event()
-        inbox.put(msg)
-    # stdin closed: the parent is gone (or stopping us). Stop the requests in hand at the next
-    # step rather than decoding on for nobody.
-    for ev in list(cancels.values()):
-        ev.set()
-    inbox.put(None)
-
-
-def serve(engine: Engine, inbox: queue.Queue[dict[str, Any] | None], cancels: dict[str, threading.Event],
-          out: Emitter) -> None:
-    """Take requests between decode steps (waiting for one only when nothing runs) until the
-    inbox ends, then finish what was cancelled."""
-    sched = Scheduler(engine, engine.decoder, out, cancels=cancels)
-    closing = False
-    while not (closing and sched.idle):
-        while not closing:
-            try:
-                req = inbox.get(block=sched.idle)
-            except queue.Empty:
-                break
-            if req is None:
-                closing = True
-                sched.cancel_all()
-            elif str(req.get("id")) in cancels:
-                sched.submit(req, cancels[str(req.get("id"))])
-        sched.tick()
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="hearth-engine")
     ap.add_argument("--model", required=True)
@@ -364,9 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     out(Ready(os.getpid(), engine.n_ctx, round((time.perf_counter() - t0) * 1000, 1),
               parallel=engine.decoder.parallel))
 
-    inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    inbox: Inbox = queue.Queue()
     cancels: dict[str, threading.Event] = {}
-    threading.Thread(target=_reader, args=(inbox, cancels, out), daemon=True).start()
+    threading.Thread(target=read_requests, args=(sys.stdin.buffer, inbox, cancels, out), daemon=True).start()
     serve(engine, inbox, cancels, out)
     return 0
 
