@@ -297,13 +297,15 @@ HERE, THERE = "10.88.0.1", "10.88.0.2"
 
 class Wire:
     """Two TUN devices, one in each namespace, joined by this process: every IP packet crosses
-    DELAY_MS later (this kernel has no netem). A reader thread per direction stamps packets, a
+    `delay_ms` later (this kernel has no netem). A reader thread per direction stamps packets, a
     writer thread releases each when due, so the delay adds to, and does not serialise, traffic."""
 
     TUNSETIFF, IFF_TUN, IFF_NO_PI = 0x400454CA, 0x0001, 0x1000
 
-    def __init__(self, names: tuple[str, str]) -> None:
+    def __init__(self, names: tuple[str, str], delay_ms: float = DELAY_MS) -> None:
         self.names = names
+        self.delay_ms = delay_ms
+        """Read at each packet: a run may change it between measurements."""
         self.fds = [self._open(n) for n in names]
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -327,7 +329,7 @@ class Wire:
                 packet = os.read(fd, 70000)
             except OSError:
                 return
-            due.put((time.monotonic() + DELAY_MS / 1000, packet))
+            due.put((time.monotonic() + self.delay_ms / 1000, packet))
 
     def _write(self, fd: int, due: queue.Queue[tuple[float, bytes]]) -> None:
         while not self.stopping.is_set():
@@ -381,10 +383,11 @@ def sh(*argv: str, check: bool = True) -> None:
     subprocess.run(argv, check=check, capture_output=not check)
 
 
-def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -> tuple[Results, str]:
+def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path,
+                  tmp: Path) -> tuple[dict[float, Results], str]:
     """Create two private namespaces (this machine, the others) joined by the delaying wire, run
-    this script's pooled part in the first, and remove both whatever happens (killing anything
-    still inside first)."""
+    this script's pooled part in the first once per delay, and remove both whatever happens
+    (killing anything still inside first)."""
     if os.geteuid() != 0:
         raise SystemExit("--rpc needs root (network namespaces and TUN devices)")
     tag = os.getpid() % 100000
@@ -407,15 +410,12 @@ def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -
         os.setpriority(os.PRIO_PROCESS, 0, -10)
         wire.start()
         os.setpriority(os.PRIO_PROCESS, 0, 0)
-        argv = ["ip", "netns", "exec", near, sys.executable, str(Path(__file__).resolve()), "--inside", "--far", far,
-                "--gguf", str(gguf), "--home", str(home), "--json-out", str(out), "--hearth-reuse", args.hearth_reuse, "--clients", args.clients,
-                "--tokens", str(args.tokens), "--rounds", str(args.rounds), "--threads", str(args.threads),
-                "--ctx", str(args.ctx), "--ngl", str(args.ngl)]
-        subprocess.run(argv, check=True, start_new_session=True)
-        raw: dict[str, Any] = json.loads(out.read_text())
-        by_server: dict[str, dict[str, dict[str, list[float]]]] = raw["results"]
-        return ({name: {n: Cell(**cell) for n, cell in by_n.items()} for name, by_n in by_server.items()},
-                str(raw["layout"]))
+        by_delay: dict[float, Results] = {}
+        layout_seen = ""
+        for delay in args.delay_list:
+            wire.delay_ms = delay
+            by_delay[delay], layout_seen = inside(args, near, far, gguf, home, out)
+        return by_delay, layout_seen
     finally:
         for ns in made:
             left = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
@@ -426,6 +426,19 @@ def in_namespaces(args: argparse.Namespace, gguf: Path, home: Path, tmp: Path) -
             wire.close()
         for ns in made:
             sh("ip", "netns", "del", ns, check=False)
+
+
+def inside(args: argparse.Namespace, near: str, far: str, gguf: Path, home: Path, out: Path) -> tuple[Results, str]:
+    """This script's pooled part, run in the near namespace; its results and hearth's split."""
+    argv = ["ip", "netns", "exec", near, sys.executable, str(Path(__file__).resolve()), "--inside", "--far", far,
+            "--gguf", str(gguf), "--home", str(home), "--json-out", str(out), "--hearth-reuse", args.hearth_reuse,
+            "--clients", args.clients, "--tokens", str(args.tokens), "--rounds", str(args.rounds),
+            "--threads", str(args.threads), "--ctx", str(args.ctx), "--ngl", str(args.ngl)]
+    subprocess.run(argv, check=True, start_new_session=True)
+    raw: dict[str, Any] = json.loads(out.read_text())
+    by_server: dict[str, dict[str, dict[str, list[float]]]] = raw["results"]
+    return ({name: {n: Cell(**cell) for n, cell in by_n.items()} for name, by_n in by_server.items()},
+            str(raw["layout"]))
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -466,10 +479,10 @@ def preamble(args: argparse.Namespace, title: str) -> list[str]:
         f"started together; {args.rounds} round(s) per concurrency, alternating which server goes first. "
         "tok/s: the median round's aggregate decode rate (tokens after each client's first, over the time "
         "from the first first token to the last token). End-to-end: every token over the time from the first "
-        "request sent to the last token (prompt evaluation included: hearth evaluates a newcomer's prompt one "
-        "64-token chunk per step while the others stream, so its first clients start early and the decode "
-        "window above also holds the later clients' prompts; llama-server evaluates the burst's prompts "
-        "together before any first token). TTFT: request sent to first content chunk, "
+        "request sent to the last token (prompt evaluation included: a step of hearth's evaluates one "
+        "64-token prompt chunk of every admitting request, and a request that wakes an idle engine waits up "
+        "to 15 ms for the rest of its burst, so that a burst's prompts go in one step and its streams start "
+        "together, as llama-server's do). TTFT: request sent to first content chunk, "
         "nearest-rank percentiles over every client of every round. llama-server, rpc-server: llama.cpp "
         "built from the source our llama-cpp-python wheel vendors (`../shared/anchors/build-llama-tools.sh`).",
         "",
@@ -491,13 +504,37 @@ def report_local(args: argparse.Namespace, local: Results) -> str:
     return "\n".join(lines)
 
 
-def report_pooled(args: argparse.Namespace, pool: Results, split: str) -> str:
+def ms_per_step(cell: Cell, clients: int) -> float:
+    """A decode step's time: every stream gains one token a step."""
+    return clients * 1000 / statistics.median(cell.aggregate)
+
+
+def hop_table(by_delay: dict[float, Results], clients: list[int]) -> list[str]:
+    """What the injected delay adds to a decode step, by concurrency: if a step pays the hops once
+    for all its sequences, the added time (and the round trips it stands for) does not grow with
+    the clients."""
+    low, high = min(by_delay), max(by_delay)
+    rtt = 2 * (high - low)
+    lines = [f"| clients | llama-server ms/step at {low:g} / {high:g} ms | added | round trips/step "
+             f"| hearth ms/step at {low:g} / {high:g} ms | added | round trips/step |", "|---|---|---|---|---|---|---|"]
+    for n in clients:
+        cells = []
+        for server in SERVERS:
+            a, b = (ms_per_step(by_delay[d][server][str(n)], n) for d in (low, high))
+            cells += [f"{a:.1f} / {b:.1f}", f"{b - a:.1f} ms", f"{(b - a) / rtt:.1f}"]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def report_pooled(args: argparse.Namespace, by_delay: dict[float, Results], split: str) -> str:
+    main_delay = DELAY_MS if DELAY_MS in by_delay else max(by_delay)
+    pool = by_delay[main_delay]
     lines = [
-        *preamble(args, f"Many clients at once over 2 RPC nodes with {DELAY_MS} ms one-way delay, hearth vs llama-server"
-                  + (", hearth with HEARTH_PROMPT_REUSE=tokens" if args.hearth_reuse == "tokens" else "")),
+        *preamble(args, f"Many clients at once over 2 RPC nodes with {main_delay:g} ms one-way delay, hearth vs "
+                  "llama-server" + (", hearth with HEARTH_PROMPT_REUSE=tokens" if args.hearth_reuse == "tokens" else "")),
         "Two private network namespaces: this machine (both servers, the clients) and the others "
         f"(2 llama.cpp rpc-servers, 2 `hearth node` agents, all on {THERE}), joined by TUN devices "
-        f"and a relay in the script that delivers every packet {DELAY_MS} ms late (this kernel has no "
+        f"and a relay in the script that delivers every packet {main_delay:g} ms late (this kernel has no "
         "netem); HTTP stays inside the first namespace, undelayed. llama-server `--rpc` over the 2 "
         f"rpc-servers with `-ngl {args.ngl} -ts 1,1` (llama.cpp counts the output head as a layer and "
         "puts it on the last device: the first layers here, the rest and the head halved between the "
@@ -508,9 +545,14 @@ def report_pooled(args: argparse.Namespace, pool: Results, split: str) -> str:
         "",
         "Target (issue 13): hearth's aggregate at 4 clients >= 2.5x its own single stream. "
         + ("; ".join(x for x in (scaling(pool, args.client_list, s) for s in SERVERS) if x) or "not measured") + ".",
-        "",
-        CAVEAT,
     ]
+    for delay in sorted(d for d in by_delay if d != main_delay):
+        lines += ["", f"The same with the relay's delay at {delay:g} ms:", "", *table(by_delay[delay], args.client_list),
+                  "", "; ".join(x for x in (scaling(by_delay[delay], args.client_list, s) for s in SERVERS) if x) + "."]
+    if len(by_delay) > 1:
+        lines += ["", "What the delay adds to a decode step (ms/step: clients x 1000 / aggregate tok/s; round trips: "
+                  "the added time over the added round-trip time):", "", *hop_table(by_delay, args.client_list)]
+    lines += ["", CAVEAT]
     return "\n".join(lines)
 
 
@@ -531,6 +573,9 @@ def parse() -> argparse.Namespace:
                          "text whatever ran before) or tokens (every shared token, as llama-server's cache_prompt)")
     ap.add_argument("--rpc", action="store_true", help="also the pooled variant (root: a network namespace)")
     ap.add_argument("--no-local", action="store_true", help="skip the one-machine part (with --rpc)")
+    ap.add_argument("--delays", default=str(DELAY_MS),
+                    help="pooled: the relay's one-way delays in ms, comma-separated; with two or more, a table of "
+                         "what the delay adds to a decode step at each concurrency")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--gguf", type=Path, help=argparse.SUPPRESS)
@@ -539,6 +584,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.client_list = [int(x) for x in args.clients.split(",") if x.strip()]
+    args.delay_list = sorted({float(x) for x in args.delays.split(",") if x.strip()})
+    if not args.delay_list or min(args.delay_list) < 0 or max(args.delay_list) > 100:
+        ap.error("--delays: one or more delays in ms, 0 to 100")
     if not args.client_list or min(args.client_list) < 1 or args.tokens < 2 or args.rounds < 1:
         ap.error("--clients: positive integers; --tokens >= 2; --rounds >= 1")
     return args
