@@ -109,7 +109,9 @@ BASE: dict[str, dict[str, Any]] = {
     "/api/generate": {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 2}},
 }
 # Fields a walked field needs beside it to be meaningful.
-ALONG: dict[tuple[str, str], dict[str, Any]] = {("/v1/chat/completions", "top_logprobs"): {"logprobs": True}}
+ALONG: dict[tuple[str, str], dict[str, Any]] = {("/v1/chat/completions", "top_logprobs"): {"logprobs": True},
+                                              ("/v1/chat/completions", "stream_options"): {"stream": True},
+                                              ("/v1/completions", "stream_options"): {"stream": True}}
 TABLES = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/embeddings": EMBEDDINGS,
           "/api/chat": OLLAMA_CHAT, "/api/generate": OLLAMA_GENERATE}
 

@@ -53,3 +53,21 @@ def test_nothing_asked_is_accepted_as_the_ollama_client_sends_it() -> None:
     assert body.model == "m"
     with pytest.raises(ValidationError, match="Extra inputs"):
         OllamaChatRequest.model_validate({"model": "m", "messages": ASK, "think": True, "images": []})
+
+
+def test_stream_options_need_a_stream() -> None:
+    message, param = _message(ChatCompletionRequest, {"messages": ASK, "stream_options": {"include_usage": True}})
+    assert param == "stream_options" and "only allowed with stream: true" in message
+    body = ChatCompletionRequest.model_validate({"messages": ASK, "stream": True,
+                                                 "stream_options": {"include_usage": True}})
+    assert body.stream_options is not None and body.stream_options.include_usage
+    assert ChatCompletionRequest.model_validate({"messages": ASK, "stream_options": None}).stream_options is None
+
+
+def test_a_tool_result_names_the_call_it_answers() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    history = [*ASK, {"role": "assistant", "tool_calls": [call]}, {"role": "tool", "content": "18 C"}]
+    message, param = _message(ChatCompletionRequest, {"messages": history})
+    assert param == "messages.2.tool_call_id" and "tool_call_id of the call it answers" in message
+    history[2] = {**history[2], "tool_call_id": "c1"}
+    assert ChatCompletionRequest.model_validate({"messages": history}).messages[2].tool_call_id == "c1"

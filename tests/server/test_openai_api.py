@@ -105,7 +105,7 @@ def test_embeddings_float_and_base64(client: openai.OpenAI, server: Server) -> N
     assert len(v0) == 576 and v0 != v1
     assert abs(sum(x * x for x in v0) - 1.0) < 1e-3  # normalised
     raw = httpx.post(server.base + "/embeddings", json={"model": MODEL, "input": "hello there",
-                                                        "encoding_format": "base64"}).json()
+                                                        "encoding_format": "base64"}, timeout=60).json()
     b64 = raw["data"][0]["embedding"]
     decoded = struct.unpack(f"<{len(v0)}f", base64.b64decode(b64))
     assert max(abs(a - b) for a, b in zip(decoded, v0, strict=True)) < 1e-6

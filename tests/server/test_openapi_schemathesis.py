@@ -63,6 +63,8 @@ def _bounded(case: Any) -> None:
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_no_undocumented_status(case: Any) -> None:
+    if case.path == ENDLESS:  # `exclude` above does not drop it in this schemathesis: it read for 6 min
+        return
     _bounded(case)
     case.call_and_validate(checks=[not_a_server_error, status_code_conformance], timeout=120)
 
