@@ -102,8 +102,7 @@ def serve(engine: Any, inbox: Inbox, cancels: dict[str, threading.Event], out: E
     decoder = engine.decoder
     closing = False
     while not (closing and sched.idle):
-        burst: list[float] = []
-        """Arrival times of the requests that woke the idle engine."""
+        burst: list[float] = []  # arrival times of the requests that woke the idle engine
         while not closing:
             wait: float | None = 0.0
             if sched.idle:
