@@ -35,10 +35,12 @@ def fuzzed(models_home: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def served_schema(fuzzed: Server) -> Any:
-    return schemathesis.openapi.from_url(fuzzed.url + "/openapi.json").exclude(path=ENDLESS)
+    return schemathesis.openapi.from_url(fuzzed.url + "/openapi.json")
 
 
-schema = schemathesis.pytest.from_fixture("served_schema")
+# The exclusion goes on the lazy schema: it replaces the fixture schema's own filters when it
+# parametrizes (schemathesis.pytest.lazy.get_schema), so an exclude there was lost.
+schema = schemathesis.pytest.from_fixture("served_schema").exclude(path=ENDLESS)
 
 
 def _bounded(case: Any) -> None:
@@ -63,8 +65,6 @@ def _bounded(case: Any) -> None:
 @schema.parametrize()
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_5xx_and_no_undocumented_status(case: Any) -> None:
-    if case.path == ENDLESS:  # `exclude` above does not drop it in this schemathesis: it read for 6 min
-        return
     _bounded(case)
     case.call_and_validate(checks=[not_a_server_error, status_code_conformance], timeout=120)
 
